@@ -1,0 +1,37 @@
+"""Errors raised at the boundaries of sozkit: each says what was wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class SozkitError(Exception):
+    """Base class of the errors sozkit raises on bad input or configuration."""
+
+
+class RecordingError(SozkitError):
+    """A problem with one recording: it is reported (which file, what, how to fix) and skipped.
+
+    Parameters
+    ----------
+    source : str
+        The file (or recording id) the problem is in.
+    reason : str
+        What is wrong, with the offending values.
+    fix : str
+        What the user can do about it.
+    """
+
+    def __init__(self, source: str, reason: str, fix: str = "") -> None:
+        self.source = str(source)
+        self.reason = reason
+        self.fix = fix
+        msg = f"{self.source}: {reason}"
+        if fix:
+            msg += f" Fix: {fix}"
+        super().__init__(msg)
+
+    def __reduce__(self):  # picklable across Beam / Ray workers
+        return (type(self), (self.source, self.reason, self.fix))
+
+
+class ConfigError(SozkitError, ValueError):
+    """An invalid configuration value (raised by the frozen config dataclasses)."""
