@@ -1,0 +1,32 @@
+"""The input contract every registered model checks: ``x (batch, n_chans, seq_len, n_feats)``
+with a ``mask (batch, n_chans)`` of real channels (see :mod:`models.registry`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_model_input(x: Tensor, mask: Tensor, *, seq_len: int, n_feats: int) -> None:
+    """Raise a ValueError unless ``x`` and ``mask`` fit a model built for ``seq_len, n_feats``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, n_chans, seq_len, n_feats)
+        Floating-point clip features.
+    mask : BoolTensor, shape (batch, n_chans)
+        True for real channels.
+    seq_len, n_feats : int
+        What the model was built for.
+    """
+    if x.ndim != 4 or tuple(x.shape[2:]) != (seq_len, n_feats) or not x.is_floating_point():
+        raise ValueError(
+            f"x must be a float tensor of shape (batch, n_chans, {seq_len=}, {n_feats=}), got "
+            f"dtype={x.dtype} and shape={tuple(x.shape)}; build the model with the seq_len and "
+            "n_feats of the data."
+        )
+    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(
+            f"mask must be a bool tensor of shape {tuple(x.shape[:2])} (batch, n_chans), got "
+            f"dtype={mask.dtype} and shape={tuple(mask.shape)}; True marks real channels."
+        )

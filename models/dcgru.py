@@ -1,0 +1,408 @@
+"""DCGRU: a diffusion-convolution GRU over the contacts of a recording, and its pre-training.
+
+After DCRNN (Li et al., ICLR 2018) and its EEG use (Tang et al., "Self-supervised graph neural
+networks for improved electroencephalographic seizure analysis", ICLR 2022):
+
+- **Graph, per sample**: the absolute Pearson correlation between channels of the input
+  (each channel's clip features flattened over the sequence), optionally sparsified to each
+  node's ``top_k`` strongest neighbours (:mod:`models.graphs`); padded channels are cut off.
+- **Diffusion convolution**: ``sum_k W_{k,f} (D_out^-1 A)^k X + W_{k,b} (D_in^-1 A^T)^k X`` for
+  ``k = 0 .. K`` (the ``k = 0`` identity term counted once).
+- **DCGRU cell**: a GRU whose gate and candidate transforms are diffusion convolutions;
+  ``n_layers`` stacked cells unrolled over the ``seq_len`` clips (12 by default).
+- :class:`DCGRU`: a per-node (per-channel) logit from the last hidden state.
+- :class:`DCGRUNextClip`: the same encoder predicting each next clip's features, for
+  self-supervised pre-training; :meth:`DCGRUNextClip.encoder_state_dict` then
+  :meth:`DCGRU.load_encoder_state_dict` initialise the classifier with its weights.
+
+Because the convolution is linear in ``[x_t, h]``, the input part of every gate is computed for
+all clips at once before the recurrence (one large matrix product), and only the hidden part
+is diffused at each step. This is the same function as DCRNN's cell, in less time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from models.contract import check_model_input
+from models.graphs import (
+    correlation_adjacency,
+    diffusion_steps,
+    random_walk_supports,
+    top_k_adjacency,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DCGRUCell(nn.Module):
+    """One DCGRU cell: GRU gates made of K-step diffusion convolutions.
+
+    Parameters
+    ----------
+    input_size : int
+        Features per node of the input ``x_t``.
+    hidden : int
+        Hidden units per node.
+    k_hops : int
+        Diffusion steps ``K``.
+    n_supports : int
+        Transition matrices the convolution diffuses over (2: forward and backward walks).
+    """
+
+    def __init__(self, input_size: int, hidden: int, *, k_hops: int, n_supports: int = 2) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.k_hops = k_hops
+        n_terms = 1 + n_supports * k_hops
+        # Weights of the convolution over [x, h] split into the x part (all three transforms at
+        # once: reset gate, update gate, candidate) and the h parts.
+        self.input_conv = nn.Linear(n_terms * input_size, 3 * hidden)
+        self.hidden_gates = nn.Linear(n_terms * hidden, 2 * hidden, bias=False)
+        self.hidden_candidate = nn.Linear(n_terms * hidden, hidden, bias=False)
+        with torch.no_grad():  # DCRNN starts the gates open (bias 1): remember by default
+            self.input_conv.bias[: 2 * hidden].fill_(1.0)
+            self.input_conv.bias[2 * hidden :].zero_()
+
+    def project_inputs(self, x: Tensor, supports: list[Tensor]) -> Tensor:
+        """The input part of every transform, for all clips at once.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_nodes, seq_len, input_size)
+        supports : list of Tensor, each shape (batch, n_nodes, n_nodes)
+
+        Returns
+        -------
+        proj : Tensor, shape (batch, seq_len, n_nodes, 3 * hidden)
+        """
+        b, n, s, f = x.shape
+        steps = diffusion_steps(x.reshape(b, n, s * f), supports, self.k_hops)  # (B, N, M, S*F)
+        steps = steps.reshape(b, n, -1, s, f).permute(0, 3, 1, 2, 4)  # (B, S, N, M, F)
+        return self.input_conv(steps.reshape(b, s, n, -1))
+
+    def forward(self, x_proj: Tensor, h: Tensor, supports: list[Tensor]) -> Tensor:
+        """One recurrence step.
+
+        Parameters
+        ----------
+        x_proj : Tensor, shape (batch, n_nodes, 3 * hidden)
+            The step's slice of :meth:`project_inputs`.
+        h : Tensor, shape (batch, n_nodes, hidden)
+            Previous hidden state.
+        supports : list of Tensor, each shape (batch, n_nodes, n_nodes)
+
+        Returns
+        -------
+        h_next : Tensor, shape (batch, n_nodes, hidden)
+        """
+        b, n, _ = h.shape
+        hd = self.hidden
+        gates = x_proj[..., : 2 * hd] + self.hidden_gates(
+            diffusion_steps(h, supports, self.k_hops).reshape(b, n, -1)
+        )
+        r, u = torch.sigmoid(gates).chunk(2, dim=-1)
+        c = torch.tanh(
+            x_proj[..., 2 * hd :]
+            + self.hidden_candidate(diffusion_steps(r * h, supports, self.k_hops).reshape(b, n, -1))
+        )
+        return u * h + (1.0 - u) * c
+
+
+class DCGRUEncoder(nn.Module):
+    """Stacked DCGRU cells unrolled over a sequence of clips.
+
+    Parameters
+    ----------
+    n_feats : int
+        Features per clip and node.
+    hidden : int
+        Hidden units per node of every layer.
+    k_hops : int
+        Diffusion steps ``K``.
+    n_layers : int
+        Stacked cells; layer ``l > 0`` reads the hidden sequence of layer ``l - 1``.
+    dropout : float
+        Dropout between layers.
+    """
+
+    def __init__(
+        self, n_feats: int, *, hidden: int, k_hops: int, n_layers: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.cells = nn.ModuleList(
+            DCGRUCell(n_feats if i == 0 else hidden, hidden, k_hops=k_hops) for i in range(n_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, supports: list[Tensor]) -> Tensor:
+        """Hidden states of the last layer at every clip.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_nodes, seq_len, n_feats)
+        supports : list of Tensor, each shape (batch, n_nodes, n_nodes)
+
+        Returns
+        -------
+        out : Tensor, shape (batch, n_nodes, seq_len, hidden)
+        """
+        b, n, s, _ = x.shape
+        seq = x
+        for i, cell in enumerate(self.cells):
+            if i:
+                seq = self.dropout(seq)
+            proj = cell.project_inputs(seq, supports)  # (B, S, N, 3H)
+            h = x.new_zeros(b, n, self.hidden)
+            outs = []
+            for t in range(s):
+                h = cell(proj[:, t], h, supports)
+                outs.append(h)
+            seq = torch.stack(outs, dim=2)  # (B, N, S, H)
+        return seq
+
+
+class _DCGRUBase(nn.Module):
+    """Arguments, graph and encoder shared by :class:`DCGRU` and :class:`DCGRUNextClip`."""
+
+    def __init__(
+        self,
+        n_feats: int,
+        *,
+        seq_len: int,
+        hidden: int,
+        k_hops: int,
+        top_k: int | None,
+        n_layers: int,
+        dropout: float,
+        min_seq_len: int = 1,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("n_feats", n_feats, 1),
+            ("seq_len", seq_len, min_seq_len),
+            ("hidden", hidden, 1),
+            ("k_hops", k_hops, 0),
+            ("n_layers", n_layers, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
+            raise ValueError(f"{top_k=} must be a positive integer, or None for a dense graph.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{dropout=} must be in [0, 1).")
+        self.hparams = dict(
+            n_feats=n_feats,
+            seq_len=seq_len,
+            hidden=hidden,
+            k_hops=k_hops,
+            top_k=top_k,
+            n_layers=n_layers,
+            dropout=dropout,
+        )
+        self.n_feats = n_feats
+        self.seq_len = seq_len
+        self.top_k = top_k
+        self.encoder = DCGRUEncoder(
+            n_feats, hidden=hidden, k_hops=k_hops, n_layers=n_layers, dropout=dropout
+        )
+
+    def supports(self, x: Tensor, mask: Tensor) -> list[Tensor]:
+        """Forward and backward random-walk supports of each sample's correlation graph.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans, seq_len, n_feats)
+        mask : BoolTensor, shape (batch, n_chans)
+
+        Returns
+        -------
+        supports : list of 2 Tensor, each shape (batch, n_chans, n_chans)
+        """
+        b, c = mask.shape
+        adj = correlation_adjacency(x.reshape(b, c, -1), mask)  # (B, C, C)
+        if self.top_k is not None:
+            adj = top_k_adjacency(adj, self.top_k)
+        return list(random_walk_supports(adj))
+
+    def encode(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Encoder states of the real channels at every clip.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans, n_clips, n_feats)
+        mask : BoolTensor, shape (batch, n_chans)
+
+        Returns
+        -------
+        out : Tensor, shape (batch, n_chans, n_clips, hidden)
+        """
+        x = torch.where(mask[:, :, None, None], x, 0.0)  # padded slots may hold anything
+        return self.encoder(x, self.supports(x, mask))
+
+    def encoder_state_dict(self) -> dict[str, Tensor]:
+        """The encoder's weights (the same keys for :class:`DCGRU` and :class:`DCGRUNextClip`)."""
+        return {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
+
+    def load_encoder_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Initialise the encoder from :meth:`encoder_state_dict` of another DCGRU model.
+
+        Raises
+        ------
+        ValueError
+            If the weights come from an encoder of another size.
+        """
+        try:
+            self.encoder.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                "the encoder weights do not fit this model "
+                f"(n_feats={self.n_feats}, hidden={self.hparams['hidden']}, "
+                f"k_hops={self.hparams['k_hops']}, n_layers={self.hparams['n_layers']}); "
+                "pre-train and fine-tune with the same n_feats, hidden, k_hops and n_layers."
+            ) from e
+
+
+class DCGRU(_DCGRUBase):
+    """Per-channel SOZ logits from a DCGRU encoder over a correlation graph.
+
+    Parameters
+    ----------
+    n_feats : int
+        Spectral features per clip ``F`` (2500 bins of a 5-s clip at 1000 Hz, or fewer bands:
+        :func:`models.spectral.n_spectral_features`).
+    seq_len : int
+        Clips per sequence ``S`` (12 by default).
+    hidden : int
+        Hidden units per node (64 in Tang et al.).
+    k_hops : int
+        Diffusion steps ``K`` (2 in Tang et al.).
+    top_k : int | None
+        Neighbours kept per node in the correlation graph (3 in Tang et al.); None = dense graph.
+    n_layers : int
+        Stacked DCGRU layers.
+    dropout : float
+        Dropout between layers and before the head.
+
+    Attributes
+    ----------
+    hparams : dict
+        The constructor's keyword arguments.
+
+    Notes
+    -----
+    Forward: ``x : Tensor, shape (batch, n_chans, seq_len, n_feats)`` and
+    ``mask : BoolTensor, shape (batch, n_chans)`` give ``logits : Tensor, shape (batch, n_chans)``
+    (0 for padded channels), from ``Linear(ReLU(dropout(h_S)))`` on each node's last hidden
+    state, as in Tang et al. but per node instead of pooled.
+    """
+
+    task = "soz"
+
+    def __init__(
+        self,
+        n_feats: int,
+        *,
+        seq_len: int = 12,
+        hidden: int = 64,
+        k_hops: int = 2,
+        top_k: int | None = 3,
+        n_layers: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            n_feats,
+            seq_len=seq_len,
+            hidden=hidden,
+            k_hops=k_hops,
+            top_k=top_k,
+            n_layers=n_layers,
+            dropout=dropout,
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Per-channel logits; see the class notes for shapes."""
+        check_model_input(x, mask, seq_len=self.seq_len, n_feats=self.n_feats)
+        last = self.encode(x, mask)[:, :, -1]  # (B, C, H)
+        return self.head(last).squeeze(-1).masked_fill(~mask, 0.0)
+
+
+class DCGRUNextClip(_DCGRUBase):
+    """Self-supervised pre-training: predict each next clip's features with the DCGRU encoder.
+
+    The encoder reads clips ``0 .. S-2`` of a sequence of ``S`` (the graph is built from those
+    same clips, never from the last one) and, after each clip ``t``, a linear layer maps every
+    node's hidden state to the features of clip ``t + 1``. The targets are the input itself
+    (``x[:, :, 1:]``), so no label is needed; :meth:`next_clip_loss` is the masked mean
+    absolute error Tang et al. (2022) pre-train with.
+
+    Parameters
+    ----------
+    n_feats, seq_len, hidden, k_hops, top_k, n_layers, dropout
+        As in :class:`DCGRU` (``seq_len >= 2``). Use the same ``n_feats``, ``hidden``,
+        ``k_hops`` and ``n_layers`` as the classifier the weights are meant for.
+
+    Notes
+    -----
+    Forward: ``x : Tensor, shape (batch, n_chans, seq_len, n_feats)`` and
+    ``mask : BoolTensor, shape (batch, n_chans)`` give
+    ``pred : Tensor, shape (batch, n_chans, seq_len - 1, n_feats)``, the same layout as the
+    input: ``pred[:, :, t]`` predicts ``x[:, :, t + 1]``. Padded channels predict 0.
+    """
+
+    task = "next_clip"
+
+    def __init__(
+        self,
+        n_feats: int,
+        *,
+        seq_len: int = 12,
+        hidden: int = 64,
+        k_hops: int = 2,
+        top_k: int | None = 3,
+        n_layers: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(
+            n_feats,
+            seq_len=seq_len,
+            hidden=hidden,
+            k_hops=k_hops,
+            top_k=top_k,
+            n_layers=n_layers,
+            dropout=dropout,
+            min_seq_len=2,
+        )
+        self.decoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_feats))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Predicted features of clips ``1 .. S-1``; see the class notes for shapes."""
+        check_model_input(x, mask, seq_len=self.seq_len, n_feats=self.n_feats)
+        states = self.encode(x[:, :, :-1], mask)  # (B, C, S-1, H)
+        pred = self.decoder(states)  # (B, C, S-1, F)
+        return pred.masked_fill(~mask[:, :, None, None], 0.0)
+
+    def next_clip_loss(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Mean absolute error of the next-clip predictions over the real channels.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_chans, seq_len, n_feats)
+        mask : BoolTensor, shape (batch, n_chans)
+
+        Returns
+        -------
+        loss : Tensor, shape ()
+        """
+        x = torch.where(mask[:, :, None, None], x, 0.0)  # padded slots may hold anything
+        pred = self(x, mask)
+        err = (pred - x[:, :, 1:]).abs().mean(dim=(2, 3))  # (B, C)
+        return torch.where(mask, err, 0.0).sum() / mask.sum().clamp_min(1)
