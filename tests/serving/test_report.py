@@ -1,0 +1,151 @@
+"""The clinician report: pages, valid PNG figures, and a real headless-browser render."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ingest.errors import SozkitError
+from serving.report import contact_number, load_results, plot_shaft_map, write_report
+from serving.results import RESULT_COLUMNS, ScoreResult
+
+CHROMIUM = Path("/usr/bin/chromium")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _result(rid: str, subject: str, model: str, seed: int, labelled: bool = True) -> ScoreResult:
+    rng = np.random.default_rng(seed)
+    channels = tuple(f"{s}{i}" for s in ("LA", "LH", "RA") for i in range(1, 9))
+    probs = rng.uniform(0.0, 0.4, len(channels))
+    probs[[1, 2, 3]] = [0.9, 0.8, 0.7]  # LA2..LA4 high
+    labels = tuple(ch in {"LA2", "LA3", "LH1"} for ch in channels) if labelled else None
+    return ScoreResult(
+        recording_id=rid, subject=subject, cohort="sim", model=model, folds=(0, 1),
+        threshold=0.5, channels=channels, probabilities=probs, soz_labels=labels,
+        n_sequences=4, duration_s=600.0, sfreq=512.0,
+        metadata={"task": "ictal", "run": "01", "source_path": f"/data/{rid}.edf"},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def results() -> pd.DataFrame:
+    parts = [
+        _result("sim__p1__ictal__01", "p1", "sozformer", 0),
+        _result("sim__p1__ictal__01", "p1", "svm", 1),
+        _result("sim__p1__ictal__02", "p1", "sozformer", 2),
+        _result("sim__p2__ictal__01", "p2", "sozformer", 3, labelled=False),
+    ]
+    return pd.concat([p.to_frame() for p in parts], ignore_index=True)
+
+
+def test_result_frame_schema_and_ranking():
+    res = _result("r", "s", "sozformer", 0)
+    frame = res.to_frame()
+    assert tuple(frame.columns) == RESULT_COLUMNS
+    assert len(frame) == len(res.channels)
+    top = res.ranked()[0]
+    assert top.channel == "LA2" and top.rank == 1 and top.soz_call and top.soz_label
+    assert frame.loc[frame["channel"] == "LA2", "rank"].item() == 1
+    assert (frame["soz_call"] == (frame["probability"] >= 0.5)).all()
+    assert frame["fold"].isna().all() and (frame["folds"] == "0,1").all()
+    d = res.to_dict()
+    assert [c["rank"] for c in d["contacts"]] == list(range(1, len(res.channels) + 1))
+
+
+def test_contact_number():
+    assert contact_number("LA12") == 12
+    assert contact_number("L'A3") == 3
+    assert contact_number("EKG") is None
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 5_000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+def test_report_pages_per_recording(tmp_path, results):
+    index = write_report(results, tmp_path / "rep", top_n=5)
+    pages = sorted(p.name for p in index.parent.glob("*.html"))
+    assert pages == [
+        "index.html",
+        "sim__p1__ictal__01.html",
+        "sim__p1__ictal__02.html",
+        "sim__p2__ictal__01.html",
+    ]
+    page = (index.parent / "sim__p1__ictal__01.html").read_text()
+    # both models, the threshold, the top contact and the clinical agreement line
+    assert "<h2>sozformer</h2>" in page and "<h2>svm</h2>" in page
+    assert "threshold 0.50" in page and "LA2" in page
+    assert "2 of 3 clinical SOZ contacts called" in page
+    figs = list((index.parent / "figures").glob("*.png"))
+    assert len(figs) == 2 * 4  # (shaft map + top chart) per recording x model
+    for fig in figs:
+        _assert_png(fig)
+        assert f"figures/{fig.name}" in "".join(
+            p.read_text() for p in index.parent.glob("sim__*.html")
+        )
+    unlabelled = (index.parent / "sim__p2__ictal__01.html").read_text()
+    assert "no clinical labels" in unlabelled
+
+
+def test_report_per_patient_averages_recordings(tmp_path, results):
+    index = write_report(results, tmp_path / "rep", by="patient", select="p1")
+    page = (index.parent / "sim-p1.html").read_text()
+    assert "recordings</td><td>2: sim__p1__ictal__01, sim__p1__ictal__02" in page
+    with pytest.raises(SozkitError, match="no patient 'nobody'"):
+        write_report(results, tmp_path / "rep2", by="patient", select="nobody")
+
+
+def test_load_results_roundtrip_and_errors(tmp_path, results):
+    path = tmp_path / "results.parquet"
+    results.to_parquet(path)
+    back = load_results(path)
+    assert len(back) == len(results)
+    assert back["soz_label"].dtype == "boolean"
+    with pytest.raises(SozkitError, match="does not exist"):
+        load_results(tmp_path / "missing.parquet")
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(SozkitError, match="lacks the columns"):
+        load_results(tmp_path / "bad.parquet")
+
+
+def test_shaft_map_colours_follow_probability(tmp_path):
+    """The map's pixels must change when the probabilities do (a map that cannot fail is no test)."""
+    from PIL import Image
+
+    res = _result("r", "s", "m", 0)
+    low = res.to_frame().assign(probability=0.0)
+    high = res.to_frame().assign(probability=1.0)
+    a = np.asarray(Image.open(plot_shaft_map(low, tmp_path / "a.png")).convert("RGB"), float)
+    b = np.asarray(Image.open(plot_shaft_map(high, tmp_path / "b.png")).convert("RGB"), float)
+    assert a.shape == b.shape
+    assert np.abs(a - b).mean() > 1.0  # contacts went from pale yellow to dark red
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (/usr/bin/chromium)")
+def test_report_renders_in_headless_chromium(tmp_path, results):
+    from PIL import Image
+
+    index = write_report(results, tmp_path / "rep", select="sim__p1__ictal__01")
+    page = index.parent / "sim__p1__ictal__01.html"
+    shot = tmp_path / "shot.png"
+    profile = tmp_path / "profile"
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", "--hide-scrollbars",
+        "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri(),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), f"chromium wrote no screenshot: {proc.stderr[-2000:]}"
+    img = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert img.shape[:2] == (1600, 1200)
+    # Non-blank: many distinct colours, and the figure's warm contact colours are visible.
+    assert img.std() > 20
+    reds = (img[..., 0] > 180) & (img[..., 2] < 120)
+    assert reds.sum() > 500, "no warm (high-probability) pixels: the figures did not render"
