@@ -1,0 +1,206 @@
+"""``TrainConfig``: every setting of the training stage, frozen and validated once.
+
+The CLI (``soz train``) builds one :class:`TrainConfig` from its arguments; everything below it
+(:func:`trainer.run.run_training`, the Ray Train workers, the SVM and baseline stages) receives it
+or its plain-dict form (:meth:`TrainConfig.to_dict`, which is also what the training card records).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.errors import ConfigError
+
+#: Models ``soz train --model`` knows. ``"all"`` at the CLI expands to every one of them.
+NEURAL_MODELS = ("sozformer", "dcgru")
+CLASSICAL_MODELS = ("svm", "baseline")
+ALL_MODELS = NEURAL_MODELS + CLASSICAL_MODELS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (all models, all folds).
+
+    Parameters
+    ----------
+    models : tuple of str
+        Which of ``"sozformer"``, ``"dcgru"``, ``"svm"``, ``"baseline"`` to train, in order.
+    n_folds : int
+        Patient-wise cross-validation folds (the test folds partition the patients).
+    val_fraction : float
+        Fraction of the non-test patients of a fold held out for validation (threshold,
+        early stopping).
+    seed : int
+        Seed of the splits, the epoch sampling, the model initialisation and the SVM.
+    epochs : int
+        Maximum supervised epochs per fold (early stopping may end a fold sooner).
+    patience : int
+        Epochs without a better validation channel ROC-AUC before a fold stops.
+    batch_size : int
+        Sequences per optimiser step and per worker.
+    seqs_per_recording : int
+        Training sequences drawn per recording and epoch (before cohort weighting): a 20-hour
+        recording gives as many sequences per epoch as a 3-minute one.
+    ictal_fraction : float
+        Fraction of an ictal recording's sequences that are drawn to contain at least one ictal
+        clip (the rest anywhere in the recording); balances ictal against interictal context.
+    balance_cohorts : bool
+        Weight recordings by ``1 / (recordings in their cohort)`` so every cohort contributes the
+        same number of sequences per epoch, however many recordings it has.
+    eval_stride : int or None
+        Clips between the starts of consecutive evaluation sequences; ``None`` = the model's
+        sequence length (non-overlapping sequences covering each recording).
+    max_eval_seqs : int or None
+        Cap on evaluation sequences per recording (evenly spaced); ``None`` = all of them.
+    n_bands, fmin, fmax : int or None, float, float or None
+        Spectral features of each clip (:func:`models.spectral.spectral_features`): ``n_bands``
+        log-spaced bands between ``fmin`` and ``fmax`` (``None``: every FFT bin).
+    lr, weight_decay, grad_clip : float
+        AdamW learning rate and weight decay; gradient-norm clipping (0 disables it).
+    focal_gamma, focal_beta : float
+        Focal class-balanced BCE of SOZFormer (SPEC defaults gamma=0, beta=0.999).
+    pos_weight : float or None
+        DCGRU's BCEWithLogits ``pos_weight``; ``None`` = negatives / positives among the fold's
+        training channels.
+    ssl_epochs : int
+        Epochs of DCGRU's self-supervised next-clip pre-training before the supervised stage
+        (0 skips it).
+    model_hparams : mapping of str to mapping
+        Constructor keyword arguments per model name (``{"sozformer": {"d_model": 128}}``),
+        passed to :func:`models.registry.build_model` (``"svm"``: to ``SOZSVM``; ``"baseline"``:
+        window settings of :mod:`trainer.baseline_stage`).
+    num_workers : int
+        Ray Train workers (DDP ranks) per fold.
+    gpus_per_worker : float
+        GPUs per worker (0 = CPU training).
+    cpus_per_worker : int
+        CPUs reserved per worker; also the torch threads each worker uses, so workers do not
+        oversubscribe the cores.
+    loader_workers : int
+        ``torch.utils.data.DataLoader`` worker processes per Ray worker (0 = load in the training
+        process; prefetching then happens through a background thread).
+    max_parallel_folds : int or None
+        Folds trained at the same time; ``None`` = as many as the cluster's CPUs / GPUs fit.
+    resume : bool
+        Continue an interrupted run in the same run directory: finished folds are kept, a fold
+        cut short restarts from its last checkpoint.
+    """
+
+    models: tuple[str, ...] = ("sozformer",)
+    n_folds: int = 5
+    val_fraction: float = 0.15
+    seed: int = 0
+    epochs: int = 20
+    patience: int = 5
+    batch_size: int = 8
+    seqs_per_recording: int = 16
+    ictal_fraction: float = 0.5
+    balance_cohorts: bool = True
+    eval_stride: int | None = None
+    max_eval_seqs: int | None = None
+    n_bands: int | None = 64
+    fmin: float = 0.5
+    fmax: float | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    focal_gamma: float = 0.0
+    focal_beta: float = 0.999
+    pos_weight: float | None = None
+    ssl_epochs: int = 3
+    model_hparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: int = 1
+    loader_workers: int = 0
+    max_parallel_folds: int | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        models = tuple(self.models)
+        object.__setattr__(self, "models", models)
+        object.__setattr__(
+            self, "model_hparams", {k: dict(v) for k, v in dict(self.model_hparams).items()}
+        )
+        if not models:
+            raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
+        unknown = [m for m in models if m not in ALL_MODELS]
+        if unknown:
+            raise ConfigError(f"unknown model(s) {unknown}; choose from {ALL_MODELS} (or 'all').")
+        if len(set(models)) != len(models):
+            raise ConfigError(f"{self.models=} names a model twice; list each model once.")
+        stray = [k for k in self.model_hparams if k not in ALL_MODELS]
+        if stray:
+            raise ConfigError(f"model_hparams has keys {stray} that are no model of {ALL_MODELS}.")
+        _positive(self, "n_folds", "epochs", "batch_size", "seqs_per_recording", "num_workers")
+        _positive(self, "cpus_per_worker", "patience")
+        if self.n_folds < 2:
+            raise ConfigError(f"{self.n_folds=} must be >= 2 for cross-validation.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"{self.val_fraction=} must lie strictly between 0 and 1.")
+        if not 0.0 <= self.ictal_fraction <= 1.0:
+            raise ConfigError(f"{self.ictal_fraction=} must lie in [0, 1].")
+        for name in ("eval_stride", "max_eval_seqs", "n_bands", "max_parallel_folds"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name}={value} must be >= 1 or None.")
+        if self.fmin < 0 or (self.fmax is not None and self.fmax <= self.fmin):
+            raise ConfigError(f"{self.fmin=} and {self.fmax=} must satisfy 0 <= fmin < fmax.")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError(
+                f"{self.lr=} must be > 0, {self.weight_decay=} and {self.grad_clip=} >= 0."
+            )
+        if self.focal_gamma < 0 or not 0.0 <= self.focal_beta < 1.0:
+            raise ConfigError(f"{self.focal_gamma=} must be >= 0 and {self.focal_beta=} in [0, 1).")
+        if self.pos_weight is not None and self.pos_weight <= 0:
+            raise ConfigError(f"{self.pos_weight=} must be > 0 or None (computed per fold).")
+        if self.ssl_epochs < 0 or self.loader_workers < 0 or self.gpus_per_worker < 0:
+            raise ConfigError(
+                f"{self.ssl_epochs=}, {self.loader_workers=} and {self.gpus_per_worker=} "
+                "must be >= 0."
+            )
+
+    @property
+    def neural_models(self) -> tuple[str, ...]:
+        """The models trained with Ray Train (DDP), in order."""
+        return tuple(m for m in self.models if m in NEURAL_MODELS)
+
+    def hparams_for(self, model: str) -> dict[str, Any]:
+        """Constructor keyword arguments given for ``model`` (empty when none were given)."""
+        return dict(self.model_hparams.get(model, {}))
+
+    def feature_config(self) -> dict[str, Any]:
+        """The spectral feature settings a checkpoint records (serving recomputes them)."""
+        return {"n_bands": self.n_bands, "fmin": self.fmin, "fmax": self.fmax}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable form (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["models"] = list(self.models)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig keys {unknown}; known: {sorted(names)}.")
+        d = dict(d)
+        if "models" in d:
+            d["models"] = tuple(d["models"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be >= 1.")
