@@ -1,0 +1,416 @@
+"""One recording as a stream of blocks: the block plan and one block end to end.
+
+Shared by the Beam pipeline (:mod:`ingest.pipeline`) and by serving, so the clips a model is
+trained on and the clips it scores come out of the very same code.
+
+Block arithmetic
+----------------
+The stored signal is ``y = F(R(x))``: ``R`` resamples the source ``x`` by ``up / down``
+(polyphase, anti-aliasing FIR with ``2 Hr + 1`` taps at the up-sampled rate) and ``F`` is the
+combined FIR (``2 Hf + 1`` taps at the stored rate; :func:`ingest.preprocessing.design_filter`).
+Beyond its ends the source is extended by even reflection (``numpy.pad(mode="reflect")``), so
+the high-pass sees no step at the start or the end.
+
+Block ``b`` covers clips ``[clip_start, clip_stop)``, i.e. stored samples ``[n0, n1)``. It needs
+``R(x)`` on ``[n0 - Hf, n1 + Hf)``, which needs source samples within ``Hr / up`` of those
+positions. The block reads the source from ``src_start = anchor * down / up`` where ``anchor`` (a
+stored-rate index) is a multiple of ``up`` at least ``Hr / down`` before ``n0 - Hf``: a multiple of
+``up`` maps to a whole source sample, so the polyphase filter runs in the same phase as it would on
+the whole recording. Every stored sample of the block is thus computed from exactly the same source
+samples and the same taps as in one-shot processing (one block covering the recording): the two
+differ only by float32 rounding in FFTs of different lengths, measured below 1e-5 of the signal's
+RMS (``tests/ingest/test_stream.py`` asserts 1e-4).
+
+Non-integer rate ratios (999.41 Hz -> 1000 Hz) are approximated by ``up / down`` with
+``down <= resample_max_denominator`` (:func:`ingest.preprocessing.rational_ratio`): 1694 / 1693,
+so anchors are 1694 stored samples apart (each block computes at most that many extra samples)
+and the stored time axis is off by the ratio's relative error (3.2e-7: 23 ms after 20 hours).
+The recording's ``up`` and ``down`` are written to ``recordings.parquet``.
+
+Memory: a block is read once (MNE's float64 copy, then float32) and processed in groups of
+:data:`CHANNEL_GROUP` channels, so the peak is about three times the block's float32 size plus
+the read, whatever the recording's duration.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from ingest import preprocessing as pp
+from ingest.clipping import block_bounds, count_clips, label_clips
+from ingest.config import IngestConfig
+from ingest.errors import RecordingError
+from ingest.recording import Recording, shaft_of
+
+logger = logging.getLogger(__name__)
+
+#: Channels filtered at once inside a block (bounds the FFT work arrays).
+CHANNEL_GROUP = 32
+
+
+class SignalReader(Protocol):
+    """What :func:`process_block` needs of a reader (see :class:`ingest.signals.SignalReader`)."""
+
+    def read(self, start: int, stop: int, picks: list[str] | tuple[str, ...]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RecordingPlan:
+    """How one recording is processed, resolved from its metadata and the config.
+
+    Attributes
+    ----------
+    recording_id : str
+    contacts : tuple of str
+        The kept channels (intracranial, not bad), in file order: the stored channel axis.
+    orig_sfreq : float
+        Source rate in Hz.
+    n_times : int
+        Source samples.
+    n_clips : int
+        ``floor(duration_s / clip_s)``.
+    up, down : int
+        Resampling factors (``up == down == 1``: no resampling).
+    line_freq : float or None
+        The line frequency notched (the recording's, else the config's fallback).
+    h_freq : float
+        The low-pass edge used.
+    """
+
+    recording_id: str
+    contacts: tuple[str, ...]
+    orig_sfreq: float
+    n_times: int
+    n_clips: int
+    up: int
+    down: int
+    line_freq: float | None
+    h_freq: float
+
+    def filter_taps(self, cfg: IngestConfig) -> np.ndarray:
+        """The combined FIR of this recording at the stored rate, shape (n_taps,)."""
+        return pp.design_filter(
+            cfg.sfreq,
+            l_freq=cfg.l_freq,
+            h_freq=self.h_freq,
+            line_freq=self.line_freq if cfg.notch else None,
+            notch_width=cfg.notch_width,
+            trans_bandwidth=cfg.trans_bandwidth,
+        )
+
+
+@dataclass(frozen=True)
+class Block:
+    """A contiguous run of clips of one recording: one unit of work, one Zarr shard.
+
+    Attributes
+    ----------
+    recording_id : str
+    index : int
+        Block number (= shard number along the clip axis).
+    clip_start, clip_stop : int
+        Clips ``[clip_start, clip_stop)``.
+    src_start, src_stop : int
+        Source samples read, margins included; may reach beyond ``[0, n_times)`` (the source
+        is then extended by reflection).
+    anchor : int
+        Stored-rate sample index corresponding to ``src_start``.
+    """
+
+    recording_id: str
+    index: int
+    clip_start: int
+    clip_stop: int
+    src_start: int
+    src_stop: int
+    anchor: int
+
+    @property
+    def n_clips(self) -> int:
+        """Clips in this block."""
+        return self.clip_stop - self.clip_start
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What one block yields.
+
+    Attributes
+    ----------
+    block : Block
+    clips : ndarray, shape (n_block_clips, n_contacts, clip_samples)
+        float32, filtered and resampled, unscaled (microvolts).
+    clip_std : ndarray, shape (n_block_clips, n_contacts)
+        float32 robust standard deviations (:func:`ingest.preprocessing.robust_std`), the
+        statistic the channel scale is the median of.
+    """
+
+    block: Block
+    clips: np.ndarray
+    clip_std: np.ndarray
+
+
+def recording_plan(rec: Recording, cfg: IngestConfig) -> RecordingPlan:
+    """Resolve how ``rec`` is processed; raise a :class:`RecordingError` if it cannot be.
+
+    Raises
+    ------
+    RecordingError
+        No contact left (all bad or non-intracranial), shorter than one clip, or no line
+        frequency known while notching.
+    """
+    return _recording_plan(rec, cfg)
+
+
+@functools.lru_cache(maxsize=256)
+def _recording_plan(rec: Recording, cfg: IngestConfig) -> RecordingPlan:
+    contacts = rec.contacts
+    if not contacts:
+        n_ieeg = sum(t in ("seeg", "ecog", "dbs") for t in rec.ch_types)
+        raise RecordingError(
+            rec.path,
+            f"{rec.recording_id}: no contact left to ingest: {len(rec.channels)} channels, "
+            f"{n_ieeg} intracranial, {len(rec.bad)} marked bad.",
+            "check channels.tsv: intracranial contacts need type SEEG or ECOG and status good.",
+        )
+    n_clips = count_clips(rec.duration_s, cfg.clip_s)
+    if n_clips < 1:
+        raise RecordingError(
+            rec.path,
+            f"{rec.recording_id}: {rec.duration_s:.3f} s of signal is shorter than one "
+            f"{cfg.clip_s:g}-s clip.",
+            "nothing to ingest; drop the file or lower clip_s.",
+        )
+    line_freq = rec.line_freq if rec.line_freq else cfg.line_freq
+    if cfg.notch and line_freq is None:
+        raise RecordingError(
+            rec.path,
+            f"{rec.recording_id}: the power-line frequency is unknown (no PowerLineFrequency "
+            "in the sidecar) and no fallback is configured.",
+            "pass --line-freq 50 (Europe) or 60 (Americas), or set PowerLineFrequency in the "
+            "_ieeg.json sidecar.",
+        )
+    up, down = pp.rational_ratio(rec.sfreq, cfg.sfreq, max_denominator=cfg.resample_max_denominator)
+    return RecordingPlan(
+        recording_id=rec.recording_id,
+        contacts=contacts,
+        orig_sfreq=float(rec.sfreq),
+        n_times=int(rec.n_times),
+        n_clips=n_clips,
+        up=up,
+        down=down,
+        line_freq=float(line_freq) if line_freq else None,
+        h_freq=cfg.resolved_h_freq(rec.sfreq),
+    )
+
+
+def plan_blocks(rec: Recording, cfg: IngestConfig) -> list[Block]:
+    """The blocks of ``rec``: clip ranges plus the source ranges (with margins) they read.
+
+    Raises
+    ------
+    RecordingError
+        As :func:`recording_plan`.
+    """
+    plan = recording_plan(rec, cfg)
+    cs = cfg.clip_samples
+    hf = (plan.filter_taps(cfg).shape[0] - 1) // 2
+    hr = pp.resampler_half_length(plan.up, plan.down, half_taps=cfg.resample_half_taps)
+    blocks = []
+    for index, (c0, c1) in enumerate(block_bounds(plan.n_clips, cfg.block_clips)):
+        lo, hi = c0 * cs - hf, c1 * cs + hf  # stored-rate samples R(x) must cover
+        if plan.up == plan.down:
+            anchor, src_start, src_stop = lo, lo, hi
+        else:
+            anchor = math.floor((lo - math.ceil(hr / plan.down)) / plan.up) * plan.up
+            src_start = anchor // plan.up * plan.down
+            src_stop = -(-(hi * plan.down + hr) // plan.up) + 1
+        blocks.append(Block(rec.recording_id, index, c0, c1, src_start, src_stop, anchor))
+    return blocks
+
+
+def read_extended(
+    reader: SignalReader, start: int, stop: int, *, n_times: int, picks: tuple[str, ...]
+) -> np.ndarray:
+    """Source samples ``[start, stop)``, the signal extended by even reflection beyond its ends.
+
+    Parameters
+    ----------
+    reader : SignalReader
+    start, stop : int
+        May lie outside ``[0, n_times)``.
+    n_times : int
+        The source's length.
+    picks : tuple of str
+        Channel names.
+
+    Returns
+    -------
+    x : ndarray, shape (n_picks, stop - start)
+        float32 microvolts.
+    """
+    pad_left, pad_right = max(0, -start), max(0, stop - n_times)
+    lo, hi = max(0, start), min(n_times, stop)
+    if pad_left:  # reflection about sample 0 needs samples 1..pad_left
+        hi = min(n_times, max(hi, pad_left + 1))
+    if pad_right:  # reflection about the last sample needs pad_right samples before it
+        lo = max(0, min(lo, n_times - 1 - pad_right))
+    x = reader.read(lo, hi, list(picks))
+    if x.shape != (len(picks), hi - lo):
+        raise RecordingError(
+            getattr(getattr(reader, "recording", None), "path", "signal file"),
+            f"asked for samples [{lo}, {hi}) of {len(picks)} channels, got shape {x.shape}.",
+            "the file is shorter than its header says; re-export or re-copy it.",
+        )
+    if pad_left or pad_right:
+        x = np.pad(x, ((0, 0), (pad_left, pad_right)), mode="reflect")
+    begin = lo - pad_left
+    return x[:, start - begin : stop - begin]
+
+
+def process_block(
+    reader: SignalReader, rec: Recording, block: Block, cfg: IngestConfig
+) -> BlockResult:
+    """Read one block and turn it into unscaled clips plus their scaling statistics.
+
+    Parameters
+    ----------
+    reader : SignalReader
+        Open reader of ``rec`` (:func:`ingest.signals.open_signal`).
+    rec : Recording
+    block : Block
+        One of :func:`plan_blocks` ``(rec, cfg)``.
+    cfg : IngestConfig
+
+    Returns
+    -------
+    BlockResult
+        ``clips`` of shape (n_block_clips, n_contacts, clip_samples).
+
+    Raises
+    ------
+    RecordingError
+        Non-finite samples in the block, or a short read.
+    """
+    plan = recording_plan(rec, cfg)
+    cs = cfg.clip_samples
+    taps = plan.filter_taps(cfg)
+    hf = (taps.shape[0] - 1) // 2
+    n0, n1 = block.clip_start * cs, block.clip_stop * cs
+    x = read_extended(
+        reader, block.src_start, block.src_stop, n_times=plan.n_times, picks=plan.contacts
+    )
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        names = [plan.contacts[i] for i in bad_rows[:8]]
+        t0 = max(block.src_start, 0) / plan.orig_sfreq
+        raise RecordingError(
+            rec.path,
+            f"{rec.recording_id}: {int((~finite).sum())} NaN/inf samples in "
+            f"{len(bad_rows)} channel(s) ({', '.join(names)}) within "
+            f"{t0:.1f}-{block.src_stop / plan.orig_sfreq:.1f} s.",
+            "mark those channels bad in channels.tsv, or fill the gaps in the file.",
+        )
+    out = np.empty((len(plan.contacts), n1 - n0), dtype=np.float32)
+    first = n0 - hf - block.anchor
+    for g in range(0, len(plan.contacts), CHANNEL_GROUP):
+        rows = slice(g, g + CHANNEL_GROUP)
+        y = pp.resample(x[rows], plan.up, plan.down, half_taps=cfg.resample_half_taps)
+        if y.shape[-1] < first + (n1 - n0) + 2 * hf:
+            raise RuntimeError(  # an internal invariant of plan_blocks, not bad input
+                f"{rec.recording_id} block {block.index}: resampled {y.shape[-1]} samples, "
+                f"need {first + n1 - n0 + 2 * hf}; this is a bug in plan_blocks."
+            )
+        out[rows] = pp.fir_filter(y[:, first : first + (n1 - n0) + 2 * hf], taps)
+    del x
+    clips = np.ascontiguousarray(
+        out.reshape(len(plan.contacts), block.n_clips, cs).transpose(1, 0, 2)
+    )  # (n_clips, C, T)
+    return BlockResult(
+        block=block,
+        clips=clips,
+        clip_std=pp.robust_std(clips, max_samples=cfg.robust_max_samples),
+    )
+
+
+def process_recording(reader: SignalReader, rec: Recording, cfg: IngestConfig) -> BlockResult:
+    """All of ``rec`` in one block (the one-shot reference; small recordings and tests only).
+
+    Returns
+    -------
+    BlockResult
+        ``clips`` of shape (n_clips, n_contacts, clip_samples).
+    """
+    one = plan_blocks(rec, IngestConfig(**{**cfg.to_dict(), "block_clips": 10**9}))[0]
+    return process_block(reader, rec, one, cfg)
+
+
+def clip_labels(rec: Recording, cfg: IngestConfig) -> pd.DataFrame:
+    """The rows of ``clips.parquet`` for ``rec`` (see :mod:`ingest.clipping` for the labels).
+
+    Returns
+    -------
+    DataFrame
+        recording_id, clip_index, start_s, ictal, seizure (Int64, null if interictal),
+        seconds_from_onset (Float64, null if interictal); one row per clip.
+    """
+    n_clips = count_clips(rec.duration_s, cfg.clip_s)
+    lab = label_clips(n_clips, cfg.clip_s, rec.seizures, duration_s=rec.duration_s)
+    seizure = pd.array(lab.seizure, dtype="Int64")
+    seizure[~lab.ictal] = pd.NA
+    from_onset = pd.array(lab.seconds_from_onset, dtype="Float64")
+    from_onset[~lab.ictal] = pd.NA
+    return pd.DataFrame(
+        {
+            "recording_id": pd.Series([rec.recording_id] * n_clips, dtype="string"),
+            "clip_index": np.arange(n_clips, dtype=np.int64),
+            "start_s": lab.start_s,
+            "ictal": lab.ictal,
+            "seizure": seizure,
+            "seconds_from_onset": from_onset,
+        }
+    )
+
+
+def channel_rows(rec: Recording, scale: np.ndarray) -> pd.DataFrame:
+    """The rows of ``channels.parquet`` for ``rec``'s stored contacts.
+
+    Parameters
+    ----------
+    rec : Recording
+    scale : ndarray, shape (n_contacts,)
+        Per-channel scale (:func:`ingest.preprocessing.channel_scale`).
+
+    Returns
+    -------
+    DataFrame
+        recording_id, channel_index, name, shaft, soz, resected (nullable booleans: null where
+        the recording has no labels), scale.
+    """
+    contacts = rec.contacts
+    if len(scale) != len(contacts):
+        raise ValueError(f"{len(scale)=} must equal the {len(contacts)} contacts of the recording.")
+
+    def flags(marked: frozenset[str] | None) -> pd.arrays.BooleanArray:
+        values = [None if marked is None else name in marked for name in contacts]
+        return pd.array(values, dtype="boolean")
+
+    return pd.DataFrame(
+        {
+            "recording_id": pd.Series([rec.recording_id] * len(contacts), dtype="string"),
+            "channel_index": np.arange(len(contacts), dtype=np.int64),
+            "name": pd.Series(contacts, dtype="string"),
+            "shaft": pd.Series([shaft_of(c) for c in contacts], dtype="string"),
+            "soz": flags(rec.soz),
+            "resected": flags(rec.resected),
+            "scale": np.asarray(scale, dtype=np.float32),
+        }
+    )
