@@ -1,0 +1,149 @@
+"""DCGRU and its next-clip pre-training: graph options, locality, encoder weight transfer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.dcgru import DCGRU, DCGRUNextClip
+
+SMALL = dict(seq_len=5, hidden=8)
+
+
+def _x(batch=2, n_chans=6, seq_len=5, n_feats=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, n_chans, seq_len, n_feats, generator=g)
+    return x, torch.ones(batch, n_chans, dtype=torch.bool)
+
+
+def test_argument_validation_messages():
+    with pytest.raises(ValueError, match="top_k=0"):
+        DCGRU(10, top_k=0)
+    with pytest.raises(ValueError, match="k_hops=-1"):
+        DCGRU(10, k_hops=-1)
+    with pytest.raises(ValueError, match="hidden=0"):
+        DCGRU(10, hidden=0)
+    with pytest.raises(ValueError, match="seq_len=1 must be an integer >= 2"):
+        DCGRUNextClip(10, seq_len=1)
+
+
+@pytest.mark.parametrize(
+    "options", [dict(top_k=None), dict(top_k=1), dict(n_layers=2), dict(k_hops=3)]
+)
+def test_options_give_finite_per_channel_logits(options):
+    torch.manual_seed(0)
+    model = DCGRU(10, **SMALL, **options).eval()
+    x, mask = _x()
+    mask[0, 4:] = False
+    with torch.no_grad():
+        out = model(x, mask)
+    assert out.shape == (2, 6) and torch.isfinite(out).all()
+    assert (out[0, 4:] == 0).all()
+    assert len(model.encoder.cells) == options.get("n_layers", 1)
+
+
+def test_diffusion_carries_information_between_channels_only_with_k_hops():
+    x, mask = _x(batch=1)
+    changed = x.clone()
+    changed[:, 5] *= 3.0  # same correlations (graph), different signal on channel 5
+    for k_hops, coupled in ((0, False), (2, True)):
+        torch.manual_seed(0)
+        model = DCGRU(10, **SMALL, k_hops=k_hops, top_k=None).eval()
+        with torch.no_grad():
+            out, out2 = model(x, mask), model(changed, mask)
+        assert not torch.allclose(out[:, 5], out2[:, 5])
+        assert torch.allclose(out[:, :5], out2[:, :5], atol=1e-6) is not coupled, k_hops
+
+
+def test_top_k_restricts_who_influences_whom():
+    # Two groups of mutually correlated channels, {0, 1, 2} and {3, 4, 5}: with top_k=1 every
+    # kept edge stays inside a group, so the graph has two components and changing channel 3
+    # (a scale and shift: same correlations, same graph) moves only its own group's logits,
+    # however many hops the recurrence accumulates over the clips.
+    g = torch.Generator().manual_seed(0)
+    sources = torch.randn(1, 2, 5, 10, generator=g)
+    base = sources.repeat_interleave(3, dim=1) + 0.3 * torch.randn(1, 6, 5, 10, generator=g)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    torch.manual_seed(0)
+    model = DCGRU(10, **SMALL, k_hops=1, top_k=1).eval()
+    forward, backward = model.supports(base, mask)
+    edges = (forward[0] > 0) | (backward[0] > 0)
+    assert edges[:3, 3:].sum() == 0 and edges[3:, :3].sum() == 0
+    assert edges.sum() > 0
+    changed = base.clone()
+    changed[:, 3] = changed[:, 3] * 1.5 + 0.2
+    torch.testing.assert_close(model.supports(changed, mask)[0], forward)
+    with torch.no_grad():
+        out, out2 = model(base, mask), model(changed, mask)
+    torch.testing.assert_close(out2[:, :3], out[:, :3])
+    neighbours = edges[3].nonzero().flatten()
+    assert len(neighbours) and not torch.allclose(out2[:, neighbours], out[:, neighbours])
+
+
+def test_next_clip_model_predicts_the_next_clips_without_seeing_the_last():
+    torch.manual_seed(0)
+    model = DCGRUNextClip(10, **SMALL).eval()
+    x, mask = _x()
+    with torch.no_grad():
+        pred = model(x, mask)
+        assert pred.shape == (2, 6, 4, 10)  # (B, C, S - 1, F): pred[:, :, t] ~ x[:, :, t + 1]
+        changed = x.clone()
+        changed[:, :, -1] = 100.0
+        torch.testing.assert_close(model(changed, mask), pred)
+        # The loss: mean absolute error against the next clips, over real channels only.
+        mask[1, 4:] = False
+        garbage = x.clone()
+        garbage[1, 4:] = float("nan")
+        err = (model(x, mask) - x[:, :, 1:]).abs()
+        expected = torch.cat([err[0], err[1, :4]]).mean()
+        torch.testing.assert_close(model.next_clip_loss(garbage, mask), expected)
+
+
+def test_pretraining_lowers_next_clip_loss_and_transfers_to_the_classifier():
+    # Smooth spectra drifting slowly over clips: predictable from the previous ones.
+    g = torch.Generator().manual_seed(0)
+    level = torch.randn(8, 5, 1, 10, generator=g)
+    x = (
+        level
+        + 0.05 * torch.arange(5.0)[None, None, :, None]
+        + 0.05 * torch.randn(8, 5, 5, 10, generator=g)
+    )
+    mask = torch.ones(8, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    torch.manual_seed(0)
+    ssl = DCGRUNextClip(10, **SMALL)
+    opt = torch.optim.Adam(ssl.parameters(), lr=2e-2)
+    first = ssl.next_clip_loss(x, mask).item()
+    for _ in range(60):
+        opt.zero_grad()
+        loss = ssl.next_clip_loss(x, mask)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first, (first, loss.item())
+
+    torch.manual_seed(1)
+    clf = DCGRU(10, **SMALL)
+    before = clf.encoder_state_dict()
+    clf.load_encoder_state_dict(ssl.encoder_state_dict())
+    after = clf.encoder_state_dict()
+    assert after.keys() == ssl.encoder_state_dict().keys()
+    for key, value in ssl.encoder_state_dict().items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # The head is the classifier's own; the copy is independent of the source model.
+    with torch.no_grad():
+        next(ssl.encoder.parameters()).add_(1.0)
+    assert not torch.equal(next(clf.encoder.parameters()), next(ssl.encoder.parameters()))
+    clf.eval()
+    with torch.no_grad():
+        assert torch.isfinite(clf(x, mask)).all()
+
+
+def test_encoder_weights_of_another_size_are_refused():
+    wrong = DCGRUNextClip(10, seq_len=5, hidden=16).encoder_state_dict()
+    with pytest.raises(ValueError, match="hidden=8.*same n_feats, hidden, k_hops and n_layers"):
+        DCGRU(10, **SMALL).load_encoder_state_dict(wrong)
+    with pytest.raises(ValueError, match="n_layers=1"):
+        DCGRU(10, **SMALL).load_encoder_state_dict(
+            DCGRUNextClip(10, **SMALL, n_layers=2).encoder_state_dict()
+        )
