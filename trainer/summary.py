@@ -1,0 +1,244 @@
+"""``summary.md``: every model of a run side by side, the classical baseline included.
+
+The summary shows, per model, the test metrics as mean +- std over the cross-validation folds
+(channel ROC-AUC, PR-AUC with the SOZ prevalence that is its chance level, patient-wise macro
+recall / specificity / precision / F1, Brier score), the same pooled over all test patients,
+links to the plots, and, clearly apart, the reference figures of the original work on real data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["REFERENCE", "render_summary", "write_summary"]
+
+#: Reference figures of the original work, on the real cohorts (test folds), from the SPEC.
+#: ``(low, high)`` ranges; None where the work reports no figure.
+REFERENCE: dict[str, dict[str, tuple[float, float] | None]] = {
+    "sozformer": {
+        "roc_auc": (0.75, 0.80),
+        "macro_recall": (0.58, 0.60),
+        "macro_precision": (0.19, 0.25),
+        "macro_f1": (0.29, 0.32),
+    },
+    "dcgru": {"roc_auc": (0.64, 0.64), "macro_recall": (0.55, 0.55)},
+    "svm": {
+        "macro_recall": (0.74, 0.74),
+        "macro_precision": (0.17, 0.17),
+        "macro_f1": (0.28, 0.28),
+    },
+}
+
+# (key in summarise_folds' mean/std, column header, higher is better)
+_COLUMNS = (
+    ("roc_auc", "channel ROC-AUC", True),
+    ("pr_auc", "channel PR-AUC", True),
+    ("macro_recall", "macro recall", True),
+    ("macro_specificity", "macro specificity", True),
+    ("macro_precision", "macro precision", True),
+    ("macro_f1", "macro F1", True),
+    ("brier", "Brier", False),
+)
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{float(x):.{digits}f}"
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "n/a"
+    return _fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _check_result(name: str, res: Mapping) -> None:
+    missing = [k for k in ("n_folds", "mean", "std", "pooled", "pooled_macro") if k not in res]
+    if missing:
+        raise ValueError(
+            f"results[{name!r}] lacks {missing}; pass the dict trainer.metrics.summarise_folds "
+            "returns for each model."
+        )
+
+
+def _best(results: Mapping[str, Mapping], key: str, higher: bool) -> float | None:
+    values = [r["mean"].get(key) for r in results.values()]
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return None
+    return max(values) if higher else min(values)
+
+
+def _plot_links(run_dir: Path, name: str, res: Mapping) -> list[tuple[str, str]]:
+    """``(label, relative path)`` of a model's plots: ``res["plots"]``, else its PNG files."""
+    if "plots" in res:
+        items = [(str(k), Path(v)) for k, v in dict(res["plots"]).items()]
+    else:
+        folder = run_dir / name
+        items = [(p.stem, p) for p in sorted(folder.rglob("*.png"))] if folder.is_dir() else []
+    links = []
+    for label, p in items:
+        p = p if p.is_absolute() else run_dir / p
+        rel = Path(os.path.relpath(p, run_dir)).as_posix()
+        if not p.is_file():
+            logger.warning("summary: plot %s of model %s does not exist", p, name)
+        links.append((label, rel))
+    return links
+
+
+def render_summary(
+    results: Mapping[str, Mapping], *, run_dir: str | Path | None = None, title: str = "sozkit run"
+) -> str:
+    """The Markdown text of the summary (see :func:`write_summary`)."""
+    if not results:
+        raise ValueError("no model results to summarise; train at least one model.")
+    for name, res in results.items():
+        _check_result(name, res)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    lines = [f"# {title}: summary", ""]
+    lines += [
+        "Test-fold metrics of every model. Channel ROC-AUC / PR-AUC rank the per-channel SOZ",
+        "probabilities (a recording's mean over sequences, then the mean over a patient's",
+        "recordings); the SOZ call uses the threshold maximising Youden's J on each fold's",
+        "validation patients. Macro metrics are computed per patient, then averaged. Cells are",
+        "mean ± std over folds; PR-AUC's chance level is the SOZ prevalence; lower Brier is",
+        "better. Bold: best model per column.",
+        "",
+        "## Cross-validation (mean ± std over folds)",
+        "",
+    ]
+    header = ["model", "folds", *(h for _, h, _ in _COLUMNS)]
+    header.insert(4, "SOZ prevalence")  # next to PR-AUC, its chance level
+    best = {k: _best(results, k, hi) for k, _, hi in _COLUMNS}
+    rows = []
+    for name, res in results.items():
+        mean, std = res["mean"], res["std"]
+        cells = [f"`{name}`", str(res["n_folds"])]
+        for key, _, _ in _COLUMNS:
+            cell = _pm(mean.get(key), std.get(key))
+            if best[key] is not None and mean.get(key) == best[key]:
+                cell = f"**{cell}**"
+            cells.append(cell)
+        cells.insert(4, _fmt(mean.get("prevalence")))
+        rows.append(cells)
+    lines += _table(header, rows)
+
+    lines += ["", "## Pooled over all test patients", ""]
+    lines += [
+        "Every test channel once, called with its own fold's threshold; macro metrics are",
+        "mean ± std across patients (n = patients where the metric is defined).",
+        "",
+    ]
+    header = [
+        "model",
+        "channels (SOZ)",
+        "ROC-AUC",
+        "PR-AUC",
+        "tn / fp / fn / tp",
+        "recall",
+        "precision",
+        "macro recall",
+        "macro precision",
+        "macro F1",
+        "patients",
+    ]
+    rows = []
+    for name, res in results.items():
+        p, m = res["pooled"], res["pooled_macro"]
+        rows.append(
+            [
+                f"`{name}`",
+                f"{p['n_channels']} ({p['n_positive']})",
+                _fmt(p["roc_auc"]),
+                _fmt(p["pr_auc"]),
+                f"{p['tn']} / {p['fp']} / {p['fn']} / {p['tp']}",
+                _fmt(p["recall"]),
+                _fmt(p["precision"]),
+                f"{_pm(m['recall']['mean'], m['recall']['std'])} (n={m['recall']['n']})",
+                f"{_pm(m['precision']['mean'], m['precision']['std'])} (n={m['precision']['n']})",
+                f"{_pm(m['f1']['mean'], m['f1']['std'])} (n={m['f1']['n']})",
+                str(m["n_patients"]),
+            ]
+        )
+    lines += _table(header, rows)
+
+    lines += ["", "## Reference: the original work on real data (not this run)", ""]
+    lines += [
+        "Figures reported by the original work on the real HUP / EIIMD / CHUL cohorts (test",
+        "folds), as listed in the project SPEC. They are a yardstick for real-data runs only:",
+        "numbers on a simulated cohort are not comparable to them. Recall / precision / F1 are",
+        "patient-wise macro for SOZFormer; the SPEC does not say which for DCGRU and the SVM.",
+        "",
+    ]
+    header = [
+        "model (original work)",
+        "channel ROC-AUC",
+        "macro recall",
+        "macro precision",
+        "macro F1",
+    ]
+    rows = []
+    for name, ref in REFERENCE.items():
+        cells = [name]
+        for key in ("roc_auc", "macro_recall", "macro_precision", "macro_f1"):
+            r = ref.get(key)
+            if r is None:
+                cells.append("not reported")
+            else:
+                cells.append(_fmt(r[0], 2) if r[0] == r[1] else f"{_fmt(r[0], 2)}-{_fmt(r[1], 2)}")
+        rows.append(cells)
+    lines += _table(header, rows)
+
+    if run_dir is not None:
+        sections = [(name, _plot_links(run_dir, name, res)) for name, res in results.items()]
+        if any(links for _, links in sections):
+            lines += ["", "## Plots", ""]
+            for name, links in sections:
+                if not links:
+                    continue
+                lines.append(f"- `{name}`: " + ", ".join(f"[{lab}]({rel})" for lab, rel in links))
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(
+    run_dir: Path, results: Mapping[str, Mapping], *, title: str = "sozkit run"
+) -> Path:
+    """Write ``RUN_DIR/summary.md`` comparing every model of the run side by side.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run folder; the summary is written at its top, links are relative to it.
+    results : mapping of str to dict
+        ``{model name: trainer.metrics.summarise_folds(...) result}``, in display order (the
+        classical baseline included). Each result may carry ``"plots"``: ``{label: path}``
+        (absolute or relative to ``run_dir``); without it the PNG files under
+        ``run_dir / model name`` are linked.
+    title : str
+        Heading of the document.
+
+    Returns
+    -------
+    path : Path
+        ``run_dir / "summary.md"``.
+    """
+    run_dir = Path(run_dir)
+    text = render_summary(results, run_dir=run_dir, title=title)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "summary.md"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
