@@ -77,3 +77,62 @@ def write_brainvision(
         encoding="utf-8",
     )
     return data
+
+
+def build_bids_copy(
+    src: str | Path,
+    dst: str | Path,
+    subjects: list[str] | None = None,
+    *,
+    seconds: float = 4.0,
+    rescale_events: bool = True,
+) -> Path:
+    """Copy real BIDS sidecars to ``dst`` and write a short signal file for every run.
+
+    Each run gets an EDF (``_ieeg.edf``, ds004100) or BrainVision (``_ieeg.vhdr``, ds003029)
+    file named as in ``scans.tsv``, with exactly the channels of its ``channels.tsv`` at its
+    ``SamplingFrequency``, ``seconds`` long. With ``rescale_events`` the run's
+    ``RecordingDuration`` is set to ``seconds`` and event onsets are scaled into the short file
+    (so seizures keep their relative place); otherwise the sidecars are left unchanged.
+    """
+    import json
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and item.name != "annexed_files.tsv":
+            shutil.copy2(item, dst / item.name)
+    for sub in sorted(src.glob("sub-*")):
+        if subjects is None or sub.name[4:] in subjects:
+            shutil.copytree(sub, dst / sub.name, dirs_exist_ok=True)
+    for meta_path in sorted(dst.glob("sub-*/**/ieeg/*_ieeg.json")):
+        base = meta_path.name[: -len("_ieeg.json")]
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
+        sfreq = float(meta["SamplingFrequency"])
+        lines = meta_path.with_name(f"{base}_channels.tsv").read_text(encoding="utf-8-sig")
+        names = [line.split("\t")[0] for line in lines.splitlines()[1:] if line.strip()]
+        scans = "".join(
+            p.read_text(encoding="utf-8-sig") for p in meta_path.parents[1].glob("*_scans.tsv")
+        )
+        if f"{base}_ieeg.vhdr" in scans:
+            write_brainvision(
+                meta_path.with_name(f"{base}_ieeg.vhdr"), names, sfreq=sfreq, seconds=seconds
+            )
+        else:
+            write_edf(meta_path.with_name(f"{base}_ieeg.edf"), names, sfreq=sfreq, seconds=seconds)
+        if not rescale_events:
+            continue
+        factor = seconds / float(meta["RecordingDuration"])
+        meta["RecordingDuration"] = int(round(seconds * sfreq)) / sfreq
+        meta_path.write_text(json.dumps(meta, indent=4), encoding="utf-8")
+        events = meta_path.with_name(f"{base}_events.tsv")
+        if events.is_file():
+            rows = events.read_text(encoding="utf-8-sig").splitlines()
+            out = [rows[0]]
+            for row in rows[1:]:
+                cells = row.split("\t")
+                cells[0] = f"{float(cells[0]) * factor:.6f}"
+                out.append("\t".join(cells))
+            events.write_text("\ufeff" + "\n".join(out) + "\n", encoding="utf-8")
+    return dst
