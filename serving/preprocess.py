@@ -1,0 +1,177 @@
+"""A recording as scaled clips, streamed through ingest's own code path, in bounded memory.
+
+Serving must see exactly the clips a model was trained on. The store holds, per recording, the
+clips of :func:`ingest.stream.process_block` rounded to the storage dtype
+(:func:`ingest.preprocessing.to_storage`), and ``read_clips(scaled=True)`` divides them by the
+channel scale (:func:`ingest.preprocessing.scale_clips`), which is the median over *all* the
+recording's clips of their robust standard deviations (:func:`ingest.preprocessing.channel_scale`).
+The scale therefore needs the whole recording before the first scaled clip exists. Strategy:
+
+1. **Pass 1**: every block of :func:`ingest.stream.plan_blocks` is processed; only the per-clip
+   statistics (``n_clips x n_contacts`` floats: 7 MB for 20 h of 128 contacts) are kept, plus
+   the storage-rounded clips themselves while they fit in ``cache_bytes``.
+2. **Pass 2**: blocks are scaled and yielded. When pass 1 could keep every clip (short
+   recordings: 512 MiB holds 35 min of 128 contacts at 1 kHz in float16) they come from that
+   cache; otherwise each block is processed again (twice the filtering cost, but memory stays
+   one block whatever the duration).
+
+Peak memory is thus ``max(cache_bytes, ~3 blocks)``: one block of 60 clips x 128 contacts at
+1 kHz is 150 MB in float32. A 20-hour recording streams in the same memory as a 5-minute one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ingest import preprocessing as pp
+from ingest.config import IngestConfig
+from ingest.errors import RecordingError
+from ingest.recording import Recording
+from ingest.signals import open_signal
+from ingest.stream import plan_blocks, process_block, recording_plan
+
+logger = logging.getLogger(__name__)
+
+#: Default memory budget for keeping pass-1 clips (bytes).
+DEFAULT_CACHE_BYTES = 512 * 1024**2
+
+
+@dataclass
+class StreamTimings:
+    """Seconds spent reading + preprocessing, per pass."""
+
+    pass1: float = 0.0
+    pass2: float = 0.0
+    cached: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"preprocess_pass1": self.pass1, "preprocess_pass2": self.pass2, **self.extra}
+
+
+class RecordingStream:
+    """Scaled clips of one recording, block by block, exactly as the clip store would hold them.
+
+    Parameters
+    ----------
+    rec : Recording
+        The recording (its signal file is opened when iterating).
+    cfg : IngestConfig
+        The ingest configuration of the store the model was trained on.
+    cache_bytes : int
+        Keep pass-1 clips in memory up to this many bytes (then pass 2 reuses them); ``0``
+        always processes twice.
+
+    Attributes
+    ----------
+    contacts : tuple of str
+        Channels of the clips (the recording's kept contacts, file order).
+    n_clips : int
+        Clips in the recording.
+    scale : ndarray, shape (n_contacts,) or None
+        Channel scale, known after pass 1 (:meth:`compute_scale`).
+    """
+
+    def __init__(
+        self, rec: Recording, cfg: IngestConfig, *, cache_bytes: int = DEFAULT_CACHE_BYTES
+    ) -> None:
+        if cache_bytes < 0:
+            raise ValueError(f"{cache_bytes=} must be >= 0.")
+        self.rec = rec
+        self.cfg = cfg
+        self.cache_bytes = int(cache_bytes)
+        plan = recording_plan(rec, cfg)  # raises RecordingError: no contacts, < 1 clip ...
+        self.contacts: tuple[str, ...] = plan.contacts
+        self.n_clips: int = plan.n_clips
+        self.blocks = plan_blocks(rec, cfg)
+        self.scale: np.ndarray | None = None
+        self.timings = StreamTimings()
+        self._cache: dict[int, np.ndarray] | None = None
+
+    @property
+    def clip_bytes(self) -> int:
+        """Bytes of the whole recording's clips in the storage dtype."""
+        itemsize = np.dtype(self.cfg.dtype).itemsize
+        return self.n_clips * len(self.contacts) * self.cfg.clip_samples * itemsize
+
+    def _stored(self, clips: np.ndarray) -> np.ndarray:
+        """Round to the storage dtype like the store does (saturating), as float32."""
+        stored, _ = pp.to_storage(clips, self.cfg.dtype)
+        return stored
+
+    def compute_scale(self) -> np.ndarray:
+        """Pass 1: the channel scale, shape (n_contacts,); caches clips within the budget."""
+        if self.scale is not None:
+            return self.scale
+        t0 = time.perf_counter()
+        keep = self.clip_bytes <= self.cache_bytes
+        cache: dict[int, np.ndarray] = {}
+        stds = np.empty((self.n_clips, len(self.contacts)), dtype=np.float32)
+        with open_signal(self.rec) as reader:
+            for block in self.blocks:
+                res = process_block(reader, self.rec, block, self.cfg)
+                stds[block.clip_start : block.clip_stop] = res.clip_std
+                if keep:
+                    cache[block.index] = self._stored(res.clips)
+                del res
+        self.scale = pp.channel_scale(stds)
+        self._cache = cache if keep else None
+        self.timings.pass1 = time.perf_counter() - t0
+        self.timings.cached = keep
+        logger.debug(
+            "%s: scale from %d clips in %.2fs (clips %s)",
+            self.rec.recording_id,
+            self.n_clips,
+            self.timings.pass1,
+            "cached" if keep else "recomputed in pass 2",
+        )
+        return self.scale
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Pass 2: ``(clip_start, clips)`` per block, clips scaled, shape (n, n_contacts, T)."""
+        scale = self.compute_scale()
+        t_pass = 0.0
+        if self._cache is not None:
+            cache, self._cache = self._cache, None  # hand over: freed block by block
+            for block in self.blocks:
+                t0 = time.perf_counter()
+                clips = pp.scale_clips(cache.pop(block.index), scale)
+                t_pass += time.perf_counter() - t0
+                yield block.clip_start, clips
+        else:
+            with open_signal(self.rec) as reader:
+                for block in self.blocks:
+                    t0 = time.perf_counter()
+                    res = process_block(reader, self.rec, block, self.cfg)
+                    clips = pp.scale_clips(self._stored(res.clips), scale)
+                    del res
+                    t_pass += time.perf_counter() - t0
+                    yield block.clip_start, clips
+        self.timings.pass2 = t_pass
+
+
+def check_length(rec: Recording, n_clips: int, seq_len: int, clip_s: float) -> None:
+    """Raise when ``rec`` has fewer clips than one sequence of the model.
+
+    Raises
+    ------
+    RecordingError
+        With the recording's duration and the minimum the model needs.
+    """
+    if n_clips < seq_len:
+        raise RecordingTooShort(
+            rec.path,
+            f"{rec.recording_id}: {rec.duration_s:.1f} s gives {n_clips} clips of {clip_s:g} s, "
+            f"fewer than the {seq_len} clips of one model sequence "
+            f"({seq_len * clip_s:g} s).",
+            f"score a recording of at least {seq_len * clip_s:g} s.",
+        )
+
+
+class RecordingTooShort(RecordingError):
+    """The recording is shorter than one model sequence."""

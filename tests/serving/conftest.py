@@ -1,0 +1,105 @@
+"""Fixtures of the serving tests: a tiny training run (real checkpoints) and real EDF recordings.
+
+The run directory is written through :func:`trainer.checkpoint.save_checkpoint` with untrained
+SOZFormer weights (two folds, different seeds and thresholds), at small sizes so every test is
+fast: a stored rate of 128 Hz, 4-clip sequences (20 s), 16 spectral bands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+import torch
+
+from ingest.config import IngestConfig
+from ingest.recording import Recording
+from models.registry import build_model
+from models.spectral import n_spectral_features
+from trainer.checkpoint import save_checkpoint
+
+SEQ_LEN = 4
+FEATURES = {"n_bands": 16, "fmin": 1.0, "fmax": None}
+INGEST = IngestConfig(sfreq=128.0, block_clips=4, line_freq=50.0, trans_bandwidth=1.0, l_freq=1.0)
+CONTACTS = ("LA1", "LA2", "LA3", "LA4", "RH1", "RH2", "RH3")
+ALL_CHANNELS = (*CONTACTS, "BAD1", "EKG")
+SOZ = frozenset({"LA1", "LA2"})
+
+
+def write_edf(
+    path: Path, *, seconds: float, sfreq: float = 256.0, seed: int = 0, channels=ALL_CHANNELS
+) -> Path:
+    """A real EDF: pink-ish noise, a 12 Hz burst on the SOZ contacts, 50 Hz line noise."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sfreq))
+    t = np.arange(n) / sfreq
+    data = np.cumsum(rng.normal(0, 1, (len(channels), n)), axis=1)
+    data -= np.linspace(data[:, :1], data[:, -1:], n, axis=1)[..., 0]
+    data = 5 * data / data.std(axis=1, keepdims=True) + 3 * np.sin(2 * np.pi * 50 * t)
+    for i, ch in enumerate(channels):
+        if ch in SOZ:
+            data[i] += 20 * np.sin(2 * np.pi * 12 * t)
+    info = mne.create_info(list(channels), sfreq, "seeg")
+    raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
+    mne.export.export_raw(str(path), raw, fmt="edf", overwrite=True, verbose="error")
+    return path
+
+
+def make_recording(path: Path, *, rid: str = "test__p1__ictal", subject: str = "p1") -> Recording:
+    """A hand-made :class:`Recording` of an EDF written by :func:`write_edf`."""
+    raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
+    return Recording(
+        recording_id=rid,
+        cohort="test",
+        subject=subject,
+        path=str(path),
+        sfreq=float(raw.info["sfreq"]),
+        n_times=int(raw.n_times),
+        channels=tuple(raw.ch_names),
+        ch_types=tuple("ecg" if c == "EKG" else "seeg" for c in raw.ch_names),
+        bad=frozenset({"BAD1"}),
+        soz=SOZ,
+        task="ictal",
+        line_freq=50.0,
+    )
+
+
+def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55)) -> Path:
+    """A training run directory with untrained SOZFormer checkpoints (one per fold)."""
+    run_dir = root / "run"
+    n_feats = n_spectral_features(INGEST.clip_samples, INGEST.sfreq, **FEATURES)
+    for fold, thr in zip(folds, thresholds, strict=True):
+        torch.manual_seed(fold)
+        net = build_model(
+            "sozformer", n_feats=n_feats, seq_len=SEQ_LEN, d_model=16, n_heads=2,
+            n_temporal_layers=1, n_spatial_layers=1, dim_feedforward=32, dropout=0.0,
+        )  # fmt: skip
+        save_checkpoint(
+            run_dir / "sozformer" / f"fold_{fold}" / "checkpoint.pt", net,
+            model_name="sozformer", threshold=thr, feature_config=FEATURES,
+            sfreq=INGEST.sfreq, clip_samples=INGEST.clip_samples,
+            ingest_config=INGEST.to_dict(), fold=fold,
+        )  # fmt: skip
+    (run_dir / "card.json").write_text(json.dumps({"config": {"eval_stride": None}}))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def serving_data(tmp_path_factory) -> dict:
+    """A run directory and recordings: 60 s (12 clips = 3 sequences), 10 s (too short)."""
+    root = tmp_path_factory.mktemp("serving")
+    data = root / "data"
+    data.mkdir()
+    long_edf = write_edf(data / "p1_ictal.edf", seconds=60.0)
+    short_edf = write_edf(data / "short.edf", seconds=10.0, seed=1)
+    return {
+        "root": root,
+        "data": data,
+        "run_dir": make_run_dir(root),
+        "long_edf": long_edf,
+        "short_edf": short_edf,
+        "long_rec": make_recording(long_edf),
+    }
