@@ -84,7 +84,7 @@ def test_line_length_of_a_sine():
     clips = np.stack([2.0 * np.sin(2 * np.pi * 10.0 * t), 0.5 * np.sin(2 * np.pi * 40.0 * t)])
     feats = clip_features(clips[np.newaxis], SFREQ)
     line_length = 10 ** feats[0, :, FEATURE_NAMES.index("log_line_length")]
-    np.testing.assert_allclose(line_length, [80.0, 80.0], rtol=1e-3)
+    np.testing.assert_allclose(line_length, [80.0, 80.0], rtol=5e-3)  # sampling: -0.3%
 
 
 def test_features_are_per_clip():
