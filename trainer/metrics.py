@@ -116,7 +116,9 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
     preds : DataFrame
         Columns :data:`PRED_COLUMNS`: ``cohort``, ``patient``, ``recording_id``, ``channel``,
         ``y_true`` (0/1), ``score`` (probability), one row per sequence x channel (or per
-        recording x channel).
+        recording x channel). An optional ``n_sequences`` column (> 0) says how many sequences
+        a row's score already averages (a worker's partial mean of a recording): the recording
+        mean is then weighted by it, so that partial means combine exactly.
 
     Returns
     -------
@@ -131,16 +133,29 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("the prediction table is empty: no sequences were scored.")
     _check_labels_scores(preds["y_true"].to_numpy(), preds["score"].to_numpy())
     keys = ["cohort", "patient", "recording_id", "channel"]
+    if "n_sequences" in preds.columns:
+        weight = preds["n_sequences"].to_numpy(dtype=float)
+        if not (np.isfinite(weight).all() and (weight > 0).all()):
+            raise ValueError(
+                "n_sequences must be a positive count on every row (the number of sequences a "
+                f"row's score averages); found {np.unique(weight[~(weight > 0)])[:5].tolist()}."
+            )
+    else:
+        weight = np.ones(len(preds))
+    work = preds.loc[:, keys + ["y_true"]].assign(
+        _w=weight, _ws=weight * preds["score"].to_numpy(dtype=float)
+    )
     per_rec = (
-        preds.groupby(keys, sort=True, observed=True)
+        work.groupby(keys, sort=True, observed=True)
         .agg(
-            score=("score", "mean"),
+            _ws=("_ws", "sum"),
+            n_sequences=("_w", "sum"),
             y_true=("y_true", "max"),
             y_min=("y_true", "min"),
-            n_sequences=("score", "size"),
         )
         .reset_index()
     )
+    per_rec["score"] = per_rec["_ws"] / per_rec["n_sequences"]
     inconsistent = per_rec["y_true"] != per_rec["y_min"]
     if inconsistent.any():
         raise ValueError(
@@ -168,6 +183,7 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
             table.loc[disagree, ["patient", "channel"]].iloc[0].tolist(),
         )
     table["y_true"] = table["y_true"].astype(int)
+    table["n_sequences"] = table["n_sequences"].round().astype(int)
     return table.loc[:, list(TABLE_COLUMNS)].reset_index(drop=True)
 
 

@@ -73,6 +73,14 @@ def test_aggregation_is_mean_of_recording_means():
     assert row["score"] == pytest.approx(0.5)
     assert row["n_recordings"] == 2 and row["n_sequences"] == 4
     assert row["y_true"] == 1
+    # the same recordings as partial means with their sequence counts (two workers' shares of
+    # r1, r2 whole) give the same result: partial means are combined weighted
+    partial = preds.iloc[[0, 2, 3]].assign(score=[0.15, 0.3, 0.8], n_sequences=[2, 1, 1])
+    again = aggregate_channel_scores(partial).iloc[0]
+    assert again["score"] == pytest.approx(0.5)
+    assert again["n_sequences"] == 4
+    with pytest.raises(ValueError, match="positive count"):
+        aggregate_channel_scores(partial.assign(n_sequences=[2, 0, 1]))
 
 
 def test_aggregation_label_or_across_recordings_and_errors(caplog):
