@@ -1,0 +1,608 @@
+"""The synthetic SEEG cohort: Epileptor seizures recorded by simulated SEEG, written as BIDS.
+
+Each subject gets its own brain (regions + connectome, :mod:`ingest.implant`), an
+epileptogenic zone (EZ: regions with excitability above the critical value), a propagation zone
+(PZ: regions close to threshold that the EZ recruits through permittivity coupling) and healthy
+regions. Ictal runs integrate the Epileptor network (:mod:`ingest.epileptor`); each seizing
+region then emits low-voltage fast activity at its onset and rhythmic spiking that slows down
+towards its offset (:mod:`ingest.waveforms`). All runs carry 1/f background, interictal spikes
+(more often in the EZ) with ripples, line noise, artefacts and a few bad contacts. SEEG shafts
+record the regions through an inverse-square lead field.
+
+The truth: a contact is in the (true) SOZ when its lead field is dominated by EZ regions. The
+clinical labels written to ``channels.tsv`` are that set corrupted to ``label_agreement``
+(Dice), and the resection covers the clinical SOZ plus neighbours. The truth is written under
+``derivatives/sozkit-truth`` (see :mod:`ingest.bids_writer` for the layout).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ingest import waveforms as wf
+from ingest.bids_writer import RunData, SubjectData, write_dataset_files, write_run, write_subject
+from ingest.epileptor import EpileptorParams, region_onsets, seizure_drive, simulate_network
+from ingest.errors import ConfigError
+from ingest.implant import NAMING_STYLES, Anatomy, Implantation, implant, lead_field, make_anatomy
+
+logger = logging.getLogger(__name__)
+
+#: Simulated centres: (site, line frequency, naming style, preferred sampling rates).
+CENTRES = (
+    ("centreA", 60.0, "padded", (512.0, 1024.0, 500.0, 256.0)),
+    ("centreB", 50.0, "plain", (1000.0, 2048.0, 512.0)),
+    ("centreC", 50.0, "prime", (1024.0, 500.0, 2048.0, 256.0, 1000.0)),
+)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that defines a synthetic cohort (validated on construction).
+
+    Parameters
+    ----------
+    n_subjects : int
+        Number of subjects; each is seeded independently (``SeedSequence(seed).spawn``).
+    seed : int
+        Master seed: same seed, same bytes.
+    n_ictal_runs, n_interictal_runs : int
+        Runs per subject (``task-ictal`` / ``task-interictal``).
+    ictal_duration_s, interictal_duration_s : float
+        Run durations in whole seconds.
+    onset_window_s : tuple of float
+        Range of the electrographic seizure onset within an ictal run (seconds).
+    min_postictal_s : float
+        Shortest time between the seizure offset and the end of an ictal run.
+    sfreqs : tuple of float
+        Sampling rates a subject may get (drawn per subject, preferring its centre's rates).
+    n_centres : int
+        Number of centres (1-3) the subjects are spread over.
+    n_regions : tuple of int
+        Range of the number of brain regions (network nodes) per subject.
+    n_shafts, contacts_per_shaft : tuple of int
+        Ranges (inclusive) per subject / per shaft.
+    difficulty : float
+        0 (easy) .. 1 (hard). Raises the spread speed (coupling), the propagation zone's size
+        and its fast activity and spiking (PZ contacts look like onset contacts), lowers the EZ's
+        fast activity and the contrast of interictal spike rates, and adds noise.
+    label_agreement : float or None
+        Dice agreement of the clinical SOZ labels with the true onset contacts; ``None`` takes
+        ``1 - 0.4 * difficulty`` (0.8 at the default difficulty, the reported inter-rater
+        agreement).
+    epileptor : EpileptorParams
+        Neural-mass parameters (the coupling strength is set from ``difficulty``).
+    """
+
+    n_subjects: int = 6
+    seed: int = 0
+    n_ictal_runs: int = 2
+    n_interictal_runs: int = 1
+    ictal_duration_s: float = 180.0
+    interictal_duration_s: float = 300.0
+    onset_window_s: tuple[float, float] = (40.0, 90.0)
+    min_postictal_s: float = 30.0
+    sfreqs: tuple[float, ...] = (256.0, 500.0, 512.0, 1000.0, 1024.0, 2048.0)
+    n_centres: int = 3
+    n_regions: tuple[int, int] = (24, 36)
+    n_shafts: tuple[int, int] = (5, 8)
+    contacts_per_shaft: tuple[int, int] = (8, 12)
+    difficulty: float = 0.5
+    label_agreement: float | None = None
+    epileptor: EpileptorParams = field(default_factory=EpileptorParams)
+
+    def __post_init__(self) -> None:
+        if self.n_subjects < 1:
+            raise ConfigError(f"n_subjects={self.n_subjects} must be >= 1.")
+        if self.n_ictal_runs < 0 or self.n_interictal_runs < 0:
+            raise ConfigError(
+                f"n_ictal_runs={self.n_ictal_runs} and n_interictal_runs="
+                f"{self.n_interictal_runs} must be >= 0."
+            )
+        if self.n_ictal_runs + self.n_interictal_runs == 0:
+            raise ConfigError("n_ictal_runs + n_interictal_runs is 0: ask for at least one run.")
+        for name in ("ictal_duration_s", "interictal_duration_s"):
+            value = getattr(self, name)
+            if value <= 0 or float(value) != int(value):
+                raise ConfigError(
+                    f"{name}={value} must be a positive whole number of seconds (EDF data "
+                    "records are 1 s long)."
+                )
+        lo, hi = self.onset_window_s
+        if not 0 < lo <= hi:
+            raise ConfigError(f"onset_window_s={self.onset_window_s} must satisfy 0 < lo <= hi.")
+        needed = hi + 60.0 + self.min_postictal_s
+        if self.n_ictal_runs and self.ictal_duration_s < needed:
+            raise ConfigError(
+                f"ictal_duration_s={self.ictal_duration_s} is too short for an onset up to "
+                f"{hi} s, a seizure of up to 60 s and min_postictal_s={self.min_postictal_s}: "
+                f"use ictal_duration_s >= {needed:g} or an earlier onset_window_s."
+            )
+        if not self.sfreqs or any(s < 200 for s in self.sfreqs):
+            raise ConfigError(
+                f"sfreqs={self.sfreqs} must be non-empty and each >= 200 Hz (the line-noise "
+                "and fast ictal activity need it)."
+            )
+        if any(float(s) != int(s) for s in self.sfreqs):
+            raise ConfigError(f"sfreqs={self.sfreqs} must be whole numbers of Hz.")
+        if not 1 <= self.n_centres <= len(CENTRES):
+            raise ConfigError(f"n_centres={self.n_centres} must be in 1..{len(CENTRES)}.")
+        for name, low in (("n_regions", 8), ("n_shafts", 2), ("contacts_per_shaft", 4)):
+            a, b = getattr(self, name)
+            if not low <= a <= b:
+                raise ConfigError(
+                    f"{name}={(a, b)} must be a range (lo, hi) with {low} <= lo <= hi."
+                )
+        if self.n_shafts[1] > 20:
+            raise ConfigError(f"n_shafts={self.n_shafts}: at most 20 shafts per subject.")
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ConfigError(f"difficulty={self.difficulty} must be in [0, 1].")
+        if self.label_agreement is not None and not 0.0 < self.label_agreement <= 1.0:
+            raise ConfigError(f"label_agreement={self.label_agreement} must be in (0, 1].")
+
+    @property
+    def agreement(self) -> float:
+        """The label agreement in effect (``label_agreement`` or its difficulty default)."""
+        if self.label_agreement is not None:
+            return self.label_agreement
+        return 1.0 - 0.4 * self.difficulty
+
+
+def simulate_cohort(
+    out_dir: str | os.PathLike,
+    cfg: SimulationConfig = SimulationConfig(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Simulate a cohort and write it as a BIDS iEEG dataset (EDF, ds004100 conventions).
+
+    Parameters
+    ----------
+    out_dir : str or path-like
+        Root of the BIDS dataset (created; existing subjects with the same ids are overwritten).
+    cfg : SimulationConfig
+        What to simulate.
+    progress : callable (done, total) or None
+        Called after each written run.
+
+    Returns
+    -------
+    Path
+        The BIDS root.
+    """
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    seqs = np.random.SeedSequence(cfg.seed).spawn(cfg.n_subjects)
+    runs_per_subject = cfg.n_ictal_runs + cfg.n_interictal_runs
+    total = cfg.n_subjects * runs_per_subject
+    subjects = []
+    for i, seq in enumerate(seqs):
+        subject = simulate_subject(
+            root, i, cfg, seq, on_run=_counter(progress, i * runs_per_subject, total)
+        )
+        subjects.append(subject)
+    write_dataset_files(root, subjects, cfg)
+    logger.info("wrote %d subjects (%d runs) to %s", cfg.n_subjects, total, root)
+    return root
+
+
+def simulate_subject(
+    root: Path,
+    index: int,
+    cfg: SimulationConfig,
+    seq: np.random.SeedSequence,
+    *,
+    on_run: Callable[[], None] | None = None,
+) -> SubjectData:
+    """Simulate and write every run of one subject (independent of the other subjects).
+
+    Parameters
+    ----------
+    root : Path
+        BIDS root.
+    index : int
+        Subject index in the cohort (sets the id ``sim001``... and the centre).
+    cfg : SimulationConfig
+        Cohort configuration.
+    seq : numpy.random.SeedSequence
+        This subject's seed sequence.
+    on_run : callable or None
+        Called after each written run.
+
+    Returns
+    -------
+    SubjectData
+        The subject's metadata and truth (as written).
+    """
+    plan_seq, epi_seq, *run_seqs = seq.spawn(2 + cfg.n_ictal_runs + cfg.n_interictal_runs)
+    subject = plan_subject(index, cfg, np.random.default_rng(plan_seq))
+    write_subject(root, subject)
+    ictal = _simulate_seizures(subject, cfg, np.random.default_rng(epi_seq))
+    tasks = [("ictal", k) for k in range(cfg.n_ictal_runs)]
+    tasks += [("interictal", k) for k in range(cfg.n_interictal_runs)]
+    for (task, k), run_seq in zip(tasks, run_seqs, strict=True):
+        rng = np.random.default_rng(run_seq)
+        duration = cfg.ictal_duration_s if task == "ictal" else cfg.interictal_duration_s
+        run = synthesize_run(
+            subject, task, k + 1, duration, ictal[k] if task == "ictal" else None, rng
+        )
+        write_run(root, subject, run)
+        subject.runs.append(run.summary())
+        if on_run is not None:
+            on_run()
+    return subject
+
+
+def plan_subject(index: int, cfg: SimulationConfig, rng: np.random.Generator) -> SubjectData:
+    """Draw one subject's centre, anatomy, EZ/PZ, implantation, truth and clinical labels."""
+    d = cfg.difficulty
+    site, line_freq, naming, preferred = CENTRES[index % cfg.n_centres]
+    choices = [s for s in cfg.sfreqs if s in preferred] or list(cfg.sfreqs)
+    sfreq = float(choices[rng.integers(len(choices))])
+    anatomy = make_anatomy(int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1)), rng=rng)
+    n = anatomy.n_regions
+    w = anatomy.weights
+
+    # EZ: one region, sometimes with its strongest neighbour; PZ: the EZ's strongest partners.
+    ez = [int(rng.integers(n))]
+    if rng.random() < 0.5:
+        ez.append(int(np.argmax(np.where(np.isin(np.arange(n), ez), -1, w[ez[0]]))))
+    link = w[ez].sum(axis=0)
+    link[ez] = -1
+    n_pz = int(rng.integers(2, 4)) + int(round(2 * d))
+    pz = [int(j) for j in np.argsort(link)[::-1][:n_pz]]
+    role = np.array(["healthy"] * n, dtype=object)
+    role[pz] = "pz"
+    role[ez] = "ez"
+    x0_rest = rng.uniform(-2.4, -2.2, n)
+    x0_ictal = x0_rest.copy()
+    x0_ictal[ez] = rng.uniform(-1.8, -1.6, len(ez))
+    x0_ictal[pz] = rng.uniform(-2.10, -2.075, len(pz))
+
+    # Implantation: the clinical hypothesis puts one shaft per EZ region and on some PZ regions;
+    # the rest sample other regions, preferring the EZ's hemisphere.
+    n_shafts = int(rng.integers(cfg.n_shafts[0], cfg.n_shafts[1] + 1))
+    targets = list(dict.fromkeys(ez + pz[: max(1, n_shafts // 3)]))[:n_shafts]
+    rest = [j for j in range(n) if j not in targets]
+    same = np.sign(anatomy.positions[rest, 0]) == np.sign(anatomy.positions[ez[0], 0])
+    p = np.where(same, 3.0, 1.0)
+    targets += [
+        int(j) for j in rng.choice(rest, n_shafts - len(targets), replace=False, p=p / p.sum())
+    ]
+    counts = rng.integers(cfg.contacts_per_shaft[0], cfg.contacts_per_shaft[1] + 1, n_shafts)
+    imp = implant(anatomy, np.asarray(targets), counts, naming=naming, rng=rng)
+    gain = lead_field(imp.positions, anatomy.positions)  # (n_contacts, n_regions)
+
+    soz_true = _true_soz(gain, np.asarray(ez))
+    soz_label = _corrupt_labels(soz_true, imp, cfg.agreement, rng)
+    resected = _resection(soz_label, imp, rng)
+    return SubjectData(
+        subject=f"sim{index + 1:03d}",
+        site=site,
+        line_freq=line_freq,
+        naming=naming,
+        sfreq=sfreq,
+        anatomy=anatomy,
+        implantation=imp,
+        gain=gain,
+        role=tuple(role),
+        x0_rest=x0_rest,
+        x0_ictal=x0_ictal,
+        soz_true=soz_true,
+        soz_label=soz_label,
+        resected=resected,
+        age=int(rng.integers(18, 60)),
+        sex=str(rng.choice(["F", "M"])),
+        hand=str(rng.choice(["R", "R", "R", "L"])),
+        contact_gain=rng.lognormal(0.0, 0.3, imp.n_contacts),
+        contact_exponent=rng.uniform(1.0, 1.6, imp.n_contacts),
+        line_amp=rng.lognormal(np.log(8.0), 0.6, imp.n_contacts),
+        difficulty=d,
+    )
+
+
+@dataclass(frozen=True)
+class _SeizureRun:
+    """Epileptor output of one ictal run, at the model rate."""
+
+    lfp: np.ndarray  # (n_regions, n_steps)
+    model_sfreq: float
+    onset_s: np.ndarray  # (n_regions,), NaN = never seized
+    offset_s: np.ndarray
+
+
+def _simulate_seizures(
+    subject: SubjectData, cfg: SimulationConfig, rng: np.random.Generator
+) -> list[_SeizureRun]:
+    """Integrate the network once for all ictal runs; shift runs whose seizure ends too late."""
+    if cfg.n_ictal_runs == 0:
+        return []
+    params = EpileptorParams(**{**cfg.epileptor.__dict__, "coupling": 1.5 + 2.5 * cfg.difficulty})
+    n_steps = int(round(cfg.ictal_duration_s * params.sfreq))
+    lo, hi = cfg.onset_window_s
+    # The ramp crosses the critical excitability a few seconds in; onset follows ~10-20 s later.
+    release = np.clip(rng.uniform(lo, hi, cfg.n_ictal_runs) - 14.0, 1.0, None)
+    for _attempt in range(4):
+        drive = seizure_drive(n_steps, params.sfreq, release)
+        trace = simulate_network(
+            subject.x0_rest,
+            subject.x0_ictal,
+            subject.anatomy.weights,
+            drive,
+            params=params,
+            rng=rng,
+        )
+        onset, offset = region_onsets(trace)
+        first = np.nanmin(np.where(np.isnan(onset), np.inf, onset), axis=1)
+        last = np.nanmax(np.where(np.isnan(offset), -np.inf, offset), axis=1)
+        if not np.all(np.isfinite(first)):
+            raise RuntimeError(
+                f"sub-{subject.subject}: no seizure in an ictal run (EZ excitability "
+                f"{subject.x0_ictal.max():.2f}); this is a simulator bug, please report it."
+            )
+        # Seconds to move each run's seizure earlier (> 0) or later (< 0) to fit the window.
+        shift = np.maximum(last + cfg.min_postictal_s - cfg.ictal_duration_s, first - hi)
+        shift = np.where(first < lo, first - lo, np.maximum(shift, 0.0))
+        if np.all(shift == 0):
+            break
+        release = np.clip(release - shift, 0.5, None)
+    else:
+        logger.warning("sub-%s: seizure timing outside the requested window", subject.subject)
+    lfp = trace.lfp
+    return [
+        _SeizureRun(lfp=lfp[i], model_sfreq=trace.sfreq, onset_s=onset[i], offset_s=offset[i])
+        for i in range(cfg.n_ictal_runs)
+    ]
+
+
+def synthesize_run(
+    subject: SubjectData,
+    task: str,
+    run: int,
+    duration_s: float,
+    seizure: _SeizureRun | None,
+    rng: np.random.Generator,
+) -> RunData:
+    """Build the signals of one run, shape (n_channels, n_times) in µV, and its annotations."""
+    sfreq = subject.sfreq
+    n_times = int(round(duration_s * sfreq))
+    t = np.arange(n_times) / sfreq
+    d = subject.difficulty
+    roles = np.asarray(subject.role)
+    n_regions = roles.size
+
+    # Region sources: connectome-correlated 1/f background.
+    white = wf.pink_noise(
+        n_regions, n_times, sfreq, exponent=rng.uniform(1.4, 2.0, n_regions), rng=rng
+    )
+    mix = np.eye(n_regions) + 0.3 * subject.anatomy.weights
+    mix /= np.linalg.norm(mix, axis=1, keepdims=True)
+    src = (mix.astype(np.float32) @ white) * np.float32(30.0)
+    del white
+    truth_events: list[tuple[float, str, str]] = []
+
+    if seizure is not None:
+        _add_seizures(src, t, seizure, roles, d, rng, truth_events)
+    _add_interictal_spikes(src, subject, sfreq, rng, truth_events)
+
+    # Contacts: lead field + local 1/f term + amplifier noise + line noise.
+    imp = subject.implantation
+    n_contacts = imp.n_contacts
+    data = np.empty((n_contacts + 2, n_times), dtype=np.float32)
+    gains = (subject.gain * subject.contact_gain[:, None]).astype(np.float32)
+    local = wf.pink_noise(n_contacts, n_times, sfreq, exponent=subject.contact_exponent, rng=rng)
+    data[:n_contacts] = gains @ src
+    data[:n_contacts] += local * np.float32(10.0 * (1 + d))
+    del local, src
+    data[:n_contacts] += rng.standard_normal((n_contacts, n_times), dtype=np.float32) * np.float32(
+        2.0
+    )
+    data[n_contacts] = wf.scalp_eeg(n_times, sfreq, rng=rng)
+    data[n_contacts + 1] = wf.ecg(n_times, sfreq, rng=rng)
+    line_amp = np.concatenate([subject.line_amp, rng.uniform(5, 30, 2)])
+
+    # Bad contacts (1-3 per run), each with a reason to be bad.
+    n_bad = int(rng.integers(1, 4))
+    bad_idx = rng.choice(n_contacts, n_bad, replace=False)
+    for c in bad_idx:
+        kind = rng.choice(["popping", "line", "flat"])
+        if kind == "popping":
+            data[c] += wf.pops(n_times, sfreq, rate_per_min=rng.uniform(10, 30), rng=rng)
+        elif kind == "line":
+            line_amp[c] = rng.uniform(300, 800)
+        else:
+            data[c] = rng.standard_normal(n_times).astype(np.float32) * 0.5 + rng.uniform(-50, 50)
+            line_amp[c] = 1.0
+        truth_events.append((0.0, f"bad {kind}", imp.names[c]))
+    data += wf.line_noise(n_times, sfreq, subject.line_freq, line_amp, rng=rng)
+
+    _add_artefacts(data[:n_contacts], imp, sfreq, rng, truth_events)
+    names = list(imp.names) + ["C3", "EKG1"]
+    bad = {imp.names[c] for c in bad_idx} | {"C3", "EKG1"}
+    events = []
+    if seizure is not None:
+        onset = float(np.nanmin(seizure.onset_s))
+        offset = float(np.nanmax(seizure.offset_s))
+        events = [(onset, "sz onset", 2), (offset, "sz offset", 1)]
+    return RunData(
+        task=task,
+        run=run,
+        sfreq=sfreq,
+        names=tuple(names),
+        data=data,
+        bad=frozenset(bad),
+        events=tuple(events),
+        truth_events=tuple(sorted(truth_events)),
+        region_onsets=None if seizure is None else seizure.onset_s,
+        region_offsets=None if seizure is None else seizure.offset_s,
+    )
+
+
+def _add_seizures(src, t, seizure, roles, d, rng, truth_events) -> None:
+    """Add the ictal activity of every seizing region to its source (in place)."""
+    model_t = np.arange(seizure.lfp.shape[1]) / seizure.model_sfreq
+    sfreq = 1.0 / (t[1] - t[0])
+    for r in np.flatnonzero(np.isfinite(seizure.onset_s)):
+        on, off = float(seizure.onset_s[r]), float(seizure.offset_s[r])
+        ez = roles[r] == "ez"
+        truth_events.append((on, "region onset", f"region-{r:02d} ({roles[r]})"))
+        # Epileptor field potential (slow spike-and-wave), relative to its pre-ictal level.
+        lfp = seizure.lfp[r]
+        base = float(np.median(lfp[: max(1, int(on * seizure.model_sfreq) - 1)]))
+        slow = np.interp(t, model_t, lfp - base).astype(np.float32)
+        src[r] += slow * np.float32(rng.uniform(60, 120))
+        tau = t - on
+        active = (tau >= 0) & (t <= off)
+        if not active.any():
+            continue
+        dur = max(off - on, 1.0)
+        # Low-voltage fast activity at onset: strong in the EZ; in the PZ it grows with difficulty.
+        lvfa_s = rng.uniform(3.0, 8.0)
+        lvfa_amp = rng.uniform(40, 70) * (1.6 - d) if ez else rng.uniform(10, 50) * d
+        f_hi = min(rng.uniform(70, 110) if ez else rng.uniform(25, 45), 0.4 * sfreq)
+        env = np.where(
+            (tau >= 0) & (tau < lvfa_s), np.sin(np.pi * np.clip(tau / lvfa_s, 0, 1)) ** 2, 0
+        )
+        idx = np.flatnonzero(env > 0)
+        if idx.size > 1:
+            osc = wf.chirp_oscillation(tau[idx], f_hi, 0.3 * f_hi, lvfa_s, rng=rng, phase_noise=3.0)
+            src[r, idx] += (lvfa_amp * env[idx] * osc).astype(np.float32)
+        # Rhythmic spiking, slowing from ~8 Hz to ~2-3 Hz towards the offset, growing in amplitude.
+        spike_amp = rng.uniform(150, 300) * (1.0 if ez else 0.7 + 0.9 * d)
+        start = on + 0.6 * lvfa_s
+        idx = np.flatnonzero((t >= start) & (t <= off))
+        if idx.size > 1:
+            ts = t[idx] - start
+            osc = wf.chirp_oscillation(
+                ts,
+                rng.uniform(6, 9),
+                rng.uniform(2, 3.5),
+                max(dur - 0.6 * lvfa_s, 1.0),
+                rng=rng,
+                phase_noise=0.3,
+                sharpness=6.0,
+            )
+            ramp = np.clip(ts / 4.0, 0, 1) * np.clip((off - t[idx]) / 1.0, 0, 1)
+            src[r, idx] += (spike_amp * ramp * osc).astype(np.float32)
+
+
+def _add_interictal_spikes(src, subject, sfreq, rng, truth_events) -> None:
+    """Interictal spikes (and ripples) per region, spreading to strongly connected regions."""
+    d = subject.difficulty
+    roles = np.asarray(subject.role)
+    w = subject.anatomy.weights
+    n_regions, n_times = src.shape
+    minutes = n_times / sfreq / 60.0
+    rate = np.where(
+        roles == "ez", 6.0 * (1.3 - 0.8 * d), np.where(roles == "pz", 1.0 + 1.5 * d, 0.2 + 0.6 * d)
+    )
+    ripple_hi = min(250.0, 0.4 * sfreq)
+    for r in range(n_regions):
+        for _ in range(rng.poisson(rate[r] * minutes)):
+            sample = int(rng.integers(0, n_times))
+            tmpl = wf.spike_template(sfreq, width_s=rng.uniform(0.02, 0.07), rng=rng)
+            amp = rng.uniform(150, 400)
+            wf.add_events(src[r], tmpl, sample, amp)
+            truth_events.append(
+                (sample / sfreq, "interictal spike", f"region-{r:02d} ({roles[r]})")
+            )
+            if roles[r] == "ez" and rng.random() < 0.4:
+                freq = rng.uniform(80, ripple_hi)
+                ripple = wf.ripple_template(sfreq, freq=freq, rng=rng)
+                wf.add_events(src[r], ripple, sample, rng.uniform(15, 35))
+                truth_events.append((sample / sfreq, "ripple", f"region-{r:02d} ({roles[r]})"))
+            for j in np.flatnonzero(rng.random(n_regions) < 0.6 * w[r]):
+                delay = int(rng.uniform(0.005, 0.03) * sfreq)
+                wf.add_events(src[j], tmpl, sample + delay, amp * rng.uniform(0.3, 0.6))
+
+
+def _add_artefacts(data, imp: Implantation, sfreq, rng, truth_events) -> None:
+    """Movement bursts over whole shafts and flat segments on single contacts (in place)."""
+    n_contacts, n_times = data.shape
+    shafts = np.asarray(imp.shafts)
+    names = sorted(set(imp.shafts))
+    for _ in range(rng.poisson(0.5 * n_times / sfreq / 60.0)):
+        n = int(rng.uniform(0.5, 3.0) * sfreq)
+        start = int(rng.integers(0, max(1, n_times - n)))
+        burst = wf.movement_burst(n, sfreq, rng=rng)
+        hit = rng.choice(names, int(rng.integers(1, 4)), replace=False)
+        for c in np.flatnonzero(np.isin(shafts, hit)):
+            data[c, start : start + n] += burst[: n_times - start] * rng.uniform(0.6, 1.0)
+        truth_events.append((start / sfreq, "movement", ",".join(sorted(hit))))
+    if rng.random() < 0.4:
+        c = int(rng.integers(n_contacts))
+        n = int(rng.uniform(1.0, 4.0) * sfreq)
+        start = int(rng.integers(0, max(1, n_times - n)))
+        data[c, start : start + n] = data[c, start]
+        truth_events.append((start / sfreq, "flat", imp.names[c]))
+
+
+def _true_soz(gain: np.ndarray, ez: np.ndarray) -> np.ndarray:
+    """Contacts dominated by the EZ: EZ gain share >= 0.5 and a clear EZ gain; 5-20 % of contacts.
+
+    Returns
+    -------
+    soz : ndarray of bool, shape (n_contacts,)
+    """
+    ez_gain = gain[:, ez].sum(axis=1)
+    share = ez_gain / gain.sum(axis=1)
+    score = ez_gain * share
+    n = gain.shape[0]
+    lo, hi = max(1, int(np.ceil(0.05 * n))), max(1, int(np.floor(0.2 * n)))
+    k = int(np.clip(np.sum((share >= 0.5) & (ez_gain >= 0.3)), lo, hi))
+    soz = np.zeros(n, dtype=bool)
+    soz[np.argsort(score)[::-1][:k]] = True
+    return soz
+
+
+def _corrupt_labels(soz: np.ndarray, imp: Implantation, agreement: float, rng) -> np.ndarray:
+    """Swap ``round((1 - agreement) * n_soz)`` true SOZ contacts for nearby non-SOZ ones.
+
+    The swapped-in contacts are the non-SOZ contacts closest to the true SOZ, as a human reader
+    mislabels neighbours; the label set keeps the size of the true set (Dice = agreement).
+    """
+    labels = soz.copy()
+    idx = np.flatnonzero(soz)
+    n_swap = int(round((1.0 - agreement) * idx.size))
+    if n_swap == 0:
+        return labels
+    others = np.flatnonzero(~soz)
+    dist = np.linalg.norm(imp.positions[others, None] - imp.positions[None, idx], axis=-1).min(
+        axis=1
+    )
+    near = others[np.argsort(dist + rng.uniform(0, 3.0, others.size))][:n_swap]
+    labels[rng.choice(idx, n_swap, replace=False)] = False
+    labels[near] = True
+    return labels
+
+
+def _resection(labels: np.ndarray, imp: Implantation, rng) -> np.ndarray:
+    """Resected contacts: the clinical SOZ plus 1-3 neighbours on the same shaft."""
+    res = labels.copy()
+    shafts = np.asarray(imp.shafts)
+    for c in np.flatnonzero(labels):
+        reach = int(rng.integers(1, 4))
+        for k in range(max(0, c - reach), min(len(res), c + reach + 1)):
+            if shafts[k] == shafts[c]:
+                res[k] = True
+    return res
+
+
+def _counter(progress, offset: int, total: int) -> Callable[[], None] | None:
+    if progress is None:
+        return None
+    done = [offset]
+
+    def tick() -> None:
+        done[0] += 1
+        progress(done[0], total)
+
+    return tick
+
+
+__all__ = ["CENTRES", "NAMING_STYLES", "SimulationConfig", "simulate_cohort", "Anatomy"]
