@@ -479,7 +479,13 @@ def _as_table(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
-def evaluate_fold(val: pd.DataFrame, test: pd.DataFrame, *, n_bins: int = 10) -> dict:
+def evaluate_fold(
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    n_bins: int = 10,
+    threshold: float | None = None,
+) -> dict:
     """Evaluate one fold: Youden threshold on the validation patients, metrics on the test patients.
 
     Parameters
@@ -489,6 +495,9 @@ def evaluate_fold(val: pd.DataFrame, test: pd.DataFrame, *, n_bins: int = 10) ->
         (:data:`TABLE_COLUMNS`, without ``recording_id``).
     n_bins : int
         Bins of the reliability curve.
+    threshold : float, optional
+        Use this threshold instead of Youden's on ``val`` (re-evaluating a checkpoint at the
+        threshold it was saved with). Never pick it on the test patients.
 
     Returns
     -------
@@ -507,7 +516,11 @@ def evaluate_fold(val: pd.DataFrame, test: pd.DataFrame, *, n_bins: int = 10) ->
             f"patients {sorted(overlap)[:5]} are in both the validation and the test table; "
             "the threshold must come from patients the test never sees."
         )
-    threshold = youden_threshold(val_t["y_true"], val_t["score"])
+    if threshold is None:
+        threshold = youden_threshold(val_t["y_true"], val_t["score"])
+    elif not math.isfinite(threshold):
+        raise ValueError(f"{threshold=} must be a finite score threshold.")
+    threshold = float(threshold)
     records = [
         {
             "cohort": str(r.cohort),

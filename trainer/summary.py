@@ -174,6 +174,23 @@ def render_summary(
         )
     lines += _table(header, rows)
 
+    cohorts = sorted(
+        {c for res in results.values() for c in res.get("pooled_roc_by_cohort", {}) if c != "all"}
+    )
+    if cohorts:
+        lines += ["", "## Pooled channel ROC-AUC by cohort", ""]
+        lines += [
+            "Test channels of each cohort (n/a: the cohort's test channels have one class).",
+            "",
+        ]
+        rows = []
+        for name, res in results.items():
+            curves = res.get("pooled_roc_by_cohort", {})
+            rows.append(
+                [f"`{name}`", *(_fmt(curves[c]["auc"]) if c in curves else "n/a" for c in cohorts)]
+            )
+        lines += _table(["model", *cohorts], rows)
+
     lines += ["", "## Reference: the original work on real data (not this run)", ""]
     lines += [
         "Figures reported by the original work on the real HUP / EIIMD / CHUL cohorts (test",

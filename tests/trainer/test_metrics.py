@@ -260,3 +260,6 @@ def test_evaluate_fold_accepts_aggregated_tables():
     test = table[table["patient"].isin(["sim/P2", "sim/P3"])]
     r = evaluate_fold(val, test)
     assert r["test"]["n_channels"] == len(test)
+    fixed = evaluate_fold(val, test, threshold=0.5)
+    assert fixed["threshold"] == 0.5
+    assert fixed["test"]["tp"] == int(((test["score"] >= 0.5) & (test["y_true"] == 1)).sum())

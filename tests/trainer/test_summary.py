@@ -67,6 +67,10 @@ def test_summary_has_every_model_and_reference(tmp_path, results):
     assert "[roc_by_cohort](sozformer/roc_by_cohort.png)" in text
     pooled = text.split("## Pooled")[1].split("##")[0]
     assert sum(line.startswith("| `") for line in pooled.splitlines()) == 4
+    by_cohort = text.split("## Pooled channel ROC-AUC by cohort")[1].split("##")[0]
+    assert "| model | EIIMD | HUP |" in by_cohort
+    auc_hup = results["dcgru"]["pooled_roc_by_cohort"]["HUP"]["auc"]
+    assert "| `dcgru` | " in by_cohort and f"{auc_hup:.3f}" in by_cohort
 
 
 def test_explicit_plot_links_and_errors(tmp_path, results):
