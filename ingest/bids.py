@@ -220,8 +220,9 @@ def _read_run(json_path: Path) -> _Run:
     )
 
 
-def _participants(root: Path) -> dict[str, dict[str, str]]:
-    path = root / "participants.tsv"
+def read_participants(root: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """Rows of ``participants.tsv`` by subject label (``sub-`` and white space stripped)."""
+    path = Path(root) / "participants.tsv"
     if not path.is_file():
         return {}
     out = {}
@@ -276,7 +277,7 @@ def read_bids(
         )
     cohort = cohort or root.resolve().name
     sheet: dict[str, LabelEntry] = read_label_sheet(label_sheet) if label_sheet else {}
-    participants = _participants(root)
+    participants = read_participants(root)
 
     runs: list[_Run] = []
     problems: list[RecordingError] = []

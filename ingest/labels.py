@@ -144,7 +144,7 @@ def match_contacts(
     matched : frozenset of str
         Channel names (as the file spells them) that a label names (see :func:`contact_key`).
     unmatched : tuple of str
-        Label names matching no channel, in the sheet's order.
+        Label names matching no channel, sorted.
     """
     by_key = {contact_key(c): c for c in channels}
     matched, unmatched = set(), []
@@ -154,7 +154,7 @@ def match_contacts(
             unmatched.append(name)
         else:
             matched.add(hit)
-    return frozenset(matched), tuple(unmatched)
+    return frozenset(matched), tuple(sorted(unmatched))
 
 
 # ----------------------------------------------------------------------------------------------
