@@ -139,6 +139,8 @@ def _empty(schema: pa.Schema) -> pa.Table:
 
 
 def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    if len(df) == 0:
+        return schema.empty_table()
     missing = [n for n in schema.names if n not in df.columns]
     if missing:
         raise ValueError(f"manifest rows lack columns {missing}; expected {schema.names}.")
@@ -441,15 +443,19 @@ class ClipStore:
         source file. ``recordings.parquet`` is written last: it marks completion.
         """
         self._check_writable()
-        attempted = set(attempted) | set(recordings["recording_id"])
+        attempted = set(attempted) | (set(recordings["recording_id"]) if len(recordings) else set())
         new_sources = set(failures["source"]) if len(failures) else set()
         new = {"channels": channels, "clips": clips, "failures": failures, "recordings": recordings}
         for name, schema in MANIFESTS.items():
             old = self._table(name)
-            keep = pc.invert(pc.is_in(old["recording_id"], value_set=pa.array(sorted(attempted))))
+            keep = pc.invert(
+                pc.is_in(old["recording_id"], value_set=pa.array(sorted(attempted), pa.string()))
+            )
             keep = pc.fill_null(keep, True)
             if name == "failures" and new_sources:
-                other = pc.invert(pc.is_in(old["source"], value_set=pa.array(sorted(new_sources))))
+                other = pc.invert(
+                    pc.is_in(old["source"], value_set=pa.array(sorted(new_sources), pa.string()))
+                )
                 keep = pc.and_(keep, other)
             merged = pa.concat_tables([old.filter(keep), _to_table(new[name], schema)])
             if merged.equals(old):
