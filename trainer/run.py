@@ -1,0 +1,372 @@
+"""``run_training``: patient-wise cross-validation of every requested model, the call behind ``soz train``.
+
+It expects a running Ray (the CLI starts a local one or joins ``RAY_ADDRESS``), splits the store's
+labelled patients into folds (:func:`trainer.splits.patient_folds`, stratified by cohort), trains
+the neural models with Ray Train (:mod:`trainer.ray_train`, folds in parallel when the cluster
+fits several), the SVM on Ray CPU tasks (:mod:`trainer.svm_stage`) and scores the classical
+baseline (:mod:`trainer.baseline_stage`) on the same folds, then evaluates every fold the same way
+(:func:`trainer.metrics.evaluate_fold`) and writes the run directory.
+
+RUN_DIR layout (serving reads it)::
+
+    RUN_DIR/
+      card.json                       training card: config, fold patient ids, seeds, versions, commit
+      folds.json                      the folds (checked on --resume)
+      summary.md                      all models side by side, the classical baseline included
+      <model>/                        sozformer | dcgru | svm | baseline
+        metrics.json                  summarise_folds over the folds (pooled + mean/std)
+        predictions.parquet           test predictions of every fold, one row per (recording,
+                                      channel): fold, cohort, patient, recording_id, channel,
+                                      y_true, score
+        roc_by_cohort.png, pr.png, confusion.png, reliability.png, training_curves.png
+        fold_<k>/
+          metrics.json                evaluate_fold (threshold from validation, test metrics) +
+                                      training history for neural models
+          val_predictions.parquet     validation / test predictions of the fold
+          test_predictions.parquet
+          checkpoint.pt               neural models: trainer.checkpoint (weights, hparams,
+                                      threshold, feature config, seq_len, sfreq, ingest config)
+          svm.pkl                     SVM: the fitted models.svm.SOZSVM
+          threshold.json              {"threshold": t} (every model)
+          confusion.png, roc_by_cohort.png, roc_through_training.png (neural)
+        ray/fold_<k>/                 neural models: Ray Train run (per-epoch checkpoints; resume)
+
+A fold is finished when its ``metrics.json`` exists; with ``TrainConfig.resume`` finished folds
+are kept and an interrupted neural fold resumes from its last Ray Train checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ingest.errors import ConfigError, SozkitError
+from trainer.checkpoint import save_checkpoint
+from trainer.config import TrainConfig
+from trainer.datasets import recording_table
+from trainer.metrics import evaluate_fold, summarise_folds
+from trainer.splits import Fold, cohort_groups, patient_folds
+
+logger = logging.getLogger(__name__)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN / inf become None, numpy scalars and arrays plain Python."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(obj: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def fold_dir(run_dir: str | os.PathLike, model: str, fold: int) -> Path:
+    """``RUN_DIR/<model>/fold_<k>``."""
+    return Path(run_dir) / model / f"fold_{fold}"
+
+
+def fold_finished(run_dir: str | os.PathLike, model: str, fold: int) -> bool:
+    """Whether a fold's outputs are complete (its ``metrics.json`` is written last)."""
+    return (fold_dir(run_dir, model, fold) / "metrics.json").is_file()
+
+
+def _plot(fn, *args, **kwargs) -> str | None:
+    """Draw one plot; a plot that cannot be drawn (one class only...) is logged, not fatal."""
+    try:
+        return str(fn(*args, **kwargs))
+    except ValueError as e:
+        logger.warning("plot %s skipped: %s", Path(args[-1]).name, e)
+        return None
+
+
+def write_fold(
+    run_dir: Path,
+    model: str,
+    fold: Fold,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """Evaluate one fold and write its predictions, metrics and plots (``metrics.json`` last).
+
+    Returns
+    -------
+    dict
+        The :func:`trainer.metrics.evaluate_fold` result (+ ``extra``).
+    """
+    from trainer import plots
+
+    d = fold_dir(run_dir, model, fold.index)
+    d.mkdir(parents=True, exist_ok=True)
+    val.to_parquet(d / "val_predictions.parquet", index=False)
+    test.to_parquet(d / "test_predictions.parquet", index=False)
+    result = evaluate_fold(val, test)
+    history = list((extra or {}).get("history", []))
+    _plot(
+        plots.plot_confusion,
+        result["test"],
+        d / "confusion.png",
+        title=f"{model} fold {fold.index}",
+    )
+    if result.get("roc_by_cohort"):
+        _plot(plots.plot_roc_by_cohort, result["roc_by_cohort"], d / "roc_by_cohort.png")
+    per_epoch = {
+        h["epoch"]: h["val_roc_by_cohort"]
+        for h in history
+        if h.get("stage") == "train" and h.get("val_roc_by_cohort")
+    }
+    if per_epoch:
+        _plot(plots.plot_roc_through_training, per_epoch, d / "roc_through_training.png")
+    out = {"model": model, "fold": fold.index, **result, **dict(extra or {})}
+    _write_json({"threshold": result["threshold"]}, d / "threshold.json")
+    _write_json(out, d / "metrics.json")
+    return out
+
+
+def _load_fold(run_dir: Path, model: str, fold: int) -> dict:
+    return json.loads((fold_dir(run_dir, model, fold) / "metrics.json").read_text("utf-8"))
+
+
+def write_model_summary(run_dir: Path, model: str, folds: list[Fold]) -> dict:
+    """Pool a model's folds: ``metrics.json``, ``predictions.parquet`` and the model-level plots."""
+    from trainer import plots
+
+    results = [_load_fold(run_dir, model, f.index) for f in folds]
+    summary = summarise_folds(results)
+    frames = []
+    for f in folds:
+        t = pd.read_parquet(fold_dir(run_dir, model, f.index) / "test_predictions.parquet")
+        t.insert(0, "fold", f.index)
+        frames.append(t)
+    preds = pd.concat(frames, ignore_index=True)
+    mdir = Path(run_dir) / model
+    preds.to_parquet(mdir / "predictions.parquet", index=False)
+    pooled = summary["pooled"]
+    table = pd.DataFrame.from_records(
+        [row for r in results for row in r["test_table"]],
+        columns=["cohort", "patient", "channel", "y_true", "score"],
+    )
+    made = {
+        "ROC by cohort": _plot(
+            plots.plot_roc_by_cohort,
+            summary["pooled_roc_by_cohort"],
+            mdir / "roc_by_cohort.png",
+            title=f"{model}: test ROC by cohort",
+        ),
+        "PR": _plot(
+            plots.plot_pr,
+            table["y_true"],
+            table["score"],
+            mdir / "pr.png",
+            groups=table["cohort"],
+            title=f"{model}: test precision-recall",
+        ),
+        "confusion": _plot(plots.plot_confusion, pooled, mdir / "confusion.png"),
+        "calibration": _plot(
+            plots.plot_reliability,
+            pooled["reliability"],
+            mdir / "reliability.png",
+            brier=pooled.get("brier"),
+        ),
+    }
+    histories = {
+        f"fold {r['fold']}": [
+            {k: v for k, v in h.items() if isinstance(v, int | float) and v is not None}
+            for h in r.get("history", [])
+            if h.get("stage") == "train"
+        ]
+        for r in results
+    }
+    if any(histories.values()):
+        made["training curves"] = _plot(
+            plots.plot_training_curves, histories, mdir / "training_curves.png"
+        )
+    summary["plots"] = {k: v for k, v in made.items() if v}
+    _write_json(summary, mdir / "metrics.json")
+    return summary
+
+
+def _check_run_dir(run_dir: Path, folds: list[Fold], resume: bool) -> None:
+    saved = run_dir / "folds.json"
+    if saved.is_file():
+        if not resume:
+            raise ConfigError(
+                f"{run_dir} already holds a training run; pass --resume to continue it, or "
+                "choose a new --out directory."
+            )
+        old = [Fold.from_dict(d) for d in json.loads(saved.read_text("utf-8"))]
+        if old != folds:
+            raise ConfigError(
+                f"{run_dir} was trained with other folds (different patients, --folds or "
+                "--seed); resume with the original settings or use a new --out directory."
+            )
+    _write_json([f.to_dict() for f in folds], saved)
+
+
+def run_training(
+    store_url: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig
+) -> dict:
+    """Cross-validate every model of ``cfg`` on the store and write ``run_dir``.
+
+    Parameters
+    ----------
+    store_url : str or path-like
+        The clip store (``soz ingest`` output).
+    run_dir : str or path-like
+        Output folder (layout in the module docstring).
+    cfg : TrainConfig
+
+    Returns
+    -------
+    dict
+        ``run_dir``, ``folds`` (as dicts), ``models``: {model: its :func:`summarise_folds`
+        summary}, ``summary`` (path of summary.md), ``card`` (path of card.json).
+    """
+    import ray
+
+    from ingest.store import ClipStore
+    from trainer.card import training_card, write_card
+    from trainer.summary import write_summary
+
+    if not ray.is_initialized():
+        raise SozkitError(
+            "run_training needs a running Ray; call ray.init() first (soz train does it)."
+        )
+    store_url = os.fspath(store_url)
+    run_dir = Path(run_dir)
+    store = ClipStore.open(store_url)
+    recs = recording_table(store)
+    patients = sorted({r.patient for r in recs})
+    if len(patients) < cfg.n_folds:
+        raise SozkitError(
+            f"the store {store_url} has {len(patients)} labelled patients, fewer than "
+            f"{cfg.n_folds=}; use --folds {max(2, len(patients))} or ingest more patients."
+        )
+    folds = patient_folds(
+        patients,
+        n_folds=cfg.n_folds,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        groups=cohort_groups(patients),
+    )
+    _check_run_dir(run_dir, folds, cfg.resume)
+    card_extra = {
+        "store": store_url,
+        "store_ingest_config": store.ingest_config.to_dict(),
+        "n_recordings": len(recs),
+        "ray_resources": ray.cluster_resources(),
+    }
+    write_card(
+        training_card(
+            config=cfg.to_dict(),
+            folds=folds,
+            seeds={"split": cfg.seed, "torch": cfg.seed, "sampler": cfg.seed},
+            extra=card_extra,
+        ),
+        run_dir / "card.json",
+    )
+
+    # Neural models: every unfinished (model, fold) through Ray Train, folds in parallel.
+    from trainer.ray_train import train_folds
+
+    jobs = [
+        (m, f) for m in cfg.neural_models for f in folds if not fold_finished(run_dir, m, f.index)
+    ]
+    by_index = {f.index: f for f in folds}
+
+    def neural_done(res) -> None:
+        fold = by_index[res.fold]
+        result = write_fold(
+            run_dir,
+            res.model_name,
+            fold,
+            res.val_predictions,
+            res.test_predictions,
+            extra={
+                "history": res.history,
+                "best_epoch": res.best_epoch,
+                "best_val_auc": res.best_val_auc,
+            },
+        )
+        from models.registry import build_model
+
+        model = build_model(res.model_name, **res.hparams)
+        model.load_state_dict(res.state_dict)
+        save_checkpoint(
+            fold_dir(run_dir, res.model_name, fold.index) / "checkpoint.pt",
+            model,
+            model_name=res.model_name,
+            threshold=result["threshold"],
+            feature_config=cfg.feature_config(),
+            sfreq=store.sfreq,
+            clip_samples=store.clip_samples,
+            ingest_config=store.ingest_config.to_dict(),
+            fold=fold.index,
+            extra={"best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc},
+        )
+
+    train_folds(store_url, jobs, cfg, storage_root=run_dir, on_done=neural_done)
+
+    if "svm" in cfg.models:
+        _run_svm(store_url, run_dir, recs, folds, cfg)
+    if "baseline" in cfg.models:
+        _run_baseline(store_url, run_dir, recs, folds, cfg)
+
+    summaries = {m: write_model_summary(run_dir, m, folds) for m in cfg.models}
+    summary_path = write_summary(run_dir, summaries, title=f"sozkit training run: {run_dir.name}")
+    return {
+        "run_dir": str(run_dir),
+        "folds": [f.to_dict() for f in folds],
+        "models": summaries,
+        "summary": str(summary_path),
+        "card": str(run_dir / "card.json"),
+    }
+
+
+def _run_svm(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig) -> None:
+    from trainer.svm_stage import compute_features, train_svm_fold
+
+    todo = [f for f in folds if not fold_finished(run_dir, "svm", f.index)]
+    if not todo:
+        return
+    features = compute_features(store_url, [r.recording_id for r in recs])
+    for fold in todo:
+        res = train_svm_fold(features, recs, fold, seed=cfg.seed, hparams=cfg.hparams_for("svm"))
+        d = fold_dir(run_dir, "svm", fold.index)
+        d.mkdir(parents=True, exist_ok=True)
+        res.model.save(d / "svm.pkl")
+        write_fold(run_dir, "svm", fold, res.val_predictions, res.test_predictions)
+
+
+def _run_baseline(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig) -> None:
+    from trainer.baseline_stage import BaselineConfig, fold_predictions, score_recordings
+
+    todo = [f for f in folds if not fold_finished(run_dir, "baseline", f.index)]
+    if not todo:
+        return
+    scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))
+    for fold in todo:
+        val, test = fold_predictions(scores, fold)
+        write_fold(run_dir, "baseline", fold, val, test)

@@ -1,0 +1,279 @@
+"""The SVM stage: channel features per recording by Ray CPU tasks (cached beside the store), one SVM per fold.
+
+Features: :func:`models.features.clip_features` (interictal spike counts + wavelet-packet band
+features, bands below the store's Nyquist rate) of every clip, averaged over the recording's clips (streamed in chunks, so memory stays
+bounded whatever the duration), giving one feature vector per (recording, channel).
+
+Cache: ``STORE/features/<FEATURE_VERSION>/<recording_id>.parquet`` (columns ``recording_id``,
+``channel_index``, ``channel``, ``n_clips`` and one column per feature). A recording's file is
+written once, atomically (temporary name, then rename); bump :data:`FEATURE_VERSION` whenever the
+features change so stale caches are never read.
+
+Training: one :class:`models.svm.SOZSVM` per fold on the training patients' (recording, channel)
+rows (calibration folds grouped by patient); it scores the validation and test recordings, and
+:func:`trainer.metrics.evaluate_fold` turns those into the fold's metrics like for every model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import ray
+
+from ingest.errors import SozkitError
+from models.features import DEFAULT_BANDS, clip_features, feature_names
+from models.svm import SOZSVM
+from trainer.datasets import RecordingInfo
+from trainer.splits import Fold
+
+logger = logging.getLogger(__name__)
+
+#: Key of the feature cache; change it whenever :func:`models.features.clip_features` changes.
+FEATURE_VERSION = "svm-v1"
+
+
+def svm_bands(sfreq: float) -> dict[str, tuple[float, float]]:
+    """The wavelet-packet bands of :data:`models.features.DEFAULT_BANDS` below the Nyquist rate.
+
+    A store at 1000 Hz keeps every band (fast ripples included); a store at a lower rate drops
+    the bands it cannot hold rather than failing. One store has one rate, so its cached
+    features always have the same columns.
+    """
+    return {k: v for k, v in DEFAULT_BANDS.items() if v[1] <= sfreq / 2}
+
+
+def feature_columns(sfreq: float) -> list[str]:
+    """Feature columns of the SVM features of a store at ``sfreq``."""
+    return list(feature_names(svm_bands(sfreq)))
+
+
+def feature_cache_dir(store_url: str | os.PathLike) -> str:
+    """``STORE/features/<FEATURE_VERSION>``: where the per-recording features are cached."""
+    return f"{str(store_url).rstrip('/')}/features/{FEATURE_VERSION}"
+
+
+def recording_features(
+    store: Any, recording_id: str, *, chunk_clips: int = 64, max_clips: int | None = None
+) -> pd.DataFrame:
+    """Mean over clips of :func:`models.features.clip_features` for one recording.
+
+    Parameters
+    ----------
+    store : ingest.store.ClipStore
+        The open store.
+    recording_id : str
+    chunk_clips : int
+        Clips read and featurised at a time (bounds memory).
+    max_clips : int, optional
+        Use at most this many evenly spaced chunks' worth of clips (faster on 20-hour
+        recordings); ``None`` = every clip.
+
+    Returns
+    -------
+    DataFrame
+        One row per channel: ``recording_id``, ``channel_index``, ``channel``, ``n_clips``, then
+        the :func:`feature_columns` of the store's rate.
+    """
+    recs = store.recordings()
+    row = recs.loc[recs["recording_id"] == recording_id]
+    if row.empty:
+        raise SozkitError(f"{recording_id} is not a complete recording of {store.url}.")
+    n_clips = int(row["n_clips"].iloc[0])
+    starts = np.arange(0, n_clips, chunk_clips)
+    if max_clips is not None and len(starts) * chunk_clips > max_clips:
+        keep = max(1, max_clips // chunk_clips)
+        starts = starts[np.linspace(0, len(starts) - 1, keep).round().astype(int)]
+    total, count = None, 0
+    for start in starts:
+        stop = min(int(start) + chunk_clips, n_clips)
+        clips = store.read_clips(recording_id, int(start), stop)
+        feats = clip_features(clips, store.sfreq, bands=svm_bands(store.sfreq))
+        part = feats.astype(np.float64).sum(axis=0)  # (C, F)
+        total = part if total is None else total + part
+        count += stop - int(start)
+    means = total / count
+    chans = store.channels([recording_id]).sort_values("channel_index")
+    out = pd.DataFrame(means, columns=feature_columns(store.sfreq))
+    out.insert(0, "n_clips", count)
+    out.insert(0, "channel", chans["name"].astype(str).to_numpy())
+    out.insert(0, "channel_index", chans["channel_index"].to_numpy())
+    out.insert(0, "recording_id", recording_id)
+    return out
+
+
+@ray.remote(num_cpus=1)
+def _features_task(store_url: str, recording_id: str, path: str, max_clips: int | None) -> str:
+    from ingest.store import ClipStore
+
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if fs.exists(fs_path):
+        return path
+    try:
+        df = recording_features(ClipStore.open(store_url), recording_id, max_clips=max_clips)
+    except Exception as e:
+        raise SozkitError(f"{recording_id}: SVM features failed: {e}") from e
+    fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{fs_path}.tmp-{os.getpid()}"
+    with fs.open(tmp, "wb") as f:
+        df.to_parquet(f, index=False)
+    fs.mv(tmp, fs_path)
+    return path
+
+
+def compute_features(
+    store_url: str,
+    recording_ids: Sequence[str],
+    *,
+    cache_dir: str | None = None,
+    max_clips: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Features of every recording, computed by Ray CPU tasks in parallel (cached recordings are read).
+
+    Parameters
+    ----------
+    store_url : str
+    recording_ids : sequence of str
+    cache_dir : str, optional
+        Default :func:`feature_cache_dir` of the store.
+    max_clips : int, optional
+        See :func:`recording_features`.
+    progress : callable, optional
+        ``progress(done, total)`` as recordings finish.
+
+    Returns
+    -------
+    DataFrame
+        Rows of every recording, as :func:`recording_features` gives them.
+    """
+    cache_dir = cache_dir or feature_cache_dir(store_url)
+    paths = {rid: f"{cache_dir.rstrip('/')}/{rid}.parquet" for rid in recording_ids}
+    pending = {
+        _features_task.remote(str(store_url), rid, path, max_clips): rid
+        for rid, path in paths.items()
+    }
+    done = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        rid = pending.pop(ready[0])
+        try:
+            ray.get(ready[0])
+        except Exception as e:
+            for ref in pending:
+                ray.cancel(ref)
+            raise SozkitError(f"{rid}: computing SVM features failed: {e}") from e
+        done += 1
+        if progress is not None:
+            progress(done, len(paths))
+    return pd.concat([pd.read_parquet(paths[rid]) for rid in recording_ids], ignore_index=True)
+
+
+@dataclass
+class SVMFoldResult:
+    """One fold of the SVM stage: the fitted model and its per-(recording, channel) scores."""
+
+    fold: int
+    model: SOZSVM
+    val_predictions: pd.DataFrame
+    test_predictions: pd.DataFrame
+
+
+_META = ("recording_id", "channel_index", "channel", "n_clips")
+
+
+def _feature_cols(features: pd.DataFrame) -> list[str]:
+    return [c for c in features.columns if c not in _META]
+
+
+def _rows(features: pd.DataFrame, recordings: Sequence[RecordingInfo]) -> pd.DataFrame:
+    meta = pd.DataFrame(
+        [
+            {
+                "recording_id": r.recording_id,
+                "channel_index": i,
+                "cohort": r.cohort,
+                "patient": r.patient,
+                "y_true": int(r.labels[i]),
+            }
+            for r in recordings
+            for i in range(r.n_channels)
+        ]
+    )
+    rows = meta.merge(features, on=["recording_id", "channel_index"], how="left", validate="1:1")
+    cols = _feature_cols(features)
+    if not np.isfinite(rows[cols].to_numpy(float)).all():
+        bad = rows.loc[
+            ~np.isfinite(rows[cols].to_numpy(float)).all(axis=1), "recording_id"
+        ].unique()
+        raise SozkitError(
+            f"recordings {list(bad)[:5]} have no or non-finite SVM features; delete their cache "
+            "files under STORE/features and re-run."
+        )
+    return rows
+
+
+def train_svm_fold(
+    features: pd.DataFrame,
+    recordings: Sequence[RecordingInfo],
+    fold: Fold,
+    *,
+    seed: int = 0,
+    hparams: Mapping[str, Any] | None = None,
+) -> SVMFoldResult:
+    """Fit one SVM on the fold's training patients and score its validation and test patients.
+
+    Parameters
+    ----------
+    features : DataFrame
+        From :func:`compute_features`.
+    recordings : sequence of RecordingInfo
+        Every labelled recording (labels, patients, cohorts).
+    fold : Fold
+    seed : int
+    hparams : mapping, optional
+        Keyword arguments of :class:`models.svm.SOZSVM` (``C``, ``gamma``...).
+
+    Returns
+    -------
+    SVMFoldResult
+        Prediction tables with columns ``cohort, patient, recording_id, channel, y_true, score``.
+    """
+    kw = {"seed": seed, **dict(hparams or {})}
+    by_role = {
+        role: _rows(features, [r for r in recordings if r.patient in set(getattr(fold, role))])
+        for role in ("train", "val", "test")
+    }
+    train = by_role["train"]
+    if train["y_true"].nunique() < 2:
+        raise SozkitError(
+            f"fold {fold.index}: the training patients have only one class of channels; the SVM "
+            "needs SOZ and non-SOZ contacts (use fewer folds or more patients)."
+        )
+    cols = _feature_cols(features)
+    svm = SOZSVM(**kw).fit(
+        train[cols].to_numpy(),
+        train["y_true"].to_numpy(),
+        groups=train["patient"].to_numpy(),
+        feature_names=cols,
+    )
+    preds = {}
+    for role in ("val", "test"):
+        rows = by_role[role]
+        preds[role] = pd.DataFrame(
+            {
+                "cohort": rows["cohort"],
+                "patient": rows["patient"],
+                "recording_id": rows["recording_id"],
+                "channel": rows["channel"],
+                "y_true": rows["y_true"],
+                "score": svm.predict_proba(rows[cols].to_numpy()),
+            }
+        )
+    return SVMFoldResult(fold.index, svm, preds["val"], preds["test"])
