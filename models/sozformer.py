@@ -215,7 +215,7 @@ class SOZFormer(nn.Module):
             h = torch.cat([self.cls_token.expand(n_real, -1, -1), h], dim=1)  # (N_real, 1+S, D)
         h = self.temporal(self.embed_dropout(h))
         pooled = h[:, 0] if self.pooling == "cls" else h.mean(dim=1)  # (N_real, D)
-        emb = x.new_zeros(*mask.shape, pooled.shape[-1])
+        emb = pooled.new_zeros(*mask.shape, pooled.shape[-1])
         emb[mask] = pooled
         return emb
 

@@ -7,6 +7,8 @@ import torch
 
 from models.dcgru import DCGRU, DCGRUNextClip
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 SMALL = dict(seq_len=5, hidden=8)
 
 

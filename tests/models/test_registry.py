@@ -15,6 +15,8 @@ import torch
 
 from models.registry import build_model, default_hparams, list_models
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 logger = logging.getLogger(__name__)
 
 N_FEATS = 16
@@ -197,3 +199,16 @@ def test_classifiers_learn_a_separable_toy_problem(name):
     with torch.no_grad():
         pred = model(xt, mt) > 0
     assert (pred == yt.bool()).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_mixed_precision_autocast(name):
+    # What a GPU run does with torch.autocast; bfloat16 on CPU exercises the same dtype paths.
+    model = _build(name).train()
+    x, mask = _inputs(model, 5)
+    mask[1, 3:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, mask)
+    out.float().square().mean().backward()
+    assert out.shape == _expected_shape(model, 2, 5) and torch.isfinite(out.float()).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -7,6 +7,8 @@ import torch
 
 from models.sozformer import SOZFormer
 
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
 SMALL = dict(seq_len=6, d_model=16, n_heads=4, dim_feedforward=32, dropout=0.0)
 
 
