@@ -182,3 +182,48 @@ def test_local_runner_multiprocess_default(tiny_cohort, tmp_path):
     assert (opts["direct_num_workers"], opts["direct_running_mode"]) == (2, "multi_processing")
     report = ingest_recordings(tiny_cohort[:1], tmp_path / "store", cfg)
     assert report.n_ingested == 1 and report.n_failed == 0
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    from ingest.simulate import SimulationConfig, simulate_cohort
+
+    cfg = SimulationConfig(
+        n_subjects=1,
+        n_ictal_runs=1,
+        n_interictal_runs=0,
+        ictal_duration_s=75.0,
+        onset_window_s=(5.0, 6.0),
+        min_postictal_s=5.0,
+        sfreqs=(256.0,),
+        n_centres=1,
+        n_regions=(8, 8),
+        n_shafts=(3, 3),
+        contacts_per_shaft=(6, 6),
+    )
+    return simulate_cohort(tmp_path_factory.mktemp("sim"), cfg)
+
+
+def test_soz_ingest_cli_on_simulated_cohort(simulated, tmp_path, capsys):
+    from ingest.sources import scan_source
+    from serving.cli import main
+
+    store_url = tmp_path / "store"
+    argv = ["ingest", str(simulated), "--out", str(store_url), "--sfreq", "250"]
+    argv += ["--block-clips", "4", "--workers", "1", "--no-progress", "--line-freq", "50"]
+    assert main(argv) == 0
+    assert "1 recordings ingested (15 clips)" in capsys.readouterr().out
+    store = ClipStore.open(store_url)
+    (rec,) = scan_source(simulated).recordings
+    row = store.recordings().iloc[0]
+    assert row["n_clips"] == math.floor(rec.duration_s / 5.0) == 15
+    ch = store.channels()
+    assert list(ch["name"]) == list(rec.contacts)
+    assert set(ch.loc[ch["soz"].astype(bool), "name"]) == set(rec.soz) & set(rec.contacts)
+    (sz,) = rec.seizures
+    clips = store.clips()
+    starts = clips["start_s"].to_numpy()
+    expect = (starts < (sz.offset_s or rec.duration_s)) & (starts + 5.0 > sz.onset_s)
+    assert (clips["ictal"].to_numpy() == expect).all() and expect.any()
+    assert main(argv) == 0  # re-run: everything already complete
+    assert "0 recordings ingested (0 clips), 1 already complete" in capsys.readouterr().out
