@@ -1,0 +1,46 @@
+"""``soz scan SOURCE...``: list what the cohort readers find, without ingesting anything."""
+
+from __future__ import annotations
+
+import argparse
+
+from serving.cli import command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "sources", metavar="SOURCE", nargs="+", help="BIDS root, folder or recording file"
+    )
+    p.add_argument("--label-sheet", default=None, help="SOZ label sheet (CSV/XLSX) for the sources")
+    p.add_argument("--cohort", default=None, help="cohort name (default: the folder name)")
+    p.add_argument("--line-freq", type=float, default=None, help="line frequency where unknown")
+    p.add_argument("--recordings", action="store_true", help="one line per recording")
+
+
+@command(
+    "scan", "list the recordings, labels and problems the readers find in cohorts", add_arguments
+)
+def run(args: argparse.Namespace) -> int:
+    from ingest.errors import SozkitError
+    from ingest.sources import scan_source
+
+    status = 0
+    for source in args.sources:
+        try:
+            scan = scan_source(
+                source, label_sheet=args.label_sheet, cohort=args.cohort, line_freq=args.line_freq
+            )
+        except SozkitError as e:
+            print(f"{source}: {e}")
+            status = 1
+            continue
+        print(f"{source}: {scan.summary()}")
+        if args.recordings:
+            for rec in scan.recordings:
+                soz = "unlabelled" if rec.soz is None else f"{len(rec.soz)} SOZ"
+                print(
+                    f"  {rec.recording_id}: {rec.sfreq:g} Hz, {rec.duration_s:.0f} s, "
+                    f"{len(rec.contacts)} contacts, {soz}, {len(rec.seizures)} seizures"
+                    + "".join(f"\n    warning: {w}" for w in rec.warnings)
+                )
+    return status
