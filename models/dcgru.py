@@ -391,7 +391,10 @@ class DCGRUNextClip(_DCGRUBase):
         return pred.masked_fill(~mask[:, :, None, None], 0.0)
 
     def next_clip_loss(self, x: Tensor, mask: Tensor) -> Tensor:
-        """Mean absolute error of the next-clip predictions over the real channels.
+        """:func:`next_clip_loss` of this model's predictions for ``x``.
+
+        Under DDP, call the wrapped model and :func:`next_clip_loss` instead, so the forward
+        pass goes through the wrapper and gradients are synchronised.
 
         Parameters
         ----------
@@ -402,7 +405,34 @@ class DCGRUNextClip(_DCGRUBase):
         -------
         loss : Tensor, shape ()
         """
-        x = torch.where(mask[:, :, None, None], x, 0.0)  # padded slots may hold anything
-        pred = self(x, mask)
-        err = (pred - x[:, :, 1:]).abs().mean(dim=(2, 3))  # (B, C)
-        return torch.where(mask, err, 0.0).sum() / mask.sum().clamp_min(1)
+        return next_clip_loss(self(x, mask), x, mask)
+
+
+def next_clip_loss(pred: Tensor, x: Tensor, mask: Tensor) -> Tensor:
+    """Mean absolute error of next-clip predictions over the real channels.
+
+    Parameters
+    ----------
+    pred : Tensor, shape (batch, n_chans, seq_len - 1, n_feats)
+        :class:`DCGRUNextClip` output: ``pred[:, :, t]`` predicts ``x[:, :, t + 1]``.
+    x : Tensor, shape (batch, n_chans, seq_len, n_feats)
+        The input sequence (the targets are ``x[:, :, 1:]``); padded slots may hold anything.
+    mask : BoolTensor, shape (batch, n_chans)
+        True for real channels.
+
+    Returns
+    -------
+    loss : Tensor, shape ()
+        The absolute error averaged over clips and features, then over real channels (each
+        real channel weighs the same); 0 for a batch without real channels.
+    """
+    target = x[:, :, 1:]
+    if pred.shape != target.shape or mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"pred must have shape {tuple(target.shape)} (batch, n_chans, seq_len - 1, n_feats) "
+            f"and mask {tuple(x.shape[:2])}, got pred {tuple(pred.shape)} and mask "
+            f"{tuple(mask.shape)}."
+        )
+    target = torch.where(mask[:, :, None, None], target, 0.0)  # NaN-safe padding
+    err = (pred - target).abs().mean(dim=(2, 3))  # (B, C)
+    return torch.where(mask, err, 0.0).sum() / mask.sum().clamp_min(1)

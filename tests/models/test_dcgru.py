@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.dcgru import DCGRU, DCGRUNextClip
+from models.dcgru import DCGRU, DCGRUNextClip, next_clip_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -99,6 +99,9 @@ def test_next_clip_model_predicts_the_next_clips_without_seeing_the_last():
         err = (model(x, mask) - x[:, :, 1:]).abs()
         expected = torch.cat([err[0], err[1, :4]]).mean()
         torch.testing.assert_close(model.next_clip_loss(garbage, mask), expected)
+        torch.testing.assert_close(next_clip_loss(model(garbage, mask), garbage, mask), expected)
+        with pytest.raises(ValueError, match=r"pred must have shape \(2, 6, 4, 10\)"):
+            next_clip_loss(pred[:, :, :-1], x, mask)
 
 
 def test_pretraining_lowers_next_clip_loss_and_transfers_to_the_classifier():
