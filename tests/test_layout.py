@@ -21,6 +21,7 @@ PURE = [
     "models.spikes",
     "models.features",
     "models.baseline",
+    "models.svm",
     "trainer.losses",
     "trainer.metrics",
     "trainer.splits",
