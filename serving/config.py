@@ -162,6 +162,9 @@ class BulkConfig:
         Torch intra-op threads per worker (1 avoids oversubscribing the cores).
     resume : bool
         Skip (recording_id, model) pairs already in ``out``; ``False`` rewrites it.
+    flush_every : int
+        Rewrite ``out`` (atomically) after this many recordings, so an interrupted run keeps
+        its work.
     """
 
     run_dir: str
@@ -175,6 +178,7 @@ class BulkConfig:
     batch_size: int = 8
     torch_threads: int = 1
     resume: bool = True
+    flush_every: int = 16
 
     def __post_init__(self) -> None:
         if not str(self.run_dir):
@@ -192,6 +196,7 @@ class BulkConfig:
         _check_positive("num_workers", self.num_workers)
         _check_positive("batch_size", self.batch_size)
         _check_positive("torch_threads", self.torch_threads)
+        _check_positive("flush_every", self.flush_every)
         if self.line_freq is not None and self.line_freq not in (50.0, 60.0):
             raise ConfigError(f"line_freq={self.line_freq!r} must be 50 or 60 Hz (or None).")
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from ingest import preprocessing as pp
 from ingest.config import IngestConfig
@@ -175,3 +176,90 @@ def check_length(rec: Recording, n_clips: int, seq_len: int, clip_s: float) -> N
 
 class RecordingTooShort(RecordingError):
     """The recording is shorter than one model sequence."""
+
+
+class StoredRecordingStream:
+    """Scaled clips of a recording already in a clip store (``soz ingest`` output), by block.
+
+    Same interface as :class:`RecordingStream` (``contacts``, ``n_clips``, ``timings``,
+    iteration over ``(clip_start, clips)``), reading :meth:`ingest.store.ClipStore.read_clips`
+    with ``scaled=True``: the exact arrays training read.
+
+    Parameters
+    ----------
+    store : ingest.store.ClipStore
+        The open store.
+    recording_id : str
+        A complete recording of the store.
+    block_clips : int
+        Clips read at a time.
+    """
+
+    def __init__(self, store, recording_id: str, *, block_clips: int = 60) -> None:
+        if block_clips < 1:
+            raise ValueError(f"{block_clips=} must be >= 1.")
+        self.store = store
+        self.recording_id = recording_id
+        chans = store.channels([recording_id]).sort_values("channel_index")
+        self.contacts: tuple[str, ...] = tuple(chans["name"].astype(str))
+        self.n_clips: int = int(store.array(recording_id).shape[0])
+        self.block_clips = int(block_clips)
+        self.timings = StreamTimings(cached=True)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        t_read = 0.0
+        for start in range(0, self.n_clips, self.block_clips):
+            t0 = time.perf_counter()
+            clips = self.store.read_clips(
+                self.recording_id, start, min(start + self.block_clips, self.n_clips)
+            )
+            t_read += time.perf_counter() - t0
+            yield start, clips
+        self.timings.pass2 = t_read
+
+
+def stored_recording(store, recording_id: str) -> Recording:
+    """A :class:`Recording` describing a stored recording (metadata for results and reports).
+
+    Channels are the stored contacts (typed ``seeg``); ``path``, ``sfreq`` and ``n_times``
+    describe the source file it was ingested from.
+    """
+    recs = store.recordings()
+    row = recs.loc[recs["recording_id"] == recording_id]
+    if row.empty:
+        raise RecordingError(
+            f"{store.url}::{recording_id}",
+            "not a complete recording of the store.",
+            "list the store's recordings (ClipStore.recordings()) or re-run soz ingest.",
+        )
+    r = row.iloc[0]
+    chans = store.channels([recording_id]).sort_values("channel_index")
+    names = tuple(chans["name"].astype(str))
+    soz_col = chans["soz"]
+    soz = (
+        None
+        if soz_col.isna().any()
+        else frozenset(n for n, s in zip(names, soz_col, strict=True) if s)
+    )
+
+    def opt(col: str) -> str | None:
+        v = r.get(col)
+        return None if v is None or pd.isna(v) else str(v)
+
+    orig = float(r["orig_sfreq"])
+    return Recording(
+        recording_id=recording_id,
+        cohort=str(r["cohort"]),
+        subject=str(r["subject"]),
+        path=str(r["source_path"]),
+        sfreq=orig,
+        n_times=int(round(float(r["duration_s"]) * orig)),
+        channels=names,
+        ch_types=("seeg",) * len(names),
+        soz=soz,
+        session=opt("session"),
+        task=opt("task"),
+        run=opt("run"),
+        acquisition=opt("acquisition"),
+        centre=opt("centre"),
+    )

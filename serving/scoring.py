@@ -82,7 +82,7 @@ def run_models(run_dir: str | os.PathLike) -> dict[str, list[int]]:
     return models
 
 
-def _pick_folds(run_dir: Path, model: str, filename: str, fold: int | None) -> dict[int, Path]:
+def pick_folds(run_dir: Path, model: str, filename: str, fold: int | None) -> dict[int, Path]:
     folds = run_folds(run_dir, model, filename)
     if not folds:
         known = run_models(run_dir)
@@ -233,7 +233,7 @@ class Scorer:
             ``eval_stride`` defaults to the run's (``card.json``).
         """
         run_dir = Path(run_dir)
-        paths = _pick_folds(run_dir, model, "checkpoint.pt", fold)
+        paths = pick_folds(run_dir, model, "checkpoint.pt", fold)
         device = kwargs.get("device", "cpu")
         models, metas = [], []
         for path in paths.values():

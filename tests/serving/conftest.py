@@ -2,7 +2,7 @@
 
 The run directory is written through :func:`trainer.checkpoint.save_checkpoint` with untrained
 SOZFormer weights (two folds, different seeds and thresholds), at small sizes so every test is
-fast: a stored rate of 128 Hz, 4-clip sequences (20 s), 16 spectral bands.
+fast: a stored rate of 512 Hz, 4-clip sequences (20 s), 16 spectral bands.
 """
 
 from __future__ import annotations
@@ -17,20 +17,22 @@ import torch
 
 from ingest.config import IngestConfig
 from ingest.recording import Recording
+from models.features import FEATURE_NAMES
 from models.registry import build_model
 from models.spectral import n_spectral_features
+from models.svm import SOZSVM
 from trainer.checkpoint import save_checkpoint
 
 SEQ_LEN = 4
 FEATURES = {"n_bands": 16, "fmin": 1.0, "fmax": None}
-INGEST = IngestConfig(sfreq=128.0, block_clips=4, line_freq=50.0, trans_bandwidth=1.0, l_freq=1.0)
+INGEST = IngestConfig(sfreq=512.0, block_clips=4, line_freq=50.0, trans_bandwidth=1.0, l_freq=1.0)
 CONTACTS = ("LA1", "LA2", "LA3", "LA4", "RH1", "RH2", "RH3")
 ALL_CHANNELS = (*CONTACTS, "BAD1", "EKG")
 SOZ = frozenset({"LA1", "LA2"})
 
 
 def write_edf(
-    path: Path, *, seconds: float, sfreq: float = 256.0, seed: int = 0, channels=ALL_CHANNELS
+    path: Path, *, seconds: float, sfreq: float = 1024.0, seed: int = 0, channels=ALL_CHANNELS
 ) -> Path:
     """A real EDF: pink-ish noise, a 12 Hz burst on the SOZ contacts, 50 Hz line noise."""
     rng = np.random.default_rng(seed)
@@ -67,8 +69,8 @@ def make_recording(path: Path, *, rid: str = "test__p1__ictal", subject: str = "
     )
 
 
-def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55)) -> Path:
-    """A training run directory with untrained SOZFormer checkpoints (one per fold)."""
+def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55), svm: bool = True) -> Path:
+    """A training run: untrained SOZFormer checkpoints and fitted SVMs (one per fold)."""
     run_dir = root / "run"
     n_feats = n_spectral_features(INGEST.clip_samples, INGEST.sfreq, **FEATURES)
     for fold, thr in zip(folds, thresholds, strict=True):
@@ -84,7 +86,22 @@ def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55)) -> Path:
             ingest_config=INGEST.to_dict(), fold=fold,
         )  # fmt: skip
     (run_dir / "card.json").write_text(json.dumps({"config": {"eval_stride": None}}))
+    if svm:
+        add_svm(run_dir, folds=folds, thresholds=thresholds)
     return run_dir
+
+
+def add_svm(run_dir: Path, *, folds=(0, 1), thresholds=(0.45, 0.55)) -> None:
+    """Fitted SVMs (on synthetic channel features) as ``soz train`` writes them."""
+    for fold, thr in zip(folds, thresholds, strict=True):
+        rng = np.random.default_rng(fold)
+        X = rng.normal(size=(60, len(FEATURE_NAMES)))
+        y = (X[:, 0] + 0.5 * rng.normal(size=60) > 0.8).astype(int)
+        svm = SOZSVM(seed=fold).fit(X, y, groups=np.arange(60) % 6, feature_names=FEATURE_NAMES)
+        d = run_dir / "svm" / f"fold_{fold}"
+        d.mkdir(parents=True, exist_ok=True)
+        svm.save(d / "svm.pkl")
+        (d / "threshold.json").write_text(json.dumps({"threshold": thr}))
 
 
 @pytest.fixture(scope="session")
