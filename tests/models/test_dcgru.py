@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from models.dcgru import DCGRU, DCGRUNextClip, next_clip_loss
+from models.graphs import diffusion_steps
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -151,4 +153,44 @@ def test_encoder_weights_of_another_size_are_refused():
     with pytest.raises(ValueError, match="n_layers=1"):
         DCGRU(10, **SMALL).load_encoder_state_dict(
             DCGRUNextClip(10, **SMALL, n_layers=2).encoder_state_dict()
+        )
+
+
+def _reference_dcrnn(model: DCGRU, x: Tensor, mask: Tensor) -> Tensor:
+    """A literal DCRNN cell (Li et al. 2018): diffusion convolution over the concatenation
+    ``[x_t, h]`` at every step, one layer, with the model's weights reassembled."""
+    cell = model.encoder.cells[0]
+    hd, k = cell.hidden, cell.k_hops
+    supports = model.supports(x, mask)
+    b, n, s, f = x.shape
+    m = 1 + len(supports) * k
+    w_x = cell.input_conv.weight.view(3 * hd, m, f)
+    w_gates = torch.cat([w_x[: 2 * hd], cell.hidden_gates.weight.view(2 * hd, m, hd)], dim=-1)
+    w_cand = torch.cat([w_x[2 * hd :], cell.hidden_candidate.weight.view(hd, m, hd)], dim=-1)
+    bias = cell.input_conv.bias
+
+    def dconv(inp, weight, bias):  # inp (B, N, D), weight (out, M, D)
+        steps = diffusion_steps(inp, supports, k)  # (B, N, M, D)
+        return steps.reshape(b, n, -1) @ weight.reshape(weight.shape[0], -1).T + bias
+
+    h = x.new_zeros(b, n, hd)
+    for t in range(s):
+        r, u = torch.sigmoid(dconv(torch.cat([x[:, :, t], h], -1), w_gates, bias[: 2 * hd])).chunk(
+            2, dim=-1
+        )
+        c = torch.tanh(dconv(torch.cat([x[:, :, t], r * h], -1), w_cand, bias[2 * hd :]))
+        h = u * h + (1 - u) * c
+    return model.head(h).squeeze(-1)
+
+
+@pytest.mark.parametrize("k_hops, top_k", [(2, 3), (1, None), (3, 2)])
+def test_cell_equals_a_literal_dcrnn_cell(k_hops, top_k):
+    torch.manual_seed(0)
+    model = DCGRU(10, **SMALL, k_hops=k_hops, top_k=top_k).eval().double()
+    x, mask = _x(n_chans=7)
+    x = x.double()
+    mask[1, 5:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(x, mask), _reference_dcrnn(model, x, mask).masked_fill(~mask, 0)
         )
