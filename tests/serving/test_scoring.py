@@ -19,7 +19,7 @@ def scorer(serving_data):
 
 
 def test_run_models_lists_folds(serving_data):
-    assert run_models(serving_data["run_dir"]) == {"sozformer": [0, 1]}
+    assert run_models(serving_data["run_dir"]) == {"sozformer": [0, 1], "svm": [0, 1]}
     with pytest.raises(SozkitError, match="does not exist"):
         run_models(serving_data["root"] / "nope")
 
@@ -78,7 +78,8 @@ def test_sequences_match_training_evaluation(scorer, serving_data):
     starts = evaluation_sequences([info], seq_len=SEQ_LEN)[:, 1]
     assert len(seqs) == len(starts)
     for seq, s in zip(seqs, starts, strict=True):
-        np.testing.assert_array_equal(seq, feats[s : s + SEQ_LEN].transpose(1, 0, 2))
+        # (BLAS may sum the band averages in another order for another batch shape)
+        np.testing.assert_allclose(seq, feats[s : s + SEQ_LEN].transpose(1, 0, 2), rtol=1e-5)
 
 
 @pytest.mark.parametrize("block", [1, 3, 5, 12])
