@@ -14,8 +14,8 @@ Two modes:
   bin spacing takes the amplitude of the bin(s) it overlaps instead of being empty. With
   ``k`` around 100 this gives the "about 100 log-FFT bins" input of Tang et al. (ICLR 2022).
 
-The amplitude is the one-sided amplitude spectrum ``2 |X_f| / n_samples`` (a sinusoid of
-amplitude ``a`` reads ``a`` in its bin), so features do not depend on the clip length; the log is
+The amplitude is the one-sided amplitude spectrum ``2 |X_f| / n_samples`` (``|X_f| / n_samples``
+at the Nyquist frequency; a sinusoid of amplitude ``a`` on a bin reads ``a`` there), so features do not depend on the clip length; the log is
 taken after adding :data:`AMPLITUDE_FLOOR`, which keeps silent (all-zero, e.g. flat or padded)
 clips finite.
 
@@ -154,7 +154,10 @@ def _band_matrix(
         raise ValueError(f"bands {np.flatnonzero(total <= 0)} overlap no rFFT bin.")
     used = np.flatnonzero(overlap.any(axis=1))
     n_bins = int(used[-1]) + 1
-    weights = (overlap[:n_bins] / total).astype(np.float32)
+    weights = overlap[:n_bins] / total
+    if n_samples % 2 == 0 and n_bins == n_samples // 2:
+        weights[-1] *= 0.5  # the Nyquist bin is not mirrored: its one-sided amplitude is |X| / n
+    weights = weights.astype(np.float32)
     weights.setflags(write=False)
     return weights, n_bins
 
@@ -214,6 +217,8 @@ def spectral_features(
         bins = _bin_indices(n_samples, float(sfreq), fmax)
         spec = scipy.fft.rfft(clips, axis=-1)[..., bins.start : bins.stop]
         amp = np.abs(spec)
+        if n_samples % 2 == 0 and bins.stop - 1 == n_samples // 2:
+            amp[..., -1] *= 0.5  # the Nyquist bin is not mirrored: its amplitude is |X| / n
     else:
         weights, n_bins = _band_matrix(n_samples, float(sfreq), int(n_bands), float(fmin), fmax)
         amp = np.abs(scipy.fft.rfft(clips, axis=-1)[..., 1 : n_bins + 1])

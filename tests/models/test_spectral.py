@@ -53,6 +53,16 @@ def test_band_edges_log_spaced_and_monotone():
     np.testing.assert_allclose(np.diff(np.log(edges)), np.log(1000) / 100)
 
 
+def test_nyquist_cosine_reads_its_amplitude():
+    x = 2.0 * np.cos(np.pi * np.arange(1000)).astype(np.float32)  # +2, -2, ...: 500 Hz at 1 kHz
+    feats = spectral_features(x, SFREQ)
+    np.testing.assert_allclose(np.exp(feats[-1]) - AMPLITUDE_FLOOR, 2.0, rtol=1e-5)
+    top_band = spectral_features(x, SFREQ, n_bands=3, fmin=100.0)[-1]
+    # The top band [~215, 500] Hz holds only the Nyquist bin's half interval (0.5 Hz wide) of
+    # amplitude 2 among ~285 Hz of zeros.
+    assert 0 < np.exp(top_band) < 0.01
+
+
 def test_band_is_the_mean_amplitude_of_the_bins_it_covers():
     # df = 1 Hz: a band [9.5, 20.5) covers bins 10 .. 20 exactly.
     rng = np.random.default_rng(0)
@@ -68,7 +78,8 @@ def test_flat_spectrum_gives_equal_bands_even_narrower_than_a_bin():
     # makes the lowest bands much narrower than a bin: none may be empty or biased.
     x = np.zeros(1000, np.float32)
     x[0] = 1.0
-    bands = spectral_features(x, SFREQ, n_bands=100)
+    # (fmax below the Nyquist bin, whose one-sided amplitude is half.)
+    bands = spectral_features(x, SFREQ, n_bands=100, fmax=499.0)
     np.testing.assert_allclose(bands, np.log(2 / 1000 + AMPLITUDE_FLOOR), rtol=1e-5)
 
 
@@ -85,7 +96,9 @@ def test_dtype_shape_and_silence():
 def test_bands_match_bins_float64_reference():
     x = np.random.default_rng(2).standard_normal((5, 5000)).astype(np.float32)
     feats = spectral_features(x, SFREQ)
-    ref = np.log(2 * np.abs(np.fft.rfft(x.astype(np.float64)))[:, 1:] / 5000 + AMPLITUDE_FLOOR)
+    amp = 2 * np.abs(np.fft.rfft(x.astype(np.float64)))[:, 1:] / 5000
+    amp[:, -1] /= 2  # Nyquist
+    ref = np.log(amp + AMPLITUDE_FLOOR)
     np.testing.assert_allclose(feats, ref, atol=1e-4)
 
 
