@@ -212,3 +212,18 @@ def test_mixed_precision_autocast(name):
     out.float().square().mean().backward()
     assert out.shape == _expected_shape(model, 2, 5) and torch.isfinite(out.float()).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", MODELS)
+def test_cuda_matches_cpu(name):
+    model = _build(name).eval()
+    x, mask = _inputs(model, 7)
+    mask[0, 4:] = False
+    with torch.no_grad():
+        cpu = model(x, mask)
+        gpu = model.to("cuda")(x.cuda(), mask.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    model.train()
+    model(x.cuda(), mask.cuda()).float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
