@@ -257,9 +257,9 @@ def _encoder(
         batch_first=True,
         norm_first=True,
     )
-    # enable_nested_tensor=False: the nested-tensor fast path returns zeros (not the computed
-    # values) at padded positions and is skipped anyway with norm_first; turning it off keeps
-    # train and eval on the same code path and silences its warning.
+    # enable_nested_tensor=False: the nested-tensor path (eval only) returns zeros instead of
+    # computed values at padded positions, and norm_first rules it out anyway (with a warning).
+    # The fused eval-mode layer kernel may still run; a test checks it against the train path.
     return nn.TransformerEncoder(
         layer, n_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
     )
