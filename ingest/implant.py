@@ -39,7 +39,8 @@ class Anatomy:
     positions : ndarray, shape (n_regions, 3)
         Region centres in mm.
     weights : ndarray, shape (n_regions, n_regions)
-        Symmetric connectome, zero diagonal, largest weight 1.
+        Symmetric connectome, zero diagonal, largest row sum 1 (so the total input of a
+        region, and hence the coupling, is bounded whatever the number of regions).
     """
 
     positions: np.ndarray
@@ -84,7 +85,7 @@ def make_anatomy(
 
     ``w_ij = exp(-d_ij / length_scale) * lognormal`` (symmetrised), so near regions are strongly
     and far regions weakly connected, with heterogeneity between pairs; then normalised to a
-    largest weight of 1.
+    largest row sum of 1.
 
     Parameters
     ----------
@@ -131,7 +132,7 @@ def make_anatomy(
     w = w * rng.lognormal(0.0, 0.5, size=w.shape)
     w = 0.5 * (w + w.T)
     np.fill_diagonal(w, 0.0)
-    w /= w.max()
+    w /= w.sum(axis=1).max()
     return Anatomy(positions=pos, weights=w)
 
 

@@ -322,7 +322,7 @@ def _simulate_seizures(
     """Integrate the network once for all ictal runs; shift runs whose seizure ends too late."""
     if cfg.n_ictal_runs == 0:
         return []
-    params = EpileptorParams(**{**cfg.epileptor.__dict__, "coupling": 1.5 + 2.5 * cfg.difficulty})
+    params = EpileptorParams(**{**cfg.epileptor.__dict__, "coupling": 2.0 + 2.5 * cfg.difficulty})
     n_steps = int(round(cfg.ictal_duration_s * params.sfreq))
     lo, hi = cfg.onset_window_s
     # The ramp crosses the critical excitability a few seconds in; onset follows ~10-20 s later.
