@@ -272,9 +272,9 @@ def predict(
         for batch in loader:
             b = _to(batch, device)
             probs = torch.sigmoid(bare(b["x"], b["mask"])).float().cpu().numpy()  # (B, C)
-            mask = batch["mask"].numpy()
+            n_real = batch["mask"].sum(dim=1).tolist()  # channels are left-aligned, padding after
             for i, rec in enumerate(batch["rec"].tolist()):
-                out.add(rec, np.where(mask[i], probs[i], 0.0))
+                out.add(rec, probs[i, : n_real[i]])
     finally:
         bare.train(was_training)
     return out

@@ -256,11 +256,15 @@ def train_svm_fold(
             f"fold {fold.index}: the training patients have only one class of channels; the SVM "
             "needs SOZ and non-SOZ contacts (use fewer folds or more patients)."
         )
+    n_patients = train["patient"].nunique()
+    grouped = n_patients >= 2
+    if "n_calibration_folds" not in kw:  # calibration folds by patient: at most one per patient
+        kw["n_calibration_folds"] = min(3, n_patients) if grouped else 3
     cols = _feature_cols(features)
     svm = SOZSVM(**kw).fit(
         train[cols].to_numpy(),
         train["y_true"].to_numpy(),
-        groups=train["patient"].to_numpy(),
+        groups=train["patient"].to_numpy() if grouped else None,
         feature_names=cols,
     )
     preds = {}
