@@ -81,7 +81,7 @@ class IngestConfig:
     notch_width: float = 2.0
     line_freq: float | None = None
     dtype: Literal["float16", "float32"] = "float16"
-    zstd_level: int = 3
+    zstd_level: int = 1
     resample_max_denominator: int = 2000
     resample_half_taps: int = 10
     robust_max_samples: int = 1000

@@ -1,0 +1,281 @@
+"""Ingest benchmark: throughput and peak memory of `soz ingest` on long 128-contact EDF recordings.
+
+Writes a 1-hour and a 4-hour 128-contact 1024-Hz EDF **streamed** to disk (pyedflib, one
+1-second data record at a time: pink noise plus 60-Hz line noise, never the whole array in
+memory), then for each:
+
+- plain lazy MNE decoding of the same file in 60-s blocks (``read_raw_edf(preload=False)``,
+  ``get_data``), the reference;
+- the whole ingest (Beam FnApiRunner, one worker per core, default IngestConfig: 1000 Hz,
+  float16, 5-min blocks) in a child process, its wall time and the peak RSS of the whole process
+  tree (driver + Beam workers, sampled every 0.2 s from /proc);
+- a single-process profile of one block (read / resample / filter / stats / store) to show
+  what limits it.
+
+Prints and saves JSON to ``benchmarks/results/ingest.json``. ``--quick`` uses 5- and 20-minute
+files (a smoke run). Usage::
+
+    python benchmarks/ingest.py [--quick] [--workdir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+N_CHANS = 128
+SFREQ = 1024
+
+
+def write_edf_streamed(path: Path, seconds: int, *, seed: int = 0) -> None:
+    """Write a (N_CHANS, seconds * SFREQ) EDF one 1-s record at a time (pink + line noise)."""
+    import pyedflib
+    import scipy.signal
+
+    rng = np.random.default_rng(seed)
+    # Pink-noise IIR (Kellet's 3-pole approximation), state carried across records.
+    b = np.array([0.049922035, -0.095993537, 0.050612699, -0.004408786])
+    a = np.array([1.0, -2.494956002, 2.017265875, -0.522189400])
+    zi = np.zeros((N_CHANS, 3))
+    writer = pyedflib.EdfWriter(str(path), N_CHANS, file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        headers = []
+        for i in range(N_CHANS):
+            headers.append(
+                {
+                    "label": f"{'ABCDEFGH'[i // 16]}{i % 16 + 1}",
+                    "dimension": "uV",
+                    "sample_frequency": SFREQ,
+                    "physical_max": 3276.7,
+                    "physical_min": -3276.8,
+                    "digital_max": 32767,
+                    "digital_min": -32768,
+                }
+            )
+        writer.setSignalHeaders(headers)
+        gains = rng.uniform(20, 80, (N_CHANS, 1))
+        t = np.arange(SFREQ) / SFREQ
+        for s in range(seconds):
+            white = rng.standard_normal((N_CHANS, SFREQ))
+            pink, zi = scipy.signal.lfilter(b, a, white, axis=1, zi=zi)
+            line = 40.0 * np.sin(2 * np.pi * 60.0 * (t + s))
+            writer.writeSamples(list(gains * pink * 10 + line), digital=False)
+    finally:
+        writer.close()
+
+
+def mne_decode_s(path: Path, block_s: float = 60.0) -> float:
+    """Seconds to decode the whole file with lazy MNE in blocks (the reference)."""
+    import mne
+
+    t0 = time.perf_counter()
+    raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
+    step = int(block_s * raw.info["sfreq"])
+    for start in range(0, raw.n_times, step):
+        raw.get_data(start=start, stop=min(start + step, raw.n_times))
+    return time.perf_counter() - t0
+
+
+def _recording(path: Path):
+    from ingest.recording import Recording
+    from ingest.signals import read_header
+
+    h = read_header(path)
+    return Recording(
+        recording_id=f"bench__{path.stem}",
+        cohort="bench",
+        subject=path.stem,
+        path=str(path),
+        sfreq=h.sfreq,
+        n_times=h.n_times,
+        channels=h.ch_names,
+        ch_types=("seeg",) * len(h.ch_names),
+        line_freq=60.0,
+    )
+
+
+def _child(edf: str, store: str) -> None:
+    """Run one ingest (in its own process tree, measured by the parent)."""
+    from ingest.config import IngestConfig
+    from ingest.pipeline import ingest_recordings
+
+    t0 = time.perf_counter()
+    report = ingest_recordings([_recording(Path(edf))], store, IngestConfig())
+    out = {
+        "ingest_s": time.perf_counter() - t0,
+        "n_ingested": report.n_ingested,
+        "n_failed": report.n_failed,
+        "n_clips": report.n_clips,
+        "failures": report.failures["reason"].tolist(),
+        "counters": report.counters,
+    }
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def _tree_rss_bytes(root: int) -> int:
+    """Sum of VmRSS over ``root`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def measure_ingest(edf: Path, store: Path) -> dict:
+    """Ingest ``edf`` in a child process; wall time and peak RSS of its whole process tree."""
+    shutil.rmtree(store, ignore_errors=True)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", str(edf), str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_bytes(proc.pid))
+        time.sleep(0.2)
+    out = proc.stdout.read()
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        raise RuntimeError(f"ingest child failed (rc={proc.returncode}): {out[-2000:]}")
+    result = json.loads(line[len("RESULT ") :])
+    result["peak_rss_mb"] = peak / 2**20
+    result["store_mb"] = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20
+    return result
+
+
+def profile_block(edf: Path) -> dict:
+    """Seconds per stage for one 5-min block of 128 channels, in this process (one core)."""
+    import scipy.signal  # noqa: F401
+
+    from ingest import preprocessing as pp
+    from ingest.config import IngestConfig
+    from ingest.signals import open_signal
+    from ingest.store import ClipStore
+    from ingest.stream import plan_blocks, read_extended, recording_plan
+
+    cfg = IngestConfig()
+    rec = _recording(edf)
+    plan = recording_plan(rec, cfg)
+    blocks = plan_blocks(rec, cfg)
+    block = blocks[len(blocks) // 2]
+    taps = plan.filter_taps(cfg)
+    out: dict[str, float] = {}
+    with open_signal(rec) as reader:
+        t = time.perf_counter()
+        x = read_extended(
+            reader, block.src_start, block.src_stop, n_times=plan.n_times, picks=plan.contacts
+        )
+        out["read_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    y = pp.resample(x, plan.up, plan.down)
+    out["resample_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    z = pp.fir_filter(y, taps)
+    out["fir_filter_s"] = time.perf_counter() - t
+    clips = z[:, : block.n_clips * cfg.clip_samples].reshape(len(plan.contacts), block.n_clips, -1)
+    clips = np.ascontiguousarray(clips.transpose(1, 0, 2))
+    t = time.perf_counter()
+    pp.robust_std(clips)
+    out["robust_std_s"] = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ClipStore.open(Path(tmp) / "s", "a", config=cfg)
+        store.create_array("r", n_clips=plan.n_clips, n_channels=len(plan.contacts))
+        t = time.perf_counter()
+        stored, _ = pp.to_storage(clips, cfg.dtype)
+        store.write_block("r", block.clip_start, stored)
+        out["cast_compress_write_s"] = time.perf_counter() - t
+    out["filter_taps"] = int(taps.shape[0])
+    out["block_channel_samples"] = int(clips.size)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5- and 20-minute files")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the EDFs go")
+    parser.add_argument("--keep", action="store_true", help="keep the EDF files")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ingest.json")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(*args.child)
+        return 0
+    durations = [300, 1200] if args.quick else [3600, 4 * 3600]
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="sozkit-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "quick": args.quick,
+        "n_chans": N_CHANS,
+        "sfreq": SFREQ,
+        "runs": [],
+    }
+    try:
+        for seconds in durations:
+            edf = work / f"bench_{seconds}s.edf"
+            t = time.perf_counter()
+            write_edf_streamed(edf, seconds)
+            write_s = time.perf_counter() - t
+            mne_decode_s(edf, 60.0)  # warm the page cache for both measurements
+            decode = mne_decode_s(edf, 60.0)
+            ingest = measure_ingest(edf, work / "store")
+            samples = N_CHANS * seconds * SFREQ
+            run = {
+                "duration_s": seconds,
+                "edf_mb": edf.stat().st_size / 2**20,
+                "edf_write_s": write_s,
+                "mne_decode_s": decode,
+                "mne_decode_channel_samples_per_s": samples / decode,
+                **ingest,
+                "ingest_channel_samples_per_s": samples / ingest["ingest_s"],
+                "ratio_to_mne_decode": decode / ingest["ingest_s"],
+            }
+            if seconds == durations[0]:
+                run["profile_one_block"] = profile_block(edf)
+            results["runs"].append(run)
+            print(json.dumps(run, indent=1), flush=True)
+            if not args.keep:
+                edf.unlink()
+    finally:
+        shutil.rmtree(work / "store", ignore_errors=True)
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
