@@ -31,14 +31,17 @@ from models.registry import build_model, list_models
 from models.spectral import spectral_features
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _median_seconds(fn, repeats: int) -> dict[str, float]:
+    """Median wall and CPU (process) seconds; on a shared machine with ``--threads 1`` the CPU
+    time is the better estimate of the uncontended wall time."""
     fn()  # warm-up (allocations, lazy init, cuDNN/cuBLAS autotuning)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return dict(seconds=statistics.median(wall), cpu_seconds=statistics.median(cpu))
 
 
 def bench_spectral(n_chans: int, repeats: int) -> list[dict]:
@@ -49,9 +52,7 @@ def bench_spectral(n_chans: int, repeats: int) -> list[dict]:
         sec = _median_seconds(
             lambda nb=n_bands: spectral_features(clips, 1000.0, n_bands=nb), repeats
         )
-        rows.append(
-            dict(what="spectral_features", shape=list(clips.shape), n_bands=n_bands, seconds=sec)
-        )
+        rows.append(dict(what="spectral_features", shape=list(clips.shape), n_bands=n_bands, **sec))
     return rows
 
 
@@ -78,7 +79,7 @@ def bench_models(batch: int, n_chans: int, repeats: int, device: str) -> list[di
                     n_feats=n_feats,
                     shape=list(x.shape),
                     n_params=sum(p.numel() for p in model.parameters()),
-                    seconds=_median_seconds(step, repeats),
+                    **_median_seconds(step, repeats),
                 )
             )
     return rows
@@ -102,7 +103,9 @@ def main() -> None:
     for r in rows:
         label = r.get("model", "") + (f" n_bands={r['n_bands']}" if "n_bands" in r else "")
         feats = f" F={r['n_feats']} params={r['n_params']:,}" if "n_feats" in r else ""
-        print(f"{r['what']:18s} {label:22s} {str(r['shape']):22s}{feats:28s} {r['seconds']:.3f} s")
+        print(
+            f"{r['what']:18s} {label:22s} {str(r['shape']):22s}{feats:28s} {r['seconds']:.3f} s wall {r['cpu_seconds']:.3f} s cpu"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     device_name = (
         torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
