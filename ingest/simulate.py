@@ -29,7 +29,7 @@ from ingest import waveforms as wf
 from ingest.bids_writer import RunData, SubjectData, write_dataset_files, write_run, write_subject
 from ingest.epileptor import EpileptorParams, region_onsets, seizure_drive, simulate_network
 from ingest.errors import ConfigError
-from ingest.implant import NAMING_STYLES, Anatomy, Implantation, implant, lead_field, make_anatomy
+from ingest.implant import Implantation, implant, lead_field, make_anatomy
 
 logger = logging.getLogger(__name__)
 
@@ -605,4 +605,4 @@ def _counter(progress, offset: int, total: int) -> Callable[[], None] | None:
     return tick
 
 
-__all__ = ["CENTRES", "NAMING_STYLES", "SimulationConfig", "simulate_cohort", "Anatomy"]
+__all__ = ["CENTRES", "SimulationConfig", "plan_subject", "simulate_cohort", "simulate_subject"]
