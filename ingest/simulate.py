@@ -530,7 +530,8 @@ def _add_artefacts(data, imp: Implantation, sfreq, rng, truth_events) -> None:
         n = int(rng.uniform(0.5, 3.0) * sfreq)
         start = int(rng.integers(0, max(1, n_times - n)))
         burst = wf.movement_burst(n, sfreq, rng=rng)
-        hit = rng.choice(names, int(rng.integers(1, 4)), replace=False)
+        n_hit = min(len(names), int(rng.integers(1, 4)))  # small implants have < 3 shafts
+        hit = rng.choice(names, n_hit, replace=False)
         for c in np.flatnonzero(np.isin(shafts, hit)):
             data[c, start : start + n] += burst[: n_times - start] * rng.uniform(0.6, 1.0)
         truth_events.append((start / sfreq, "movement", ",".join(sorted(hit))))

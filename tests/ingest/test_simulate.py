@@ -238,6 +238,16 @@ def test_same_seed_same_bytes_other_seed_other_signals(tmp_path):
     assert edf and all(a[k] != c[k] for k in edf)
 
 
+def test_small_implants_with_artefacts_on_few_shafts(tmp_path):
+    # Seeds 2 and 3 draw movement bursts over more shafts than a 2-shaft implant has.
+    cfg = SimulationConfig(
+        n_subjects=3, seed=2, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=300.0,
+        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(4, 6), n_regions=(10, 10),
+    )  # fmt: skip
+    root = simulate_cohort(tmp_path, cfg)
+    assert len(list(root.rglob("*_ieeg.edf"))) == 3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
