@@ -490,6 +490,7 @@ def _train_worker(config: dict) -> None:
             "train_loss": float(np.mean(_gather(stats["loss"]))),
             "seconds": stats["seconds"],
             "sequences_per_s": stats["sequences_per_s"] * world,
+            "world_size": world,
             "load_seconds": stats["load_seconds"],
             **metrics,
             "best_auc": state["best_auc"],

@@ -1,0 +1,105 @@
+"""``soz train STORE --model M --out RUN_DIR``: patient-wise cross-validation on Ray (Train + tasks).
+
+A local Ray is started on demand (every core of the machine, no dashboard); with ``RAY_ADDRESS``
+set, the existing cluster is joined instead. This is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+from serving.cli import command
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", metavar="STORE", help="clip store path or fsspec URL (soz ingest)")
+    p.add_argument(
+        "--model",
+        default="all",
+        choices=("sozformer", "dcgru", "svm", "baseline", "all"),
+        help="model to cross-validate; 'all' = every model and the classical baseline",
+    )
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs per fold (20)")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (5)")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks) per fold")
+    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per worker")
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0: CPU training)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per step and worker (8)")
+    p.add_argument(
+        "--seqs-per-recording", type=int, default=16, help="sequences per recording and epoch"
+    )
+    p.add_argument(
+        "--n-bands", type=int, default=64, help="spectral bands per clip (0: every FFT bin)"
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--ssl-epochs", type=int, default=3, help="DCGRU self-supervised epochs")
+    p.add_argument(
+        "--parallel-folds", type=int, default=None, help="folds at once (default: as many as fit)"
+    )
+    p.add_argument(
+        "--hparams",
+        default=None,
+        metavar="JSON",
+        help='model keyword arguments, e.g. \'{"sozformer": {"d_model": 128}}\'',
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, sampling and models (0)")
+
+
+@command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
+def run(args: argparse.Namespace) -> int:
+    from trainer.config import ALL_MODELS, TrainConfig
+    from trainer.run import run_training
+
+    cfg = TrainConfig(
+        models=ALL_MODELS if args.model == "all" else (args.model,),
+        n_folds=args.folds,
+        epochs=args.epochs,
+        patience=args.patience,
+        num_workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        batch_size=args.batch_size,
+        seqs_per_recording=args.seqs_per_recording,
+        n_bands=args.n_bands or None,
+        lr=args.lr,
+        ssl_epochs=args.ssl_epochs,
+        max_parallel_folds=args.parallel_folds,
+        model_hparams=json.loads(args.hparams) if args.hparams else {},
+        resume=args.resume,
+        seed=args.seed,
+    )
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:  # a local Ray of our own: no auth token file needed
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    try:
+        out = run_training(args.store, args.out, cfg)
+    finally:
+        if started:
+            ray.shutdown()
+    for model, summary in out["models"].items():
+        mean = summary["mean"]
+        auc, f1 = mean.get("roc_auc"), mean.get("macro_f1")
+        print(
+            f"{model:10s} channel ROC-AUC {auc if auc is None else f'{auc:.3f}'}  "
+            f"macro F1 {f1 if f1 is None else f'{f1:.3f}'}"
+        )
+    print(f"wrote {out['run_dir']} (summary: {out['summary']})")
+    return 0

@@ -1,0 +1,89 @@
+"""Ray Train V2 on the local 2-CPU Ray: a real 2-worker DDP fold, killed after its first
+checkpoint and resumed to completion; parallel-fold sizing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import ray.train
+
+from tests.trainer.conftest import PATIENTS, TINY_HPARAMS
+from trainer.config import TrainConfig
+from trainer.ray_train import folds_in_parallel, train_fold
+from trainer.splits import cohort_groups, patient_folds
+
+
+def _folds():
+    patients = sorted(f"{c}/{s}" for c, s in PATIENTS)
+    return patient_folds(patients, n_folds=2, groups=cohort_groups(patients))
+
+
+def test_ddp_fold_killed_after_first_checkpoint_resumes_and_completes(
+    ray_local, tiny_store, tmp_path
+):
+    fold = _folds()[0]
+    cfg = TrainConfig(
+        models=("sozformer",),
+        n_folds=2,
+        epochs=2,
+        patience=5,
+        batch_size=2,
+        seqs_per_recording=4,
+        n_bands=8,
+        model_hparams=TINY_HPARAMS,
+        max_eval_seqs=3,
+        num_workers=2,
+    )
+    log = tmp_path / "reports.jsonl"
+
+    class KillAfterFirstCheckpoint(ray.train.UserCallback):
+        """Records each report, then fails the run once the first checkpoint is persisted."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(log, "a") as f:
+                f.write(json.dumps(metrics[0]) + "\n")
+            if checkpoint is not None:
+                raise RuntimeError("simulated crash after the first checkpoint")
+
+    storage = tmp_path / "sozformer" / "ray"
+    with pytest.raises(Exception, match="simulated crash"):
+        train_fold(
+            tiny_store,
+            model_name="sozformer",
+            fold=fold,
+            cfg=cfg,
+            storage_path=storage,
+            callbacks=[KillAfterFirstCheckpoint()],
+        )
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in first] == [0]
+
+    res = train_fold(tiny_store, model_name="sozformer", fold=fold, cfg=cfg, storage_path=storage)
+    # The resumed run continued at epoch 1: epoch 0 is the one reported before the crash.
+    train_rows = [h for h in res.history if h["stage"] == "train"]
+    assert [h["epoch"] for h in train_rows] == [0, 1]
+    assert train_rows[0]["train_loss"] == pytest.approx(first[0]["train_loss"])
+    assert all(h["world_size"] == 2 for h in train_rows)  # real 2-rank DDP
+    assert res.best_epoch in (0, 1) and (math.isnan(res.best_val_auc) or 0 <= res.best_val_auc <= 1)
+    # Complete, valid predictions: every channel of every val / test recording, once.
+    for preds, patients in ((res.val_predictions, fold.val), (res.test_predictions, fold.test)):
+        assert sorted(preds["patient"].unique()) == sorted(patients)
+        assert not preds.duplicated(["recording_id", "channel"]).any()
+        assert preds["score"].between(0, 1).all() and (preds["n_sequences"] >= 1).all()
+    assert set(res.state_dict) == set(
+        __import__("models.registry", fromlist=["x"])
+        .build_model("sozformer", **res.hparams)
+        .state_dict()
+    )
+
+
+def test_folds_in_parallel_fits_the_cluster():
+    cfg = TrainConfig(num_workers=2, cpus_per_worker=2)
+    assert folds_in_parallel(cfg, 5, {"CPU": 16}) == 4
+    assert folds_in_parallel(cfg, 2, {"CPU": 16}) == 2
+    assert folds_in_parallel(cfg, 5, {"CPU": 2}) == 1  # one fold still runs (it waits for CPUs)
+    gpu = TrainConfig(num_workers=1, gpus_per_worker=1)
+    assert folds_in_parallel(gpu, 5, {"CPU": 64, "GPU": 4}) == 4
+    assert folds_in_parallel(cfg.replace(max_parallel_folds=2), 5, {"CPU": 64}) == 2
