@@ -22,9 +22,9 @@ differ only by float32 rounding in FFTs of different lengths, measured below 1e-
 RMS (``tests/ingest/test_stream.py`` asserts 1e-4).
 
 Non-integer rate ratios (999.41 Hz -> 1000 Hz) are approximated by ``up / down`` with
-``down <= resample_max_denominator`` (:func:`ingest.preprocessing.rational_ratio`): 1694 / 1693,
-so anchors are 1694 stored samples apart (each block computes at most that many extra samples)
-and the stored time axis is off by the ratio's relative error (3.2e-7: 23 ms after 20 hours).
+``down <= resample_max_denominator`` (:func:`ingest.preprocessing.rational_ratio`): 1695 / 1694,
+so anchors are 1695 stored samples apart (each block computes at most that many extra samples)
+and the stored time axis is off by the ratio's relative error (3e-8: 2 ms after 20 hours).
 The recording's ``up`` and ``down`` are written to ``recordings.parquet``.
 
 Memory: a block is read once (MNE's float64 copy, then float32) and processed in groups of

@@ -174,14 +174,21 @@ def _brainvision_with_nan(folder: Path):
     )
 
 
-def test_local_runner_multiprocess_default(tiny_cohort, tmp_path):
-    """The default options: FnApiRunner, multi_processing over 2 workers."""
-    cfg = IngestConfig(**{**FAST.to_dict()}, num_workers=2)
+def test_default_options_are_the_local_multiprocess_runner():
+    cfg = IngestConfig(**FAST.to_dict(), num_workers=2)
     opts = pipeline_options(cfg).get_all_options()
     assert opts["runner"] == "FnApiRunner"
     assert (opts["direct_num_workers"], opts["direct_running_mode"]) == (2, "multi_processing")
-    report = ingest_recordings(tiny_cohort[:1], tmp_path / "store", cfg)
-    assert report.n_ingested == 1 and report.n_failed == 0
+    given = pipeline_options(cfg, ["--runner=DataflowRunner", "--project=p"]).get_all_options()
+    assert given["runner"] == "DataflowRunner" and given["project"] == "p"
+
+
+@pytest.mark.slow  # ~25 s: two worker processes import the whole stack
+def test_local_runner_multiprocess(tiny_cohort, tmp_path):
+    cfg = IngestConfig(**FAST.to_dict(), num_workers=2)
+    report = ingest_recordings(tiny_cohort[:2], tmp_path / "store", cfg)
+    assert report.n_ingested == 2 and report.n_failed == 0
+    assert report.counters["ProcessBlocks/clips"] == 10
 
 
 @pytest.fixture(scope="module")
