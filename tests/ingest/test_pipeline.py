@@ -67,7 +67,15 @@ def test_cohort_end_to_end_with_testpipeline(tiny_cohort, tmp_path):
 
 def test_rerun_is_idempotent_and_new_cohort_appends(tiny_cohort, tmp_path):
     store_url = tmp_path / "store"
-    first = ingest_recordings(tiny_cohort[:2], store_url, FAST, pipeline_args=IN_MEMORY)
+    calls = []
+    first = ingest_recordings(
+        tiny_cohort[:2],
+        store_url,
+        FAST,
+        pipeline_args=IN_MEMORY,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls[-1] == (5, 5)  # 2 + 3 blocks
     assert (first.n_ingested, first.n_failed, first.n_clips) == (2, 0, 10)
     assert first.counters["ProcessBlocks/clips"] == 10
     assert first.counters["ProcessBlocks/bytes"] > 0
