@@ -1,0 +1,222 @@
+"""The Ray Serve application over real HTTP on 127.0.0.1: answers, every 4xx, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+
+import httpx
+import numpy as np
+import pytest
+
+from ingest.errors import ConfigError
+from serving.config import ServeConfig
+from serving.inputs import (
+    PathRejected,
+    RecordingNotFound,
+    recording_for_path,
+    resolve_under_roots,
+)
+from serving.scoring import Scorer
+
+from .conftest import ALL_CHANNELS, CONTACTS, SOZ, write_edf
+
+UPLOAD_CAP = 3 * 1024**2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_bids(root) -> str:
+    """A one-run BIDS iEEG dataset (sidecars as ds004100 writes them); returns the run's path."""
+    root.mkdir()
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "tiny", "BIDSVersion": "1.8.0"})
+    )
+    (root / "participants.tsv").write_text("participant_id\tsite\nsub-01\tX\n")
+    ieeg = root / "sub-01" / "ses-presurgery" / "ieeg"
+    ieeg.mkdir(parents=True)
+    base = "sub-01_ses-presurgery_task-ictal_acq-seeg_run-01"
+    write_edf(ieeg / f"{base}_ieeg.edf", seconds=40.0, seed=7)
+    (ieeg / f"{base}_ieeg.json").write_text(
+        json.dumps({"SamplingFrequency": 1024, "PowerLineFrequency": 50, "TaskName": "ictal"})
+    )
+    rows = ["name\ttype\tunits\tstatus\tstatus_description"]
+    for ch in ALL_CHANNELS:
+        status = "bad" if ch in ("BAD1", "EKG") else "good"
+        desc = "soz" if ch in SOZ else "n/a"
+        rows.append(f"{ch}\t{'EKG' if ch == 'EKG' else 'SEEG'}\tuV\t{status}\t{desc}")
+    (ieeg / f"{base}_channels.tsv").write_text("\n".join(rows) + "\n")
+    (ieeg / f"{base}_events.tsv").write_text(
+        "onset\tduration\ttrial_type\n12.0\t0\tsz onset\n30.0\t0\tsz offset\n"
+    )
+    return f"bids/sub-01/ses-presurgery/ieeg/{base}_ieeg.edf"
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, serving_data, tmp_path_factory):
+    from ray import serve
+
+    from serving.app import start
+
+    data = serving_data["data"]
+    bids_rel = _write_bids(data / "bids") if not (data / "bids").exists() else None
+    # files a user might point at: corrupt, truncated, a symlink escaping the root
+    (data / "corrupt.edf").write_bytes(b"0       " + os.urandom(3000))
+    raw = serving_data["long_edf"].read_bytes()
+    (data / "truncated.edf").write_bytes(raw[: len(raw) * 2 // 3])
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copy(serving_data["long_edf"], outside / "secret.edf")
+    if not (data / "escape.edf").exists():
+        (data / "escape.edf").symlink_to(outside / "secret.edf")
+    port = _free_port()
+    cfg = ServeConfig(
+        run_dir=str(serving_data["run_dir"]), port=port, data_roots=(str(data),),
+        max_batch_size=8, max_upload_bytes=UPLOAD_CAP, num_cpus=0.25, line_freq=50.0,
+    )  # fmt: skip
+    start(cfg, name="sozkit-test")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    try:
+        yield {"client": client, "port": port, "outside": outside, "bids": bids_rel}
+    finally:
+        client.close()
+        serve.shutdown()
+
+
+def _still_serving(client) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_health_models_openapi(server):
+    c = server["client"]
+    _still_serving(c)
+    models = c.get("/models").json()
+    assert models["available"] == {"sozformer": [0, 1], "svm": [0, 1]}
+    assert models["served"]["model"] == "sozformer" and models["served"]["seq_len"] == 4
+    spec = c.get("/openapi.json").json()
+    body = spec["paths"]["/score"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/octet-stream", "multipart/form-data"}
+    assert {"403", "413", "422"} <= set(spec["paths"]["/score"]["post"]["responses"])
+
+
+def test_score_path_equals_library_scorer(server, serving_data):
+    c = server["client"]
+    r = c.post("/score", json={"path": "p1_ictal.edf"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    rec = recording_for_path(serving_data["long_edf"], line_freq=50.0)
+    ref = Scorer.from_run(serving_data["run_dir"]).score(rec)
+    got = {x["channel"]: x["probability"] for x in body["contacts"]}
+    # the folder reader sees no bad-channel marks: BAD1 is scored too; EKG is not
+    assert set(got) == {*CONTACTS, "BAD1"}
+    # batched on the model deployment (padded with other requests' sequences) == library call
+    np.testing.assert_allclose([got[ch] for ch in ref.channels], ref.probabilities, rtol=1e-5)
+    assert [x["rank"] for x in body["contacts"]] == list(range(1, 9))
+    assert body["threshold"] == pytest.approx(0.5) and body["folds"] == [0, 1]
+    assert body["n_sequences"] == 3 and body["timings"]["request_total"] > 0
+
+
+def test_score_bids_run_brings_its_sidecars(server):
+    r = server["client"].post("/score", json={"path": server["bids"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["recording_id"] == "bids__01__presurgery__ictal__seeg__01"
+    assert {x["channel"] for x in body["contacts"]} == set(CONTACTS)  # BAD1, EKG dropped
+    assert {x["channel"] for x in body["contacts"] if x["soz_label"]} == set(SOZ)
+    assert any("BAD1" in w for w in body["warnings"])
+
+
+def test_score_upload_raw_and_multipart(server, serving_data):
+    c = server["client"]
+    data = serving_data["long_edf"].read_bytes()
+    raw = c.post(
+        "/score", content=data, params={"filename": "night 1.edf"},
+        headers={"content-type": "application/octet-stream"},
+    )  # fmt: skip
+    assert raw.status_code == 200, raw.text
+    assert raw.json()["recording_id"] == "upload__night-1"
+    form = c.post("/score", files={"file": ("p9.edf", data, "application/octet-stream")})
+    assert form.status_code == 200, form.text
+    a = {x["channel"]: x["probability"] for x in raw.json()["contacts"]}
+    b = {x["channel"]: x["probability"] for x in form.json()["contacts"]}
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "needle"),
+    [
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+        ({"json": {"file": "p1_ictal.edf"}}, 400, '"path"'),
+        ({"json": {"path": "../outside/secret.edf"}}, 403, "'..'"),
+        ({"json": {"path": "/etc/hostname"}}, 403, "outside the data roots"),
+        ({"json": {"path": "escape.edf"}}, 403, "symlink"),
+        ({"json": {"path": "nope.edf"}}, 404, "no file"),
+        ({"json": {"path": "p1_ictal.edf", "line_freq": 55}}, 400, "line_freq"),
+        ({"content": b"x" * (UPLOAD_CAP + 10), "headers": {"content-type": "application/octet-stream"}}, 413, "more than"),
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
+        ({"json": {"path": "corrupt.edf"}}, 422, "not a valid EDF"),
+        ({"json": {"path": "truncated.edf"}}, 422, "truncated"),
+        ({"json": {"path": "short.edf"}}, 422, "fewer than the 4 clips"),
+        ({"content": b"abc", "params": {"filename": "x.txt"}, "headers": {"content-type": "application/octet-stream"}}, 400, "single-file"),
+    ],
+    ids=["bad-json", "no-path", "dotdot", "absolute-outside", "symlink-escape", "missing",
+         "bad-line-freq", "too-large", "content-type", "corrupt", "truncated", "too-short",
+         "upload-type"],
+)  # fmt: skip
+def test_user_mistakes_are_4xx_and_server_keeps_serving(server, kwargs, status, needle):
+    c = server["client"]
+    r = c.post("/score", **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] and needle.lower() in (body["detail"] + body["fix"]).lower(), body
+    _still_serving(c)
+
+
+def test_32_simultaneous_requests_all_answered(server):
+    reference = server["client"].post("/score", json={"path": "p1_ictal.edf"}).json()
+    want = {x["channel"]: x["probability"] for x in reference["contacts"]}
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{server['port']}", timeout=300, limits=limits
+        ) as ac:
+            return await asyncio.gather(
+                *(ac.post("/score", json={"path": "p1_ictal.edf"}) for _ in range(32))
+            )
+
+    responses = asyncio.run(asyncio.wait_for(burst(), timeout=600))
+    assert [r.status_code for r in responses] == [200] * 32
+    for r in responses:
+        got = {x["channel"]: x["probability"] for x in r.json()["contacts"]}
+        assert got == pytest.approx(want, rel=1e-4)
+    _still_serving(server["client"])
+
+
+def test_resolve_under_roots_unit(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.edf").write_bytes(b"1")
+    assert resolve_under_roots("a/x.edf", [root]) == (root / "a" / "x.edf").resolve()
+    assert resolve_under_roots(str(root / "a" / "x.edf"), [root]).name == "x.edf"
+    with pytest.raises(PathRejected, match="without --data-root"):
+        resolve_under_roots("a/x.edf", [])
+    with pytest.raises(PathRejected, match="'..'"):
+        resolve_under_roots("a/../a/x.edf", [root])
+    with pytest.raises(RecordingNotFound, match="not a file"):
+        resolve_under_roots("a", [root])
+
+
+def test_serve_config_validation():
+    with pytest.raises(ConfigError, match="max_ongoing_requests=4 must be >= max_batch_size=8"):
+        ServeConfig(run_dir="r", max_batch_size=8, max_ongoing_requests=4)
+    with pytest.raises(ConfigError, match="serves one model"):
+        ServeConfig(run_dir="r", model="all")
+    assert ServeConfig(run_dir="r", max_batch_size=8).ongoing_requests == 16
