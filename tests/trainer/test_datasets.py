@@ -1,0 +1,148 @@
+"""Sequence sampling and loading over the clip store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ingest.errors import SozkitError
+from ingest.store import ClipStore
+from models.spectral import spectral_features
+from trainer.datasets import (
+    Prefetcher,
+    RecordingInfo,
+    SequenceDataset,
+    collate_sequences,
+    evaluation_sequences,
+    make_loader,
+    recording_table,
+    sample_training_sequences,
+    shard,
+)
+
+FEATS = {"n_bands": 8, "fmin": 0.5, "fmax": None}
+
+
+def _rec(i, cohort, n_clips, ictal=()):
+    return RecordingInfo(
+        recording_id=f"r{i}",
+        patient=f"{cohort}/p{i}",
+        cohort=cohort,
+        n_clips=n_clips,
+        channels=("A1", "A2", "A3"),
+        labels=np.array([1, 0, 0], np.float32),
+        ictal_clips=np.asarray(ictal, np.int64),
+    )
+
+
+def test_recording_table_reads_labels_patients_and_ictal_clips(tiny_store):
+    store = ClipStore.open(tiny_store)
+    recs = recording_table(store)
+    assert len(recs) == 12 and {r.cohort for r in recs} == {"simA", "simB"}
+    for r in recs:
+        assert r.patient.startswith(r.cohort + "/") and r.labels.sum() == 2
+        assert r.is_ictal == ("__ictal__" in r.recording_id)
+    with pytest.raises(SozkitError, match="not complete"):
+        recording_table(store, ["nope"])
+
+
+def test_every_recording_gets_the_same_share_whatever_its_length():
+    recs = [_rec(0, "A", 14400), _rec(1, "A", 36), _rec(2, "A", 20)]  # 20 h vs minutes
+    items = sample_training_sequences(recs, seq_len=4, seqs_per_recording=10, seed=1)
+    counts = np.bincount(items[:, 0], minlength=3)
+    assert counts.tolist() == [10, 10, 10]
+    assert (items[:, 1] >= 0).all() and (
+        items[:, 1] + 4 <= np.array([14400, 36, 20])[items[:, 0]]
+    ).all()
+
+
+def test_cohorts_are_balanced_and_ictal_clips_oversampled():
+    recs = [_rec(i, "big", 50) for i in range(6)] + [_rec(6, "small", 50, ictal=range(30, 33))]
+    items = sample_training_sequences(
+        recs, seq_len=5, seqs_per_recording=20, ictal_fraction=0.5, seed=0
+    )
+    per_cohort = np.bincount((items[:, 0] == 6).astype(int))
+    assert abs(per_cohort[0] - per_cohort[1]) <= 6  # 70 expected sequences each
+    small = items[items[:, 0] == 6, 1]
+    covers_ictal = ((small <= 32) & (small + 5 > 30)).mean()
+    assert covers_ictal >= 0.5  # half drawn on ictal clips, plus chance hits
+    again = sample_training_sequences(
+        recs, seq_len=5, seqs_per_recording=20, ictal_fraction=0.5, seed=0
+    )
+    other = sample_training_sequences(
+        recs, seq_len=5, seqs_per_recording=20, ictal_fraction=0.5, seed=0, epoch=1
+    )
+    assert np.array_equal(items, again) and not np.array_equal(items, other)
+
+
+def test_evaluation_covers_every_clip_and_short_recordings():
+    recs = [_rec(0, "A", 23), _rec(1, "A", 2)]
+    items = evaluation_sequences(recs, seq_len=5)
+    starts = items[items[:, 0] == 0, 1]
+    assert starts.tolist() == [0, 5, 10, 15, 18]
+    assert items[items[:, 0] == 1, 1].tolist() == [0]
+    capped = evaluation_sequences(recs, seq_len=5, stride=1, max_per_recording=3)
+    assert capped[capped[:, 0] == 0, 1].tolist() == [0, 9, 18]
+
+
+def test_shards_are_disjoint_equal_and_cover_everything():
+    items = np.stack([np.zeros(11, np.int64), np.arange(11)], axis=1)
+    parts = [shard(items, r, 3) for r in range(3)]
+    assert [len(p) for p in parts] == [4, 4, 4]  # padded: every DDP rank takes the same steps
+    assert set(np.concatenate(parts)[:, 1]) == set(range(11))
+    unpadded = [shard(items, r, 3, pad=False) for r in range(3)]
+    assert sorted(np.concatenate(unpadded)[:, 1].tolist()) == list(range(11))
+    with pytest.raises(SozkitError, match="rank=3"):
+        shard(items, 3, 3)
+
+
+def test_dataset_features_equal_spectral_features_of_the_stored_clips(tiny_store):
+    store = ClipStore.open(tiny_store)
+    recs = recording_table(store)
+    items = np.array([[0, 2], [1, 0], [0, 2]])
+    ds = SequenceDataset(tiny_store, recs, items, seq_len=4, feature_config=FEATS)
+    item = ds[0]
+    expected = spectral_features(store.read_clips(recs[0].recording_id, 2, 6), store.sfreq, **FEATS)
+    torch.testing.assert_close(item["x"], torch.from_numpy(expected.transpose(1, 0, 2)))
+    assert item["x"].shape == (recs[0].n_channels, 4, 8) and item["x"].dtype == torch.float32
+    assert torch.equal(item["y"], torch.from_numpy(recs[0].labels))
+    torch.testing.assert_close(ds[2]["x"], item["x"])  # from the cache
+    uncached = SequenceDataset(tiny_store, recs, items, seq_len=4, feature_config=FEATS, cache_mb=0)
+    torch.testing.assert_close(uncached[0]["x"], item["x"])
+
+
+def test_collate_pads_channels_and_masks_them(tiny_store):
+    recs = recording_table(ClipStore.open(tiny_store))
+    n = [r.n_channels for r in recs]
+    a, b = int(np.argmin(n)), int(np.argmax(n))
+    assert n[a] < n[b]
+    ds = SequenceDataset(
+        tiny_store, recs, np.array([[a, 0], [b, 0]]), seq_len=4, feature_config=FEATS
+    )
+    batch = collate_sequences([ds[0], ds[1]])
+    assert batch["x"].shape == (2, n[b], 4, 8)
+    assert batch["mask"].sum(1).tolist() == [n[a], n[b]]
+    assert (batch["x"][0, n[a] :] == 0).all() and (batch["y"][0, n[a] :] == 0).all()
+    assert batch["rec"].tolist() == [a, b]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_yields_every_item_in_order(tiny_store, num_workers):
+    recs = recording_table(ClipStore.open(tiny_store))
+    items = evaluation_sequences(recs[:3], seq_len=4)
+    ds = SequenceDataset(tiny_store, recs, items, seq_len=4, feature_config=FEATS)
+    batches = list(make_loader(ds, batch_size=3, num_workers=num_workers))
+    starts = torch.cat([b["start"] for b in batches]).tolist()
+    assert starts == items[:, 1].tolist()
+
+
+def test_prefetcher_reraises_worker_errors():
+    def gen():
+        yield 1
+        raise RuntimeError("boom")
+
+    it = iter(Prefetcher(gen(), depth=1))
+    assert next(it) == 1
+    with pytest.raises(RuntimeError, match="boom"):
+        next(it)
