@@ -1,0 +1,82 @@
+"""``soz serve RUN_DIR``: the HTTP scoring service (Ray Serve), until interrupted.
+
+A local Ray is started (no dashboard) unless ``RAY_ADDRESS`` names a cluster to join; this is the
+only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from serving.cli import command
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="training run directory (soz train --out)")
+    p.add_argument("--model", default="sozformer", help="model to serve (sozformer)")
+    p.add_argument("--fold", type=int, default=None, help="one fold (default: fold ensemble)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000)")
+    p.add_argument("--replicas", type=int, default=1, help="model replicas (1)")
+    p.add_argument("--ingress-replicas", type=int, default=1, help="HTTP/preprocessing replicas")
+    p.add_argument(
+        "--data-root", action="append", default=[], metavar="DIR",
+        help="folder whose recordings POST /score {'path': ...} may read (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--max-batch-size", type=int, default=8, help="sequences per batch (8)")
+    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="batch fill wait (10 ms)")
+    p.add_argument("--max-upload-mb", type=float, default=2048.0, help="upload cap (2048 MB)")
+    p.add_argument("--gpus-per-replica", type=float, default=None, help="default: 1 if CUDA")
+    p.add_argument("--line-freq", type=float, default=None, help="for files that state none")
+
+
+@command("serve", "Serve SOZ scoring over HTTP (Ray Serve)", add_arguments)
+def run(args: argparse.Namespace) -> int:
+    from serving.app import start
+    from serving.config import ServeConfig
+
+    gpus = args.gpus_per_replica
+    if gpus is None:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    cfg = ServeConfig(
+        run_dir=str(Path(args.run_dir).resolve()),
+        model=args.model,
+        fold=args.fold,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        ingress_replicas=args.ingress_replicas,
+        data_roots=tuple(str(Path(r).resolve()) for r in args.data_root),
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
+        max_upload_bytes=int(args.max_upload_mb * 1024**2),
+        num_gpus=gpus,
+        line_freq=args.line_freq,
+    )
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(include_dashboard=False)
+    print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
+    try:
+        start(cfg, blocking=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+    return 0
