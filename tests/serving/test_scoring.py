@@ -117,3 +117,53 @@ def test_predict_pads_mixed_channel_counts(scorer):
     np.testing.assert_allclose(both[0, :3], scorer.predict([a])[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="expected \\(n_chans, seq_len=4"):
         pad_sequences([a[:, :2]], seq_len=SEQ_LEN, n_feats=scorer.n_feats)
+
+
+@pytest.fixture(scope="module")
+def ingested(serving_data, tmp_path_factory):
+    """The long recording ingested by the real Beam pipeline with the run's ingest config."""
+    from ingest.pipeline import run_ingest
+
+    from .conftest import INGEST, write_edf
+
+    folder = tmp_path_factory.mktemp("ingest") / "cohort"
+    folder.mkdir()
+    write_edf(folder / "p1_ictal.edf", seconds=60.0)  # same bytes as serving_data's long_edf
+    store = tmp_path_factory.mktemp("store") / "store.zarr"
+    report = run_ingest([str(folder)], str(store), INGEST)
+    assert report.n_failed == 0 and report.n_ingested == 1, report.failures
+    return {"store": str(store), "folder": folder}
+
+
+def test_ingest_and_serving_agree(serving_data, ingested):
+    """Scoring the file == scoring the store's clips == training's evaluation loop."""
+    from ingest.store import ClipStore
+    from serving.classical import score_models
+    from serving.inputs import recording_for_path
+    from serving.preprocess import StoredRecordingStream, stored_recording
+    from trainer.datasets import SequenceDataset, make_loader, recording_table
+    from trainer.loop import predict
+
+    from .conftest import FEATURES
+
+    scorer = Scorer.from_run(serving_data["run_dir"], fold=0)
+    rec = recording_for_path(ingested["folder"] / "p1_ictal.edf", line_freq=50.0)
+    from_file = scorer.score(rec)
+
+    store = ClipStore.open(ingested["store"])
+    assert store.ingest_config == scorer.ingest_config
+    (rid,) = store.recordings()["recording_id"]
+    assert rid == rec.recording_id
+    stream = StoredRecordingStream(store, rid, block_clips=5)
+    (from_store,) = score_models(stored_recording(store, rid), [scorer], stream=stream)
+    assert from_store.channels == from_file.channels
+    np.testing.assert_allclose(from_store.probabilities, from_file.probabilities, rtol=1e-4)
+
+    infos = recording_table(store, labelled_only=False)
+    items = evaluation_sequences(infos, seq_len=SEQ_LEN)
+    ds = SequenceDataset(
+        ingested["store"], infos, items, seq_len=SEQ_LEN, feature_config=FEATURES, store=store
+    )
+    sums = predict(scorer.models[0], make_loader(ds, batch_size=2, prefetch=0))
+    train_eval = sums.sums[0][: len(rec.contacts)] / sums.counts[0]
+    np.testing.assert_allclose(train_eval, from_file.probabilities, rtol=1e-4)
