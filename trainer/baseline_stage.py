@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from ingest.errors import SozkitError
+from ingest.errors import ConfigError, SozkitError
 from models.baseline import epileptogenicity_index, interictal_ranking
 from trainer.datasets import RecordingInfo
 from trainer.splits import Fold
@@ -60,9 +60,11 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         if self.pre_s <= 0 or self.post_s <= 0 or self.interictal_clips < 1:
-            raise SozkitError(
+            raise ConfigError(
                 f"{self.pre_s=} and {self.post_s=} must be > 0 and {self.interictal_clips=} >= 1."
             )
+        if self.method not in ("spike_rate", "hf_power"):
+            raise ConfigError(f"{self.method=} must be 'spike_rate' or 'hf_power'.")
 
 
 def recording_scores(store: Any, recording_id: str, cfg: BaselineConfig) -> np.ndarray:
