@@ -101,7 +101,7 @@ class RecordingStream:
         return self.n_clips * len(self.contacts) * self.cfg.clip_samples * itemsize
 
     def _stored(self, clips: np.ndarray) -> np.ndarray:
-        """Round to the storage dtype like the store does (saturating), as float32."""
+        """Round to the storage dtype like the store does (saturating); stays in that dtype."""
         stored, _ = pp.to_storage(clips, self.cfg.dtype)
         return stored
 

@@ -107,18 +107,24 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
 
 
 def _fold_threshold(model_dir: Path, fold: object) -> float:
+    """A fold's threshold (``threshold.json``, else ``metrics.json``); all folds' mean if None."""
     if fold is None or pd.isna(fold):
-        paths = sorted(model_dir.glob("fold_*/metrics.json"))
+        dirs = sorted(model_dir.glob("fold_*"))
     else:
-        paths = [model_dir / f"fold_{int(fold)}" / "metrics.json"]
+        dirs = [model_dir / f"fold_{int(fold)}"]
     values = []
-    for p in paths:
-        if p.is_file():
-            t = json.loads(p.read_text()).get("threshold")
-            if t is not None:
-                values.append(float(t))
+    for d in dirs:
+        for name in ("threshold.json", "metrics.json"):
+            if (d / name).is_file():
+                t = json.loads((d / name).read_text()).get("threshold")
+                if t is not None:
+                    values.append(float(t))
+                    break
     if not values:
-        raise SozkitError(f"no threshold in {model_dir}/fold_*/metrics.json for fold {fold}.")
+        raise SozkitError(
+            f"no threshold in {model_dir}/fold_*/threshold.json for fold {fold}; the run did not "
+            "finish that fold (soz train --resume)."
+        )
     return float(np.mean(values))
 
 

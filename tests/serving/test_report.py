@@ -149,3 +149,28 @@ def test_report_renders_in_headless_chromium(tmp_path, results):
     assert img.std() > 20
     reds = (img[..., 0] > 180) & (img[..., 2] < 120)
     assert reds.sum() > 500, "no warm (high-probability) pixels: the figures did not render"
+
+
+def test_report_from_a_run_dir(tmp_path):
+    """A RUN_DIR's test predictions (one row per recording x channel x fold) become a report."""
+    run = tmp_path / "run"
+    rows = []
+    for fold, (patient, thr) in enumerate([("sim/p1", 0.4), ("sim/p2", 0.6)]):
+        d = run / "sozformer" / f"fold_{fold}"
+        d.mkdir(parents=True)
+        (d / "threshold.json").write_text(f'{{"threshold": {thr}}}')
+        for ch, score, y in [("LA1", 0.9, 1), ("LA2", 0.5, 0), ("RH1", 0.1, 0)]:
+            rows.append(
+                {"fold": fold, "cohort": "sim", "patient": patient,
+                 "recording_id": f"sim__{patient[-2:]}__ictal", "channel": ch, "y_true": y,
+                 "score": score}
+            )  # fmt: skip
+    pd.DataFrame(rows).to_parquet(run / "sozformer" / "predictions.parquet")
+    res = load_results(run)
+    assert len(res) == 6 and set(res["model"]) == {"sozformer"}
+    p2 = res[res["subject"] == "p2"].set_index("channel")
+    assert p2.loc["LA2", "threshold"] == pytest.approx(0.6) and not p2.loc["LA2", "soz_call"]
+    assert res[res["subject"] == "p1"].set_index("channel").loc["LA2", "soz_call"]
+    assert p2.loc["LA1", "soz_label"]
+    index = write_report(res, tmp_path / "rep", by="patient")
+    assert (index.parent / "sim-p1.html").exists() and (index.parent / "sim-p2.html").exists()
