@@ -58,6 +58,9 @@ class TrainConfig:
     n_bands, fmin, fmax : int or None, float, float or None
         Spectral features of each clip (:func:`models.spectral.spectral_features`): ``n_bands``
         log-spaced bands between ``fmin`` and ``fmax`` (``None``: every FFT bin).
+    feature_cache : bool
+        Precompute every clip's spectral features once, beside the store
+        (:mod:`trainer.feature_cache`), so the loader reads features instead of signal.
     lr, weight_decay, grad_clip : float
         AdamW learning rate and weight decay; gradient-norm clipping (0 disables it).
     focal_gamma, focal_beta : float
@@ -104,6 +107,7 @@ class TrainConfig:
     n_bands: int | None = 64
     fmin: float = 0.5
     fmax: float | None = None
+    feature_cache: bool = True
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0

@@ -15,8 +15,11 @@ the sequences is drawn to contain ictal clips. Each Ray worker takes its own sha
 sequences (:func:`shard`: equal counts on every rank, as DDP requires). Evaluation covers every
 recording with sequences at a fixed stride (:func:`evaluation_sequences`).
 
-Loading cost: reading ``S`` clips of a recording is one Zarr read of contiguous chunks; the FFT of
-the clips dominates. Features are cached per clip (an LRU bounded in bytes per dataset copy), so
+Loading cost: reading ``S`` raw clips (decompression, scaling) and their FFTs cost about as much
+as SOZFormer's training step on one CPU thread, so the features of every clip are precomputed once
+per store and feature configuration (:mod:`trainer.feature_cache`, Ray tasks in
+:func:`trainer.run.run_training`) and the loader reads those (kilobytes per clip instead of
+megabytes). On top, features are kept per clip in an LRU bounded in bytes per dataset copy, so
 overlapping sequences and later epochs reuse them; :class:`Prefetcher` overlaps loading with the
 training step when no DataLoader worker processes are used.
 """
@@ -37,6 +40,7 @@ import torch
 
 from ingest.errors import SozkitError
 from models.spectral import n_spectral_features, spectral_features
+from trainer.feature_cache import FeatureCacheReader
 from trainer.splits import patient_id
 
 logger = logging.getLogger(__name__)
@@ -305,6 +309,9 @@ class SequenceDataset(torch.utils.data.Dataset):
         Bound of the per-clip feature cache of this dataset copy (0 disables it).
     store : ClipStore, optional
         An already open store to use in this process.
+    feature_cache : str, optional
+        URL of precomputed clip features (:mod:`trainer.feature_cache`); recordings it holds
+        complete are read from it instead of being computed from their clips.
 
     Notes
     -----
@@ -322,6 +329,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         feature_config: Mapping[str, Any],
         cache_mb: float = 256.0,
         store: Any = None,
+        feature_cache: str | None = None,
     ) -> None:
         items = np.asarray(items, dtype=np.int64).reshape(-1, 2)
         if len(items) and (items[:, 0].min() < 0 or items[:, 0].max() >= len(recordings)):
@@ -336,12 +344,15 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.feature_config = dict(feature_config)
         self.cache_bytes = int(cache_mb * 2**20)
         self._store = store
+        self.feature_cache = feature_cache
+        self._reader: FeatureCacheReader | None = None
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached_bytes = 0
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_store"] = None  # re-opened in the receiving process
+        state["_reader"] = None
         state["_cache"] = OrderedDict()
         state["_cached_bytes"] = 0
         return state
@@ -374,12 +385,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         missing = [k[1] for k in keys if k not in self._cache]
         if missing:
             lo, hi = min(missing), max(missing) + 1
-            rid = self.recordings[rec_index].recording_id
-            try:
-                clips = self.store.read_clips(rid, lo, hi)  # (n, C, clip_samples)
-            except Exception as e:
-                raise SozkitError(f"{rid}: reading clips [{lo}, {hi}) failed: {e}") from e
-            feats = spectral_features(clips, self.store.sfreq, **self.feature_config)
+            feats = self._compute(self.recordings[rec_index].recording_id, lo, hi)
             fresh = {c: feats[c - lo] for c in range(lo, hi)}
             if self.cache_bytes <= 0:
                 return np.stack([fresh[c] for c in range(start, stop)])
@@ -390,6 +396,19 @@ class SequenceDataset(torch.utils.data.Dataset):
             self._cache.move_to_end(k)
             out.append(self._cache[k])
         return np.stack(out)
+
+    def _compute(self, rid: str, lo: int, hi: int) -> np.ndarray:
+        """Features of clips ``[lo, hi)``: from the feature cache, else from the stored clips."""
+        if self.feature_cache is not None:
+            if self._reader is None:
+                self._reader = FeatureCacheReader(self.feature_cache)
+            if self._reader.has(rid):
+                return self._reader.read(rid, lo, hi)
+        try:
+            clips = self.store.read_clips(rid, lo, hi)  # (n, C, clip_samples)
+        except Exception as e:
+            raise SozkitError(f"{rid}: reading clips [{lo}, {hi}) failed: {e}") from e
+        return spectral_features(clips, self.store.sfreq, **self.feature_config)
 
     def _put(self, key: tuple[int, int], value: np.ndarray) -> None:
         if key in self._cache:

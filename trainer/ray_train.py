@@ -62,6 +62,7 @@ from trainer.datasets import (
     sample_training_sequences,
     shard,
 )
+from trainer.feature_cache import cache_url
 from trainer.loop import (
     ScoreSums,
     predict,
@@ -351,12 +352,15 @@ def _train_worker(config: dict) -> None:
     model = build_model(model_name, **hparams)
     seq_len = int(model.seq_len)
 
+    features_url = cache_url(config["store_url"], feature_config) if cfg.feature_cache else None
+
     def dataset_kwargs(rows):
         return {
             "store_url": config["store_url"],
             "recordings": rows,
             "seq_len": seq_len,
             "feature_config": feature_config,
+            "feature_cache": features_url,
         }
 
     def train_loader(rows, epoch):

@@ -327,6 +327,8 @@ def run_training(
             extra={"best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc},
         )
 
+    if jobs and cfg.feature_cache:
+        _precompute_features(store_url, [r.recording_id for r in recs], cfg.feature_config())
     train_folds(store_url, jobs, cfg, storage_root=run_dir, on_done=neural_done)
 
     if "svm" in cfg.models:
@@ -343,6 +345,30 @@ def run_training(
         "summary": str(summary_path),
         "card": str(run_dir / "card.json"),
     }
+
+
+def _precompute_features(store_url: str, recording_ids: list[str], feature_config: dict) -> None:
+    """Cache every clip's spectral features (one Ray CPU task per recording; done ones skipped)."""
+    import ray
+
+    from trainer.feature_cache import cache_url, write_recording_features
+
+    @ray.remote(num_cpus=1)
+    def one(rid: str) -> bool:
+        from ingest.store import ClipStore
+
+        try:
+            return write_recording_features(ClipStore.open(store_url), rid, feature_config)
+        except Exception as e:
+            raise SozkitError(f"{rid}: caching spectral features failed: {e}") from e
+
+    computed = ray.get([one.remote(rid) for rid in recording_ids])
+    logger.info(
+        "spectral features of %d recordings cached in %s (%d already there)",
+        sum(computed),
+        cache_url(store_url, feature_config),
+        len(computed) - sum(computed),
+    )
 
 
 def _run_svm(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig) -> None:

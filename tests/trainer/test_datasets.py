@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from ingest.errors import SozkitError
 from ingest.store import ClipStore
@@ -20,6 +21,7 @@ from trainer.datasets import (
     sample_training_sequences,
     shard,
 )
+from trainer.feature_cache import FeatureCacheReader, cache_url, write_recording_features
 
 FEATS = {"n_bands": 8, "fmin": 0.5, "fmax": None}
 
@@ -146,3 +148,32 @@ def test_prefetcher_reraises_worker_errors():
     assert next(it) == 1
     with pytest.raises(RuntimeError, match="boom"):
         next(it)
+
+
+def test_feature_cache_round_trip_and_loader_reads_it(tiny_store, tmp_path):
+    store = ClipStore.open(tiny_store)
+    recs = recording_table(store)
+    url = str(tmp_path / "features")
+    rid = recs[0].recording_id
+    assert write_recording_features(store, rid, FEATS, url=url) is True
+    assert write_recording_features(store, rid, FEATS, url=url) is False  # complete: skipped
+    reader = FeatureCacheReader(url)
+    assert reader.has(rid) and not reader.has(recs[1].recording_id)
+    cached = reader.read(rid, 3, 9)
+    expected = spectral_features(store.read_clips(rid, 3, 9), store.sfreq, **FEATS)
+    np.testing.assert_allclose(cached, expected, rtol=1e-6)
+    # An incomplete array (a killed task) is not used.
+    arr = zarr.open_group(url, mode="a")[rid]
+    arr.attrs["complete"] = False
+    assert not FeatureCacheReader(url).has(rid)
+    arr.attrs["complete"] = True
+    arr[0] = 0.0  # mark: the loader must take clip 0 from the cache, not recompute it
+    items = np.array([[0, 0], [1, 0]])
+    ds = SequenceDataset(
+        tiny_store, recs, items, seq_len=4, feature_config=FEATS, feature_cache=url
+    )
+    assert (ds[0]["x"][:, 0] == 0).all() and (ds[0]["x"][:, 1] != 0).any()
+    direct = spectral_features(store.read_clips(recs[1].recording_id, 0, 4), store.sfreq, **FEATS)
+    torch.testing.assert_close(ds[1]["x"], torch.from_numpy(direct.transpose(1, 0, 2)))
+    assert cache_url("s3://b/st/", FEATS).startswith("s3://b/st/features/spectral-v1-nb8-")
+    assert not FeatureCacheReader(str(tmp_path / "none")).has(rid)
