@@ -271,7 +271,12 @@ class ScoreIngress:
         self.cfg = ServeConfig(**{**config, "data_roots": tuple(config["data_roots"])})
         self.model = model_handle
         # The ingress needs the scorer's preprocessing settings, not its weights' compute.
-        self.scorer = Scorer.from_run(self.cfg.run_dir, model=self.cfg.model, fold=self.cfg.fold)
+        self.scorer = Scorer.from_run(
+            self.cfg.run_dir,
+            model=self.cfg.model,
+            fold=self.cfg.fold,
+            cache_bytes=int(self.cfg.cache_mb * 2**20),
+        )
         self.started = time.time()
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
         if missing:
@@ -324,7 +329,7 @@ class ScoreIngress:
                     None,
                 )
             elif ctype in ("application/octet-stream", "multipart/form-data"):
-                path, root = await self._upload(request, ctype, Path(tmp)), None
+                path, root = await self._upload(request, ctype, Path(tmp)), tmp
             else:
                 raise RequestError(
                     415, "unsupported content type",

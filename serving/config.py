@@ -70,6 +70,9 @@ class ServeConfig:
         checkpoint's ingest configuration fallback is used when ``None``.
     route_prefix : str
         URL prefix of the application.
+    cache_mb : float
+        Per request, memory the ingress may use to keep a recording's clips between the two
+        preprocessing passes (longer recordings are processed twice instead).
     """
 
     run_dir: str
@@ -88,6 +91,7 @@ class ServeConfig:
     num_cpus: float = 1.0
     line_freq: float | None = None
     route_prefix: str = "/"
+    cache_mb: float = 256.0
 
     def __post_init__(self) -> None:
         if not str(self.run_dir):
@@ -109,6 +113,7 @@ class ServeConfig:
         _check_positive("max_upload_bytes", self.max_upload_bytes)
         _check_positive("num_gpus", self.num_gpus, allow_zero=True)
         _check_positive("num_cpus", self.num_cpus, allow_zero=True)
+        _check_positive("cache_mb", self.cache_mb, allow_zero=True)
         if (
             self.max_ongoing_requests is not None
             and self.max_ongoing_requests < self.max_batch_size

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=2048.0, help="upload cap (2048 MB)")
     p.add_argument("--gpus-per-replica", type=float, default=None, help="default: 1 if CUDA")
     p.add_argument("--line-freq", type=float, default=None, help="for files that state none")
+    p.add_argument(
+        "--cache-mb", type=float, default=256.0,
+        help="per request, memory for keeping clips between the two preprocessing passes",
+    )  # fmt: skip
 
 
 @command("serve", "Serve SOZ scoring over HTTP (Ray Serve)", add_arguments)
@@ -59,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024**2),
         num_gpus=gpus,
         line_freq=args.line_freq,
+        cache_mb=args.cache_mb,
     )
     address = os.environ.get("RAY_ADDRESS")
     if not address:
