@@ -73,3 +73,43 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     # A second run into the same folder without --resume is refused.
     with pytest.raises(ConfigError, match="--resume"):
         run_training(tiny_store, run_dir, tiny_config(models=("baseline",)))
+
+
+@pytest.mark.slow
+def test_simulated_cohort_through_soz_ingest_and_soz_train(ray_local, tmp_path, capsys):
+    """The real chain: simulator -> Beam ingest -> `soz train --model all` (slow: ~2-3 min)."""
+    from ingest.simulate import SimulationConfig, simulate_cohort
+    from serving.cli import main
+
+    bids = simulate_cohort(
+        tmp_path / "bids",
+        SimulationConfig(
+            n_subjects=4,
+            n_ictal_runs=1,
+            n_interictal_runs=1,
+            ictal_duration_s=90.0,
+            interictal_duration_s=40.0,
+            onset_window_s=(20.0, 25.0),
+            min_postictal_s=5.0,
+            sfreqs=(256.0,),
+            n_centres=2,
+            n_regions=(8, 8),
+            n_shafts=(3, 3),
+            contacts_per_shaft=(6, 6),
+        ),
+    )
+    store = tmp_path / "store.zarr"
+    argv = ["ingest", str(bids), "--out", str(store), "--sfreq", "250", "--block-clips", "4"]
+    assert main([*argv, "--workers", "1", "--no-progress", "--line-freq", "50"]) == 0
+    run_dir = tmp_path / "run"
+    hparams = json.dumps({k: v for k, v in TINY_HPARAMS.items() if k != "baseline"})
+    argv = ["train", str(store), "--model", "all", "--out", str(run_dir), "--folds", "2"]
+    argv += ["--epochs", "1", "--ssl-epochs", "1", "--n-bands", "8", "--hparams", hparams]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for model in ALL_MODELS:
+        assert model in out
+        assert (run_dir / model / "metrics.json").is_file()
+        assert (run_dir / model / "predictions.parquet").is_file()
+    assert (run_dir / "sozformer" / "fold_1" / "checkpoint.pt").is_file()
+    assert (run_dir / "summary.md").is_file() and (run_dir / "card.json").is_file()
