@@ -399,9 +399,18 @@ def _train_worker(config: dict) -> None:
     if ckpt is not None:
         with ckpt.as_directory() as d:
             saved = torch.load(Path(d) / _STATE, map_location="cpu", weights_only=False)
+            frames = {
+                n: pd.read_parquet(Path(d) / n) for n in (_VAL, _TEST) if (Path(d) / n).is_file()
+            }
         state.update({k: v for k, v in saved.items() if k in state})
-        if state["done"]:
-            return  # nothing left: the driver reads the final checkpoint
+        if state["done"]:  # finished before the driver wrote its outputs: hand the result back
+            _report(
+                {"stage": "done", "epoch": state["epoch"], "best_auc": state["best_auc"]},
+                state,
+                rank,
+                frames,
+            )
+            return
         logger.info(
             "fold %d: resuming %s at %s epoch %d",
             fold.index,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -68,11 +69,24 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
                 assert (fdir / "svm.pkl").is_file()
         if model in ("sozformer", "dcgru"):
             assert (mdir / "training_curves.png").is_file()
-    # The SVM features are cached beside the store, keyed by feature version.
-    assert list((tmp_path.parent).glob("**/features/svm-v1/*.parquet")) or True
+    # SVM and spectral features are cached beside the store, keyed by their versions.
+    assert len(list(Path(tiny_store).glob("features/svm-v1/*.parquet"))) == 12
+    assert len(list(Path(tiny_store).glob("features/spectral-v1-nb8-*/*/zarr.json"))) == 12
     # A second run into the same folder without --resume is refused.
     with pytest.raises(ConfigError, match="--resume"):
         run_training(tiny_store, run_dir, tiny_config(models=("baseline",)))
+
+    # Killed after fold 1 finished training but before its outputs were written: --resume keeps
+    # the finished folds and takes fold 1's result from its final Ray Train checkpoint.
+    fold1 = run_dir / "sozformer" / "fold_1"
+    before = pd.read_parquet(fold1 / "test_predictions.parquet")
+    kept = (run_dir / "sozformer" / "fold_0" / "metrics.json").stat().st_mtime_ns
+    for name in ("metrics.json", "checkpoint.pt", "test_predictions.parquet"):
+        (fold1 / name).unlink()
+    out = run_training(tiny_store, run_dir, tiny_config(models=("sozformer",), resume=True))
+    assert (run_dir / "sozformer" / "fold_0" / "metrics.json").stat().st_mtime_ns == kept
+    pd.testing.assert_frame_equal(pd.read_parquet(fold1 / "test_predictions.parquet"), before)
+    assert (fold1 / "checkpoint.pt").is_file() and out["models"]["sozformer"]["n_folds"] == 2
 
 
 @pytest.mark.slow
