@@ -149,3 +149,15 @@ def build_store(url, *, seed: int = 0, patients=PATIENTS, n_ictal_clips=16, n_in
 def tiny_store(tmp_path_factory):
     """URL of the session's tiny clip store (6 patients, 2 cohorts, 12 recordings)."""
     return build_store(tmp_path_factory.mktemp("trainer") / "store.zarr")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_train_controller():
+    """Poll Ray Train workers every 0.2 s instead of 2 s: saves ~5 s per (second-long) test fit.
+
+    The trainer passes ``RAY_TRAIN_*`` variables of the driver on to its controller actor.
+    """
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    yield
+    mp.undo()
