@@ -51,8 +51,9 @@ from ingest.recording import Recording, shaft_of
 
 logger = logging.getLogger(__name__)
 
-#: Channels filtered at once inside a block (bounds the FFT work arrays).
-CHANNEL_GROUP = 32
+#: Channels processed at once inside a block: bounds the float32 work arrays (read, resampled,
+#: filtered) to this many rows of the block, ~20 MB each for a 5-min block at 1 kHz.
+CHANNEL_GROUP = 16
 #: Longest single read from the signal file, in source samples. MNE's EDF decoding slows down
 #: several-fold on very large reads (measured: one 5-min read of 128 channels at 1024 Hz took
 #: 4x as long as five 1-min reads), and a short read bounds MNE's float64 copy.
@@ -150,15 +151,19 @@ class BlockResult:
     ----------
     block : Block
     clips : ndarray, shape (n_block_clips, n_contacts, clip_samples)
-        float32, filtered and resampled, unscaled (microvolts).
+        Filtered and resampled, unscaled (microvolts); float32, or the storage dtype when
+        :func:`process_block` was given one.
     clip_std : ndarray, shape (n_block_clips, n_contacts)
         float32 robust standard deviations (:func:`ingest.preprocessing.robust_std`), the
         statistic the channel scale is the median of.
+    n_saturated : int
+        Samples saturated by the storage cast (``process_block(..., dtype=...)``), else 0.
     """
 
     block: Block
     clips: np.ndarray
     clip_std: np.ndarray
+    n_saturated: int = 0
 
 
 def recording_plan(rec: Recording, cfg: IngestConfig) -> RecordingPlan:
@@ -225,19 +230,26 @@ def plan_blocks(rec: Recording, cfg: IngestConfig) -> list[Block]:
     """
     plan = recording_plan(rec, cfg)
     cs = cfg.clip_samples
-    hf = (plan.filter_taps(cfg).shape[0] - 1) // 2
-    hr = pp.resampler_half_length(plan.up, plan.down, half_taps=cfg.resample_half_taps)
+    margin = _margin(plan, cfg)
     blocks = []
     for index, (c0, c1) in enumerate(block_bounds(plan.n_clips, cfg.block_clips)):
-        lo, hi = c0 * cs - hf, c1 * cs + hf  # stored-rate samples R(x) must cover
+        lo, hi = c0 * cs - margin, c1 * cs + margin  # stored samples the outputs depend on
         if plan.up == plan.down:
             anchor, src_start, src_stop = lo, lo, hi
         else:
-            anchor = math.floor((lo - math.ceil(hr / plan.down)) / plan.up) * plan.up
+            anchor = math.floor(lo / plan.up) * plan.up
             src_start = anchor // plan.up * plan.down
-            src_stop = -(-(hi * plan.down + hr) // plan.up) + 1
+            src_stop = -(-hi * plan.down // plan.up) + 1
         blocks.append(Block(rec.recording_id, index, c0, c1, src_start, src_stop, anchor))
     return blocks
+
+
+def _margin(plan: RecordingPlan, cfg: IngestConfig) -> int:
+    """Stored samples on each side of a block that its outputs depend on."""
+    n_taps = plan.filter_taps(cfg).shape[0]
+    if plan.up == plan.down:
+        return (n_taps - 1) // 2
+    return pp.fold_half_length(plan.up, plan.down, n_taps=n_taps, half_taps=cfg.resample_half_taps)
 
 
 def read_extended(
@@ -283,10 +295,38 @@ def read_extended(
     return x[:, start - begin : stop - begin]
 
 
+def _check_finite(
+    x: np.ndarray, rec: Recording, plan: RecordingPlan, block: Block, names: tuple[str, ...]
+) -> None:
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.all(axis=1))
+    shown = [names[i] for i in bad_rows[:8]]
+    t0 = max(block.src_start, 0) / plan.orig_sfreq
+    raise RecordingError(
+        rec.path,
+        f"{rec.recording_id}: {int((~finite).sum())} NaN/inf samples in "
+        f"{len(bad_rows)} channel(s) ({', '.join(shown)}) within "
+        f"{t0:.1f}-{block.src_stop / plan.orig_sfreq:.1f} s.",
+        "mark those channels bad in channels.tsv, or fill the gaps in the file.",
+    )
+
+
 def process_block(
-    reader: SignalReader, rec: Recording, block: Block, cfg: IngestConfig
+    reader: SignalReader,
+    rec: Recording,
+    block: Block,
+    cfg: IngestConfig,
+    *,
+    dtype: str | None = None,
 ) -> BlockResult:
     """Read one block and turn it into unscaled clips plus their scaling statistics.
+
+    Channels go through resampling, filtering, statistics and (with ``dtype``) the storage
+    cast in groups of :data:`CHANNEL_GROUP`, so only one group's float32 work arrays exist at
+    a time. Readers whose ``channel_subsets`` attribute is true (the EDF fast path of
+    :class:`ingest.signals.SignalReader`) are read one group at a time too; others once, whole.
 
     Parameters
     ----------
@@ -296,6 +336,11 @@ def process_block(
     block : Block
         One of :func:`plan_blocks` ``(rec, cfg)``.
     cfg : IngestConfig
+    dtype : {"float16", "float32"} or None
+        ``None``: float32 clips. A storage dtype: clips already cast by
+        :func:`ingest.preprocessing.to_storage` (what the store holds), saturated samples
+        counted in :attr:`BlockResult.n_saturated`; the statistics are computed before the
+        cast either way.
 
     Returns
     -------
@@ -310,41 +355,48 @@ def process_block(
     plan = recording_plan(rec, cfg)
     cs = cfg.clip_samples
     taps = plan.filter_taps(cfg)
-    hf = (taps.shape[0] - 1) // 2
-    n0, n1 = block.clip_start * cs, block.clip_stop * cs
-    x = read_extended(
-        reader, block.src_start, block.src_stop, n_times=plan.n_times, picks=plan.contacts
-    )
-    finite = np.isfinite(x)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        names = [plan.contacts[i] for i in bad_rows[:8]]
-        t0 = max(block.src_start, 0) / plan.orig_sfreq
-        raise RecordingError(
-            rec.path,
-            f"{rec.recording_id}: {int((~finite).sum())} NaN/inf samples in "
-            f"{len(bad_rows)} channel(s) ({', '.join(names)}) within "
-            f"{t0:.1f}-{block.src_stop / plan.orig_sfreq:.1f} s.",
-            "mark those channels bad in channels.tsv, or fill the gaps in the file.",
+    n_block = block.n_clips * cs
+    start = block.clip_start * cs - block.anchor  # the block's first stored sample in x
+    n_chans = len(plan.contacts)
+
+    def read(names: tuple[str, ...]) -> np.ndarray:
+        x = read_extended(
+            reader, block.src_start, block.src_stop, n_times=plan.n_times, picks=names
         )
-    clips = np.empty((block.n_clips, len(plan.contacts), cs), dtype=np.float32)  # (n_clips, C, T)
-    first = n0 - hf - block.anchor
-    for g in range(0, len(plan.contacts), CHANNEL_GROUP):
+        _check_finite(x, rec, plan, block, names)
+        return x
+
+    whole = None if getattr(reader, "channel_subsets", False) else read(plan.contacts)
+    clips = np.empty((block.n_clips, n_chans, cs), dtype=dtype or np.float32)  # (n_clips, C, T)
+    clip_std = np.empty((block.n_clips, n_chans), dtype=np.float32)
+    n_saturated = 0
+    for g in range(0, n_chans, CHANNEL_GROUP):
         rows = slice(g, g + CHANNEL_GROUP)
-        y = pp.resample(x[rows], plan.up, plan.down, half_taps=cfg.resample_half_taps)
-        if y.shape[-1] < first + (n1 - n0) + 2 * hf:
-            raise RuntimeError(  # an internal invariant of plan_blocks, not bad input
-                f"{rec.recording_id} block {block.index}: resampled {y.shape[-1]} samples, "
-                f"need {first + n1 - n0 + 2 * hf}; this is a bug in plan_blocks."
+        x = read(plan.contacts[rows]) if whole is None else whole[rows]
+        if plan.up == plan.down:  # x holds exactly the FIR's margins
+            z = pp.fir_filter(x, taps)
+        else:
+            z = pp.resample_filter(
+                x,
+                plan.up,
+                plan.down,
+                taps,
+                start=start,
+                n_out=n_block,
+                half_taps=cfg.resample_half_taps,
             )
-        z = pp.fir_filter(y[:, first : first + (n1 - n0) + 2 * hf], taps)  # (g, n1 - n0)
-        clips[:, rows, :] = z.reshape(z.shape[0], block.n_clips, cs).transpose(1, 0, 2)
-    del x
-    return BlockResult(
-        block=block,
-        clips=clips,
-        clip_std=pp.robust_std(clips, max_samples=cfg.robust_max_samples),
-    )
+        del x
+        as_clips = (z.shape[0], block.n_clips, cs)  # (g, n_clips, T), transposed below
+        std = pp.robust_std(
+            z.reshape(as_clips).transpose(1, 0, 2), max_samples=cfg.robust_max_samples
+        )
+        clip_std[:, rows] = std
+        if dtype is not None:  # cast while contiguous (several times faster than strided)
+            z, n_sat = pp.to_storage(z, dtype)
+            n_saturated += n_sat
+        clips[:, rows, :] = z.reshape(as_clips).transpose(1, 0, 2)
+        del z
+    return BlockResult(block=block, clips=clips, clip_std=clip_std, n_saturated=n_saturated)
 
 
 def process_recording(reader: SignalReader, rec: Recording, cfg: IngestConfig) -> BlockResult:
