@@ -257,7 +257,20 @@ def train_folds(
     """
     if not jobs:
         return []
-    n_parallel = folds_in_parallel(cfg, len(jobs), ray.cluster_resources())
+    resources = ray.cluster_resources()
+    need = {
+        "CPU": cfg.num_workers * cfg.cpus_per_worker,
+        "GPU": cfg.num_workers * cfg.gpus_per_worker,
+    }
+    short = {k: (v, resources.get(k, 0)) for k, v in need.items() if v > resources.get(k, 0)}
+    if short:
+        logger.warning(
+            "one fold needs %s (needed, available) but the cluster has less now; the fold waits "
+            "for an autoscaler to add nodes, else lower --workers / --cpus-per-worker / "
+            "--gpus-per-worker.",
+            short,
+        )
+    n_parallel = folds_in_parallel(cfg, len(jobs), resources)
     logger.info("training %d fold(s), %d at a time", len(jobs), n_parallel)
 
     def one(job: tuple[str, Fold]) -> FoldTrainResult:
@@ -303,7 +316,9 @@ def _score(
     return merged
 
 
-def _report(metrics: dict, state: dict, rank: int, frames: Mapping[str, pd.DataFrame] = {}) -> None:
+def _report(
+    metrics: dict, state: dict, rank: int, frames: Mapping[str, pd.DataFrame] | None = None
+) -> None:
     """Report metrics from every rank and, from rank 0, a checkpoint holding ``state``."""
     flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     for cohort, auc in metrics.get("val_auc_by_cohort", {}).items():
@@ -313,7 +328,7 @@ def _report(metrics: dict, state: dict, rank: int, frames: Mapping[str, pd.DataF
         return
     with tempfile.TemporaryDirectory(prefix="sozkit-ckpt-") as d:
         torch.save(state, Path(d) / _STATE)
-        for name, df in frames.items():
+        for name, df in (frames or {}).items():
             df.to_parquet(Path(d) / name, index=False)
         ray.train.report(flat, checkpoint=Checkpoint.from_directory(d))
 

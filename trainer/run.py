@@ -41,7 +41,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ from trainer.metrics import evaluate_fold, summarise_folds
 from trainer.splits import Fold, cohort_groups, patient_folds
 
 logger = logging.getLogger(__name__)
+
+Tick = Callable[[str], None]
 
 
 def _clean(obj: Any) -> Any:
@@ -226,7 +229,11 @@ def _check_run_dir(run_dir: Path, folds: list[Fold], resume: bool) -> None:
 
 
 def run_training(
-    store_url: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig
+    store_url: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    cfg: TrainConfig,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """Cross-validate every model of ``cfg`` on the store and write ``run_dir``.
 
@@ -237,6 +244,9 @@ def run_training(
     run_dir : str or path-like
         Output folder (layout in the module docstring).
     cfg : TrainConfig
+    progress : callable, optional
+        ``progress(done, total, label)`` each time a (model, fold) is finished (the CLI draws a
+        progress bar with it).
 
     Returns
     -------
@@ -288,6 +298,16 @@ def run_training(
         run_dir / "card.json",
     )
 
+    total = len(cfg.models) * len(folds)
+    done = [sum(fold_finished(run_dir, m, f.index) for m in cfg.models for f in folds)]
+    lock = threading.Lock()  # neural folds finish in the threads of train_folds
+
+    def tick(label: str) -> None:
+        with lock:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total, label)
+
     # Neural models: every unfinished (model, fold) through Ray Train, folds in parallel.
     from trainer.ray_train import train_folds
 
@@ -326,15 +346,16 @@ def run_training(
             fold=fold.index,
             extra={"best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc},
         )
+        tick(f"{res.model_name} fold {fold.index}")
 
     if jobs and cfg.feature_cache:
         _precompute_features(store_url, [r.recording_id for r in recs], cfg.feature_config())
     train_folds(store_url, jobs, cfg, storage_root=run_dir, on_done=neural_done)
 
     if "svm" in cfg.models:
-        _run_svm(store_url, run_dir, recs, folds, cfg)
+        _run_svm(store_url, run_dir, recs, folds, cfg, tick)
     if "baseline" in cfg.models:
-        _run_baseline(store_url, run_dir, recs, folds, cfg)
+        _run_baseline(store_url, run_dir, recs, folds, cfg, tick)
 
     summaries = {m: write_model_summary(run_dir, m, folds) for m in cfg.models}
     summary_path = write_summary(run_dir, summaries, title=f"sozkit training run: {run_dir.name}")
@@ -371,7 +392,9 @@ def _precompute_features(store_url: str, recording_ids: list[str], feature_confi
     )
 
 
-def _run_svm(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig) -> None:
+def _run_svm(
+    store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig, tick: Tick
+) -> None:
     from trainer.svm_stage import compute_features, train_svm_fold
 
     todo = [f for f in folds if not fold_finished(run_dir, "svm", f.index)]
@@ -384,9 +407,12 @@ def _run_svm(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainC
         d.mkdir(parents=True, exist_ok=True)
         res.model.save(d / "svm.pkl")
         write_fold(run_dir, "svm", fold, res.val_predictions, res.test_predictions)
+        tick(f"svm fold {fold.index}")
 
 
-def _run_baseline(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig) -> None:
+def _run_baseline(
+    store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig, tick: Tick
+) -> None:
     from trainer.baseline_stage import BaselineConfig, fold_predictions, score_recordings
 
     todo = [f for f in folds if not fold_finished(run_dir, "baseline", f.index)]
@@ -396,3 +422,4 @@ def _run_baseline(store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: T
     for fold in todo:
         val, test = fold_predictions(scores, fold)
         write_fold(run_dir, "baseline", fold, val, test)
+        tick(f"baseline fold {fold.index}")

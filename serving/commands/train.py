@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, sampling and models (0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 @command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
@@ -89,9 +90,21 @@ def run(args: argparse.Namespace) -> int:
             ray.init(address=address)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    from tqdm import tqdm
+
+    bar = None if args.no_progress else tqdm(total=0, unit="fold", desc="train")
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(label)
+        bar.refresh()
+
     try:
-        out = run_training(args.store, args.out, cfg)
+        out = run_training(args.store, args.out, cfg, progress=progress if bar else None)
     finally:
+        if bar is not None:
+            bar.close()
         if started:
             ray.shutdown()
     for model, summary in out["models"].items():

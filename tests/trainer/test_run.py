@@ -33,8 +33,10 @@ def tiny_config(**kw) -> TrainConfig:
 
 def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, tmp_path):
     run_dir = tmp_path / "run"
-    out = run_training(tiny_store, run_dir, tiny_config())
+    ticks = []
+    out = run_training(tiny_store, run_dir, tiny_config(), progress=lambda *a: ticks.append(a))
     assert set(out["models"]) == set(ALL_MODELS)
+    assert sorted(t[0] for t in ticks) == list(range(1, 9)) and {t[1] for t in ticks} == {8}
     card = json.loads((run_dir / "card.json").read_text())
     assert card["n_folds"] == 2 and card["config"]["epochs"] == 1
     test_patients = sorted(p for f in card["folds"] for p in f["test"])
@@ -83,7 +85,14 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     kept = (run_dir / "sozformer" / "fold_0" / "metrics.json").stat().st_mtime_ns
     for name in ("metrics.json", "checkpoint.pt", "test_predictions.parquet"):
         (fold1 / name).unlink()
-    out = run_training(tiny_store, run_dir, tiny_config(models=("sozformer",), resume=True))
+    ticks.clear()
+    out = run_training(
+        tiny_store,
+        run_dir,
+        tiny_config(models=("sozformer",), resume=True),
+        progress=lambda *a: ticks.append(a),
+    )
+    assert ticks == [(2, 2, "sozformer fold 1")]  # fold 0 counted as done, fold 1 redone
     assert (run_dir / "sozformer" / "fold_0" / "metrics.json").stat().st_mtime_ns == kept
     pd.testing.assert_frame_equal(pd.read_parquet(fold1 / "test_predictions.parquet"), before)
     assert (fold1 / "checkpoint.pt").is_file() and out["models"]["sozformer"]["n_folds"] == 2
