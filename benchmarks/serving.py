@@ -107,6 +107,9 @@ def _child(run_dir: str, edf: str, cache_mb: float) -> None:
         "n_contacts": len(res.channels),
         "n_sequences": res.n_sequences,
         "child_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # CPU seconds (user + sys) of the child: what the scoring costs whatever else loads
+        # the machine (wall times on a shared 2-core box vary with the other processes).
+        "child_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
     }
     print("RESULT " + json.dumps(out), flush=True)
 

@@ -3,8 +3,9 @@
 :class:`SVMScorer` mirrors the SVM stage of training (:mod:`trainer.svm_stage`): the features of
 a channel are the mean over *every* clip of the recording of
 :func:`models.features.clip_features` on the scaled clips, and each fold's
-:class:`models.svm.SOZSVM` turns them into a calibrated probability; the ensemble averages the
-folds' probabilities and thresholds (``fold_<k>/threshold.json``). The scaled clips come from the
+:class:`models.svm.SOZSVM` turns them into a calibrated probability (the wavelet bands are
+those the store's rate holds, :func:`trainer.svm_stage.svm_bands`, as in training); the
+ensemble averages the folds' probabilities and thresholds (``fold_<k>/threshold.json``). The scaled clips come from the
 same stream as the neural scorer's (:class:`serving.preprocess.RecordingStream`), so one pass over
 a recording can feed several models (:func:`score_models`).
 
@@ -28,7 +29,7 @@ import numpy as np
 from ingest.config import IngestConfig
 from ingest.errors import RecordingError, SozkitError
 from ingest.recording import Recording
-from models.features import FEATURE_NAMES, clip_features
+from models.features import clip_features, feature_names
 from models.svm import SOZSVM
 from serving.config import ALL_MODELS
 from serving.preprocess import (
@@ -46,6 +47,7 @@ from serving.scoring import (
     run_models,
     scoring_warnings,
 )
+from trainer.svm_stage import svm_bands
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +113,14 @@ class SVMScorer:
                 f"svm: need as many thresholds ({len(thresholds)}) and folds ({len(folds)}) as "
                 f"models ({len(svms)}), at least one."
             )
+        self.bands = svm_bands(ingest_config.sfreq)
+        self.feature_names = feature_names(self.bands)
         for svm in svms:
-            if svm.feature_names is not None and tuple(svm.feature_names) != FEATURE_NAMES:
+            if svm.feature_names is not None and tuple(svm.feature_names) != self.feature_names:
                 raise SozkitError(
                     "svm: the saved model was fitted on other features "
-                    f"({svm.feature_names}) than this sozkit computes ({FEATURE_NAMES}); retrain."
+                    f"({svm.feature_names}) than this sozkit computes at the store's "
+                    f"{ingest_config.sfreq:g} Hz ({self.feature_names}); retrain."
                 )
         self.svms = list(svms)
         self.folds = tuple(int(f) for f in folds)
@@ -150,7 +155,7 @@ class SVMScorer:
 
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Per-clip SVM features of scaled clips (n, C, T) -> (n, C, F)."""
-        return clip_features(clips, self.ingest_config.sfreq)
+        return clip_features(clips, self.ingest_config.sfreq, bands=self.bands)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Mean calibrated probability over the folds, X (n_chans, n_feats) -> (n_chans,)."""
@@ -167,7 +172,7 @@ class SVMScorer:
             "kind": "svm",
             "folds": list(self.folds),
             "threshold": self.threshold,
-            "features": list(FEATURE_NAMES),
+            "features": list(self.feature_names),
             "ingest_config": self.ingest_config.to_dict(),
         }
 

@@ -224,7 +224,7 @@ def plot_shaft_map(unit: pd.DataFrame, path: str | os.PathLike, *, title: str = 
     cbar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.12)
     cbar.ax.set_title("SOZ\nprobability", fontsize=8)
     cbar.ax.axhline(threshold, color="black", lw=2)
-    cbar.ax.text(-0.15, threshold, f"thr. {threshold:.2f}", va="center", ha="right",
+    cbar.ax.text(-0.15, threshold, f"thr. {threshold:.3f}", va="center", ha="right",
                  fontsize=7, transform=cbar.ax.get_yaxis_transform())  # fmt: skip
     handles = [
         Line2D([], [], marker="o", ls="", mfc="white", mec="black", mew=2.2, ms=10,
@@ -296,7 +296,7 @@ def plot_top_contacts(
             tick.set_fontweight("bold")
     ax.invert_yaxis()
     ax.axvline(threshold, color="black", ls="--", lw=1.2)
-    ax.text(threshold, -0.8, f"threshold {threshold:.2f}", fontsize=7, ha="center")
+    ax.text(threshold, -0.8, f"threshold {threshold:.3f}", fontsize=7, ha="center")
     ax.set_xlim(0, 1)
     ax.set_xlabel("SOZ probability")
     if title:
@@ -497,7 +497,7 @@ def write_report(
             sections.append(
                 f"<h2>{html.escape(str(model))}</h2>"
                 f"<p class='summary'><b>{n_calls}</b> of {len(unit)} contacts called SOZ at "
-                f"threshold {float(unit['threshold'].iloc[0]):.2f}. Most likely: "
+                f"threshold {float(unit['threshold'].iloc[0]):.3f}. Most likely: "
                 f"<b>{html.escape(top3)}</b>. {html.escape(_agreement(unit))}.</p>"
                 f"<img class='fig' alt='contacts of {html.escape(key)} by shaft' "
                 f"src='figures/{fig_map.name}'>"

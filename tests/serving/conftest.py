@@ -17,11 +17,11 @@ import torch
 
 from ingest.config import IngestConfig
 from ingest.recording import Recording
-from models.features import FEATURE_NAMES
 from models.registry import build_model
 from models.spectral import n_spectral_features
 from models.svm import SOZSVM
 from trainer.checkpoint import save_checkpoint
+from trainer.svm_stage import feature_columns
 
 SEQ_LEN = 4
 FEATURES = {"n_bands": 16, "fmin": 1.0, "fmax": None}
@@ -95,9 +95,10 @@ def add_svm(run_dir: Path, *, folds=(0, 1), thresholds=(0.45, 0.55)) -> None:
     """Fitted SVMs (on synthetic channel features) as ``soz train`` writes them."""
     for fold, thr in zip(folds, thresholds, strict=True):
         rng = np.random.default_rng(fold)
-        X = rng.normal(size=(60, len(FEATURE_NAMES)))
+        names = feature_columns(INGEST.sfreq)  # the bands a 512-Hz store holds
+        X = rng.normal(size=(60, len(names)))
         y = (X[:, 0] + 0.5 * rng.normal(size=60) > 0.8).astype(int)
-        svm = SOZSVM(seed=fold).fit(X, y, groups=np.arange(60) % 6, feature_names=FEATURE_NAMES)
+        svm = SOZSVM(seed=fold).fit(X, y, groups=np.arange(60) % 6, feature_names=names)
         d = run_dir / "svm" / f"fold_{fold}"
         d.mkdir(parents=True, exist_ok=True)
         svm.save(d / "svm.pkl")

@@ -80,7 +80,7 @@ def test_report_pages_per_recording(tmp_path, results):
     page = (index.parent / "sim__p1__ictal__01.html").read_text()
     # both models, the threshold, the top contact and the clinical agreement line
     assert "<h2>sozformer</h2>" in page and "<h2>svm</h2>" in page
-    assert "threshold 0.50" in page and "LA2" in page
+    assert "threshold 0.500" in page and "LA2" in page
     assert "2 of 3 clinical SOZ contacts called" in page
     figs = list((index.parent / "figures").glob("*.png"))
     assert len(figs) == 2 * 4  # (shaft map + top chart) per recording x model
