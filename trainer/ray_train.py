@@ -437,11 +437,14 @@ def _train_worker(config: dict) -> None:
     # Stage 1 (DCGRU only): self-supervised next-clip prediction on the training recordings.
     if state["stage"] == "ssl":
         ssl = build_model("dcgru_ssl", **hparams)
-        ssl_opt = torch.optim.AdamW(ssl.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if saved is not None and saved.get("ssl_model") is not None:
+        resume_ssl = saved is not None and saved.get("ssl_model") is not None
+        if resume_ssl:
             ssl.load_state_dict(saved["ssl_model"])
-            ssl_opt.load_state_dict(saved["ssl_optimizer"])
         ssl = ray.train.torch.prepare_model(ssl)
+        # The optimizer is made (and its state loaded) once the weights are on the device.
+        ssl_opt = torch.optim.AdamW(ssl.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if resume_ssl:
+            ssl_opt.load_state_dict(saved["ssl_optimizer"])
         for epoch in range(state["ssl_epoch"] + 1, cfg.ssl_epochs):
             stats = pretrain_epoch(
                 ssl,
@@ -482,11 +485,13 @@ def _train_worker(config: dict) -> None:
     loss_fn = soz_loss(
         model_name, focal_gamma=cfg.focal_gamma, focal_beta=cfg.focal_beta, pos_weight=pos_weight
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if saved is not None and saved.get("model") is not None and state["epoch"] >= 0:
+    resume_train = saved is not None and saved.get("model") is not None and state["epoch"] >= 0
+    if resume_train:
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
     model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume_train:
+        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the weights' device
     val_items = eval_items(by_role["val"])
     epoch = state["epoch"]
     while state["bad_epochs"] < cfg.patience and epoch + 1 < cfg.epochs:
