@@ -136,3 +136,31 @@ def test_simulated_cohort_through_soz_ingest_and_soz_train(ray_local, tmp_path, 
         assert (run_dir / model / "predictions.parquet").is_file()
     assert (run_dir / "sozformer" / "fold_1" / "checkpoint.pt").is_file()
     assert (run_dir / "summary.md").is_file() and (run_dir / "card.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"models": ("transformer",)}, "unknown model"),
+        ({"models": ()}, "is empty"),
+        ({"models": ("svm", "svm")}, "twice"),
+        ({"n_folds": 1}, "n_folds=1 must be >= 2"),
+        ({"val_fraction": 1.0}, "val_fraction=1.0"),
+        ({"fmin": 10.0, "fmax": 5.0}, "fmin < fmax"),
+        ({"model_hparams": {"resnet": {}}}, "no model"),
+        ({"pos_weight": 0.0}, "pos_weight=0.0"),
+        ({"max_parallel_folds": 0}, "max_parallel_folds=0"),
+    ],
+)
+def test_config_rejects_bad_values_with_the_fix(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)
+
+
+def test_config_round_trips_through_its_dict():
+    cfg = tiny_config(seed=7, resume=True)
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.neural_models == ("sozformer", "dcgru")
+    assert cfg.hparams_for("dcgru") == TINY_HPARAMS["dcgru"] and cfg.hparams_for("svm") == {}
+    with pytest.raises(ConfigError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"epochs": 2, "learning_rate": 1.0})
