@@ -345,6 +345,8 @@ class ScoreIngress:
                 raise RequestError(422, "recording too short", e.reason, e.fix) from e
             except RecordingError as e:
                 raise RequestError(422, "unreadable recording", e.reason, e.fix) from e
+            except SozkitError as e:  # sidecar / configuration problems of that recording
+                raise RequestError(422, "unreadable recording", str(e)) from e
         body = result.to_dict()
         body["timings"]["request_total"] = round(time.perf_counter() - t0, 4)
         if ctype != "application/json":
