@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from ingest.errors import SozkitError
+
 logger = logging.getLogger(__name__)
 
 # name -> (help, add_arguments(parser), run(args) -> exit code)
@@ -50,7 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except SozkitError as e:
+        # A user's mistake (bad path, config, input): one clear line, no traceback.
+        print(f"soz {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 def _load_commands() -> None:

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @command(
-    "scan", "list the recordings, labels and problems the readers find in cohorts", add_arguments
+    "scan", "List the recordings, labels and problems the readers find in cohorts", add_arguments
 )
 def run(args: argparse.Namespace) -> int:
     from ingest.errors import SozkitError

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("simulate", "simulate a synthetic SEEG cohort (Epileptor network) as BIDS", add_arguments)
+@command("simulate", "Simulate a synthetic SEEG cohort (Epileptor network) as BIDS", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
