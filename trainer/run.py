@@ -59,6 +59,8 @@ from trainer.splits import Fold, cohort_groups, patient_folds
 logger = logging.getLogger(__name__)
 
 Tick = Callable[[str], None]
+#: Per-epoch values drawn in training_curves.png (losses left, validation metrics right).
+_CURVE_KEYS = ("epoch", "train_loss", "val_auc", "val_pr_auc")
 
 
 def _clean(obj: Any) -> Any:
@@ -196,7 +198,7 @@ def write_model_summary(run_dir: Path, model: str, folds: list[Fold]) -> dict:
     }
     histories = {
         f"fold {r['fold']}": [
-            {k: v for k, v in h.items() if isinstance(v, int | float) and v is not None}
+            {k: h[k] for k in _CURVE_KEYS if isinstance(h.get(k), int | float)}
             for h in r.get("history", [])
             if h.get("stage") == "train"
         ]
