@@ -5,21 +5,22 @@ trained on and the clips it scores come out of the very same code.
 
 Block arithmetic
 ----------------
-The stored signal is ``y = F(R(x))``: ``R`` resamples the source ``x`` by ``up / down``
-(polyphase, anti-aliasing FIR with ``2 Hr + 1`` taps at the up-sampled rate) and ``F`` is the
-combined FIR (``2 Hf + 1`` taps at the stored rate; :func:`ingest.preprocessing.design_filter`).
-Beyond its ends the source is extended by even reflection (``numpy.pad(mode="reflect")``), so
-the high-pass sees no step at the start or the end.
+The stored signal is ``y = F(x)``: ``F`` resamples the source ``x`` by ``up / down`` and applies
+the combined FIR (``2 Hf + 1`` taps at the stored rate; :func:`ingest.preprocessing.design_filter`)
+in one frequency-domain step (:func:`ingest.preprocessing.resample_filter`). A stored sample
+depends on the source within ``M`` stored samples of it (:func:`ingest.preprocessing.fold_half_length`:
+``Hf`` plus the anti-aliasing filter's half length plus a short taper margin; ``M = Hf`` without
+resampling). Beyond its ends the source is extended by even reflection
+(``numpy.pad(mode="reflect")``), so the high-pass sees no step at the start or the end.
 
-Block ``b`` covers clips ``[clip_start, clip_stop)``, i.e. stored samples ``[n0, n1)``. It needs
-``R(x)`` on ``[n0 - Hf, n1 + Hf)``, which needs source samples within ``Hr / up`` of those
-positions. The block reads the source from ``src_start = anchor * down / up`` where ``anchor`` (a
-stored-rate index) is a multiple of ``up`` at least ``Hr / down`` before ``n0 - Hf``: a multiple of
-``up`` maps to a whole source sample, so the polyphase filter runs in the same phase as it would on
-the whole recording. Every stored sample of the block is thus computed from exactly the same source
-samples and the same taps as in one-shot processing (one block covering the recording): the two
-differ only by float32 rounding in FFTs of different lengths, measured below 1e-5 of the signal's
-RMS (``tests/ingest/test_stream.py`` asserts 1e-4).
+Block ``b`` covers clips ``[clip_start, clip_stop)``, i.e. stored samples ``[n0, n1)``. It reads
+the source from ``src_start = anchor * down / up`` where ``anchor`` (a stored-rate index) is the
+multiple of ``up`` at or before ``n0 - M`` (a multiple of ``up`` maps to a whole source sample,
+so the output grid of every block is the recording's), up to ``(n1 + M) * down / up``. Every
+stored sample of the block is thus computed from the same source samples as in one-shot
+processing (one block covering the recording): the two differ by float32 rounding in FFTs of
+different segmentations and the taper kernel's tail beyond ``M``, measured below 2e-6 of the
+signal's RMS (``tests/ingest/test_stream.py`` asserts 1e-4).
 
 Non-integer rate ratios (999.41 Hz -> 1000 Hz) are approximated by ``up / down`` with
 ``down <= resample_max_denominator`` (:func:`ingest.preprocessing.rational_ratio`): 1695 / 1694,
@@ -27,9 +28,12 @@ so anchors are 1695 stored samples apart (each block computes at most that many 
 and the stored time axis is off by the ratio's relative error (3e-8: 2 ms after 20 hours).
 The recording's ``up`` and ``down`` are written to ``recordings.parquet``.
 
-Memory: a block is read once (MNE's float64 copy, then float32) and processed in groups of
-:data:`CHANNEL_GROUP` channels, so the peak is about three times the block's float32 size plus
-the read, whatever the recording's duration.
+Memory: a block is processed in groups of :data:`CHANNEL_GROUP` channels (read, resampled and
+filtered, its statistics taken, cast to the storage dtype with ``process_block(dtype=...)``), so
+beside the block's output only one group's float32 arrays exist; readers that decode channel
+subsets cheaply (16-bit EDF) are read group by group too. Measured on a 5-minute block of 128
+contacts (``benchmarks/ingest.py``): 254 MB above the imports including the Zarr write with
+``dtype="float16"``, 400 MB with float32 clips cast afterwards, whatever the recording's duration.
 """
 
 from __future__ import annotations

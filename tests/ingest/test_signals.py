@@ -81,6 +81,51 @@ def test_brainvision_exact(tmp_path):
         np.testing.assert_allclose(reader.read(0, 500, NAMES[::-1]), data[::-1], rtol=1e-6)
 
 
+def test_edf_direct_decoding_equals_mne(tmp_path):
+    """16-bit EDF is decoded from the data records directly, to MNE's values (float32 rounding),
+    for any range and pick order, with an EDF+ annotation signal interleaved in the records."""
+    import dataclasses
+
+    import mne
+
+    path = tmp_path / "direct.edf"
+    write_edf(path, NAMES, sfreq=256.0, seconds=6.0, annotations=[(1.0, 0.0, "x")])
+    raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
+    with open_signal(_rec(path, n_times=1536)) as reader:
+        assert reader.channel_subsets  # the direct path is on
+        for start, stop, picks in [
+            (0, 1536, NAMES),
+            (255, 257, ["RH2"]),  # across a record boundary
+            (300, 1100, ["LA3", "LA1", "RH1"]),
+            (1535, 1536, NAMES[::-1]),
+        ]:
+            got = reader.read(start, stop, picks)
+            idx = [NAMES.index(p) for p in picks]
+            want = raw.get_data(picks=idx, start=start, stop=stop) * 1e6
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-4)
+        assert reader._edf_agrees_with_mne()
+        wrong = dataclasses.replace(reader._edf, scale=reader._edf.scale * 1.001)
+        reader._edf = wrong  # what a changed MNE internal would look like: refused
+        assert not reader._edf_agrees_with_mne()
+
+
+def test_edf_truncated_after_opening_is_a_recording_error(edf):
+    path, _ = edf
+    with open_signal(_rec(path)) as reader:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) - 3000)
+        with pytest.raises(RecordingError, match="the file ended while reading"):
+            reader.read(0, 1024, NAMES)
+
+
+def test_brainvision_reads_through_mne(tmp_path):
+    path = tmp_path / "rec.vhdr"
+    write_brainvision(path, NAMES, sfreq=250.0, seconds=2.0)
+    with open_signal(_rec(path, sfreq=250.0, n_times=500, fmt="brainvision")) as reader:
+        assert not reader.channel_subsets
+
+
 def test_read_header_and_annotations(tmp_path):
     path = tmp_path / "ann.edf"
     write_edf(path, NAMES, seconds=4.0, annotations=[(1.5, 0.0, "sz onset")])

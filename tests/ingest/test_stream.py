@@ -48,6 +48,31 @@ def test_blockwise_equals_one_shot_on_edf(tmp_path):
     assert np.abs(clips - one).max() <= 1e-4 * np.sqrt(np.mean(one**2))
 
 
+def test_channel_groups_and_storage_dtype(tmp_path):
+    """More contacts than CHANNEL_GROUP, read group by group from EDF: the same clips as one
+    whole read; ``dtype=`` gives exactly ``to_storage`` of the float32 clips, statistics alike."""
+    from ingest.preprocessing import to_storage
+
+    n_chans = 2 * stream.CHANNEL_GROUP + 3
+    rec = make_recording(tmp_path, "wide", n_chans=n_chans, sfreq=512.0, seconds=21.0)
+    with open_signal(rec) as reader:
+        assert reader.channel_subsets
+        block = stream.plan_blocks(rec, FAST)[1]
+        grouped = stream.process_block(reader, rec, block, FAST)
+        whole = reader.read(block.src_start, block.src_stop, list(rec.contacts))
+        stored = stream.process_block(reader, rec, block, FAST, dtype="float16")
+    names = list(rec.contacts)
+    at_once = stream.process_block(
+        ArrayReader(np.pad(whole, ((0, 0), (block.src_start, 0))), names), rec, block, FAST
+    )
+    assert grouped.clips.shape == (2, n_chans, 1250)
+    np.testing.assert_allclose(grouped.clips, at_once.clips, rtol=1e-5, atol=1e-4)
+    want, n_sat = to_storage(grouped.clips, "float16")
+    assert stored.clips.dtype == np.float16 and stored.n_saturated == n_sat == 0
+    np.testing.assert_array_equal(stored.clips, want)
+    np.testing.assert_array_equal(stored.clip_std, grouped.clip_std)
+
+
 def test_preprocessing_removes_line_noise_and_dc():
     rec = _rec(1024.0, 40.0)
     x = signal(5, rec.n_times, 1024.0)  # 50 Hz line noise of 30 uV and a 200 uV offset
