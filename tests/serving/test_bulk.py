@@ -113,3 +113,16 @@ def test_bulk_config_validation(tmp_path):
     assert BulkConfig(run_dir="r", inputs=("x",), out="a/o.parquet").failures_path == (
         "a/o.failures.parquet"
     )
+
+
+def test_soz_score_cli(ray_local, tmp_path, serving_data, capsys):
+    from serving.cli import main
+
+    out = tmp_path / "cli.parquet"
+    argv = [
+        "score", str(serving_data["run_dir"]), str(serving_data["long_edf"]), "--out", str(out),
+        "--model", "svm", "--workers", "1", "--line-freq", "50", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "1 recording(s) scored" in capsys.readouterr().out
+    assert set(pd.read_parquet(out)["model"]) == {"svm"}

@@ -174,3 +174,13 @@ def test_report_from_a_run_dir(tmp_path):
     assert p2.loc["LA1", "soz_label"]
     index = write_report(res, tmp_path / "rep", by="patient")
     assert (index.parent / "sim-p1.html").exists() and (index.parent / "sim-p2.html").exists()
+
+
+def test_soz_report_cli(tmp_path, results, capsys):
+    from serving.cli import main
+
+    path = tmp_path / "results.parquet"
+    results.to_parquet(path)
+    assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--patient", "p1"]) == 0
+    assert "index.html" in capsys.readouterr().out
+    assert (tmp_path / "rep" / "sim-p1.html").is_file()
