@@ -18,8 +18,10 @@ clinical labels written to ``channels.tsv`` are that set corrupted to ``label_ag
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +159,8 @@ def simulate_cohort(
     out_dir: str | os.PathLike,
     cfg: SimulationConfig = SimulationConfig(),
     *,
+    subjects: Sequence[int] | None = None,
+    n_jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Simulate a cohort and write it as a BIDS iEEG dataset (EDF, ds004100 conventions).
@@ -167,27 +171,56 @@ def simulate_cohort(
         Root of the BIDS dataset (created; existing subjects with the same ids are overwritten).
     cfg : SimulationConfig
         What to simulate.
+    subjects : sequence of int or None
+        Indices (0-based, ``< cfg.n_subjects``) of the cohort's subjects to write; default all.
+        Subject ``i`` is the same whichever subset it is written with, so a cohort can be split
+        into folders (training cohort / held-out patients) without changing anyone's data.
+    n_jobs : int
+        Subjects simulated at once in worker processes (they are independent); 1 runs in this
+        process. The bytes written do not depend on it.
     progress : callable (done, total) or None
-        Called after each written run.
+        Called after each written run (after each subject when ``n_jobs > 1``).
 
     Returns
     -------
     Path
         The BIDS root.
     """
+    indices = list(range(cfg.n_subjects)) if subjects is None else sorted(set(subjects))
+    if not indices or not all(0 <= i < cfg.n_subjects for i in indices):
+        raise ConfigError(
+            f"subjects={list(subjects or [])} must be non-empty indices in 0..{cfg.n_subjects - 1} "
+            f"(the cohort has n_subjects={cfg.n_subjects})."
+        )
+    if n_jobs < 1:
+        raise ConfigError(f"n_jobs={n_jobs} must be >= 1.")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     seqs = np.random.SeedSequence(cfg.seed).spawn(cfg.n_subjects)
     runs_per_subject = cfg.n_ictal_runs + cfg.n_interictal_runs
-    total = cfg.n_subjects * runs_per_subject
-    subjects = []
-    for i, seq in enumerate(seqs):
-        subject = simulate_subject(
-            root, i, cfg, seq, on_run=_counter(progress, i * runs_per_subject, total)
-        )
-        subjects.append(subject)
-    write_dataset_files(root, subjects, cfg)
-    logger.info("wrote %d subjects (%d runs) to %s", cfg.n_subjects, total, root)
+    total = len(indices) * runs_per_subject
+    if n_jobs == 1:
+        written = [
+            simulate_subject(
+                root, i, cfg, seqs[i], on_run=_counter(progress, k * runs_per_subject, total)
+            )
+            for k, i in enumerate(indices)
+        ]
+    else:
+        # "spawn": the caller may hold threads (Ray, torch) that fork would copy half-alive.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(n_jobs, len(indices)), mp_context=ctx) as pool:
+            futures = {pool.submit(simulate_subject, root, i, cfg, seqs[i]): i for i in indices}
+            done = 0
+            for future in as_completed(futures):
+                future.result()
+                done += runs_per_subject
+                if progress is not None:
+                    progress(done, total)
+            by_index = {futures[f]: f.result() for f in futures}
+        written = [by_index[i] for i in indices]
+    write_dataset_files(root, written, cfg)
+    logger.info("wrote %d subjects (%d runs) to %s", len(indices), total, root)
     return root
 
 

@@ -238,6 +238,20 @@ def test_same_seed_same_bytes_other_seed_other_signals(tmp_path):
     assert edf and all(a[k] != c[k] for k in edf)
 
 
+def test_subject_subsets_and_parallel_workers_write_the_same_bytes(tmp_path):
+    cfg = SimulationConfig(
+        n_subjects=3, seed=7, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=20.0,
+        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(6, 6), n_regions=(10, 10),
+    )  # fmt: skip
+    whole = simulate_cohort(tmp_path / "whole", cfg, n_jobs=2)
+    held_out = simulate_cohort(tmp_path / "held_out", cfg, subjects=[2])
+    assert sorted(p.name for p in held_out.glob("sub-*")) == ["sub-sim003"]
+    assert _digest(held_out / "sub-sim003") == _digest(whole / "sub-sim003")
+    assert sorted(p.name for p in whole.glob("sub-*")) == ["sub-sim001", "sub-sim002", "sub-sim003"]
+    with pytest.raises(ConfigError, match=r"must be non-empty indices in 0\.\.2"):
+        simulate_cohort(tmp_path / "bad", cfg, subjects=[3])
+
+
 def test_small_implants_with_artefacts_on_few_shafts(tmp_path):
     # Seeds 2 and 3 draw movement bursts over more shafts than a 2-shaft implant has.
     cfg = SimulationConfig(
