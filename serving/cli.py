@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from ingest.errors import SozkitError
 
@@ -49,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _load_commands()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -58,6 +64,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A user's mistake (bad path, config, input): one clear line, no traceback.
         print(f"soz {args.command}: {e}", file=sys.stderr)
         return 2
+
+
+@contextmanager
+def ray_session(*, log_to_driver: bool = True) -> Iterator[None]:
+    """A Ray for one command: join ``RAY_ADDRESS``'s cluster, or start a local one.
+
+    The local Ray uses every core, no dashboard and no auth token file; it is shut down on exit.
+    A Ray already running in this process (tests, notebooks) is used as it is.
+    """
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=log_to_driver)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _load_commands() -> None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 
-from serving.cli import command
+from serving.cli import command, ray_session
 
 logger = logging.getLogger(__name__)
 
@@ -79,34 +78,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         seed=args.seed,
     )
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:  # a local Ray of our own: no auth token file needed
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
-    from tqdm import tqdm
-
-    bar = None if args.no_progress else tqdm(total=0, unit="fold", desc="train")
-
-    def progress(done: int, total: int, label: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(label)
-        bar.refresh()
-
-    try:
-        out = run_training(args.store, args.out, cfg, progress=progress if bar else None)
-    finally:
-        if bar is not None:
-            bar.close()
-        if started:
-            ray.shutdown()
+    with ray_session():
+        out = run_training(args.store, args.out, cfg)
     for model, summary in out["models"].items():
         mean = summary["mean"]
         auc, f1 = mean.get("roc_auc"), mean.get("macro_f1")

@@ -1,0 +1,341 @@
+"""``soz demo``: the whole mission on the embedded default cohort, end to end.
+
+1. **simulate** a multi-centre SEEG cohort (:func:`ingest.simulate.simulate_cohort`): different
+   sampling rates, line frequencies and implantations, ictal runs and long interictal runs; plus a
+   few held-out patients written to a separate BIDS root (never seen in training).
+2. **ingest** the cohort with Apache Beam into a Zarr clip store (:func:`ingest.pipeline.run_ingest`).
+3. **train** SOZFormer, DCGRU, the SVM and the classical baseline with patient-wise k-fold
+   cross-validation on Ray (:func:`trainer.run.run_training`).
+4. **serve**: start the Ray Serve application on the run and score every held-out recording
+   through its HTTP API (``POST /score``), as a hospital client would.
+5. **report**: clinician reports (HTML + PNG) of the held-out patients, and the run's
+   ``summary.md`` comparing every model with the classical baseline.
+
+Everything lands under ``DemoConfig.out_dir``::
+
+    OUT/
+      cohort/          BIDS dataset of the training cohort (EDF + sidecars + ground truth)
+      heldout/         BIDS dataset of the held-out patients
+      store/           the clip store (Zarr v3 + Parquet manifests)
+      run/             the training run (card.json, summary.md, per-model metrics, checkpoints)
+      scores/          the service's answers (one JSON per held-out recording) + results.parquet
+      report/          clinician reports of the held-out patients (index.html)
+      demo.json        headline figures and where everything is
+
+A running Ray is needed (the CLI starts a local one or joins ``RAY_ADDRESS``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ingest.config import IngestConfig
+from ingest.errors import ConfigError, SozkitError
+from ingest.pipeline import run_ingest
+from ingest.simulate import SimulationConfig, simulate_cohort
+from ingest.sources import scan_source
+from trainer.config import ALL_MODELS, TrainConfig
+from trainer.run import run_training
+
+logger = logging.getLogger(__name__)
+
+#: Stages in order, for progress displays.
+STAGES = ("simulate", "ingest", "train", "serve", "report")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``soz demo`` runs. The defaults finish in under 20 minutes on 2 CPU cores.
+
+    Parameters
+    ----------
+    out_dir : str
+        Folder everything is written to (created; an existing demo there is replaced stage by
+        stage, the training run resumed only if ``resume``).
+    n_subjects : int
+        Patients of the training cohort (cross-validated); at least ``folds + 1``.
+    n_heldout : int
+        Extra patients, simulated like the others, scored through the service only.
+    seed : int
+        Seed of the simulation, the splits and the models.
+    n_ictal_runs, n_interictal_runs : int
+        Runs per patient.
+    ictal_duration_s, interictal_duration_s : float
+        Run lengths; interictal runs are the long ones.
+    sfreq : float
+        Common rate of the clip store in Hz (500 Hz keeps the SVM's fast-ripple band).
+    folds, epochs : int
+        Cross-validation folds and maximum epochs per fold.
+    models : tuple of str
+        Models to cross-validate (``"sozformer"``, ``"dcgru"``, ``"svm"``, ``"baseline"``).
+    serve_model : str
+        Model the service scores the held-out patients with.
+    workers, gpus_per_worker : int, float
+        Ray Train workers per fold and GPUs per worker (GPU boxes: ``gpus_per_worker=1``).
+    n_jobs : int
+        Processes for the simulation and Beam workers for ingest.
+    port : int
+        Port of the Serve HTTP proxy (127.0.0.1).
+    train_overrides : dict
+        Further :class:`~trainer.config.TrainConfig` fields (``{"batch_size": 16}``...).
+    """
+
+    out_dir: str = "demo-output"
+    n_subjects: int = 10
+    n_heldout: int = 2
+    seed: int = 0
+    n_ictal_runs: int = 2
+    n_interictal_runs: int = 1
+    ictal_duration_s: float = 180.0
+    interictal_duration_s: float = 600.0
+    sfreq: float = 500.0
+    folds: int = 5
+    epochs: int = 10
+    models: tuple[str, ...] = ALL_MODELS
+    serve_model: str = "sozformer"
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    n_jobs: int = 2
+    port: int = 8000
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"folds={self.folds} must be >= 2 for cross-validation.")
+        if self.n_subjects < self.folds + 1:
+            raise ConfigError(
+                f"n_subjects={self.n_subjects} is too few for folds={self.folds}: each fold needs "
+                f"test, training and validation patients; use n_subjects >= {self.folds + 1}."
+            )
+        if self.n_heldout < 1:
+            raise ConfigError(f"n_heldout={self.n_heldout} must be >= 1 (the service scores them).")
+        unknown = sorted(set(self.models) - set(ALL_MODELS))
+        if unknown or not self.models:
+            raise ConfigError(f"models={self.models} must be a non-empty subset of {ALL_MODELS}.")
+        if self.serve_model not in self.models or self.serve_model == "baseline":
+            raise ConfigError(
+                f"serve_model={self.serve_model!r} must be one of the trained learned models "
+                f"{[m for m in self.models if m != 'baseline']}."
+            )
+        for name in ("epochs", "workers", "n_jobs", "n_ictal_runs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1.")
+        # The simulator and the trainer check the rest when their configs are built.
+        self.simulation_config()
+        self.train_config()
+
+    def simulation_config(self) -> SimulationConfig:
+        """The simulation of training + held-out patients (one cohort, split by subject)."""
+        return SimulationConfig(
+            n_subjects=self.n_subjects + self.n_heldout,
+            seed=self.seed,
+            n_ictal_runs=self.n_ictal_runs,
+            n_interictal_runs=self.n_interictal_runs,
+            ictal_duration_s=self.ictal_duration_s,
+            interictal_duration_s=self.interictal_duration_s,
+        )
+
+    def ingest_config(self) -> IngestConfig:
+        return IngestConfig(sfreq=self.sfreq, num_workers=self.n_jobs)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            **{
+                "models": tuple(self.models),
+                "n_folds": self.folds,
+                "epochs": self.epochs,
+                "seed": self.seed,
+                "num_workers": self.workers,
+                "gpus_per_worker": self.gpus_per_worker,
+                **self.train_overrides,
+            }
+        )
+
+
+@dataclass
+class DemoResult:
+    """Where everything is, the headline figures, and how long each stage took."""
+
+    out_dir: Path
+    summary: Path
+    report: Path
+    timings: dict[str, float]
+    headline: dict[str, dict[str, float | None]]
+    heldout: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+Progress = Callable[[str, str], None]
+
+
+def run_demo(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult:
+    """Run the whole pipeline on a simulated cohort; see the module docstring.
+
+    Parameters
+    ----------
+    cfg : DemoConfig
+        What to run.
+    progress : callable (stage, message) or None
+        Told when each stage starts and ends.
+
+    Returns
+    -------
+    DemoResult
+    """
+    say = progress or (lambda stage, msg: logger.info("%s: %s", stage, msg))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    sim = cfg.simulation_config()
+    say("simulate", f"{cfg.n_subjects} + {cfg.n_heldout} held-out patients")
+    cohort = simulate_cohort(out / "cohort", sim, subjects=range(cfg.n_subjects), n_jobs=cfg.n_jobs)
+    heldout = simulate_cohort(
+        out / "heldout",
+        sim,
+        subjects=range(cfg.n_subjects, cfg.n_subjects + cfg.n_heldout),
+        n_jobs=cfg.n_jobs,
+    )
+    timings["simulate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("ingest", f"Beam -> {out / 'store'}")
+    report = run_ingest([str(cohort)], str(out / "store"), cfg.ingest_config())
+    if report.n_ingested + report.n_skipped == 0:
+        raise SozkitError(f"ingest stored no recording; failures:\n{report.failures}")
+    timings["ingest"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("train", f"{cfg.folds}-fold patient-wise CV of {', '.join(cfg.models)}")
+    run_dir = out / "run"
+    # A demo run again in the same folder continues its training run (finished folds kept).
+    train_cfg = replace(cfg.train_config(), resume=(run_dir / "card.json").exists())
+    trained = run_training(str(out / "store"), str(run_dir), train_cfg)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("serve", f"Ray Serve on 127.0.0.1:{cfg.port}, scoring the held-out patients")
+    answers = _score_through_service(cfg, run_dir, heldout, out / "scores")
+    timings["serve"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("report", "clinician reports of the held-out patients")
+    from serving.report import write_report
+
+    results = pd.concat([_answer_rows(a) for a in answers], ignore_index=True)
+    results.to_parquet(out / "scores" / "results.parquet", index=False)
+    index = write_report(results, out / "report", by="patient")
+    timings["report"] = time.perf_counter() - t
+
+    headline = {
+        model: {
+            key: summary.get("mean", {}).get(key)
+            for key in ("roc_auc", "pr_auc", "macro_recall", "macro_precision", "macro_f1")
+        }
+        for model, summary in trained["models"].items()
+    }
+    result = DemoResult(
+        out_dir=out,
+        summary=Path(trained["summary"]),
+        report=index,
+        timings=timings,
+        headline=headline,
+        heldout=[_heldout_summary(a) for a in answers],
+    )
+    (out / "demo.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    return result
+
+
+def _score_through_service(
+    cfg: DemoConfig, run_dir: Path, heldout: Path, out: Path
+) -> list[dict[str, Any]]:
+    """Start the Serve app, ``POST /score`` every held-out recording, shut the app down."""
+    import httpx
+    from ray import serve
+
+    from serving.app import start
+    from serving.config import ServeConfig
+
+    recordings = scan_source(heldout).recordings
+    out.mkdir(parents=True, exist_ok=True)
+    serve_cfg = ServeConfig(
+        run_dir=str(run_dir), model=cfg.serve_model, port=cfg.port, data_roots=(str(heldout),)
+    )
+    start(serve_cfg)
+    answers = []
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{cfg.port}", timeout=600.0) as client:
+            for rec in recordings:
+                rel = str(Path(rec.path).resolve().relative_to(heldout.resolve()))
+                response = client.post("/score", json={"path": rel})
+                if response.status_code != 200:
+                    raise SozkitError(
+                        f"the service refused {rel}: HTTP {response.status_code} {response.text}"
+                    )
+                answer = response.json()
+                (out / f"{answer['recording_id']}.json").write_text(json.dumps(answer, indent=2))
+                answers.append(answer)
+    finally:
+        serve.shutdown()
+    return answers
+
+
+def _answer_rows(answer: dict[str, Any]) -> pd.DataFrame:
+    """The service's JSON answer as rows of a results table (one per contact)."""
+    meta = answer.get("metadata", {})
+    rows = [
+        {
+            "recording_id": answer["recording_id"],
+            "subject": answer["subject"],
+            "cohort": answer["cohort"],
+            "session": meta.get("session"),
+            "task": meta.get("task"),
+            "run": meta.get("run"),
+            "centre": meta.get("centre"),
+            "channel": c["channel"],
+            "shaft": c["shaft"],
+            "model": answer["model"],
+            "fold": None,
+            "folds": ",".join(str(f) for f in answer["folds"]),
+            "probability": c["probability"],
+            "threshold": answer["threshold"],
+            "soz_call": c["soz_call"],
+            "soz_label": c.get("soz_label"),
+            "rank": c["rank"],
+            "n_contacts": answer["n_contacts"],
+            "n_sequences": answer["n_sequences"],
+            "duration_s": answer["duration_s"],
+            "sfreq": meta.get("sfreq"),
+            "source_path": meta.get("source_path"),
+        }
+        for c in answer["contacts"]
+    ]
+    return pd.DataFrame(rows)
+
+
+def _heldout_summary(answer: dict[str, Any]) -> dict[str, Any]:
+    """Per held-out recording: how many clinical SOZ contacts the service ranked in its top calls."""
+    contacts = answer["contacts"]
+    labelled = [c for c in contacts if c.get("soz_label") is not None]
+    soz = {c["channel"] for c in labelled if c["soz_label"]}
+    top = [c["channel"] for c in sorted(contacts, key=lambda c: c["rank"])[: max(1, len(soz))]]
+    return {
+        "recording_id": answer["recording_id"],
+        "n_contacts": answer["n_contacts"],
+        "n_soz_calls": answer["n_soz_calls"],
+        "clinical_soz": len(soz),
+        "clinical_soz_in_top": len(soz & set(top)),
+        "latency_s": answer.get("timings", {}).get("total"),
+    }
