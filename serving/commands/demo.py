@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.config import ALL_MODELS
 
     cfg = DemoConfig(
-        out_dir=args.out,
+        out_dir=os.path.abspath(args.out),  # Ray workers do not share this directory
         n_subjects=args.subjects,
         n_heldout=args.heldout,
         seed=args.seed,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 from serving.cli import command, ray_session
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     with ray_session():
-        out = run_training(args.store, args.out, cfg)
+        out = run_training(_absolute(args.store), _absolute(args.out), cfg)
     for model, summary in out["models"].items():
         mean = summary["mean"]
         auc, f1 = mean.get("roc_auc"), mean.get("macro_f1")
@@ -89,3 +90,8 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out['run_dir']} (summary: {out['summary']})")
     return 0
+
+
+def _absolute(path: str) -> str:
+    """Local paths made absolute here: Ray workers do not share this process's directory."""
+    return path if "://" in path else os.path.abspath(path)
