@@ -84,6 +84,7 @@ class ContactOut(BaseModel):
     soz_call: bool
     rank: int
     soz_label: bool | None = None
+    index: int = Field(description="Position of the contact in the recording's contacts.")
 
 
 class ScoreResponse(BaseModel):
@@ -97,6 +98,7 @@ class ScoreResponse(BaseModel):
     n_soz_calls: int
     n_sequences: int
     duration_s: float
+    sfreq: float
     contacts: list[ContactOut]
     metadata: dict[str, Any]
     timings: dict[str, float]

@@ -233,8 +233,9 @@ def run_demo(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult
     t = time.perf_counter()
     say("report", "clinician reports of the held-out patients")
     from serving.report import write_report
+    from serving.results import ScoreResult
 
-    results = pd.concat([_answer_rows(a) for a in answers], ignore_index=True)
+    results = pd.concat([ScoreResult.from_dict(a).to_frame() for a in answers], ignore_index=True)
     results.to_parquet(out / "scores" / "results.parquet", index=False)
     index = write_report(results, out / "report", by="patient")
     timings["report"] = time.perf_counter() - t
@@ -290,39 +291,6 @@ def _score_through_service(
     finally:
         serve.shutdown()
     return answers
-
-
-def _answer_rows(answer: dict[str, Any]) -> pd.DataFrame:
-    """The service's JSON answer as rows of a results table (one per contact)."""
-    meta = answer.get("metadata", {})
-    rows = [
-        {
-            "recording_id": answer["recording_id"],
-            "subject": answer["subject"],
-            "cohort": answer["cohort"],
-            "session": meta.get("session"),
-            "task": meta.get("task"),
-            "run": meta.get("run"),
-            "centre": meta.get("centre"),
-            "channel": c["channel"],
-            "shaft": c["shaft"],
-            "model": answer["model"],
-            "fold": None,
-            "folds": ",".join(str(f) for f in answer["folds"]),
-            "probability": c["probability"],
-            "threshold": answer["threshold"],
-            "soz_call": c["soz_call"],
-            "soz_label": c.get("soz_label"),
-            "rank": c["rank"],
-            "n_contacts": answer["n_contacts"],
-            "n_sequences": answer["n_sequences"],
-            "duration_s": answer["duration_s"],
-            "sfreq": meta.get("sfreq"),
-            "source_path": meta.get("source_path"),
-        }
-        for c in answer["contacts"]
-    ]
-    return pd.DataFrame(rows)
 
 
 def _heldout_summary(answer: dict[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class ContactScore:
     soz_call: bool
     rank: int
     soz_label: bool | None = None
+    index: int = 0  # position of the contact in the recording's (file-order) contacts
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class ScoreResult:
                 soz_call=bool(c),
                 rank=int(r),
                 soz_label=None if self.soz_labels is None else bool(self.soz_labels[i]),
+                index=i,
             )
             for i, (ch, p, c, r) in enumerate(
                 zip(self.channels, self.probabilities, calls, ranks, strict=True)
@@ -171,6 +173,7 @@ class ScoreResult:
             "n_soz_calls": int(self.soz_calls.sum()),
             "n_sequences": int(self.n_sequences),
             "duration_s": float(self.duration_s),
+            "sfreq": float(self.sfreq),
             "contacts": [
                 {
                     "channel": c.channel,
@@ -179,6 +182,7 @@ class ScoreResult:
                     "soz_call": c.soz_call,
                     "rank": c.rank,
                     "soz_label": c.soz_label,
+                    "index": c.index,
                 }
                 for c in self.ranked()
             ],
@@ -186,6 +190,29 @@ class ScoreResult:
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ScoreResult:
+        """Inverse of :meth:`to_dict` (e.g. a ``POST /score`` answer back into a result)."""
+        contacts = sorted(d["contacts"], key=lambda c: c["index"])
+        labels = [c.get("soz_label") for c in contacts]
+        return cls(
+            recording_id=d["recording_id"],
+            subject=d["subject"],
+            cohort=d["cohort"],
+            model=d["model"],
+            folds=tuple(d["folds"]),
+            threshold=float(d["threshold"]),
+            channels=tuple(c["channel"] for c in contacts),
+            probabilities=np.array([c["probability"] for c in contacts], dtype=np.float64),
+            soz_labels=None if any(v is None for v in labels) else tuple(map(bool, labels)),
+            n_sequences=int(d.get("n_sequences", 0)),
+            duration_s=float(d.get("duration_s", 0.0)),
+            sfreq=float(d.get("sfreq", 0.0)),
+            metadata=dict(d.get("metadata", {})),
+            timings=dict(d.get("timings", {})),
+            warnings=tuple(d.get("warnings", ())),
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per contact, columns :data:`RESULT_COLUMNS`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def test_result_frame_schema_and_ranking():
     assert frame["fold"].isna().all() and (frame["folds"] == "0,1").all()
     d = res.to_dict()
     assert [c["rank"] for c in d["contacts"]] == list(range(1, len(res.channels) + 1))
+    # A service answer reads back into the same result (channels back in file order).
+    back = ScoreResult.from_dict(json.loads(json.dumps(d)))
+    assert back.channels == res.channels and back.soz_labels == res.soz_labels
+    pd.testing.assert_frame_equal(back.to_frame(), frame)
 
 
 def test_contact_number():
