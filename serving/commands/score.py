@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from serving.cli import command
+from serving.cli import command, ray_session
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +47,6 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         resume=not args.no_resume,
     )
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     bar = None
     progress = None
     if not args.no_progress:
@@ -71,12 +60,11 @@ def run(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        report = run_bulk(cfg, progress=progress)
+        with ray_session(log_to_driver=False):
+            report = run_bulk(cfg, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-        if started:
-            ray.shutdown()
     print(report.summary())
     for f in report.failures[:20]:
         print(f"  failed: {f.get('source_path')}: {f.get('reason')}")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from serving.cli import command
+from serving.cli import command, ray_session
 
 logger = logging.getLogger(__name__)
 
@@ -65,23 +64,14 @@ def run(args: argparse.Namespace) -> int:
         line_freq=args.line_freq,
         cache_mb=args.cache_mb,
     )
-    address = os.environ.get("RAY_ADDRESS")
-    if not address:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
-
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(include_dashboard=False)
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
-    try:
-        start(cfg, blocking=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        from ray import serve
+    with ray_session():
+        try:
+            start(cfg, blocking=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            from ray import serve
 
-        serve.shutdown()
+            serve.shutdown()
     return 0
