@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from models.dcgru import next_clip_loss
 from trainer.checkpoint import unwrap_model
 from trainer.datasets import RecordingInfo
 from trainer.losses import focal_class_balanced_bce, pos_weight_bce
@@ -125,32 +126,6 @@ def train_epoch(
         "sequences_per_s": n_seqs / seconds if seconds > 0 else 0.0,
         "load_seconds": t_load,
     }
-
-
-def next_clip_loss(pred: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error of next-clip feature prediction over the real channels.
-
-    The same quantity as :meth:`models.dcgru.DCGRUNextClip.next_clip_loss`, computed from a
-    prediction that went through the (possibly DDP-wrapped) model's ``forward``, so that DDP
-    synchronises the gradients.
-
-    Parameters
-    ----------
-    pred : Tensor, shape (B, C, S - 1, F)
-        Predicted features of clips ``1 .. S-1`` (the output of the ``"dcgru_ssl"`` model).
-    x : Tensor, shape (B, C, S, F)
-        The input sequence.
-    mask : BoolTensor, shape (B, C)
-    """
-    target = x[:, :, 1:]  # (B, C, S-1, F)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"next-clip prediction has shape {tuple(pred.shape)}, expected {tuple(target.shape)} "
-            "(B, C, S - 1, F)."
-        )
-    err = (pred - target).abs().mean(dim=(2, 3))  # (B, C)
-    err = torch.where(mask, err, 0.0)
-    return err.sum() / mask.sum().clamp_min(1)
 
 
 def pretrain_epoch(

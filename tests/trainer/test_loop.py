@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ingest.store import ClipStore
+from models.dcgru import next_clip_loss
 from models.registry import build_model
 from tests.trainer.conftest import TINY_HPARAMS
 from trainer.datasets import (
@@ -18,7 +19,6 @@ from trainer.datasets import (
 )
 from trainer.loop import (
     ScoreSums,
-    next_clip_loss,
     predict,
     pretrain_epoch,
     seed_everything,
