@@ -54,6 +54,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,7 @@ def read_bids(
     cohort: str | None = None,
     line_freq: float | None = None,
     check_signals: bool = True,
+    subjects: Sequence[str] | None = None,
 ) -> CohortScan:
     """Read a BIDS iEEG dataset into :class:`~ingest.recording.Recording` records.
 
@@ -258,6 +260,9 @@ def read_bids(
         Open each signal file's header and check it against the sidecars (default). When
         ``False`` (sidecars without signal files), ``sfreq`` and ``n_times`` come from
         ``SamplingFrequency`` and ``RecordingDuration``.
+    subjects : sequence of str or None
+        Only these subjects (labels without ``sub-``); default every subject. Subject-wide
+        rules (the SOZ union over a subject's runs) apply as when the whole dataset is read.
 
     Returns
     -------
@@ -281,7 +286,9 @@ def read_bids(
 
     runs: list[_Run] = []
     problems: list[RecordingError] = []
-    for json_path in sorted(root.glob("sub-*/**/ieeg/*_ieeg.json")):
+    patterns = ["sub-*"] if subjects is None else [f"sub-{s}" for s in sorted(set(subjects))]
+    json_paths = sorted(p for pat in patterns for p in root.glob(f"{pat}/**/ieeg/*_ieeg.json"))
+    for json_path in json_paths:
         try:
             runs.append(_read_run(json_path))
         except RecordingError as e:

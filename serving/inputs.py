@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -144,11 +143,9 @@ def read_bids_recording(
 ) -> Recording:
     """The :class:`Recording` of one run of a BIDS dataset, from its signal file's path.
 
-    :func:`ingest.bids.read_bids` reads whole datasets and takes subject-wide decisions (the
-    SOZ of a subject is the union over its runs). To score one run without reading every
-    subject, it is run on a temporary view of the dataset holding only this subject
-    (``dataset_description.json``, ``participants.tsv`` and the subject's folder, linked), so
-    the reader's rules apply unchanged.
+    :func:`ingest.bids.read_bids` takes subject-wide decisions (the SOZ of a subject is the
+    union over its runs), so it reads this run's whole subject (and no other subject), and the
+    reader's rules apply unchanged.
 
     Parameters
     ----------
@@ -180,14 +177,13 @@ def read_bids_recording(
             f"{rel} is not a BIDS run file (expected sub-<label>/[ses-<label>/]ieeg/...).",
             "give the path of a run's signal file, e.g. sub-01/ieeg/sub-01_task-x_ieeg.edf.",
         )
-    with tempfile.TemporaryDirectory(prefix="sozkit-bids-view-") as tmp:
-        view = Path(tmp) / root.name
-        view.mkdir()
-        for name in ("dataset_description.json", "participants.tsv"):
-            if (root / name).exists():
-                (view / name).symlink_to(root / name)
-        (view / subject_dir).symlink_to(root / subject_dir, target_is_directory=True)
-        scan = read_bids(view, label_sheet=label_sheet, cohort=root.name, line_freq=line_freq)
+    scan = read_bids(
+        root,
+        label_sheet=label_sheet,
+        cohort=root.name,
+        line_freq=line_freq,
+        subjects=[subject_dir.removeprefix("sub-")],
+    )
     stem = path.name.split("_ieeg")[0]
     for rec in scan.recordings:
         if Path(rec.path).name.split("_ieeg")[0] == stem:

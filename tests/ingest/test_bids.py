@@ -76,6 +76,13 @@ def test_ds004100_seeg_subject(ds004100):
     assert all(not r.seizures for r in recs if r.task == "interictal")
 
 
+def test_subjects_filter_reads_only_those_subjects(ds004100):
+    whole = read_bids(ds004100)
+    one = read_bids(ds004100, subjects=["HUP070"])
+    assert one.subjects == ("HUP070",) and one.problems == ()
+    assert one.recordings == tuple(r for r in whole.recordings if r.subject == "HUP070")
+
+
 def test_ds004100_ecog_subject(ds004100):
     recs = [r for r in read_bids(ds004100).recordings if r.subject == "HUP070"]
     assert len(recs) == 7 and {r.acquisition for r in recs} == {"ecog"}
