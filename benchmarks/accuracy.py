@@ -1,0 +1,525 @@
+# ruff: noqa: E402  (sys.path is fixed before the sozkit imports: see below)
+"""Accuracy benchmark: every model against the classical baseline, on one simulated cohort.
+
+Runs the whole pipeline the way a user would, on data whose truth is known:
+
+1. **simulate** a cohort of ``--subjects`` patients (:func:`ingest.simulate.simulate_cohort`,
+   the default :class:`~ingest.simulate.SimulationConfig` otherwise: 3 centres, mixed sampling
+   rates and line frequencies, 2 ictal + 1 interictal run per patient, clinical SOZ labels that
+   agree ~80 % (Dice) with the true onset contacts);
+2. **ingest** it with Beam into a clip store at ``--sfreq`` (500 Hz by default: the SVM keeps its
+   wavelet bands up to 250 Hz, SOZFormer / DCGRU get 64 log-spaced bands up to the Nyquist rate);
+3. **train**: one :func:`trainer.run.run_training` of SOZFormer, DCGRU, the SVM and the classical
+   baseline, 5-fold patient-wise cross-validation (the same folds for all), on a local Ray;
+4. **evaluate**: per model, channel ROC-AUC, PR-AUC (with the SOZ prevalence, its chance level)
+   and patient-wise macro recall / precision / F1, mean and std over folds and pooled over all
+   test patients, against the clinical labels the models were trained on AND against the
+   simulator's true SOZ (``derivatives/sozkit-truth``). The label ceiling (the AUC against the
+   clinical labels of a model that knew the true SOZ exactly) says how far label noise alone caps
+   the first figure. An SVM ablation without its spike features is cross-validated on the
+   same folds (it reuses the cached features: seconds).
+
+Results: ``benchmarks/results/accuracy.json`` (figures, configs, seeds, folds, wall time per
+stage) and ``benchmarks/results/accuracy.md`` (the table, labelled "simulated data", beside the
+figures the original work reported on real data, labelled "not comparable"); the table is printed.
+
+Usage::
+
+    python benchmarks/accuracy.py [--subjects 20] [--seed 0] [--epochs N] [--out DIR] [--quick]
+
+``--out`` holds the cohort, the store and the run (default: a new temporary folder). Re-running
+with the same ``--out`` reuses a finished simulation, skips recordings already ingested and
+resumes the training run, so an interrupted benchmark continues where it stopped. ``--quick``
+(6 patients, 3 folds, 2 epochs, short runs) checks the script end to end in a few minutes and
+writes its results under ``--out`` only, never over the committed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# ``python benchmarks/accuracy.py`` puts benchmarks/ first on sys.path, where benchmarks/ingest.py
+# would shadow the ``ingest`` package (installed with ``pip install -e .``): drop that entry.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from ingest.bids_writer import TRUTH_DIR
+from ingest.config import IngestConfig
+from ingest.errors import SozkitError
+from ingest.pipeline import run_ingest
+from ingest.simulate import SimulationConfig, simulate_cohort
+from trainer.config import ALL_MODELS, TrainConfig
+from trainer.metrics import evaluate_fold, summarise_folds
+from trainer.splits import Fold, patient_id
+from trainer.summary import REFERENCE
+
+logger = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Figures of each model in the table: (key of summarise_folds' mean/std, column header).
+METRICS = (
+    ("roc_auc", "channel ROC-AUC"),
+    ("pr_auc", "channel PR-AUC"),
+    ("macro_recall", "macro recall"),
+    ("macro_precision", "macro precision"),
+    ("macro_f1", "macro F1"),
+)
+_SIM_MARKER = "sozkit-accuracy-simulation.json"
+
+
+def simulate_stage(root: Path, cfg: SimulationConfig, *, n_jobs: int) -> bool:
+    """Simulate the cohort into ``root`` unless a finished simulation of ``cfg`` is there.
+
+    Returns
+    -------
+    bool
+        Whether it simulated (False: reused).
+    """
+    marker = root / _SIM_MARKER
+    wanted = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text("utf-8") == wanted:
+        logger.info("reusing the simulated cohort in %s", root)
+        return False
+    simulate_cohort(root, cfg, n_jobs=n_jobs)
+    marker.write_text(wanted, encoding="utf-8")  # written last: a cut-short simulation is redone
+    return True
+
+
+def truth_table(root: Path, cohort: str) -> pd.DataFrame:
+    """The simulator's true SOZ and the clinical label of every contact of the cohort.
+
+    Parameters
+    ----------
+    root : Path
+        BIDS root of the simulated cohort.
+    cohort : str
+        The cohort name the store gives these patients (the patient id is ``cohort/subject``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``patient``, ``channel``, ``soz_true``, ``soz_label`` (0/1) and ``ez_share`` (the
+        fraction of the contact's lead field that comes from epileptogenic regions), one row per
+        contact.
+    """
+    frames = []
+    for path in sorted((root / TRUTH_DIR).glob("sub-*/sub-*_desc-truth_channels.tsv")):
+        subject = path.parent.name.removeprefix("sub-")
+        t = pd.read_csv(path, sep="\t")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "patient": patient_id(cohort, subject),
+                    "channel": t["name"].astype(str),
+                    "soz_true": t["soz_true"].astype(int),
+                    "soz_label": t["soz_label"].astype(int),
+                    "ez_share": t["ez_share"].astype(float),
+                }
+            )
+        )
+    if not frames:
+        raise SozkitError(
+            f"no truth tables under {root / TRUTH_DIR}; point --out at a simulated cohort."
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else None
+
+
+def truth_metrics(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
+    """Channel ROC-AUC of a model's test scores against the TRUE SOZ of the simulator.
+
+    Scores are aggregated like :func:`trainer.metrics.evaluate_fold` does (mean over a patient's
+    recordings per channel) before ranking.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        ``RUN_DIR/<model>/predictions.parquet`` (``fold, patient, channel, score``...).
+    truth : DataFrame
+        From :func:`truth_table`.
+
+    Returns
+    -------
+    dict
+        ``roc_auc_true``: mean / std over folds and pooled; ``n_channels`` matched.
+    """
+    table = (
+        predictions.groupby(["fold", "patient", "channel"], as_index=False)["score"]
+        .mean()
+        .merge(truth, on=["patient", "channel"], how="inner", validate="m:1")
+    )
+    per_fold = [
+        _auc(g["soz_true"].to_numpy(), g["score"].to_numpy()) for _, g in table.groupby("fold")
+    ]
+    defined = [a for a in per_fold if a is not None]
+    return {
+        "n_channels": len(table),
+        "folds": per_fold,
+        "mean": float(np.mean(defined)) if defined else None,
+        "std": float(np.std(defined)) if defined else None,
+        "pooled": _auc(table["soz_true"].to_numpy(), table["score"].to_numpy()),
+    }
+
+
+def label_ceiling(truth: pd.DataFrame, patients: list[str]) -> dict[str, Any]:
+    """What label noise allows: oracles that know the simulator's truth, scored on clinical labels.
+
+    The simulator swaps some true SOZ contacts for nearby ones, so the clinical labels are
+    spatially close to the truth: a graded oracle (the contact's EZ lead-field share) ranks those
+    neighbours above far contacts and scores higher than the binary true set, whose ties cost it.
+
+    Returns
+    -------
+    dict
+        ``roc_auc``: ROC-AUC of ``soz_true`` (as a score) against ``soz_label``;
+        ``roc_auc_ez_share``: the same for ``ez_share``; ``dice``: the agreement of the two
+        sets; ``prevalence_label`` / ``prevalence_true``; over the contacts of ``patients``.
+    """
+    t = truth[truth["patient"].isin(patients)]
+    y, s = t["soz_label"].to_numpy(), t["soz_true"].to_numpy()
+    both = int((y & s).sum())
+    return {
+        "roc_auc": _auc(y, s),
+        "roc_auc_ez_share": _auc(y, t["ez_share"].to_numpy()),
+        "dice": 2 * both / max(int(y.sum() + s.sum()), 1),
+        "prevalence_label": float(y.mean()),
+        "prevalence_true": float(s.mean()),
+        "n_channels": len(t),
+    }
+
+
+def svm_without_spikes(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainConfig) -> dict:
+    """Cross-validate the SVM on the same folds without its spike-detector features.
+
+    Reads the features the run cached (no recomputation) and drops ``spike_rate``.
+
+    Returns
+    -------
+    dict
+        :func:`trainer.metrics.summarise_folds` of the ablated SVM, plus the feature columns used.
+    """
+    from ingest.store import ClipStore
+    from trainer.datasets import recording_table
+    from trainer.svm_stage import compute_features, train_svm_fold
+
+    recs = recording_table(ClipStore.open(store_url))
+    features = compute_features(store_url, [r.recording_id for r in recs])
+    ablated = features.drop(columns=["spike_rate"])
+    results = []
+    for fold in folds:
+        res = train_svm_fold(ablated, recs, fold, seed=cfg.seed, hparams=cfg.hparams_for("svm"))
+        results.append(evaluate_fold(res.val_predictions, res.test_predictions))
+    summary = summarise_folds(results)
+    return {
+        "features": [c for c in ablated.columns if c not in ("recording_id", "channel_index")],
+        **{k: summary[k] for k in ("mean", "std", "pooled")},
+    }
+
+
+def model_figures(summary: dict) -> dict[str, Any]:
+    """The figures of one model the benchmark reports (from its ``metrics.json`` summary)."""
+    pooled = summary["pooled"]
+    macro = summary.get("pooled_macro", {})
+    return {
+        "n_folds": summary["n_folds"],
+        "mean": {k: summary["mean"].get(k) for k, _ in METRICS + (("prevalence", ""),)},
+        "std": {k: summary["std"].get(k) for k, _ in METRICS + (("prevalence", ""),)},
+        "pooled": {
+            **{
+                k: pooled.get(k)
+                for k in ("roc_auc", "pr_auc", "prevalence", "recall", "precision", "f1")
+            },
+            **{k: pooled.get(k) for k in ("n_channels", "n_positive", "tn", "fp", "fn", "tp")},
+            "macro": macro,
+        },
+    }
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN / inf become None, numpy scalars and arrays plain Python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{mean:.3f} ± {_fmt(std)}"
+
+
+def _ref(model: str, key: str) -> str:
+    lo_hi = REFERENCE.get(model, {}).get(key)
+    if lo_hi is None:
+        return "not reported"
+    lo, hi = lo_hi
+    return f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}"
+
+
+def render_markdown(result: dict) -> str:
+    """The benchmark's tables as Markdown (what ``accuracy.md`` holds and the script prints)."""
+    sim, models = result["config"]["simulation"], result["models"]
+    n_patients, folds = sim["n_subjects"], result["config"]["train"]["n_folds"]
+    lines = [
+        "# Accuracy benchmark: sozkit models vs the classical baseline",
+        "",
+        f"## Simulated data: {n_patients} simulated patients, {folds}-fold patient-wise CV",
+        "",
+        f"Cohort from `ingest.simulate` (seed {sim['seed']}, difficulty {sim['difficulty']}, "
+        f"{sim['n_ictal_runs']} ictal + {sim['n_interictal_runs']} interictal runs per patient, "
+        f"store at {result['config']['ingest']['sfreq']:g} Hz). Test folds, mean ± std over "
+        "folds; labels = the simulated clinical SOZ (it agrees "
+        f"{result['label_ceiling']['dice']:.2f} Dice with the true SOZ). PR-AUC's chance level is "
+        "the SOZ prevalence. Macro = per patient, then averaged.",
+        "",
+        "| model | channel ROC-AUC | channel PR-AUC (prevalence) | macro recall "
+        "| macro precision | macro F1 | ROC-AUC vs TRUE SOZ |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in models.items():
+        mean, std, true = m["mean"], m["std"], m["vs_true_soz"]
+        lines.append(
+            f"| `{name}` | {_pm(mean['roc_auc'], std['roc_auc'])} "
+            f"| {_pm(mean['pr_auc'], std['pr_auc'])} ({_fmt(mean['prevalence'])}) "
+            f"| {_pm(mean['macro_recall'], std['macro_recall'])} "
+            f"| {_pm(mean['macro_precision'], std['macro_precision'])} "
+            f"| {_pm(mean['macro_f1'], std['macro_f1'])} "
+            f"| {_pm(true['mean'], true['std'])} |"
+        )
+    ceiling = result["label_ceiling"]
+    lines += [
+        "",
+        "Label noise: an oracle that knew the true SOZ set would score channel ROC-AUC "
+        f"{_fmt(ceiling['roc_auc'])} against these clinical labels, one that knew each "
+        f"contact's epileptogenic lead-field share {_fmt(ceiling['roc_auc_ez_share'])} "
+        f"(pooled over the {ceiling['n_channels']} contacts of the test patients).",
+        "",
+        "Pooled over all test patients (every channel once, its own fold's threshold):",
+        "",
+        "| model | ROC-AUC | PR-AUC | recall | precision | tn / fp / fn / tp |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, m in models.items():
+        p = m["pooled"]
+        lines.append(
+            f"| `{name}` | {_fmt(p['roc_auc'])} | {_fmt(p['pr_auc'])} | {_fmt(p['recall'])} "
+            f"| {_fmt(p['precision'])} | {p['tn']} / {p['fp']} / {p['fn']} / {p['tp']} |"
+        )
+    if result.get("ablations"):
+        lines += ["", "Ablations (same folds):", ""]
+        lines += [
+            "| variant | channel ROC-AUC | channel PR-AUC | macro F1 |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, a in result["ablations"].items():
+            lines.append(
+                f"| {name} | {_pm(a['mean']['roc_auc'], a['std']['roc_auc'])} "
+                f"| {_pm(a['mean']['pr_auc'], a['std']['pr_auc'])} "
+                f"| {_pm(a['mean']['macro_f1'], a['std']['macro_f1'])} |"
+            )
+    lines += [
+        "",
+        "## Real data, original work, not comparable",
+        "",
+        "Figures the original work reported on the real HUP / EIIMD / CHUL cohorts (project SPEC). "
+        "Different data, labels and difficulty: NOT comparable with the simulated figures above.",
+        "",
+        "| model (original work) | channel ROC-AUC | macro recall | macro precision | macro F1 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in REFERENCE:
+        lines.append(
+            f"| {name} | {_ref(name, 'roc_auc')} | {_ref(name, 'macro_recall')} "
+            f"| {_ref(name, 'macro_precision')} | {_ref(name, 'macro_f1')} |"
+        )
+    t = result["wall_s"]
+    lines += [
+        "",
+        f"Wall time: simulate {t['simulate']:.0f} s, ingest {t['ingest']:.0f} s, train (all "
+        f"models, all folds) {t['train']:.0f} s, evaluation {t['evaluate']:.0f} s; "
+        f"{result['machine']['cpus']} CPU cores shared with other work (load average "
+        f"{result['machine']['load_avg_start']:.1f} at the start). Command: `{result['command']}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_benchmark(
+    work: Path,
+    sim_cfg: SimulationConfig,
+    ingest_cfg: IngestConfig,
+    train_cfg: TrainConfig,
+    *,
+    n_jobs: int = 2,
+) -> dict:
+    """Simulate, ingest, cross-validate every model and evaluate; see the module docstring.
+
+    Needs a running Ray (``main`` starts a local one).
+
+    Returns
+    -------
+    dict
+        What ``accuracy.json`` holds.
+    """
+    from trainer.run import run_training
+
+    work.mkdir(parents=True, exist_ok=True)
+    cohort, store, run_dir = work / "cohort", work / "store", work / "run"
+    wall: dict[str, float] = {}
+
+    t = time.perf_counter()
+    simulated = simulate_stage(cohort, sim_cfg, n_jobs=n_jobs)
+    wall["simulate"] = time.perf_counter() - t
+    logger.info("simulate: %.0f s (%s)", wall["simulate"], "new" if simulated else "reused")
+
+    t = time.perf_counter()
+    report = run_ingest([str(cohort)], str(store), ingest_cfg)
+    if report.n_ingested + report.n_skipped == 0 or len(report.failures):
+        raise SozkitError(f"ingest failed for some recordings:\n{report.failures}")
+    wall["ingest"] = time.perf_counter() - t
+    logger.info("ingest: %.0f s", wall["ingest"])
+
+    t = time.perf_counter()
+    cfg = train_cfg.replace(resume=(run_dir / "card.json").is_file())
+    trained = run_training(str(store), str(run_dir), cfg)
+    wall["train"] = time.perf_counter() - t
+    logger.info("train: %.0f s", wall["train"])
+
+    t = time.perf_counter()
+    folds = [Fold.from_dict(d) for d in trained["folds"]]
+    patients = sorted({p for f in folds for p in f.test})
+    cohort_name = patients[0].split("/")[0]
+    truth = truth_table(cohort, cohort_name)
+    models = {}
+    for name, summary in trained["models"].items():
+        preds = pd.read_parquet(run_dir / name / "predictions.parquet")
+        models[name] = {**model_figures(summary), "vs_true_soz": truth_metrics(preds, truth)}
+    ablations = {}
+    if "svm" in cfg.models:
+        ablations["svm without spike features"] = svm_without_spikes(
+            str(store), run_dir, folds, cfg
+        )
+    wall["evaluate"] = time.perf_counter() - t
+
+    return {
+        "models": models,
+        "label_ceiling": label_ceiling(truth, patients),
+        "ablations": ablations,
+        "folds": trained["folds"],
+        "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "run_dir": str(run_dir),
+        "config": {
+            "simulation": asdict(sim_cfg),
+            "ingest": ingest_cfg.to_dict(),
+            "train": cfg.to_dict(),
+        },
+        "seeds": {"simulation": sim_cfg.seed, "splits_and_models": cfg.seed},
+    }
+
+
+def _configs(args: argparse.Namespace) -> tuple[SimulationConfig, IngestConfig, TrainConfig]:
+    sim_kw: dict[str, Any] = {"n_subjects": args.subjects, "seed": args.seed}
+    train_kw: dict[str, Any] = {"models": ALL_MODELS, "seed": args.seed, "n_folds": args.folds}
+    if args.quick:
+        sim_kw.update(interictal_duration_s=200.0)
+        train_kw.update(seqs_per_recording=4, ssl_epochs=1, patience=2)
+    if args.epochs is not None:
+        train_kw["epochs"] = args.epochs
+    return (
+        SimulationConfig(**sim_kw),
+        IngestConfig(sfreq=args.sfreq, num_workers=args.jobs),
+        TrainConfig(**train_kw),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subjects", type=int, default=20, help="simulated patients (>= 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cohort, folds, models")
+    parser.add_argument("--epochs", type=int, default=None, help="max epochs (TrainConfig's)")
+    parser.add_argument("--folds", type=int, default=5, help="patient-wise CV folds")
+    parser.add_argument("--sfreq", type=float, default=500.0, help="store rate in Hz")
+    parser.add_argument("--jobs", type=int, default=2, help="simulation / Beam processes")
+    parser.add_argument("--out", default=None, help="work folder (cohort, store, run); reused")
+    parser.add_argument("--results", default=None, help="folder of accuracy.json / .md")
+    parser.add_argument(
+        "--quick", action="store_true", help="6 patients, 3 folds, 2 epochs: a smoke test"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.subjects = min(args.subjects, 6)
+        args.folds = min(args.folds, 3)
+        args.epochs = args.epochs or 2
+    elif args.subjects < 20:
+        parser.error(f"--subjects {args.subjects}: the benchmark needs at least 20 patients.")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-accuracy-")).resolve()
+    results = Path(args.results) if args.results else (work if args.quick else RESULTS)
+    sim_cfg, ingest_cfg, train_cfg = _configs(args)
+    load_start = os.getloadavg()[0]
+
+    from serving.cli import ray_session
+
+    t = time.perf_counter()
+    with ray_session(log_to_driver=False):
+        result = run_benchmark(work, sim_cfg, ingest_cfg, train_cfg, n_jobs=args.jobs)
+    result["wall_s"]["total"] = round(time.perf_counter() - t, 1)
+    import torch
+
+    result = _clean(
+        {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["python benchmarks/accuracy.py", *(argv or sys.argv[1:])]),
+            "data": "simulated",
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "cuda": torch.cuda.is_available(),
+                "load_avg_start": load_start,
+                "load_avg_end": os.getloadavg()[0],
+            },
+            **result,
+            "reference_real_data_not_comparable": REFERENCE,
+        }
+    )
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "accuracy.json").write_text(
+        json.dumps(result, indent=2, default=str, allow_nan=False) + "\n"
+    )
+    table = render_markdown(result)
+    (results / "accuracy.md").write_text(table)
+    print(table)
+    print(f"results: {results / 'accuracy.json'}, {results / 'accuracy.md'}; run: {work / 'run'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
