@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,16 +78,16 @@ def write_edf_streamed(path: Path, seconds: int, *, seed: int = 0) -> None:
         writer.close()
 
 
-def mne_decode_s(path: Path, block_s: float = 60.0) -> float:
-    """Seconds to decode the whole file with lazy MNE in blocks (the reference)."""
+def mne_decode_s(path: Path, block_s: float = 60.0) -> tuple[float, float]:
+    """(wall, CPU) seconds to decode the whole file with lazy MNE in blocks (the reference)."""
     import mne
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     raw = mne.io.read_raw_edf(path, preload=False, verbose="error")
     step = int(block_s * raw.info["sfreq"])
     for start in range(0, raw.n_times, step):
         raw.get_data(start=start, stop=min(start + step, raw.n_times))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _recording(path: Path):
@@ -154,6 +155,7 @@ def _tree_rss_bytes(root: int) -> int:
 def measure_ingest(edf: Path, store: Path) -> dict:
     """Ingest ``edf`` in a child process; wall time and peak RSS of its whole process tree."""
     shutil.rmtree(store, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", str(edf), str(store)],
         stdout=subprocess.PIPE,
@@ -168,7 +170,11 @@ def measure_ingest(edf: Path, store: Path) -> dict:
     line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
     if proc.returncode or line is None:
         raise RuntimeError(f"ingest child failed (rc={proc.returncode}): {out[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(line[len("RESULT ") :])
+    # CPU seconds of the whole tree (driver + Beam workers, reaped by the driver): unlike the
+    # wall time, it does not depend on what else the machine runs.
+    result["ingest_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result["peak_rss_mb"] = peak / 2**20
     result["store_mb"] = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20
     return result
@@ -420,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             write_edf_streamed(edf, seconds)
             write_s = time.perf_counter() - t
             mne_decode_s(edf, 60.0)  # warm the page cache for both measurements
-            decode = mne_decode_s(edf, 60.0)
+            decode, decode_cpu = mne_decode_s(edf, 60.0)
             load = os.getloadavg()
             ingest = measure_ingest(edf, work / "store")
             samples = N_CHANS * seconds * SFREQ
@@ -433,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 **ingest,
                 "ingest_channel_samples_per_s": samples / ingest["ingest_s"],
                 "ratio_to_mne_decode": decode / ingest["ingest_s"],
+                "mne_decode_cpu_s": decode_cpu,
+                "cpu_ratio_to_mne_decode": decode_cpu / ingest["ingest_cpu_s"],
                 "load_average_before_ingest": load,
                 "load_average_after_ingest": os.getloadavg(),
             }

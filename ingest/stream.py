@@ -8,9 +8,9 @@ Block arithmetic
 The stored signal is ``y = F(x)``: ``F`` resamples the source ``x`` by ``up / down`` and applies
 the combined FIR (``2 Hf + 1`` taps at the stored rate; :func:`ingest.preprocessing.design_filter`)
 in one frequency-domain step (:func:`ingest.preprocessing.resample_filter`). A stored sample
-depends on the source within ``M`` stored samples of it (:func:`ingest.preprocessing.fold_half_length`:
-``Hf`` plus the anti-aliasing filter's half length plus a short taper margin; ``M = Hf`` without
-resampling). Beyond its ends the source is extended by even reflection
+depends on the source within ``M`` stored samples of it
+(:func:`ingest.preprocessing.fold_half_length`: ``Hf`` plus the anti-aliasing filter's half
+length plus a short taper margin; ``M = Hf`` without resampling). Beyond its ends the source is extended by even reflection
 (``numpy.pad(mode="reflect")``), so the high-pass sees no step at the start or the end.
 
 Block ``b`` covers clips ``[clip_start, clip_stop)``, i.e. stored samples ``[n0, n1)``. It reads
