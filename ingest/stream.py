@@ -10,8 +10,9 @@ the combined FIR (``2 Hf + 1`` taps at the stored rate; :func:`ingest.preprocess
 in one frequency-domain step (:func:`ingest.preprocessing.resample_filter`). A stored sample
 depends on the source within ``M`` stored samples of it
 (:func:`ingest.preprocessing.fold_half_length`: ``Hf`` plus the anti-aliasing filter's half
-length plus a short taper margin; ``M = Hf`` without resampling). Beyond its ends the source is extended by even reflection
-(``numpy.pad(mode="reflect")``), so the high-pass sees no step at the start or the end.
+length plus a short taper margin; ``M = Hf`` without resampling). Beyond its ends the source is
+extended by even reflection (``numpy.pad(mode="reflect")``), so the high-pass sees no step at the
+start or the end.
 
 Block ``b`` covers clips ``[clip_start, clip_stop)``, i.e. stored samples ``[n0, n1)``. It reads
 the source from ``src_start = anchor * down / up`` where ``anchor`` (a stored-rate index) is the
@@ -32,8 +33,9 @@ Memory: a block is processed in groups of :data:`CHANNEL_GROUP` channels (read, 
 filtered, its statistics taken, cast to the storage dtype with ``process_block(dtype=...)``), so
 beside the block's output only one group's float32 arrays exist; readers that decode channel
 subsets cheaply (16-bit EDF) are read group by group too. Measured on a 5-minute block of 128
-contacts (``benchmarks/ingest.py``): 254 MB above the imports including the Zarr write with
-``dtype="float16"``, 400 MB with float32 clips cast afterwards, whatever the recording's duration.
+contacts (``benchmarks/ingest.py``): about 260 MB above the imports, Zarr write included, with
+``dtype="float16"``; about 400 MB with float32 clips cast afterwards; 140 MB with 30-clip blocks.
+The same whatever the recording's duration.
 """
 
 from __future__ import annotations
