@@ -102,11 +102,6 @@ class RecordingStream:
         itemsize = np.dtype(self.cfg.dtype).itemsize
         return self.n_clips * len(self.contacts) * self.cfg.clip_samples * itemsize
 
-    def _stored(self, clips: np.ndarray) -> np.ndarray:
-        """Round to the storage dtype like the store does (saturating); stays in that dtype."""
-        stored, _ = pp.to_storage(clips, self.cfg.dtype)
-        return stored
-
     def compute_scale(self) -> np.ndarray:
         """Pass 1: the channel scale, shape (n_contacts,); caches clips within the budget."""
         if self.scale is not None:
@@ -117,10 +112,10 @@ class RecordingStream:
         stds = np.empty((self.n_clips, len(self.contacts)), dtype=np.float32)
         with open_signal(self.rec) as reader:
             for block in self.blocks:
-                res = process_block(reader, self.rec, block, self.cfg)
+                res = process_block(reader, self.rec, block, self.cfg, dtype=self.cfg.dtype)
                 stds[block.clip_start : block.clip_stop] = res.clip_std
                 if keep:
-                    cache[block.index] = self._stored(res.clips)
+                    cache[block.index] = res.clips
                 del res
         self.scale = pp.channel_scale(stds)
         self._cache = cache if keep else None
@@ -150,8 +145,8 @@ class RecordingStream:
             with open_signal(self.rec) as reader:
                 for block in self.blocks:
                     t0 = time.perf_counter()
-                    res = process_block(reader, self.rec, block, self.cfg)
-                    clips = pp.scale_clips(self._stored(res.clips), scale)
+                    res = process_block(reader, self.rec, block, self.cfg, dtype=self.cfg.dtype)
+                    clips = pp.scale_clips(res.clips, scale)
                     del res
                     t_pass += time.perf_counter() - t0
                     yield block.clip_start, clips
