@@ -81,22 +81,29 @@ METRICS = (
 _SIM_MARKER = "sozkit-accuracy-simulation.json"
 
 
-def simulate_stage(root: Path, cfg: SimulationConfig, *, n_jobs: int) -> bool:
+def simulate_stage(root: Path, cfg: SimulationConfig, *, n_jobs: int) -> tuple[float, bool]:
     """Simulate the cohort into ``root`` unless a finished simulation of ``cfg`` is there.
 
     Returns
     -------
-    bool
-        Whether it simulated (False: reused).
+    wall_s : float
+        Wall seconds the simulation took (when reused: as recorded when it was made).
+    reused : bool
+        Whether a finished simulation of the same config was found.
     """
     marker = root / _SIM_MARKER
-    wanted = json.dumps(asdict(cfg), sort_keys=True, default=str)
-    if marker.is_file() and marker.read_text("utf-8") == wanted:
-        logger.info("reusing the simulated cohort in %s", root)
-        return False
+    wanted = json.loads(json.dumps(asdict(cfg), default=str))
+    if marker.is_file():
+        saved = json.loads(marker.read_text("utf-8"))
+        if saved.get("config") == wanted:
+            logger.info("reusing the simulated cohort in %s", root)
+            return float(saved["wall_s"]), True
+    t = time.perf_counter()
     simulate_cohort(root, cfg, n_jobs=n_jobs)
-    marker.write_text(wanted, encoding="utf-8")  # written last: a cut-short simulation is redone
-    return True
+    wall = time.perf_counter() - t
+    # Written last: a simulation cut short is redone.
+    marker.write_text(json.dumps({"config": wanted, "wall_s": wall}), encoding="utf-8")
+    return wall, False
 
 
 def truth_table(root: Path, cohort: str) -> pd.DataFrame:
@@ -360,9 +367,15 @@ def render_markdown(result: dict) -> str:
             f"| {_ref(name, 'macro_precision')} | {_ref(name, 'macro_f1')} |"
         )
     t = result["wall_s"]
+    ingest = result.get("ingest", {})
+    skipped = (
+        f" ({ingest['n_skipped']} recordings already in the store, skipped)"
+        if ingest.get("n_skipped")
+        else ""
+    )
     lines += [
         "",
-        f"Wall time: simulate {t['simulate']:.0f} s, ingest {t['ingest']:.0f} s, train (all "
+        f"Wall time: simulate {t['simulate']:.0f} s, ingest {t['ingest']:.0f} s{skipped}, train (all "
         f"models, all folds) {t['train']:.0f} s, evaluation {t['evaluate']:.0f} s; "
         f"{result['machine']['cpus']} CPU cores shared with other work (load average "
         f"{result['machine']['load_avg_start']:.1f} at the start). Command: `{result['command']}`.",
@@ -394,10 +407,8 @@ def run_benchmark(
     cohort, store, run_dir = work / "cohort", work / "store", work / "run"
     wall: dict[str, float] = {}
 
-    t = time.perf_counter()
-    simulated = simulate_stage(cohort, sim_cfg, n_jobs=n_jobs)
-    wall["simulate"] = time.perf_counter() - t
-    logger.info("simulate: %.0f s (%s)", wall["simulate"], "new" if simulated else "reused")
+    wall["simulate"], reused = simulate_stage(cohort, sim_cfg, n_jobs=n_jobs)
+    logger.info("simulate: %.0f s%s", wall["simulate"], " (reused)" if reused else "")
 
     t = time.perf_counter()
     report = run_ingest([str(cohort)], str(store), ingest_cfg)
@@ -434,6 +445,8 @@ def run_benchmark(
         "ablations": ablations,
         "folds": trained["folds"],
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
+        "simulation_reused": reused,
+        "ingest": {"n_ingested": report.n_ingested, "n_skipped": report.n_skipped},
         "run_dir": str(run_dir),
         "config": {
             "simulation": asdict(sim_cfg),
