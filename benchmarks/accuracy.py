@@ -240,6 +240,27 @@ def svm_without_spikes(store_url: str, run_dir: Path, folds: list[Fold], cfg: Tr
     }
 
 
+def training_epochs(model_dir: Path, folds: list[Fold]) -> list[dict[str, Any]]:
+    """Per fold of a neural model: its best (kept) epoch and validation AUC of every epoch.
+
+    A best epoch at the last epoch says the model was still improving when training stopped.
+    """
+    out = []
+    for fold in folds:
+        fold_metrics = json.loads((model_dir / f"fold_{fold.index}" / "metrics.json").read_text())
+        history = [h for h in fold_metrics.get("history", []) if h.get("stage") == "train"]
+        out.append(
+            {
+                "fold": fold.index,
+                "best_epoch": fold_metrics.get("best_epoch"),
+                "epochs_run": len(history),
+                "val_auc": [h.get("val_auc") for h in history],
+                "train_loss": [h.get("train_loss") for h in history],
+            }
+        )
+    return out
+
+
 def model_figures(summary: dict) -> dict[str, Any]:
     """The figures of one model the benchmark reports (from its ``metrics.json`` summary)."""
     pooled = summary["pooled"]
@@ -432,6 +453,8 @@ def run_benchmark(
     for name, summary in trained["models"].items():
         preds = pd.read_parquet(run_dir / name / "predictions.parquet")
         models[name] = {**model_figures(summary), "vs_true_soz": truth_metrics(preds, truth)}
+        if name in cfg.neural_models:
+            models[name]["training"] = training_epochs(run_dir / name, folds)
     ablations = {}
     if "svm" in cfg.models:
         ablations["svm without spike features"] = svm_without_spikes(
