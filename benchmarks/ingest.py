@@ -15,7 +15,7 @@ memory), then for each:
 Prints and saves JSON to ``benchmarks/results/ingest.json``. ``--quick`` uses 5- and 20-minute
 files (a smoke run). Usage::
 
-    python benchmarks/ingest.py [--quick] [--workdir DIR] [--keep]
+    python -m benchmarks.ingest [--quick] [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 N_CHANS = 128
 SFREQ = 1024
@@ -157,7 +156,8 @@ def measure_ingest(edf: Path, store: Path) -> dict:
     shutil.rmtree(store, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(edf), str(store)],
+        [sys.executable, "-m", "benchmarks.ingest", "--child", str(edf), str(store)],
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -380,7 +380,16 @@ def block_memory(edf: Path) -> dict:
     out = {}
     for block_clips, mode in [(60, "float32"), (60, "float16"), (30, "float16")]:
         proc = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(edf), str(block_clips), mode],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.ingest",
+                "--memory-child",
+                str(edf),
+                str(block_clips),
+                mode,
+            ],
+            cwd=REPO,
             capture_output=True,
             text=True,
             check=True,

@@ -11,8 +11,8 @@ Measures (median of ``--repeats`` runs after one warm-up):
 
 Prints a table and writes ``benchmarks/results/neural_models.json``::
 
-    python benchmarks/neural_models.py --threads 1 --repeats 3
-    python benchmarks/neural_models.py --device cuda   # on a GPU machine
+    python -m benchmarks.neural_models --threads 1 --repeats 3
+    python -m benchmarks.neural_models --device cuda   # on a GPU machine
 """
 
 from __future__ import annotations

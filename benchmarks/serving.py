@@ -17,14 +17,13 @@ The model is SOZFormer with its default size (d_model 64, 2 + 2 layers, 64 spect
 cost does not depend on the weights' values. Prints and saves JSON to
 ``benchmarks/results/serving.json``. ``--quick`` uses a 5-minute recording and fewer requests.
 
-    python benchmarks/serving.py [--quick] [--workdir DIR] [--keep]
+    python -m benchmarks.serving [--quick] [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -38,20 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import ingest as bench_ingest
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 N_CHANS_E2E = 128
 N_CHANS_REQ = 64
 REQ_SECONDS = 250
-
-
-def _bench_ingest():
-    """benchmarks/ingest.py as a module (its streamed EDF writer)."""
-    spec = importlib.util.spec_from_file_location("bench_ingest", REPO / "benchmarks/ingest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def make_run_dir(root: Path) -> Path:
@@ -81,7 +73,7 @@ def make_run_dir(root: Path) -> Path:
 
 
 def write_edf(path: Path, seconds: int, n_chans: int, seed: int) -> Path:
-    mod = _bench_ingest()
+    mod = bench_ingest
     mod.N_CHANS = n_chans
     mod.write_edf_streamed(path, seconds, seed=seed)
     return path
@@ -96,7 +88,7 @@ def _child(run_dir: str, edf: str, cache_mb: float) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
     scorer = Scorer.from_run(run_dir, cache_bytes=int(cache_mb * 2**20))
-    rec = _bench_ingest()._recording(Path(edf))  # every channel SEEG, 60 Hz line
+    rec = bench_ingest._recording(Path(edf))  # every channel SEEG, 60 Hz line
     t_load = time.perf_counter() - t0
     res = scorer.score(rec)
     out = {
@@ -116,7 +108,8 @@ def _child(run_dir: str, edf: str, cache_mb: float) -> None:
 
 def measure_e2e(run_dir: Path, edf: Path, cache_mb: float) -> dict:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", str(run_dir), str(edf), str(cache_mb)],
+        [sys.executable, "-m", "benchmarks.serving", "--child", str(run_dir), str(edf), str(cache_mb)],
+        cwd=REPO,
         capture_output=True, text=True,
     )  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)

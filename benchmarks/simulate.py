@@ -7,7 +7,7 @@ the written dataset and the onset line-length ROC-AUC per subject and ictal run 
 SOZ (the honesty check: it must not be 1 everywhere). Prints and saves JSON to
 ``benchmarks/results/simulate.json``. Usage::
 
-    python benchmarks/simulate.py [--subjects N] [--seed S] [--keep DIR]
+    python -m benchmarks.simulate [--subjects N] [--seed S] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import os
 import platform
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def onset_line_length_auc(root: Path) -> dict[str, list[float]]:

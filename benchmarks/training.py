@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is fixed before the sozkit imports: see below)
 """Training throughput: the loader alone vs the training step alone, and Ray Train with 1 vs 2 workers.
 
 Writes a synthetic clip store at the SPEC's scale (1000 Hz, 5-s clips, 64 contacts) through the
@@ -19,7 +18,7 @@ With CUDA present the step is also timed on the GPU, and the wall time of a full
 100-patient cohort is projected from the measured rates. Results: printed, and saved as JSON to
 ``benchmarks/results/training.json``.
 
-Usage: ``python benchmarks/training.py [--quick] [--out PATH]``.
+Usage: ``python -m benchmarks.training [--quick] [--out PATH]``.
 """
 
 from __future__ import annotations
@@ -28,19 +27,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-# ``python benchmarks/training.py`` puts benchmarks/ first on sys.path, where benchmarks/ingest.py
-# would shadow the ``ingest`` package (installed with ``pip install -e .``): drop that entry.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
 
 from ingest.config import IngestConfig
 from ingest.recording import make_recording_id, shaft_of
