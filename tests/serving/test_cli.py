@@ -7,7 +7,7 @@ import pytest
 from serving.cli import main
 from tests.conftest import SIDECARS
 
-SUBCOMMANDS = ("ingest", "report", "scan", "score", "serve", "simulate", "train")
+SUBCOMMANDS = ("demo", "ingest", "report", "scan", "score", "serve", "simulate", "train")
 
 
 def test_help_lists_every_subcommand(capsys):
