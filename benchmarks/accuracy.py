@@ -261,12 +261,65 @@ def training_epochs(model_dir: Path, folds: list[Fold]) -> list[dict[str, Any]]:
     return out
 
 
+#: DCGRU variants ``--dcgru-variants`` trains on the first folds: TrainConfig changes.
+DCGRU_VARIANTS: dict[str, dict[str, Any]] = {
+    "16 epochs (patience 16)": {"epochs": 16, "patience": 16},
+    "dense graph (top_k None)": {"model_hparams": {"dcgru": {"top_k": None}}},
+}
+
+
+def neural_variants(
+    store_url: str,
+    work: Path,
+    folds: list[Fold],
+    cfg: TrainConfig,
+    variants: dict[str, dict[str, Any]],
+    *,
+    model: str = "dcgru",
+) -> dict[str, Any]:
+    """Train variants of one neural model on ``folds`` (same store, same folds, same seeds).
+
+    Each variant is ``cfg`` with some fields changed; it trains in ``work/variants/<k>`` through
+    :func:`trainer.ray_train.train_folds` (needs a running Ray).
+
+    Returns
+    -------
+    dict
+        Per variant: its changes, wall seconds and per fold the best epoch, best validation
+        ROC-AUC and test ROC-AUC / PR-AUC.
+    """
+    from trainer.ray_train import train_folds
+
+    out = {}
+    for k, (name, changes) in enumerate(variants.items()):
+        vcfg = cfg.replace(models=(model,), resume=False, **changes)
+        t = time.perf_counter()
+        results = train_folds(
+            store_url, [(model, f) for f in folds], vcfg, storage_root=work / "variants" / str(k)
+        )
+        per_fold = []
+        for r in results:
+            test = evaluate_fold(r.val_predictions, r.test_predictions)["test"]
+            per_fold.append(
+                {
+                    "fold": r.fold,
+                    "best_epoch": r.best_epoch,
+                    "best_val_auc": r.best_val_auc,
+                    "test_roc_auc": test["roc_auc"],
+                    "test_pr_auc": test["pr_auc"],
+                }
+            )
+        out[name] = {"changes": changes, "wall_s": time.perf_counter() - t, "folds": per_fold}
+    return out
+
+
 def model_figures(summary: dict) -> dict[str, Any]:
     """The figures of one model the benchmark reports (from its ``metrics.json`` summary)."""
     pooled = summary["pooled"]
     macro = summary.get("pooled_macro", {})
     return {
         "n_folds": summary["n_folds"],
+        "fold_roc_auc": [f.get("roc_auc") for f in summary["folds"]],
         "mean": {k: summary["mean"].get(k) for k, _ in METRICS + (("prevalence", ""),)},
         "std": {k: summary["std"].get(k) for k, _ in METRICS + (("prevalence", ""),)},
         "pooled": {
@@ -372,6 +425,29 @@ def render_markdown(result: dict) -> str:
                 f"| {_pm(a['mean']['pr_auc'], a['std']['pr_auc'])} "
                 f"| {_pm(a['mean']['macro_f1'], a['std']['macro_f1'])} |"
             )
+    if result.get("dcgru_variants"):
+        default = models["dcgru"]["fold_roc_auc"]
+        lines += [
+            "",
+            "DCGRU variants (same folds and seeds; test ROC-AUC per fold, best epoch in brackets; "
+            "the default is the run above):",
+            "",
+            "| variant | "
+            + " | ".join(
+                f"fold {f['fold']}" for f in next(iter(result["dcgru_variants"].values()))["folds"]
+            )
+            + " |",
+            "| --- |" + " --- |" * len(next(iter(result["dcgru_variants"].values()))["folds"]),
+        ]
+        first = next(iter(result["dcgru_variants"].values()))["folds"]
+        lines.append(
+            f"| as run above ({result['config']['train']['epochs']} epochs, top_k 3) | "
+            + " | ".join(_fmt(default[f["fold"]]) for f in first)
+            + " |"
+        )
+        for name, v in result["dcgru_variants"].items():
+            cells = [f"{_fmt(f['test_roc_auc'])} ({f['best_epoch']})" for f in v["folds"]]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Real data, original work, not comparable",
@@ -412,10 +488,12 @@ def run_benchmark(
     train_cfg: TrainConfig,
     *,
     n_jobs: int = 2,
+    dcgru_variant_folds: int = 0,
 ) -> dict:
     """Simulate, ingest, cross-validate every model and evaluate; see the module docstring.
 
-    Needs a running Ray (``main`` starts a local one).
+    Needs a running Ray (``main`` starts a local one). ``dcgru_variant_folds > 0`` also trains
+    the :data:`DCGRU_VARIANTS` on that many first folds (:func:`neural_variants`).
 
     Returns
     -------
@@ -461,11 +539,19 @@ def run_benchmark(
             str(store), run_dir, folds, cfg
         )
     wall["evaluate"] = time.perf_counter() - t
+    variants = {}
+    if dcgru_variant_folds:
+        t = time.perf_counter()
+        variants = neural_variants(
+            str(store), work, folds[:dcgru_variant_folds], cfg, DCGRU_VARIANTS
+        )
+        wall["dcgru_variants"] = time.perf_counter() - t
 
     return {
         "models": models,
         "label_ceiling": label_ceiling(truth, patients),
         "ablations": ablations,
+        "dcgru_variants": variants,
         "folds": trained["folds"],
         "wall_s": {k: round(v, 1) for k, v in wall.items()},
         "simulation_reused": reused,
@@ -506,6 +592,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="work folder (cohort, store, run); reused")
     parser.add_argument("--results", default=None, help="folder of accuracy.json / .md")
     parser.add_argument(
+        "--dcgru-variants",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train DCGRU variants (more epochs, dense graph) on the first N folds",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="6 patients, 3 folds, 2 epochs: a smoke test"
     )
     args = parser.parse_args(argv)
@@ -525,7 +618,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     with ray_session(log_to_driver=False):
-        result = run_benchmark(work, sim_cfg, ingest_cfg, train_cfg, n_jobs=args.jobs)
+        result = run_benchmark(
+            work,
+            sim_cfg,
+            ingest_cfg,
+            train_cfg,
+            n_jobs=args.jobs,
+            dcgru_variant_folds=args.dcgru_variants,
+        )
     result["wall_s"]["total"] = round(time.perf_counter() - t, 1)
     import torch
 
