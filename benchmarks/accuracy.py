@@ -1,4 +1,3 @@
-# ruff: noqa: E402  (sys.path is fixed before the sozkit imports: see below)
 """Accuracy benchmark: every model against the classical baseline, on one simulated cohort.
 
 Runs the whole pipeline the way a user would, on data whose truth is known:
@@ -25,7 +24,7 @@ figures the original work reported on real data, labelled "not comparable"); the
 
 Usage::
 
-    python benchmarks/accuracy.py [--subjects 20] [--seed 0] [--epochs N] [--out DIR] [--quick]
+    python -m benchmarks.accuracy [--subjects 20] [--seed 0] [--epochs N] [--out DIR] [--quick]
 
 ``--out`` holds the cohort, the store and the run (default: a new temporary folder). Re-running
 with the same ``--out`` reuses a finished simulation, skips recordings already ingested and
@@ -48,10 +47,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-# ``python benchmarks/accuracy.py`` puts benchmarks/ first on sys.path, where benchmarks/ingest.py
-# would shadow the ``ingest`` package (installed with ``pip install -e .``): drop that entry.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import numpy as np
 import pandas as pd
@@ -632,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     result = _clean(
         {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python benchmarks/accuracy.py", *(argv or sys.argv[1:])]),
+            "command": " ".join(["python -m benchmarks.accuracy", *(argv or sys.argv[1:])]),
             "data": "simulated",
             "machine": {
                 "platform": platform.platform(),
