@@ -328,21 +328,6 @@ def model_figures(summary: dict) -> dict[str, Any]:
     }
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN / inf become None, numpy scalars and arrays plain Python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -624,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"]["total"] = round(time.perf_counter() - t, 1)
     import torch
 
-    result = _clean(
+    from trainer.run import json_safe
+
+    result = json_safe(
         {
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": " ".join(["python -m benchmarks.accuracy", *(argv or sys.argv[1:])]),
