@@ -93,6 +93,44 @@ def train_epoch(
         ``loss`` (mean over steps), ``n_sequences``, ``n_steps``, ``seconds``,
         ``sequences_per_s``, ``load_seconds`` (time spent waiting for batches).
     """
+
+    def batch_loss(b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return loss_fn(model(b["x"], b["mask"]), b["y"], b["mask"])
+
+    return _run_epoch(model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip)
+
+
+def pretrain_epoch(
+    model: torch.nn.Module,
+    loader: Iterable[Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device | str = "cpu",
+    grad_clip: float = 0.0,
+) -> dict[str, float]:
+    """One epoch of self-supervised next-clip prediction (DCGRU pre-training).
+
+    ``model(x, mask)`` returns the predicted features of the next clips, shape (B, C, S-1, F);
+    the loss is :func:`next_clip_loss`. Labels are not used. Returns the same keys as
+    :func:`train_epoch`.
+    """
+
+    def batch_loss(b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return next_clip_loss(model(b["x"], b["mask"]), b["x"], b["mask"])
+
+    return _run_epoch(model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip)
+
+
+def _run_epoch(
+    model: torch.nn.Module,
+    loader: Iterable[Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    batch_loss: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+    *,
+    device: torch.device | str,
+    grad_clip: float,
+) -> dict[str, float]:
+    """The optimisation loop shared by :func:`train_epoch` and :func:`pretrain_epoch`."""
     device = torch.device(device)
     model.train()
     total, n_steps, n_seqs, t_load = 0.0, 0, 0, 0.0
@@ -102,8 +140,7 @@ def train_epoch(
         t_load += time.perf_counter() - t_wait
         b = _to(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(b["x"], b["mask"])
-        loss = loss_fn(logits, b["y"], b["mask"])
+        loss = batch_loss(b)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {n_steps}; lower the learning rate "
@@ -125,45 +162,6 @@ def train_epoch(
         "seconds": seconds,
         "sequences_per_s": n_seqs / seconds if seconds > 0 else 0.0,
         "load_seconds": t_load,
-    }
-
-
-def pretrain_epoch(
-    model: torch.nn.Module,
-    loader: Iterable[Mapping[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device | str = "cpu",
-    grad_clip: float = 0.0,
-) -> dict[str, float]:
-    """One epoch of self-supervised next-clip prediction (DCGRU pre-training).
-
-    ``model(x, mask)`` returns the predicted features of the next clips, shape (B, C, S-1, F);
-    the loss is :func:`next_clip_loss`. Labels are not used. Returns the same keys as
-    :func:`train_epoch`.
-    """
-    device = torch.device(device)
-    model.train()
-    total, n_steps, n_seqs = 0.0, 0, 0
-    t0 = time.perf_counter()
-    for batch in loader:
-        b = _to(batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = next_clip_loss(model(b["x"], b["mask"]), b["x"], b["mask"])
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        total += float(loss.detach())
-        n_steps += 1
-        n_seqs += int(b["x"].shape[0])
-    seconds = time.perf_counter() - t0
-    return {
-        "loss": total / max(n_steps, 1),
-        "n_sequences": n_seqs,
-        "n_steps": n_steps,
-        "seconds": seconds,
-        "sequences_per_s": n_seqs / seconds if seconds > 0 else 0.0,
     }
 
 

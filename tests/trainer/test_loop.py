@@ -135,3 +135,11 @@ def test_losses_and_errors():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="learning rate"):
         train_epoch(Bad(), [batch], opt, soz_loss("sozformer"))
+
+    class BadForecast(torch.nn.Module):
+        def forward(self, x, mask):  # predicts the next clip: (B, C, S-1, F)
+            return model(x[:, :, 1:, :1]) * float("nan")
+
+    seq = dict(batch, x=torch.zeros(1, 2, 3, 1))
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        pretrain_epoch(BadForecast(), [seq], opt)
