@@ -64,7 +64,7 @@ from mne_bids import get_bids_path_from_fname
 from ingest.errors import ConfigError, RecordingError
 from ingest.labels import LabelEntry, find_seizures, match_contacts, read_label_sheet
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
-from ingest.signals import EXTENSIONS, SFREQ_RTOL, check_header, format_of, read_header
+from ingest.signals import EXTENSIONS, SFREQ_RTOL, check_channels, format_of, read_header
 from ingest.sources import CohortScan
 
 logger = logging.getLogger(__name__)
@@ -392,20 +392,7 @@ def _recording(
         header = read_header(run.signal, fmt)
         header_notes = tuple(f"MNE: {w}" for w in header.warnings)
         sfreq, n_times = header.sfreq, header.n_times
-        # channel names and count (sfreq/n_times are the file's own here)
-        check_header(
-            Recording(
-                recording_id=recording_id,
-                cohort=cohort,
-                subject=run.subject,
-                path=str(run.signal),
-                sfreq=sfreq,
-                n_times=n_times,
-                channels=run.names,
-                ch_types=run.types,
-            ),
-            header,
-        )
+        check_channels(recording_id, run.names, header)  # sfreq/n_times are the file's own
         if json_sfreq is not None and not np.isclose(json_sfreq, sfreq, rtol=SFREQ_RTOL):
             raise RecordingError(
                 str(run.signal),

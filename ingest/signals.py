@@ -305,28 +305,7 @@ def check_header(rec: Recording, header: SignalHeader) -> None:
     header : SignalHeader
         What the file says (:func:`read_header`).
     """
-    file_names = set(header.ch_names)
-    missing = [c for c in rec.channels if c not in file_names]
-    if missing:
-        shown = ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "")
-        raise RecordingError(
-            header.path,
-            f"{rec.recording_id}: the metadata lists {len(missing)} channel(s) the signal file "
-            f"lacks: {shown} (metadata {len(rec.channels)} channels, file "
-            f"{len(header.ch_names)}).",
-            "make channels.tsv (or the label sheet) name exactly the file's channels, or "
-            "re-export the signal file with all channels.",
-        )
-    if len(header.ch_names) != len(rec.channels):
-        extra = [c for c in header.ch_names if c not in set(rec.channels)]
-        raise RecordingError(
-            header.path,
-            f"{rec.recording_id}: the metadata lists {len(rec.channels)} channels, the signal "
-            f"file has {len(header.ch_names)}; not in the metadata: "
-            f"{', '.join(extra[:12]) or '(duplicate names)'}.",
-            "add the missing rows to channels.tsv (status=bad for non-brain channels) or "
-            "remove those channels from the file.",
-        )
+    check_channels(rec.recording_id, rec.channels, header)
     if not np.isclose(rec.sfreq, header.sfreq, rtol=SFREQ_RTOL, atol=0.0):
         raise RecordingError(
             header.path,
@@ -341,6 +320,42 @@ def check_header(rec: Recording, header: SignalHeader) -> None:
             f"{rec.recording_id}: {rec.n_times} samples ({rec.duration_s:g} s) in the metadata, "
             f"{header.n_times} ({header.duration_s:g} s) in the signal file.",
             "correct RecordingDuration in the _ieeg.json sidecar, or restore the full file.",
+        )
+
+
+def check_channels(recording_id: str, channels: Sequence[str], header: SignalHeader) -> None:
+    """Raise a :class:`RecordingError` unless the file has exactly the metadata's channels.
+
+    Parameters
+    ----------
+    recording_id : str
+        Named in the error.
+    channels : sequence of str
+        The channel names the metadata lists.
+    header : SignalHeader
+        What the file says (:func:`read_header`).
+    """
+    file_names = set(header.ch_names)
+    missing = [c for c in channels if c not in file_names]
+    if missing:
+        shown = ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "")
+        raise RecordingError(
+            header.path,
+            f"{recording_id}: the metadata lists {len(missing)} channel(s) the signal file "
+            f"lacks: {shown} (metadata {len(channels)} channels, file "
+            f"{len(header.ch_names)}).",
+            "make channels.tsv (or the label sheet) name exactly the file's channels, or "
+            "re-export the signal file with all channels.",
+        )
+    if len(header.ch_names) != len(channels):
+        extra = [c for c in header.ch_names if c not in set(channels)]
+        raise RecordingError(
+            header.path,
+            f"{recording_id}: the metadata lists {len(channels)} channels, the signal "
+            f"file has {len(header.ch_names)}; not in the metadata: "
+            f"{', '.join(extra[:12]) or '(duplicate names)'}.",
+            "add the missing rows to channels.tsv (status=bad for non-brain channels) or "
+            "remove those channels from the file.",
         )
 
 
