@@ -1,7 +1,8 @@
 """Training throughput: the loader alone vs the training step alone, and Ray Train with 1 vs 2 workers.
 
-Writes a synthetic clip store at the SPEC's scale (1000 Hz, 5-s clips, 64 contacts) through the
-store's own writer (signal content does not change the cost), then measures, on CPU:
+Writes a synthetic clip store at the SPEC's scale (1000 Hz, 5-s clips, 64 contacts) with
+:func:`ingest.synthetic.write_recording_clips` (signal content does not change the cost), then
+measures, on CPU:
 
 1. the loader alone: sequences/s of :class:`trainer.datasets.SequenceDataset` (S=25 clips,
    ``n_bands`` spectral features) through :func:`trainer.datasets.make_loader`: computing the
@@ -33,12 +34,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ingest.config import IngestConfig
-from ingest.recording import make_recording_id, shaft_of
+from ingest.pipeline import commit_manifests
+from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.store import ClipStore
+from ingest.synthetic import write_recording_clips
 from models.registry import build_model
 from trainer.config import TrainConfig
 from trainer.datasets import (
@@ -55,83 +57,45 @@ RESULTS = Path(__file__).resolve().parent / "results" / "training.json"
 
 
 def write_store(url: str, *, n_patients: int, n_chans: int, n_clips: int, seed: int = 0) -> str:
-    """A synthetic store: ``n_patients`` x (1 ictal + 1 interictal) recordings at 1000 Hz."""
+    """A synthetic store: ``n_patients`` x (1 ictal + 1 interictal) recordings at 1000 Hz.
+
+    White noise (30 uV); each ictal recording holds one 30-s seizure starting half-way through.
+    """
     cfg = IngestConfig(sfreq=1000.0, clip_s=5.0, block_clips=20, line_freq=50.0)
     store = ClipStore.open(url, "a", config=cfg)
     rng = np.random.default_rng(seed)
-    recs, chans, clips = [], [], []
+    rows = []
     for p in range(n_patients):
         cohort = "benchA" if p % 2 else "benchB"
-        names = [f"S{k // 8}{k % 8 + 1}" for k in range(n_chans)]
+        names = tuple(f"S{k // 8}{k % 8 + 1}" for k in range(n_chans))
         soz = rng.random(n_chans) < 0.1
         soz[0] = True
+        marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
         for task in ("ictal", "interictal"):
             rid = make_recording_id(cohort, f"P{p:03d}", "presurgery", task, "seeg", "01")
-            store.create_array(rid, n_clips=n_clips, n_channels=n_chans)
-            for start in range(0, n_clips, cfg.block_clips):
-                n = min(cfg.block_clips, n_clips - start)
-                x = rng.standard_normal((n, n_chans, cfg.clip_samples), dtype=np.float32) * 30
-                store.write_block(rid, start, x.astype(np.float16))
             onset = n_clips * 2.5 if task == "ictal" else None
-            start_s = np.arange(n_clips) * 5.0
-            recs.append(
-                {
-                    "recording_id": rid,
-                    "subject": f"P{p:03d}",
-                    "session": "presurgery",
-                    "task": task,
-                    "run": "01",
-                    "acquisition": "seeg",
-                    "cohort": cohort,
-                    "centre": cohort,
-                    "source_path": "synthetic",
-                    "sfreq": 1000.0,
-                    "orig_sfreq": 1000.0,
-                    "resample_up": 1,
-                    "resample_down": 1,
-                    "line_freq": 50.0,
-                    "n_channels": n_chans,
-                    "n_clips": n_clips,
-                    "duration_s": n_clips * 5.0,
-                    "n_seizures": int(onset is not None),
-                    "complete": True,
-                    "ingested_at": datetime.now(UTC),
-                }  # fmt: skip
+            rec = Recording(
+                recording_id=rid,
+                cohort=cohort,
+                subject=f"P{p:03d}",
+                path="synthetic",
+                sfreq=cfg.sfreq,
+                n_times=n_clips * cfg.clip_samples,
+                channels=names,
+                ch_types=("seeg",) * n_chans,
+                soz=marked,
+                resected=marked,
+                seizures=() if onset is None else (SeizureEvent(onset, onset + 30.0),),
+                session="presurgery",
+                task=task,
+                run="01",
+                acquisition="seeg",
+                centre=cohort,
             )
-            chans += [
-                {
-                    "recording_id": rid,
-                    "channel_index": i,
-                    "name": nm,
-                    "shaft": shaft_of(nm),
-                    "soz": bool(soz[i]),
-                    "resected": bool(soz[i]),
-                    "scale": 30.0,
-                }  # fmt: skip
-                for i, nm in enumerate(names)
-            ]
-            clips.append(
-                pd.DataFrame(
-                    {
-                        "recording_id": rid,
-                        "clip_index": np.arange(n_clips),
-                        "start_s": start_s,
-                        "ictal": (start_s >= onset) & (start_s < onset + 30) if onset else False,
-                        "seizure": pd.array([0 if onset else None] * n_clips, dtype="Int64"),
-                        "seconds_from_onset": pd.array(
-                            start_s - onset if onset else [None] * n_clips, dtype="Float64"
-                        ),
-                    }
-                )
-            )
-    store.commit(
-        recordings=pd.DataFrame(recs),
-        channels=pd.DataFrame(chans),
-        clips=pd.concat(clips, ignore_index=True),
-        failures=pd.DataFrame(
-            columns=["recording_id", "source", "stage", "reason", "fix", "failed_at"]
-        ),
-    )
+            shape = (n_clips, n_chans, cfg.clip_samples)
+            clips = (rng.standard_normal(shape, dtype=np.float32) * 30).astype(np.float16)
+            rows.append(write_recording_clips(store, rec, clips))
+    commit_manifests(store, [("rows", r) for r in rows])
     return url
 
 

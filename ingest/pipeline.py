@@ -270,12 +270,32 @@ def finalize_recording(
     first = next(iter(by_index.values()))
     if len(by_index) != first.n_blocks:
         return None
-    rec = first.recording
-    plan = recording_plan(rec, cfg)
     clip_std = np.concatenate([by_index[i].clip_std for i in range(first.n_blocks)])
+    return manifest_rows(first.recording, cfg, clip_std)
+
+
+def manifest_rows(rec: Recording, cfg: IngestConfig, clip_std: np.ndarray) -> dict:
+    """The manifest rows of a recording whose clips are all written.
+
+    Parameters
+    ----------
+    rec : Recording
+    cfg : IngestConfig
+        The store's config.
+    clip_std : ndarray, shape (n_clips, n_contacts)
+        Robust standard deviation of every stored clip and contact
+        (:func:`ingest.preprocessing.robust_std`); their median is the channel scale.
+
+    Returns
+    -------
+    dict
+        ``{"recording": row dict, "channels": DataFrame, "clips": DataFrame}``, as
+        :func:`commit_manifests` takes them.
+    """
+    plan = recording_plan(rec, cfg)
     scale = channel_scale(clip_std)
     row = {
-        "recording_id": recording_id,
+        "recording_id": rec.recording_id,
         "subject": rec.subject,
         "session": rec.session,
         "task": rec.task,
@@ -345,8 +365,8 @@ def commit_manifests(store: ClipStore, items: Sequence[tuple[str, object]]) -> d
     store : ClipStore
         Opened with ``mode="a"``.
     items : sequence of (kind, payload)
-        ``("rows", dict)`` from :func:`finalize_recording`, ``("failure", row dict)`` and
-        ``("attempted", recording_id)``.
+        ``("rows", dict)`` from :func:`finalize_recording` or :func:`manifest_rows`,
+        ``("failure", row dict)`` and ``("attempted", recording_id)``.
 
     Returns
     -------

@@ -2,22 +2,22 @@
 
 Six patients in two cohorts, each with one ictal and one interictal recording, 6-9 contacts, 4-s
 clips at 256 Hz. Signals are pink-ish noise; SOZ contacts carry interictal spikes and a 40 Hz
-low-voltage fast onset in the seizure, so a model has something real to learn. It is written with
-the store's own writer (``create_array`` / ``write_block`` / ``commit``: real Zarr v3 shards and
-Parquet manifests), which keeps the fixture to about a second instead of a Beam ingest.
+low-voltage fast onset in the seizure, so a model has something real to learn. The clips are made
+at the store's rate and written with :func:`ingest.synthetic.write_recording_clips` (real Zarr v3
+shards, and the manifest rows ingest builds), which keeps the fixture to about a second instead of
+a Beam ingest.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from ingest.config import IngestConfig
-from ingest.recording import make_recording_id, shaft_of
+from ingest.pipeline import commit_manifests
+from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.store import ClipStore
+from ingest.synthetic import write_recording_clips
 
 SFREQ = 256.0
 CLIP_S = 4.0
@@ -56,92 +56,46 @@ def _signal(rng, n_chans, n_times, soz, *, onset=None):
 
 
 def build_store(url, *, seed: int = 0, patients=PATIENTS, n_ictal_clips=16, n_inter_clips=10):
-    """Write the tiny cohort into a new store at ``url``; return the url."""
+    """Write the tiny cohort into a new store at ``url``; return the url.
+
+    Each ictal recording holds one 20-s seizure starting half-way through it.
+    """
     cfg = IngestConfig(sfreq=SFREQ, clip_s=CLIP_S, block_clips=8, dtype="float32", line_freq=50.0)
     store = ClipStore.open(url, "a", config=cfg)
     rng = np.random.default_rng(seed)
-    recs, chans, clips = [], [], []
+    rows = []
     for cohort, subject in patients:
         n_chans = int(rng.integers(6, 10))
         names = [f"{s}{k}" for s in ("LA", "RH", "LP") for k in range(1, 4)][:n_chans]
         soz = np.zeros(n_chans, bool)
         soz[rng.choice(n_chans, size=2, replace=False)] = True
+        marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
         for task, n_clips in (("ictal", n_ictal_clips), ("interictal", n_inter_clips)):
             rid = make_recording_id(cohort, subject, "presurgery", task, "seeg", "01")
             n_times = n_clips * cfg.clip_samples
             onset = 0.5 * n_clips * CLIP_S if task == "ictal" else None
+            rec = Recording(
+                recording_id=rid,
+                cohort=cohort,
+                subject=subject,
+                path=f"/sim/{rid}.edf",
+                sfreq=SFREQ,
+                n_times=n_times,
+                channels=tuple(names),
+                ch_types=("seeg",) * n_chans,
+                soz=marked,
+                resected=marked,
+                seizures=() if onset is None else (SeizureEvent(onset, onset + 20.0),),
+                session="presurgery",
+                task=task,
+                run="01",
+                acquisition="seeg",
+                centre=cohort,
+            )
             x = _signal(rng, n_chans, n_times, soz, onset=onset)
-            data = x.reshape(n_chans, n_clips, cfg.clip_samples).transpose(1, 0, 2)
-            store.create_array(rid, n_clips=n_clips, n_channels=n_chans)
-            for start in range(0, n_clips, cfg.block_clips):
-                store.write_block(
-                    rid, start, np.ascontiguousarray(data[start : start + cfg.block_clips])
-                )
-            scale = np.median(data.std(axis=2), axis=0).astype(np.float32)
-            recs.append(
-                {
-                    "recording_id": rid,
-                    "subject": subject,
-                    "session": "presurgery",
-                    "task": task,
-                    "run": "01",
-                    "acquisition": "seeg",
-                    "cohort": cohort,
-                    "centre": cohort,
-                    "source_path": f"/sim/{rid}.edf",
-                    "sfreq": SFREQ,
-                    "orig_sfreq": SFREQ,
-                    "resample_up": 1,
-                    "resample_down": 1,
-                    "line_freq": 50.0,
-                    "n_channels": n_chans,
-                    "n_clips": n_clips,
-                    "duration_s": n_clips * CLIP_S,
-                    "n_seizures": int(onset is not None),
-                    "complete": True,
-                    "ingested_at": datetime.now(UTC),
-                }
-            )
-            for i, name in enumerate(names):
-                chans.append(
-                    {
-                        "recording_id": rid,
-                        "channel_index": i,
-                        "name": name,
-                        "shaft": shaft_of(name),
-                        "soz": bool(soz[i]),
-                        "resected": bool(soz[i]),
-                        "scale": float(scale[i]),
-                    }
-                )
-            start_s = np.arange(n_clips) * CLIP_S
-            ictal = (
-                (start_s + CLIP_S > onset) & (start_s < onset + 20)
-                if onset
-                else np.zeros(n_clips, bool)
-            )
-            clips.append(
-                pd.DataFrame(
-                    {
-                        "recording_id": rid,
-                        "clip_index": np.arange(n_clips),
-                        "start_s": start_s,
-                        "ictal": ictal,
-                        "seizure": pd.array([0 if onset else None] * n_clips, dtype="Int64"),
-                        "seconds_from_onset": pd.array(
-                            start_s - onset if onset else [None] * n_clips, dtype="Float64"
-                        ),
-                    }
-                )
-            )
-    store.commit(
-        recordings=pd.DataFrame(recs),
-        channels=pd.DataFrame(chans),
-        clips=pd.concat(clips, ignore_index=True),
-        failures=pd.DataFrame(
-            columns=["recording_id", "source", "stage", "reason", "fix", "failed_at"]
-        ),
-    )
+            clips = x.reshape(n_chans, n_clips, cfg.clip_samples).transpose(1, 0, 2)
+            rows.append(write_recording_clips(store, rec, clips))
+    commit_manifests(store, [("rows", r) for r in rows])
     return str(url)
 
 

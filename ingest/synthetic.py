@@ -1,0 +1,66 @@
+"""Clips already in memory written into a store the way ingest writes them.
+
+Test fixtures and benchmarks make their clips directly at the store's rate (no signal file, no
+filtering) and still need a store that every later stage reads like an ingested one. They go
+through :func:`write_recording_clips`, which writes the array shard by shard and returns the
+manifest rows of :func:`ingest.pipeline.manifest_rows`; :func:`ingest.pipeline.commit_manifests`
+then commits them::
+
+    rows = [write_recording_clips(store, rec, clips) for rec, clips in recordings]
+    commit_manifests(store, [("rows", r) for r in rows])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ingest.clipping import block_bounds
+from ingest.pipeline import manifest_rows
+from ingest.preprocessing import robust_std, to_storage
+from ingest.recording import Recording
+from ingest.store import ClipStore
+from ingest.stream import recording_plan
+
+
+def write_recording_clips(store: ClipStore, rec: Recording, clips: np.ndarray) -> dict:
+    """Write ``clips`` as the array of ``rec`` and return the recording's manifest rows.
+
+    The clips are stored as given (cast to the storage dtype, saturating): no resampling, no
+    filtering. The channel scale comes from their robust standard deviations, as in ingest.
+
+    Parameters
+    ----------
+    store : ClipStore
+        Opened with ``mode="a"``.
+    rec : Recording
+        Sampled at the store's rate; ``rec.n_times`` gives the number of clips.
+    clips : ndarray, shape (n_clips, n_contacts, clip_samples)
+        Microvolts, any float dtype; contacts in the order of ``rec.contacts``.
+
+    Returns
+    -------
+    dict
+        ``{"recording": row dict, "channels": DataFrame, "clips": DataFrame}``, for
+        :func:`ingest.pipeline.commit_manifests`.
+    """
+    cfg = store.ingest_config
+    if rec.sfreq != cfg.sfreq:
+        raise ValueError(
+            f"{rec.recording_id}: sampled at {rec.sfreq} Hz, the store at {cfg.sfreq} Hz; "
+            "make the clips at the store's rate (nothing is resampled here)."
+        )
+    plan = recording_plan(rec, cfg)
+    shape = (plan.n_clips, len(plan.contacts), cfg.clip_samples)
+    if clips.shape != shape:
+        raise ValueError(
+            f"{rec.recording_id}: clips of shape {clips.shape}, the recording needs {shape} "
+            "(n_clips, n_contacts, clip_samples)."
+        )
+    store.create_array(rec.recording_id, n_clips=plan.n_clips, n_channels=len(plan.contacts))
+    clip_std = np.empty(shape[:2], dtype=np.float32)
+    for start, stop in block_bounds(plan.n_clips, cfg.block_clips):
+        block = np.asarray(clips[start:stop], dtype=np.float32)
+        clip_std[start:stop] = robust_std(block, max_samples=cfg.robust_max_samples)
+        stored, _ = to_storage(block, cfg.dtype)
+        store.write_block(rec.recording_id, start, np.ascontiguousarray(stored))
+    return manifest_rows(rec, cfg, clip_std)
