@@ -222,7 +222,12 @@ def run_demo(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult
     run_dir = out / "run"
     # A demo run again in the same folder continues its training run (finished folds kept).
     train_cfg = replace(cfg.train_config(), resume=(run_dir / "card.json").exists())
-    trained = run_training(str(out / "store"), str(run_dir), train_cfg)
+    trained = run_training(
+        str(out / "store"),
+        str(run_dir),
+        train_cfg,
+        progress=lambda done, total, label: say("train", f"{done}/{total} {label}"),
+    )
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -150,6 +150,12 @@ def write_fold(
     return out
 
 
+def _fold_label(model: str, fold: Fold, result: Mapping[str, Any]) -> str:
+    """``"sozformer fold 2: test ROC-AUC 0.912"``, what progress displays show per fold."""
+    auc = result.get("test", {}).get("roc_auc")
+    return f"{model} fold {fold.index}: test ROC-AUC " + ("n/a" if auc is None else f"{auc:.3f}")
+
+
 def _load_fold(run_dir: Path, model: str, fold: int) -> dict:
     return json.loads((fold_dir(run_dir, model, fold) / "metrics.json").read_text("utf-8"))
 
@@ -348,7 +354,7 @@ def run_training(
             fold=fold.index,
             extra={"best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc},
         )
-        tick(f"{res.model_name} fold {fold.index}")
+        tick(_fold_label(res.model_name, fold, result))
 
     if jobs and cfg.feature_cache:
         _precompute_features(store_url, [r.recording_id for r in recs], cfg.feature_config())
@@ -408,8 +414,8 @@ def _run_svm(
         d = fold_dir(run_dir, "svm", fold.index)
         d.mkdir(parents=True, exist_ok=True)
         res.model.save(d / "svm.pkl")
-        write_fold(run_dir, "svm", fold, res.val_predictions, res.test_predictions)
-        tick(f"svm fold {fold.index}")
+        result = write_fold(run_dir, "svm", fold, res.val_predictions, res.test_predictions)
+        tick(_fold_label("svm", fold, result))
 
 
 def _run_baseline(
@@ -423,5 +429,5 @@ def _run_baseline(
     scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))
     for fold in todo:
         val, test = fold_predictions(scores, fold)
-        write_fold(run_dir, "baseline", fold, val, test)
-        tick(f"baseline fold {fold.index}")
+        result = write_fold(run_dir, "baseline", fold, val, test)
+        tick(_fold_label("baseline", fold, result))

@@ -10,6 +10,8 @@ import argparse
 import json
 import logging
 import os
+import sys
+import time
 
 from serving.cli import command, ray_session
 
@@ -53,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, sampling and models (0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no per-fold progress lines")
 
 
 @command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
@@ -79,8 +81,18 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         seed=args.seed,
     )
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int, label: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {done}/{total} {label}", file=sys.stderr)
+
     with ray_session():
-        out = run_training(_absolute(args.store), _absolute(args.out), cfg)
+        out = run_training(
+            _absolute(args.store),
+            _absolute(args.out),
+            cfg,
+            progress=None if args.no_progress else progress,
+        )
     for model, summary in out["models"].items():
         mean = summary["mean"]
         auc, f1 = mean.get("roc_auc"), mean.get("macro_f1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import pandas as pd
@@ -41,9 +42,18 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
             "model_hparams": {"sozformer": TINY_HPARAMS["sozformer"]},
         },
     )
-    stages = []
-    result = run_demo(cfg, progress=lambda stage, msg: stages.append(stage))
-    assert stages == ["simulate", "ingest", "train", "serve", "report"]
+    said = []
+    result = run_demo(cfg, progress=lambda stage, msg: said.append((stage, msg)))
+    assert list(dict.fromkeys(s for s, _ in said)) == [
+        "simulate",
+        "ingest",
+        "train",
+        "serve",
+        "report",
+    ]
+    # training reports each finished (model, fold): 2 models x 2 folds
+    folds_done = sorted(m for s, m in said if s == "train" and re.match(r"\d+/\d+ ", m))
+    assert len(folds_done) == 4 and folds_done[-1].startswith("4/4 ")
     out = tmp_path / "demo"
     # The held-out patient is in its own BIDS root and was never trained on.
     assert [p.name for p in (out / "heldout").glob("sub-*")] == ["sub-sim005"]
