@@ -36,7 +36,16 @@ import numpy as np
 import pandas as pd
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProvisionInfo
+from google.protobuf import struct_pb2
 
 from ingest.config import IngestConfig
 from ingest.errors import RecordingError
@@ -504,6 +513,30 @@ def pipeline_options(cfg: IngestConfig, pipeline_args: Sequence[str] = ()) -> Pi
     return opts
 
 
+def _local_runner(options: PipelineOptions) -> FnApiRunner | None:
+    """The local multi-process FnApiRunner, its worker processes told the harness log level.
+
+    Beam's FnApiRunner hands its worker processes no pipeline options, so each one logs its
+    start-up at INFO (some twenty lines per worker on the terminal of ``soz ingest``). Handing
+    them ``default_sdk_harness_log_level`` (WARNING unless given) leaves their warnings only.
+    ``None`` (Beam picks the runner from the options) for any other runner or mode.
+    """
+    runner = options.view_as(StandardOptions).runner
+    mode = options.view_as(DirectOptions).direct_running_mode
+    if runner != "FnApiRunner" or mode != "multi_processing":
+        return None
+    level = options.view_as(WorkerOptions).default_sdk_harness_log_level or "WARNING"
+    worker_options = struct_pb2.Struct()
+    worker_options.update({"beam:option:default_sdk_harness_log_level:v1": level})
+    return FnApiRunner(
+        provision_info=ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(
+                pipeline_options=worker_options, retrieval_token="unused-retrieval-token"
+            )
+        )
+    )
+
+
 def build_pipeline(
     recordings: Sequence[Recording],
     store_url: str,
@@ -517,7 +550,8 @@ def build_pipeline(
     Creates the store (with ``cfg``) if absent, or checks ``cfg`` against it.
     """
     ClipStore.open(store_url, "a", config=cfg)
-    p = beam.Pipeline(options=pipeline_options(cfg, pipeline_args))
+    options = pipeline_options(cfg, pipeline_args)
+    p = beam.Pipeline(runner=_local_runner(options), options=options)
     _ = (
         p
         | "Recordings" >> beam.Create(list(recordings), reshuffle=False)

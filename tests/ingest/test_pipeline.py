@@ -14,7 +14,12 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError
-from ingest.pipeline import IngestRecordings, ingest_recordings, pipeline_options
+from ingest.pipeline import (
+    IngestRecordings,
+    _local_runner,
+    ingest_recordings,
+    pipeline_options,
+)
 from ingest.recording import SeizureEvent
 from ingest.signals import open_signal
 from ingest.store import ClipStore
@@ -191,12 +196,32 @@ def test_default_options_are_the_local_multiprocess_runner():
     assert given["runner"] == "DataflowRunner" and given["project"] == "p"
 
 
+def _worker_log_level(options) -> str | None:
+    runner = _local_runner(options)
+    if runner is None:
+        return None
+    worker_options = runner._provision_info.provision_info.pipeline_options
+    return worker_options["beam:option:default_sdk_harness_log_level:v1"]
+
+
+def test_local_worker_processes_are_told_the_harness_log_level():
+    cfg = IngestConfig(**FAST.to_dict(), num_workers=2)
+    assert _worker_log_level(pipeline_options(cfg)) == "WARNING"
+    given = ["--default_sdk_harness_log_level=DEBUG"]
+    assert _worker_log_level(pipeline_options(cfg, given)) == "DEBUG"
+    # one in-process worker, or another runner: Beam's own runner, untouched
+    assert _local_runner(pipeline_options(IngestConfig(**FAST.to_dict(), num_workers=1))) is None
+    assert _local_runner(pipeline_options(cfg, ["--runner=DataflowRunner"])) is None
+
+
 @pytest.mark.slow  # ~25 s: two worker processes import the whole stack
-def test_local_runner_multiprocess(tiny_cohort, tmp_path):
+def test_local_runner_multiprocess(tiny_cohort, tmp_path, capfd):
     cfg = IngestConfig(**FAST.to_dict(), num_workers=2)
     report = ingest_recordings(tiny_cohort[:2], tmp_path / "store", cfg)
     assert report.n_ingested == 2 and report.n_failed == 0
     assert report.counters["ProcessBlocks/clips"] == 10
+    # the worker processes' start-up chatter stays off the terminal
+    assert "INFO:apache_beam.runners.worker.sdk_worker" not in capfd.readouterr().err
 
 
 @pytest.fixture(scope="module")
