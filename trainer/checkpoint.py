@@ -189,6 +189,14 @@ def save_checkpoint(
     return path
 
 
+#: Constructor arguments added after checkpoints were first written, with the value that rebuilds
+#: the model such a checkpoint was trained as (its ``hparams`` lack the key).
+_LEGACY_HPARAMS: dict[str, dict[str, Any]] = {
+    "dcgru": {"standardize": False},
+    "dcgru_ssl": {"standardize": False},
+}
+
+
 def load_checkpoint(
     path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, FoldCheckpoint]:
@@ -225,12 +233,13 @@ def load_checkpoint(
             f"{path} has format_version={payload['format_version']}, newer than this sozkit "
             f"reads ({CHECKPOINT_VERSION}); upgrade sozkit."
         )
-    model = build_model(payload["model_name"], **payload["hparams"])
+    hparams = {**_LEGACY_HPARAMS.get(payload["model_name"], {}), **payload["hparams"]}
+    model = build_model(payload["model_name"], **hparams)
     model.load_state_dict(payload["state_dict"])
     model.to(map_location).eval()
     meta = FoldCheckpoint(
         model_name=payload["model_name"],
-        hparams=dict(payload["hparams"]),
+        hparams=hparams,
         threshold=float(payload["threshold"]),
         feature_config=dict(payload["feature_config"]),
         seq_len=int(payload["seq_len"]),

@@ -87,3 +87,26 @@ def test_errors_say_what_and_how(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(SozkitError, match="not a sozkit checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_dcgru_checkpoint_from_before_standardize_loads_unstandardised(tmp_path):
+    torch.manual_seed(3)
+    model = build_model("dcgru", n_feats=12, seq_len=4, hidden=8, standardize=False).eval()
+    path = save_checkpoint(
+        tmp_path / "checkpoint.pt",
+        model,
+        model_name="dcgru",
+        threshold=0.5,
+        feature_config={"n_bands": 12, "fmin": 0.5, "fmax": None},
+        sfreq=200.0,
+        clip_samples=1000,
+    )
+    payload = torch.load(path, weights_only=True)
+    del payload["hparams"]["standardize"]  # as written before the option existed
+    torch.save(payload, path)
+    loaded, meta = load_checkpoint(path)
+    assert loaded.standardize is False and meta.hparams["standardize"] is False
+    x = torch.randn(2, 6, 4, 12)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, mask), loaded(x, mask), rtol=0, atol=0)
