@@ -391,8 +391,9 @@ class DCGRUNextClip(_DCGRUBase):
     n_feats, seq_len, hidden, k_hops, top_k, n_layers, dropout, standardize
         As in :class:`DCGRU` (``seq_len >= 2``). With ``standardize`` the decoder predicts the
         standardised next clip, mapped back with the statistics of the clips read, so the
-        predictions and :func:`next_clip_loss` stay in the units of the input. Use the same ``n_feats``, ``hidden``,
-        ``k_hops`` and ``n_layers`` as the classifier the weights are meant for.
+        predictions and :func:`next_clip_loss` stay in the units of the input. Use the same
+        ``n_feats``, ``hidden``, ``k_hops`` and ``n_layers`` as the classifier the weights are
+        meant for.
 
     Notes
     -----
