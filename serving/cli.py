@@ -94,7 +94,3 @@ def ray_session(*, log_to_driver: bool = True) -> Iterator[None]:
 def _load_commands() -> None:
     # Subcommands live in serving/commands/<name>.py, one module each, registered on import.
     from serving import commands  # noqa: F401
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from serving.cli import main
@@ -17,6 +20,15 @@ def test_help_lists_every_subcommand(capsys):
     out = capsys.readouterr().out
     missing = [name for name in SUBCOMMANDS if f"    {name} " not in out]
     assert not missing, f"subcommands missing from `soz --help`: {missing}\n{out}"
+
+
+def test_python_dash_m_serving_is_the_soz_command():
+    # what benchmarks run in a child process, without the console script on PATH
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(f"    {name} " in done.stdout for name in SUBCOMMANDS), done.stdout
 
 
 def test_scan_reports_unreadable_recordings_and_labels(capsys):
