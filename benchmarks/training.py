@@ -38,9 +38,8 @@ import torch
 
 from ingest.config import IngestConfig
 from ingest.pipeline import commit_manifests
-from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.store import ClipStore
-from ingest.synthetic import write_recording_clips
+from ingest.synthetic import synthetic_recording, write_recording_clips
 from models.registry import build_model
 from trainer.config import TrainConfig
 from trainer.datasets import (
@@ -72,25 +71,16 @@ def write_store(url: str, *, n_patients: int, n_chans: int, n_clips: int, seed: 
         soz[0] = True
         marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
         for task in ("ictal", "interictal"):
-            rid = make_recording_id(cohort, f"P{p:03d}", "presurgery", task, "seeg", "01")
             onset = n_clips * 2.5 if task == "ictal" else None
-            rec = Recording(
-                recording_id=rid,
-                cohort=cohort,
-                subject=f"P{p:03d}",
-                path="synthetic",
-                sfreq=cfg.sfreq,
-                n_times=n_clips * cfg.clip_samples,
+            rec = synthetic_recording(
+                cohort,
+                f"P{p:03d}",
+                task,
                 channels=names,
-                ch_types=("seeg",) * n_chans,
                 soz=marked,
-                resected=marked,
-                seizures=() if onset is None else (SeizureEvent(onset, onset + 30.0),),
-                session="presurgery",
-                task=task,
-                run="01",
-                acquisition="seeg",
-                centre=cohort,
+                n_clips=n_clips,
+                config=cfg,
+                seizure=None if onset is None else (onset, onset + 30.0),
             )
             shape = (n_clips, n_chans, cfg.clip_samples)
             clips = (rng.standard_normal(shape, dtype=np.float32) * 30).astype(np.float16)

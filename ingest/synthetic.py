@@ -8,18 +8,74 @@ then commits them::
 
     rows = [write_recording_clips(store, rec, clips) for rec, clips in recordings]
     commit_manifests(store, [("rows", r) for r in rows])
+
+:func:`synthetic_recording` describes such a recording (labels, seizure, no signal file).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 import numpy as np
 
 from ingest.clipping import block_bounds
+from ingest.config import IngestConfig
 from ingest.pipeline import manifest_rows
 from ingest.preprocessing import robust_std, to_storage
-from ingest.recording import Recording
+from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.store import ClipStore
 from ingest.stream import recording_plan
+
+
+def synthetic_recording(
+    cohort: str,
+    subject: str,
+    task: str,
+    *,
+    channels: Sequence[str],
+    soz: Collection[str],
+    n_clips: int,
+    config: IngestConfig,
+    seizure: tuple[float, float] | None = None,
+) -> Recording:
+    """A labelled SEEG recording of ``n_clips`` clips at the store's rate, with no signal file.
+
+    Parameters
+    ----------
+    cohort, subject, task : str
+        Identify it (session ``presurgery``, acquisition ``seeg``, run ``01``); the cohort is
+        also its centre.
+    channels : sequence of str
+        Contact names, all typed SEEG.
+    soz : collection of str
+        The SOZ contacts (also marked resected).
+    n_clips : int
+        Length in clips of ``config.clip_s``.
+    config : IngestConfig
+        The store's configuration (its rate is the recording's).
+    seizure : (onset_s, offset_s) or None
+        One seizure, or none (an interictal recording).
+    """
+    recording_id = make_recording_id(cohort, subject, "presurgery", task, "seeg", "01")
+    marked = frozenset(soz)
+    return Recording(
+        recording_id=recording_id,
+        cohort=cohort,
+        subject=subject,
+        path=f"synthetic://{recording_id}",
+        sfreq=config.sfreq,
+        n_times=n_clips * config.clip_samples,
+        channels=tuple(channels),
+        ch_types=("seeg",) * len(channels),
+        soz=marked,
+        resected=marked,
+        seizures=() if seizure is None else (SeizureEvent(*seizure),),
+        session="presurgery",
+        task=task,
+        run="01",
+        acquisition="seeg",
+        centre=cohort,
+    )
 
 
 def write_recording_clips(store: ClipStore, rec: Recording, clips: np.ndarray) -> dict:

@@ -15,9 +15,8 @@ import pytest
 
 from ingest.config import IngestConfig
 from ingest.pipeline import commit_manifests
-from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.store import ClipStore
-from ingest.synthetic import write_recording_clips
+from ingest.synthetic import synthetic_recording, write_recording_clips
 
 SFREQ = 256.0
 CLIP_S = 4.0
@@ -71,26 +70,17 @@ def build_store(url, *, seed: int = 0, patients=PATIENTS, n_ictal_clips=16, n_in
         soz[rng.choice(n_chans, size=2, replace=False)] = True
         marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
         for task, n_clips in (("ictal", n_ictal_clips), ("interictal", n_inter_clips)):
-            rid = make_recording_id(cohort, subject, "presurgery", task, "seeg", "01")
             n_times = n_clips * cfg.clip_samples
             onset = 0.5 * n_clips * CLIP_S if task == "ictal" else None
-            rec = Recording(
-                recording_id=rid,
-                cohort=cohort,
-                subject=subject,
-                path=f"/sim/{rid}.edf",
-                sfreq=SFREQ,
-                n_times=n_times,
-                channels=tuple(names),
-                ch_types=("seeg",) * n_chans,
+            rec = synthetic_recording(
+                cohort,
+                subject,
+                task,
+                channels=names,
                 soz=marked,
-                resected=marked,
-                seizures=() if onset is None else (SeizureEvent(onset, onset + 20.0),),
-                session="presurgery",
-                task=task,
-                run="01",
-                acquisition="seeg",
-                centre=cohort,
+                n_clips=n_clips,
+                config=cfg,
+                seizure=None if onset is None else (onset, onset + 20.0),
             )
             x = _signal(rng, n_chans, n_times, soz, onset=onset)
             clips = x.reshape(n_chans, n_clips, cfg.clip_samples).transpose(1, 0, 2)
