@@ -179,7 +179,7 @@ def measure_serving(run_dir: Path, data: Path, rel_path: str, *, quick: bool) ->
     from serving.scoring import Scorer
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     scorer = Scorer.from_run(run_dir)
     seqs = list(scorer.prepare(recording_for_path(data / rel_path, line_freq=60.0)))
     clients = 8

@@ -256,7 +256,7 @@ def main() -> None:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             import ray
 
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
                 res["ray_train"] = [
                     bench_ray(url, workers=w, epochs=2, seqs_per_recording=8, n_bands=n_bands)

@@ -309,7 +309,7 @@ def run_bulk(cfg: BulkConfig, *, progress: Callable[[int, int], None] | None = N
     new_frames: list[pd.DataFrame] = []
     if todo:
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         n_workers = max(1, min(cfg.num_workers, len(todo)))
         kwargs = {"batch_size": cfg.batch_size, "line_freq": cfg.line_freq}
         workers = [

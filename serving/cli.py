@@ -72,6 +72,8 @@ def ray_session(*, log_to_driver: bool = True) -> Iterator[None]:
 
     The local Ray uses every core, no dashboard and no auth token file; it is shut down on exit.
     A Ray already running in this process (tests, notebooks) is used as it is.
+    The local one is always new (``address="local"``): a cluster that ``ray start`` left on this
+    machine is joined only when ``RAY_ADDRESS`` names it, never by accident.
     """
     address = os.environ.get("RAY_ADDRESS")
     if not address:
@@ -83,7 +85,12 @@ def ray_session(*, log_to_driver: bool = True) -> Iterator[None]:
         if address:
             ray.init(address=address)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=log_to_driver)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=log_to_driver,
+            )
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ LAYERS = ["ingest", "models", "trainer", "serving"]  # each may import only thos
 # alike; none may pull in an engine.
 PURE = [
     "ingest.recording",
+    "ingest.fileio",
     "ingest.preprocessing",
     "ingest.clipping",
     "ingest.stream",
