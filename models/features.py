@@ -13,8 +13,9 @@
   clip's mean square (so the powers obey Parseval's relation exactly, whatever the clip length).
 
 Every feature is a per-clip quantity, so a recording's channel vector is the **mean over its
-clips**, and a recording streamed in chunks of clips averages chunk means weighted by their
-clip counts. The log features take :data:`POWER_FLOOR` so flat or zero-padded channels stay finite.
+clips** (:class:`RecordingFeatureMean`, fed chunk by chunk: training over the store's clips and
+serving over a streamed recording use this one accumulator). The bands a store can hold are
+:func:`svm_bands` of its rate, the same in training and serving. The log features take :data:`POWER_FLOOR` so flat or zero-padded channels stay finite.
 
 Pure numpy / scipy / PyWavelets: no Ray, no Beam, no torch.
 """
@@ -236,3 +237,44 @@ def clip_features(
         ],
         axis=-1,
     )
+
+
+def svm_bands(sfreq: float) -> dict[str, tuple[float, float]]:
+    """The bands of :data:`DEFAULT_BANDS` below the Nyquist rate of ``sfreq``: the SVM's bands.
+
+    A store at 1000 Hz keeps every band (fast ripples included); a store at a lower rate drops
+    the bands it cannot hold rather than failing. One store has one rate, so its features always
+    have the same columns, in training and in serving.
+    """
+    return {k: v for k, v in DEFAULT_BANDS.items() if v[1] <= sfreq / 2}
+
+
+class RecordingFeatureMean:
+    """Mean over a recording's clips of :func:`clip_features`, accumulated chunk by chunk.
+
+    Memory is one chunk of clips plus ``(n_chans, n_feats)`` sums, whatever the duration.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate of the clips (Hz); the bands are :func:`svm_bands` of it.
+    """
+
+    def __init__(self, sfreq: float) -> None:
+        self.sfreq = float(sfreq)
+        self.bands = svm_bands(self.sfreq)
+        self.names = feature_names(self.bands)
+        self._sum: np.ndarray | None = None
+        self.n_clips = 0
+
+    def add(self, clips: np.ndarray) -> None:
+        """Add the features of ``clips``, shape (n_clips, n_chans, n_samples)."""
+        part = clip_features(clips, self.sfreq, bands=self.bands).astype(np.float64).sum(axis=0)
+        self._sum = part if self._sum is None else self._sum + part  # (C, F)
+        self.n_clips += len(clips)
+
+    def mean(self) -> np.ndarray:
+        """ndarray, shape (n_chans, n_feats): the mean over every clip added."""
+        if self._sum is None or self.n_clips == 0:
+            raise ValueError("no clip was added; a recording needs at least one clip.")
+        return self._sum / self.n_clips

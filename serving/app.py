@@ -3,10 +3,12 @@
 Two deployments:
 
 - :class:`ScoreIngress` (FastAPI, ``@serve.ingress``): checks the request, finds or receives
-  the recording, and runs the scorer's preprocessing (:meth:`serving.scoring.Scorer.prepare`:
-  ingest's block processing, spectral features, sequences) in worker threads, sending every
-  sequence to the model deployment as soon as it exists;
-- :class:`SequenceModel`: the fold networks; ``@serve.batch`` gathers sequences *from all
+  the recording, and streams it through the scoring engine (:func:`serving.engine.
+  score_recording`) in a worker thread. It holds only the weight-free half of the model
+  (:class:`serving.engine.Preprocessing`: ingest's block processing, spectral features,
+  sequences) and sends every sequence to the model deployment as soon as it exists;
+- :class:`SequenceModel`: the fold networks (:class:`serving.scoring.Networks`, the only copy
+  of the weights); ``@serve.batch`` gathers sequences *from all
   concurrent requests* into one forward pass of up to ``max_batch_size`` (channels padded and
   masked). Its ``max_ongoing_requests`` is at least ``max_batch_size``, otherwise Ray Serve
   never hands a replica enough sequences to fill a batch. Replicas scale with ``--replicas``;
@@ -52,13 +54,15 @@ from ray import serve
 
 from ingest.errors import RecordingError, SozkitError
 from serving.config import ServeConfig
+from serving.engine import SequenceConsumer, score_recording
 from serving.inputs import (
     InputError,
     recording_for_path,
     resolve_under_roots,
 )
 from serving.preprocess import RecordingTooShort
-from serving.scoring import Scorer, run_models, scoring_warnings
+from serving.scoring import Scorer, describe_neural, ensemble, load_preprocessing, run_models
+from trainer.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +204,25 @@ def _multipart_file(body_path: Path, content_type: str) -> tuple[str, bytes]:
     )  # fmt: skip
 
 
+class _Responses:
+    def __init__(self, responses: list) -> None:
+        self.responses = responses
+
+    def result(self) -> np.ndarray:
+        return np.stack([r.result() for r in self.responses])
+
+
+class _RemotePredictor:
+    """:class:`serving.engine.Predictor` on the model deployment (one call per sequence, so
+    ``@serve.batch`` can batch them with other requests')."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def submit(self, batch: list[np.ndarray]) -> _Responses:
+        return _Responses([self.handle.remote(seq) for seq in batch])
+
+
 # ---------------------------------------------------------------------------- model
 @serve.deployment(name="SequenceModel")
 class SequenceModel:
@@ -225,11 +248,15 @@ class SequenceModel:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         use_gpu: bool = False,
+        allow_incomplete: bool = False,
     ) -> None:
         import torch
 
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.scorer = Scorer.from_run(run_dir, model=model, fold=fold, device=device)
+        scorer = Scorer.from_run(
+            run_dir, model=model, fold=fold, device=device, allow_incomplete=allow_incomplete
+        )
+        self.networks = scorer.networks
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batch_sizes: list[int] = []
@@ -237,7 +264,7 @@ class SequenceModel:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def predict(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
         """Probabilities of each sequence's channels, shape (n_chans_i,) each."""
-        probs = self.scorer.predict(sequences)  # (B, C_max)
+        probs = self.networks.predict(sequences)  # (B, C_max)
         self.batch_sizes.append(len(sequences))
         return [probs[i, : seq.shape[0]] for i, seq in enumerate(sequences)]
 
@@ -248,7 +275,7 @@ class SequenceModel:
         """Batch sizes seen so far (for the benchmark) and the device."""
         sizes = self.batch_sizes
         return {
-            "device": str(self.scorer.device),
+            "device": str(self.networks.device),
             "n_batches": len(sizes),
             "mean_batch_size": float(np.mean(sizes)) if sizes else 0.0,
             "max_batch_size": int(max(sizes)) if sizes else 0,
@@ -272,13 +299,15 @@ class ScoreIngress:
     def __init__(self, model_handle, config: dict[str, Any]) -> None:
         self.cfg = ServeConfig(**{**config, "data_roots": tuple(config["data_roots"])})
         self.model = model_handle
-        # The ingress needs the scorer's preprocessing settings, not its weights' compute.
-        self.scorer = Scorer.from_run(
+        # The weight-free half only: the networks live in the model deployment.
+        self.prep, self.metas = load_preprocessing(
             self.cfg.run_dir,
-            model=self.cfg.model,
-            fold=self.cfg.fold,
+            self.cfg.model,
+            self.cfg.fold,
+            allow_incomplete=self.cfg.allow_incomplete,
             cache_bytes=int(self.cfg.cache_mb * 2**20),
         )
+        self.folds, self.threshold = ensemble(self.metas)
         self.started = time.time()
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
         if missing:
@@ -290,7 +319,7 @@ class ScoreIngress:
         return {
             "status": "ok",
             "model": self.cfg.model,
-            "folds": list(self.scorer.folds),
+            "folds": list(self.folds),
             "uptime_s": round(time.time() - self.started, 1),
         }
 
@@ -300,7 +329,7 @@ class ScoreIngress:
         return {
             "run_dir": self.cfg.run_dir,
             "available": run_models(self.cfg.run_dir),
-            "served": self.scorer.describe(),
+            "served": describe_neural(self.cfg.model, self.metas, self.prep, device="ingress"),
             "max_batch_size": self.cfg.max_batch_size,
             "replicas": self.cfg.replicas,
         }
@@ -419,40 +448,13 @@ class ScoreIngress:
         return final
 
     async def _score_recording(self, rec):
-        """Preprocess in threads, batch sequences on the model deployment, aggregate."""
-        t0 = time.perf_counter()
-        stream = await asyncio.to_thread(self.scorer.stream, rec)
-        gen = self.scorer.prepare(rec, stream=stream)
-        prob_sum = np.zeros(len(stream.contacts), dtype=np.float64)
-        n_seq = 0
-        in_flight: list = []
-        t_wait = 0.0
-
-        async def drain(keep: int) -> None:
-            nonlocal n_seq, prob_sum, t_wait, in_flight
-            while len(in_flight) > keep:
-                t1 = time.perf_counter()
-                probs = await in_flight.pop(0)
-                t_wait += time.perf_counter() - t1
-                prob_sum += probs
-                n_seq += 1
-
-        while True:
-            seq = await asyncio.to_thread(next, gen, None)
-            if seq is None:
-                break
-            in_flight.append(self.model.remote(seq))
-            await drain(MAX_IN_FLIGHT)
-        await drain(0)
-        timings = {
-            **stream.timings.as_dict(),
-            "model_wait": t_wait,
-            "total": time.perf_counter() - t0,
-        }
-        return self.scorer.result(
-            rec, stream.contacts, prob_sum, n_seq, timings=timings,
-            warnings=scoring_warnings(rec),
+        """The engine in a worker thread; sequences batched on the model deployment."""
+        consumer = SequenceConsumer(
+            self.cfg.model, self.prep, self.folds, self.threshold, _RemotePredictor(self.model),
+            batch_size=1, max_in_flight=MAX_IN_FLIGHT,
         )  # fmt: skip
+        (result,) = await asyncio.to_thread(score_recording, rec, [consumer])
+        return result
 
 
 # ---------------------------------------------------------------------------- building
@@ -464,7 +466,7 @@ def build_app(cfg: ServeConfig) -> serve.Application:
         ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
     ).bind(
         cfg.run_dir, cfg.model, cfg.fold, cfg.max_batch_size, cfg.batch_wait_timeout_s,
-        cfg.num_gpus > 0,
+        cfg.num_gpus > 0, cfg.allow_incomplete,
     )  # fmt: skip
     ingress = ScoreIngress.options(
         num_replicas=cfg.ingress_replicas,
@@ -484,5 +486,9 @@ def start(cfg: ServeConfig, *, name: str = "sozkit", blocking: bool = False):
     DeploymentHandle
         Handle of the ingress (``blocking=False``).
     """
+    # Refuse an incomplete run here, in the caller's process, with the run's own message.
+    RunDir.open(cfg.run_dir).serving_folds(
+        cfg.model, cfg.fold, allow_incomplete=cfg.allow_incomplete
+    )
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     return serve.run(build_app(cfg), name=name, route_prefix=cfg.route_prefix, blocking=blocking)

@@ -4,7 +4,7 @@ Inputs are BIDS roots, folders of recordings, single files (read by
 :func:`ingest.sources.scan_source`) or clip stores (Zarr groups written by ``soz ingest``, scored
 from their stored clips). Recordings are scored in parallel by an actor pool: ``num_workers``
 :class:`ScoringWorker` actors, one CPU each, that load the run's models once and score one
-recording at a time with :func:`serving.classical.score_models` (every model of the run in one
+recording at a time with :func:`serving.engine.score_recording` (every model of the run in one
 pass over the recording).
 
 Output
@@ -24,7 +24,6 @@ so an interrupted run keeps what it finished.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import pandas as pd
 import ray
 
 from ingest.errors import RecordingError, SozkitError
+from ingest.fileio import write_parquet
 from ingest.recording import Recording
 from serving.config import BulkConfig
 from serving.results import RESULT_COLUMNS, failures_frame
@@ -168,7 +168,7 @@ class ScoringWorker:
         One model or ``"all"``.
     fold : int | None
     scorer_kwargs : dict
-        ``batch_size``, ``line_freq``, ``cache_bytes``.
+        ``batch_size``, ``line_freq``, ``cache_bytes``, ``allow_incomplete``.
     torch_threads : int
         Intra-op threads of torch in this actor.
     """
@@ -183,7 +183,7 @@ class ScoringWorker:
     ) -> None:
         import torch
 
-        from serving.classical import load_scorers
+        from serving.scoring import load_scorers
 
         torch.set_num_threads(int(torch_threads))
         self.scorers = load_scorers(run_dir, model, fold, **scorer_kwargs)
@@ -195,7 +195,7 @@ class ScoringWorker:
     def score(self, item: WorkItem) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]:
         """Score ``item`` with the models it still needs; return (rows, failure rows)."""
         from ingest.stream import recording_plan
-        from serving.classical import score_models
+        from serving.engine import score_recording
         from serving.preprocess import StoredRecordingStream, check_length, stored_recording
 
         scorers = [s for s in self.scorers if s.name in item.models]
@@ -225,7 +225,7 @@ class ScoringWorker:
                     failures.append(_failure(item, [s], "score", e.reason, e.fix))
             if not usable:
                 return None, failures
-            results = score_models(rec, usable, stream=stream)
+            results = score_recording(rec, [s.consumer() for s in usable], stream=stream)
         except RecordingError as e:
             return None, [*failures, _failure(item, scorers, "score", e.reason, e.fix)]
         except Exception as e:  # a worker must report, not die: keep the reason
@@ -244,14 +244,6 @@ def _failure(item: WorkItem, scorers, stage: str, reason: str, fix: str) -> dict
         "reason": reason,
         "fix": fix,
     }
-
-
-def _write_atomic(frame: pd.DataFrame, path: str) -> None:
-    path_obj = Path(path)
-    path_obj.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path_obj.with_name(f".{path_obj.name}.tmp-{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path_obj)
 
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -276,11 +268,11 @@ def run_bulk(cfg: BulkConfig, *, progress: Callable[[int, int], None] | None = N
     -------
     BulkReport
     """
-    from serving.classical import NOT_SERVED
     from serving.scoring import run_models
+    from trainer.rundir import REFERENCE_MODELS
 
     t0 = time.perf_counter()
-    available = [m for m in run_models(cfg.run_dir) if m not in NOT_SERVED]
+    available = [m for m in run_models(cfg.run_dir) if m not in REFERENCE_MODELS]
     wanted = available if cfg.model == "all" else [cfg.model]
     if not wanted or any(m not in available for m in wanted):
         raise SozkitError(
@@ -311,7 +303,11 @@ def run_bulk(cfg: BulkConfig, *, progress: Callable[[int, int], None] | None = N
         if not ray.is_initialized():
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
         n_workers = max(1, min(cfg.num_workers, len(todo)))
-        kwargs = {"batch_size": cfg.batch_size, "line_freq": cfg.line_freq}
+        kwargs = {
+            "batch_size": cfg.batch_size,
+            "line_freq": cfg.line_freq,
+            "allow_incomplete": cfg.allow_incomplete,
+        }
         workers = [
             ScoringWorker.remote(cfg.run_dir, cfg.model, cfg.fold, kwargs, cfg.torch_threads)
             for _ in range(n_workers)
@@ -328,13 +324,13 @@ def run_bulk(cfg: BulkConfig, *, progress: Callable[[int, int], None] | None = N
             if progress is not None:
                 progress(done, len(todo))
             if done - flushed >= cfg.flush_every:
-                _write_atomic(_merge(existing, new_frames), cfg.out)
+                write_parquet(cfg.out, _merge(existing, new_frames))
                 flushed = done
         for w in workers:
             ray.kill(w)
     merged = _merge(existing, new_frames)
-    _write_atomic(merged, cfg.out)
-    _write_atomic(failures_frame(failures), cfg.failures_path)
+    write_parquet(cfg.out, merged)
+    write_parquet(cfg.failures_path, failures_frame(failures))
     report.n_failed = len({(f.get("recording_id"), f.get("source_path")) for f in failures})
     report.failures = failures
     report.n_rows = len(merged)

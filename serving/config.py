@@ -73,6 +73,9 @@ class ServeConfig:
     cache_mb : float
         Per request, memory the ingress may use to keep a recording's clips between the two
         preprocessing passes (longer recordings are processed twice instead).
+    allow_incomplete : bool
+        Serve the complete folds of a model whose other folds did not finish (logged), instead
+        of refusing to start (:class:`trainer.rundir.IncompleteRun`).
     """
 
     run_dir: str
@@ -92,6 +95,7 @@ class ServeConfig:
     line_freq: float | None = None
     route_prefix: str = "/"
     cache_mb: float = 256.0
+    allow_incomplete: bool = False
 
     def __post_init__(self) -> None:
         if not str(self.run_dir):
@@ -170,6 +174,9 @@ class BulkConfig:
     flush_every : int
         Rewrite ``out`` (atomically) after this many recordings, so an interrupted run keeps
         its work.
+    allow_incomplete : bool
+        Score with the complete folds of a model whose other folds did not finish (logged),
+        instead of refusing (:class:`trainer.rundir.IncompleteRun`).
     """
 
     run_dir: str
@@ -184,6 +191,7 @@ class BulkConfig:
     torch_threads: int = 1
     resume: bool = True
     flush_every: int = 16
+    allow_incomplete: bool = False
 
     def __post_init__(self) -> None:
         if not str(self.run_dir):

@@ -86,7 +86,8 @@ class RecordingStream:
         if cache_bytes < 0:
             raise ValueError(f"{cache_bytes=} must be >= 0.")
         self.rec = rec
-        self.cfg = cfg
+        self.cfg = self.ingest_config = cfg
+        self.source = rec.path
         self.cache_bytes = int(cache_bytes)
         plan = recording_plan(rec, cfg)  # raises RecordingError: no contacts, < 1 clip ...
         self.contacts: tuple[str, ...] = plan.contacts
@@ -179,7 +180,7 @@ class StoredRecordingStream:
     """Scaled clips of a recording already in a clip store (``soz ingest`` output), by block.
 
     Same interface as :class:`RecordingStream` (``contacts``, ``n_clips``, ``timings``,
-    iteration over ``(clip_start, clips)``), reading :meth:`ingest.store.ClipStore.read_clips`
+    ``ingest_config``, ``source``, iteration over ``(clip_start, clips)``), reading :meth:`ingest.store.ClipStore.read_clips`
     with ``scaled=True``: the exact arrays training read.
 
     Parameters
@@ -196,6 +197,8 @@ class StoredRecordingStream:
         if block_clips < 1:
             raise ValueError(f"{block_clips=} must be >= 1.")
         self.store = store
+        self.ingest_config = store.ingest_config
+        self.source = str(store.url)
         self.recording_id = recording_id
         chans = store.channels([recording_id]).sort_values("channel_index")
         self.contacts: tuple[str, ...] = tuple(chans["name"].astype(str))

@@ -14,7 +14,6 @@ writes) or a training run directory, whose test-fold predictions are turned into
 from __future__ import annotations
 
 import html
-import json
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from ingest.errors import SozkitError  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
 from serving.results import RESULT_COLUMNS  # noqa: E402
+from trainer.rundir import RunDir  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,12 @@ def load_results(source: str | os.PathLike) -> pd.DataFrame:
 
 
 def _run_dir_results(run_dir: Path) -> pd.DataFrame:
+    run = RunDir.open(run_dir)
     frames = []
-    for pred in sorted(run_dir.glob("*/predictions.parquet")):
-        model = pred.parent.name
+    for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        model, pred = model_dir.name, run.predictions_path(model_dir.name)
+        if not pred.is_file():
+            continue
         df = pd.read_parquet(pred)
         needed = {"recording_id", "channel", "score"}
         if not needed <= set(df):
@@ -88,7 +91,7 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
         df["model"] = model
         if "fold" not in df:
             df["fold"] = pd.NA
-        df["threshold"] = [_fold_threshold(run_dir / model, f) for f in df["fold"].astype("object")]
+        df["threshold"] = [_fold_threshold(run, model, f) for f in df["fold"].astype("object")]
         # One row per sequence x channel: average to one per recording x channel.
         keys = [c for c in ("recording_id", "channel", "model", "fold") if c in df]
         agg = {"probability": "mean", "threshold": "first"}
@@ -106,24 +109,19 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
     return out
 
 
-def _fold_threshold(model_dir: Path, fold: object) -> float:
-    """A fold's threshold (``threshold.json``, else ``metrics.json``); all folds' mean if None."""
-    if fold is None or pd.isna(fold):
-        dirs = sorted(model_dir.glob("fold_*"))
-    else:
-        dirs = [model_dir / f"fold_{int(fold)}"]
+def _fold_threshold(run: RunDir, model: str, fold: object) -> float:
+    """A fold's threshold (:meth:`RunDir.threshold`); every fold's mean when ``fold`` is None."""
+    folds = run.fold_indices(model) if fold is None or pd.isna(fold) else [int(fold)]
     values = []
-    for d in dirs:
-        for name in ("threshold.json", "metrics.json"):
-            if (d / name).is_file():
-                t = json.loads((d / name).read_text()).get("threshold")
-                if t is not None:
-                    values.append(float(t))
-                    break
+    for k in folds:
+        try:
+            values.append(run.threshold(model, k))
+        except SozkitError:
+            continue
     if not values:
         raise SozkitError(
-            f"no threshold in {model_dir}/fold_*/threshold.json for fold {fold}; the run did not "
-            "finish that fold (soz train --resume)."
+            f"no threshold in {run.model_dir(model)}/fold_*/threshold.json for fold {fold}; the "
+            "run did not finish that fold (soz train --resume)."
         )
     return float(np.mean(values))
 

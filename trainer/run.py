@@ -7,53 +7,32 @@ fits several), the SVM on Ray CPU tasks (:mod:`trainer.svm_stage`) and scores th
 baseline (:mod:`trainer.baseline_stage`) on the same folds, then evaluates every fold the same way
 (:func:`trainer.metrics.evaluate_fold`) and writes the run directory.
 
-RUN_DIR layout (serving reads it)::
-
-    RUN_DIR/
-      card.json                       training card: config, fold patient ids, seeds, versions, commit
-      folds.json                      the folds (checked on --resume)
-      summary.md                      all models side by side, the classical baseline included
-      <model>/                        sozformer | dcgru | svm | baseline
-        metrics.json                  summarise_folds over the folds (pooled + mean/std)
-        predictions.parquet           test predictions of every fold, one row per (recording,
-                                      channel): fold, cohort, patient, recording_id, channel,
-                                      y_true, score
-        roc_by_cohort.png, pr.png, confusion.png, reliability.png, training_curves.png
-        fold_<k>/
-          metrics.json                evaluate_fold (threshold from validation, test metrics) +
-                                      training history for neural models
-          val_predictions.parquet     validation / test predictions of the fold
-          test_predictions.parquet
-          checkpoint.pt               neural models: trainer.checkpoint (weights, hparams,
-                                      threshold, feature config, seq_len, sfreq, ingest config)
-          svm.pkl                     SVM: the fitted models.svm.SOZSVM
-          threshold.json              {"threshold": t} (every model)
-          confusion.png, roc_by_cohort.png, roc_through_training.png (neural)
-        ray/fold_<k>/                 neural models: Ray Train run (per-epoch checkpoints; resume)
-
-A fold is finished when its ``metrics.json`` exists; with ``TrainConfig.resume`` finished folds
-are kept and an interrupted neural fold resumes from its last Ray Train checkpoint.
+The run directory's layout and its finished/complete rules are those of :mod:`trainer.rundir`
+(:class:`~trainer.rundir.RunDir`); every path below goes through it. A fold's ``metrics.json`` (the
+finished marker) is written after everything else of the fold, its model file included; with
+``TrainConfig.resume`` finished folds are kept and an interrupted neural fold resumes from its last
+Ray Train checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ingest.errors import ConfigError, SozkitError
+from ingest.fileio import json_safe, write_json, write_parquet
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.datasets import recording_table
 from trainer.metrics import evaluate_fold, summarise_folds
+from trainer.rundir import RunDir
 from trainer.splits import Fold, cohort_groups, patient_folds
 
 logger = logging.getLogger(__name__)
@@ -62,38 +41,8 @@ Tick = Callable[[str], None]
 #: Per-epoch values drawn in training_curves.png (losses left, validation metrics right).
 _CURVE_KEYS = ("epoch", "train_loss", "val_auc", "val_pr_auc")
 
-
-def json_safe(obj: Any) -> Any:
-    """JSON-safe: NaN / inf become None, numpy scalars and arrays plain Python."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def fold_dir(run_dir: str | os.PathLike, model: str, fold: int) -> Path:
-    """``RUN_DIR/<model>/fold_<k>``."""
-    return Path(run_dir) / model / f"fold_{fold}"
-
-
-def fold_finished(run_dir: str | os.PathLike, model: str, fold: int) -> bool:
-    """Whether a fold's outputs are complete (its ``metrics.json`` is written last)."""
-    return (fold_dir(run_dir, model, fold) / "metrics.json").is_file()
+#: ``json_safe`` is re-exported (benchmarks import it from here).
+__all__ = ["json_safe", "run_training", "write_fold", "write_model_summary"]
 
 
 def _plot(fn, *args, **kwargs) -> str | None:
@@ -113,8 +62,22 @@ def write_fold(
     test: pd.DataFrame,
     *,
     extra: Mapping[str, Any] | None = None,
+    save_model: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> dict:
-    """Evaluate one fold and write its predictions, metrics and plots (``metrics.json`` last).
+    """Evaluate one fold and write its predictions, plots, model and, last, its ``metrics.json``.
+
+    Parameters
+    ----------
+    run_dir : Path
+    model : str
+    fold : Fold
+    val, test : DataFrame
+        The fold's validation and test predictions (:data:`trainer.metrics.PRED_COLUMNS`).
+    extra : mapping, optional
+        Stored in ``metrics.json`` beside the evaluation (history, best epoch ...).
+    save_model : callable, optional
+        ``save_model(result)`` writes the fold's model file once the threshold is known; it
+        runs before the finished marker, so a kill in between leaves an unfinished fold.
 
     Returns
     -------
@@ -123,10 +86,11 @@ def write_fold(
     """
     from trainer import plots
 
-    d = fold_dir(run_dir, model, fold.index)
+    run = RunDir(run_dir)
+    d = run.fold_dir(model, fold.index)
     d.mkdir(parents=True, exist_ok=True)
-    val.to_parquet(d / "val_predictions.parquet", index=False)
-    test.to_parquet(d / "test_predictions.parquet", index=False)
+    write_parquet(d / "val_predictions.parquet", val)
+    write_parquet(d / "test_predictions.parquet", test)
     result = evaluate_fold(val, test)
     history = list((extra or {}).get("history", []))
     _plot(
@@ -145,8 +109,10 @@ def write_fold(
     if per_epoch:
         _plot(plots.plot_roc_through_training, per_epoch, d / "roc_through_training.png")
     out = {"model": model, "fold": fold.index, **result, **dict(extra or {})}
-    _write_json({"threshold": result["threshold"]}, d / "threshold.json")
-    _write_json(out, d / "metrics.json")
+    write_json(d / "threshold.json", {"threshold": result["threshold"]})
+    if save_model is not None:
+        save_model(out)
+    run.mark_finished(model, fold.index, out)  # last: the fold is finished only now
     return out
 
 
@@ -156,24 +122,21 @@ def _fold_label(model: str, fold: Fold, result: Mapping[str, Any]) -> str:
     return f"{model} fold {fold.index}: test ROC-AUC " + ("n/a" if auc is None else f"{auc:.3f}")
 
 
-def _load_fold(run_dir: Path, model: str, fold: int) -> dict:
-    return json.loads((fold_dir(run_dir, model, fold) / "metrics.json").read_text("utf-8"))
-
-
 def write_model_summary(run_dir: Path, model: str, folds: list[Fold]) -> dict:
     """Pool a model's folds: ``metrics.json``, ``predictions.parquet`` and the model-level plots."""
     from trainer import plots
 
-    results = [_load_fold(run_dir, model, f.index) for f in folds]
+    run = RunDir(run_dir)
+    results = [run.fold_metrics(model, f.index) for f in folds]
     summary = summarise_folds(results)
     frames = []
     for f in folds:
-        t = pd.read_parquet(fold_dir(run_dir, model, f.index) / "test_predictions.parquet")
+        t = pd.read_parquet(run.fold_dir(model, f.index) / "test_predictions.parquet")
         t.insert(0, "fold", f.index)
         frames.append(t)
     preds = pd.concat(frames, ignore_index=True)
-    mdir = Path(run_dir) / model
-    preds.to_parquet(mdir / "predictions.parquet", index=False)
+    mdir = run.model_dir(model)
+    write_parquet(run.predictions_path(model), preds)
     pooled = summary["pooled"]
     table = pd.DataFrame.from_records(
         [row for r in results for row in r["test_table"]],
@@ -215,12 +178,12 @@ def write_model_summary(run_dir: Path, model: str, folds: list[Fold]) -> dict:
             plots.plot_training_curves, histories, mdir / "training_curves.png"
         )
     summary["plots"] = {k: v for k, v in made.items() if v}
-    _write_json(summary, mdir / "metrics.json")
+    write_json(run.model_metrics_path(model), summary)
     return summary
 
 
 def _check_run_dir(run_dir: Path, folds: list[Fold], resume: bool) -> None:
-    saved = run_dir / "folds.json"
+    saved = RunDir(run_dir).folds_path
     if saved.is_file():
         if not resume:
             raise ConfigError(
@@ -233,7 +196,7 @@ def _check_run_dir(run_dir: Path, folds: list[Fold], resume: bool) -> None:
                 f"{run_dir} was trained with other folds (different patients, --folds or "
                 "--seed); resume with the original settings or use a new --out directory."
             )
-    _write_json([f.to_dict() for f in folds], saved)
+    write_json(saved, [f.to_dict() for f in folds])
 
 
 def run_training(
@@ -274,6 +237,7 @@ def run_training(
         )
     store_url = os.fspath(store_url)
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     store = ClipStore.open(store_url)
     recs = recording_table(store)
     patients = sorted({r.patient for r in recs})
@@ -303,11 +267,11 @@ def run_training(
             seeds={"split": cfg.seed, "torch": cfg.seed, "sampler": cfg.seed},
             extra=card_extra,
         ),
-        run_dir / "card.json",
+        run.card_path,
     )
 
     total = len(cfg.models) * len(folds)
-    done = [sum(fold_finished(run_dir, m, f.index) for m in cfg.models for f in folds)]
+    done = [sum(run.fold_finished(m, f.index) for m in cfg.models for f in folds)]
     lock = threading.Lock()  # neural folds finish in the threads of train_folds
 
     def tick(label: str) -> None:
@@ -319,13 +283,30 @@ def run_training(
     # Neural models: every unfinished (model, fold) through Ray Train, folds in parallel.
     from trainer.ray_train import train_folds
 
-    jobs = [
-        (m, f) for m in cfg.neural_models for f in folds if not fold_finished(run_dir, m, f.index)
-    ]
+    jobs = [(m, f) for m in cfg.neural_models for f in folds if not run.fold_finished(m, f.index)]
     by_index = {f.index: f for f in folds}
 
     def neural_done(res) -> None:
         fold = by_index[res.fold]
+
+        def save_model(result: Mapping[str, Any]) -> None:
+            from models.registry import build_model
+
+            model = build_model(res.model_name, **res.hparams)
+            model.load_state_dict(res.state_dict)
+            save_checkpoint(
+                run.checkpoint_path(res.model_name, fold.index),
+                model,
+                model_name=res.model_name,
+                threshold=result["threshold"],
+                feature_config=cfg.feature_config(),
+                sfreq=store.sfreq,
+                clip_samples=store.clip_samples,
+                ingest_config=store.ingest_config.to_dict(),
+                fold=fold.index,
+                extra={"best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc},
+            )
+
         result = write_fold(
             run_dir,
             res.model_name,
@@ -337,22 +318,7 @@ def run_training(
                 "best_epoch": res.best_epoch,
                 "best_val_auc": res.best_val_auc,
             },
-        )
-        from models.registry import build_model
-
-        model = build_model(res.model_name, **res.hparams)
-        model.load_state_dict(res.state_dict)
-        save_checkpoint(
-            fold_dir(run_dir, res.model_name, fold.index) / "checkpoint.pt",
-            model,
-            model_name=res.model_name,
-            threshold=result["threshold"],
-            feature_config=cfg.feature_config(),
-            sfreq=store.sfreq,
-            clip_samples=store.clip_samples,
-            ingest_config=store.ingest_config.to_dict(),
-            fold=fold.index,
-            extra={"best_epoch": res.best_epoch, "best_val_auc": res.best_val_auc},
+            save_model=save_model,  # the checkpoint before the finished marker
         )
         tick(_fold_label(res.model_name, fold, result))
 
@@ -372,7 +338,7 @@ def run_training(
         "folds": [f.to_dict() for f in folds],
         "models": summaries,
         "summary": str(summary_path),
-        "card": str(run_dir / "card.json"),
+        "card": str(run.card_path),
     }
 
 
@@ -405,16 +371,17 @@ def _run_svm(
 ) -> None:
     from trainer.svm_stage import compute_features, train_svm_fold
 
-    todo = [f for f in folds if not fold_finished(run_dir, "svm", f.index)]
+    run = RunDir(run_dir)
+    todo = [f for f in folds if not run.fold_finished("svm", f.index)]
     if not todo:
         return
     features = compute_features(store_url, [r.recording_id for r in recs])
     for fold in todo:
         res = train_svm_fold(features, recs, fold, seed=cfg.seed, hparams=cfg.hparams_for("svm"))
-        d = fold_dir(run_dir, "svm", fold.index)
-        d.mkdir(parents=True, exist_ok=True)
-        res.model.save(d / "svm.pkl")
-        result = write_fold(run_dir, "svm", fold, res.val_predictions, res.test_predictions)
+        result = write_fold(
+            run_dir, "svm", fold, res.val_predictions, res.test_predictions,
+            save_model=lambda _result, m=res.model, k=fold.index: m.save(run.svm_path(k)),
+        )  # fmt: skip
         tick(_fold_label("svm", fold, result))
 
 
@@ -423,7 +390,7 @@ def _run_baseline(
 ) -> None:
     from trainer.baseline_stage import BaselineConfig, fold_predictions, score_recordings
 
-    todo = [f for f in folds if not fold_finished(run_dir, "baseline", f.index)]
+    todo = [f for f in folds if not RunDir(run_dir).fold_finished("baseline", f.index)]
     if not todo:
         return
     scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))

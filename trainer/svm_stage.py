@@ -1,8 +1,10 @@
 """The SVM stage: channel features per recording by Ray CPU tasks (cached beside the store), one SVM per fold.
 
 Features: :func:`models.features.clip_features` (interictal spike counts + wavelet-packet band
-features, bands below the store's Nyquist rate) of every clip, averaged over the recording's clips (streamed in chunks, so memory stays
-bounded whatever the duration), giving one feature vector per (recording, channel).
+features, :func:`models.features.svm_bands` of the store's rate) of every clip, averaged over the
+recording's clips by :class:`models.features.RecordingFeatureMean` (streamed in chunks, so memory
+stays bounded whatever the duration; serving uses the same accumulator), giving one feature
+vector per (recording, channel).
 
 Cache: ``STORE/features/<FEATURE_VERSION>/<recording_id>.parquet`` (columns ``recording_id``,
 ``channel_index``, ``channel``, ``n_clips`` and one column per feature). A recording's file is
@@ -28,25 +30,23 @@ import pandas as pd
 import ray
 
 from ingest.errors import SozkitError
-from models.features import DEFAULT_BANDS, clip_features, feature_names
+from models.features import RecordingFeatureMean, feature_names, svm_bands
 from models.svm import SOZSVM
 from trainer.datasets import RecordingInfo
 from trainer.splits import Fold
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "compute_features",
+    "feature_columns",
+    "recording_features",
+    "svm_bands",
+    "train_svm_fold",
+]
+
 #: Key of the feature cache; change it whenever :func:`models.features.clip_features` changes.
 FEATURE_VERSION = "svm-v1"
-
-
-def svm_bands(sfreq: float) -> dict[str, tuple[float, float]]:
-    """The wavelet-packet bands of :data:`models.features.DEFAULT_BANDS` below the Nyquist rate.
-
-    A store at 1000 Hz keeps every band (fast ripples included); a store at a lower rate drops
-    the bands it cannot hold rather than failing. One store has one rate, so its cached
-    features always have the same columns.
-    """
-    return {k: v for k, v in DEFAULT_BANDS.items() if v[1] <= sfreq / 2}
 
 
 def feature_columns(sfreq: float) -> list[str]:
@@ -90,18 +90,13 @@ def recording_features(
     if max_clips is not None and len(starts) * chunk_clips > max_clips:
         keep = max(1, max_clips // chunk_clips)
         starts = starts[np.linspace(0, len(starts) - 1, keep).round().astype(int)]
-    total, count = None, 0
+    acc = RecordingFeatureMean(store.sfreq)
     for start in starts:
         stop = min(int(start) + chunk_clips, n_clips)
-        clips = store.read_clips(recording_id, int(start), stop)
-        feats = clip_features(clips, store.sfreq, bands=svm_bands(store.sfreq))
-        part = feats.astype(np.float64).sum(axis=0)  # (C, F)
-        total = part if total is None else total + part
-        count += stop - int(start)
-    means = total / count
+        acc.add(store.read_clips(recording_id, int(start), stop))
     chans = store.channels([recording_id]).sort_values("channel_index")
-    out = pd.DataFrame(means, columns=feature_columns(store.sfreq))
-    out.insert(0, "n_clips", count)
+    out = pd.DataFrame(acc.mean(), columns=list(acc.names))
+    out.insert(0, "n_clips", acc.n_clips)
     out.insert(0, "channel", chans["name"].astype(str).to_numpy())
     out.insert(0, "channel_index", chans["channel_index"].to_numpy())
     out.insert(0, "recording_id", recording_id)

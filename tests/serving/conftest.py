@@ -70,7 +70,8 @@ def make_recording(path: Path, *, rid: str = "test__p1__ictal", subject: str = "
 
 
 def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55), svm: bool = True) -> Path:
-    """A training run: untrained SOZFormer checkpoints and fitted SVMs (one per fold)."""
+    """A training run as ``soz train`` writes it (:mod:`trainer.rundir`): untrained SOZFormer
+    checkpoints and fitted SVMs, one per fold, each fold's ``metrics.json`` written last."""
     run_dir = root / "run"
     n_feats = n_spectral_features(INGEST.clip_samples, INGEST.sfreq, **FEATURES)
     for fold, thr in zip(folds, thresholds, strict=True):
@@ -85,6 +86,9 @@ def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55), svm: bool
             sfreq=INGEST.sfreq, clip_samples=INGEST.clip_samples,
             ingest_config=INGEST.to_dict(), fold=fold,
         )  # fmt: skip
+        d = run_dir / "sozformer" / f"fold_{fold}"
+        (d / "threshold.json").write_text(json.dumps({"threshold": thr}))
+        (d / "metrics.json").write_text(json.dumps({"threshold": thr}))  # finished marker, last
     (run_dir / "card.json").write_text(json.dumps({"config": {"eval_stride": None}}))
     if svm:
         add_svm(run_dir, folds=folds, thresholds=thresholds)
@@ -103,6 +107,7 @@ def add_svm(run_dir: Path, *, folds=(0, 1), thresholds=(0.45, 0.55)) -> None:
         d.mkdir(parents=True, exist_ok=True)
         svm.save(d / "svm.pkl")
         (d / "threshold.json").write_text(json.dumps({"threshold": thr}))
+        (d / "metrics.json").write_text(json.dumps({"threshold": thr}))  # finished marker, last
 
 
 @pytest.fixture(scope="session")

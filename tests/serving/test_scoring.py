@@ -138,7 +138,7 @@ def ingested(serving_data, tmp_path_factory):
 def test_ingest_and_serving_agree(serving_data, ingested):
     """Scoring the file == scoring the store's clips == training's evaluation loop."""
     from ingest.store import ClipStore
-    from serving.classical import score_models
+    from serving.engine import score_recording
     from serving.inputs import recording_for_path
     from serving.preprocess import StoredRecordingStream, stored_recording
     from trainer.datasets import SequenceDataset, make_loader, recording_table
@@ -155,7 +155,9 @@ def test_ingest_and_serving_agree(serving_data, ingested):
     (rid,) = store.recordings()["recording_id"]
     assert rid == rec.recording_id
     stream = StoredRecordingStream(store, rid, block_clips=5)
-    (from_store,) = score_models(stored_recording(store, rid), [scorer], stream=stream)
+    (from_store,) = score_recording(
+        stored_recording(store, rid), [scorer.consumer()], stream=stream
+    )
     assert from_store.channels == from_file.channels
     np.testing.assert_allclose(from_store.probabilities, from_file.probabilities, rtol=1e-4)
 
@@ -167,3 +169,25 @@ def test_ingest_and_serving_agree(serving_data, ingested):
     sums = predict(scorer.models[0], make_loader(ds, batch_size=2, prefetch=0))
     train_eval = sums.sums[0][: len(rec.contacts)] / sums.counts[0]
     np.testing.assert_allclose(train_eval, from_file.probabilities, rtol=1e-4)
+
+
+def test_a_run_with_a_fold_missing_its_checkpoint_is_refused(serving_data, tmp_path, caplog):
+    """A fold killed between its marker and its checkpoint (older sozkit) is never served silently."""
+    import shutil
+
+    from serving.scoring import load_scorers
+    from trainer.rundir import IncompleteRun
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    (run_dir / "sozformer" / "fold_1" / "checkpoint.pt").unlink()
+    assert run_models(run_dir) == {"sozformer": [0], "svm": [0, 1]}
+    with pytest.raises(IncompleteRun, match=r"'sozformer' folds \[1\] did not finish"):
+        Scorer.from_run(run_dir)
+    with pytest.raises(IncompleteRun, match="--allow-incomplete"):
+        load_scorers(run_dir, "all")
+    with caplog.at_level("WARNING"):
+        scorer = Scorer.from_run(run_dir, allow_incomplete=True)
+    assert scorer.folds == (0,) and scorer.threshold == pytest.approx(0.45)
+    assert "served from folds [0] ONLY; folds [1] did not finish" in caplog.text
+    assert Scorer.from_run(run_dir, fold=0).folds == (0,)  # a complete fold alone is fine

@@ -1,0 +1,167 @@
+"""Scoring with the run's SVM: per-channel heuristic features averaged over the recording.
+
+:class:`SVMScorer` mirrors the SVM stage of training (:mod:`trainer.svm_stage`) through the same
+code: the features of a channel are the mean over *every* clip of the recording of
+:func:`models.features.clip_features` on the scaled clips (one accumulator,
+:class:`models.features.RecordingFeatureMean`, with the bands the store's rate holds,
+:func:`models.features.svm_bands`), and each fold's :class:`models.svm.SOZSVM` turns them into a
+calibrated probability; the ensemble averages the folds' probabilities and thresholds. Its
+:class:`SVMConsumer` takes the blocks of the engine's one stream
+(:func:`serving.engine.score_recording`), so one pass over a recording feeds the SVM and the
+neural models alike.
+
+The classical *baseline* of training (Epileptogenicity Index on annotated seizures, interictal
+spike ranking) is an evaluation reference computed inside cross-validation; it has no fitted
+model to serve and is not scored here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ingest.config import IngestConfig
+from ingest.errors import SozkitError
+from ingest.recording import Recording
+from models.features import RecordingFeatureMean, feature_names, svm_bands
+from models.svm import SOZSVM
+from serving.engine import Consumer, make_result, score_recording, scoring_warnings
+from serving.preprocess import DEFAULT_CACHE_BYTES
+from serving.results import ScoreResult
+from trainer.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+class SVMScorer:
+    """The run's SVM (one fold or the fold ensemble).
+
+    Parameters
+    ----------
+    svms : sequence of SOZSVM
+        Fitted models, one per fold.
+    thresholds : sequence of float
+        Each fold's threshold.
+    folds : sequence of int
+        Fold indices.
+    ingest_config : IngestConfig
+        Preprocessing of the training store.
+    cache_bytes : int
+        Memory budget between the two preprocessing passes.
+    """
+
+    name = "svm"
+    seq_len = 1  # any recording with one clip can be scored
+
+    def __init__(
+        self,
+        svms: Sequence[SOZSVM],
+        thresholds: Sequence[float],
+        folds: Sequence[int],
+        *,
+        ingest_config: IngestConfig,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        if not svms or not len(svms) == len(thresholds) == len(folds):
+            raise SozkitError(
+                f"svm: need as many thresholds ({len(thresholds)}) and folds ({len(folds)}) as "
+                f"models ({len(svms)}), at least one."
+            )
+        self.feature_names = feature_names(svm_bands(ingest_config.sfreq))
+        for svm in svms:
+            if svm.feature_names is not None and tuple(svm.feature_names) != self.feature_names:
+                raise SozkitError(
+                    "svm: the saved model was fitted on other features "
+                    f"({svm.feature_names}) than this sozkit computes at the store's "
+                    f"{ingest_config.sfreq:g} Hz ({self.feature_names}); retrain."
+                )
+        self.svms = list(svms)
+        self.folds = tuple(int(f) for f in folds)
+        self.threshold = float(np.mean(thresholds))
+        self.ingest_config = ingest_config
+        self.cache_bytes = int(cache_bytes)
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike,
+        fold: int | None = None,
+        *,
+        allow_incomplete: bool = False,
+        line_freq: float | None = None,
+        **kwargs: Any,
+    ) -> SVMScorer:
+        """Load ``RUN_DIR/svm/fold_<k>/svm.pkl`` and its threshold (every fold if None).
+
+        ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
+        in :meth:`serving.scoring.Scorer.from_run`.
+        """
+        run = RunDir.open(run_dir)
+        paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
+        svms = [SOZSVM.load(path) for path in paths.values()]
+        thresholds = [run.threshold("svm", k) for k in paths]
+        cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
+        if line_freq is not None and cfg.line_freq is None:
+            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Mean calibrated probability over the folds, X (n_chans, n_feats) -> (n_chans,)."""
+        return np.mean([svm.predict_proba(X) for svm in self.svms], axis=0)
+
+    def consumer(self) -> SVMConsumer:
+        """A fresh engine consumer scoring one recording with this SVM."""
+        return SVMConsumer(self)
+
+    def score(self, rec: Recording) -> ScoreResult:
+        """Score one recording."""
+        return score_recording(rec, [self.consumer()])[0]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /models`` shows about this scorer."""
+        return {
+            "model": self.name,
+            "kind": "svm",
+            "folds": list(self.folds),
+            "threshold": self.threshold,
+            "features": list(self.feature_names),
+            "ingest_config": self.ingest_config.to_dict(),
+        }
+
+
+class SVMConsumer(Consumer):
+    """Engine consumer: the recording's mean clip features, scored by the SVM at the end."""
+
+    min_clips = 1
+
+    def __init__(self, scorer: SVMScorer) -> None:
+        self.scorer = scorer
+        self.name = scorer.name
+        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+
+    def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
+        self._mean = RecordingFeatureMean(self.ingest_config.sfreq)
+        self._t = 0.0
+
+    def add(self, clip_start: int, clips: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        self._mean.add(clips)
+        self._t += time.perf_counter() - t0
+
+    def finish(self, rec: Recording, contacts: tuple[str, ...], timings: dict) -> ScoreResult:
+        if self._mean.n_clips == 0:
+            raise SozkitError(f"{rec.recording_id}: no clip to compute SVM features from.")
+        t0 = time.perf_counter()
+        probs = self.scorer.predict(self._mean.mean())
+        t_model = time.perf_counter() - t0
+        s = self.scorer
+        return make_result(
+            rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
+            timings={**timings, "features": self._t, "model": t_model},
+            warnings=scoring_warnings(rec),
+        )  # fmt: skip
