@@ -61,6 +61,7 @@ from serving.inputs import (
     resolve_under_roots,
 )
 from serving.preprocess import RecordingTooShort
+from serving.results import ContactScore
 from serving.scoring import Scorer, describe_neural, ensemble, load_preprocessing, run_models
 from trainer.rundir import RunDir
 
@@ -81,16 +82,6 @@ class ScoreRequest(BaseModel):
     )
 
 
-class ContactOut(BaseModel):
-    channel: str
-    shaft: str
-    probability: float
-    soz_call: bool
-    rank: int
-    soz_label: bool | None = None
-    index: int = Field(description="Position of the contact in the recording's contacts.")
-
-
 class ScoreResponse(BaseModel):
     recording_id: str
     subject: str
@@ -103,7 +94,7 @@ class ScoreResponse(BaseModel):
     n_sequences: int
     duration_s: float
     sfreq: float
-    contacts: list[ContactOut]
+    contacts: list[ContactScore]
     metadata: dict[str, Any]
     timings: dict[str, float]
     warnings: list[str]

@@ -8,13 +8,16 @@ handlers and shows progress bars.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from ingest.errors import SozkitError
+from ingest.errors import ConfigError, SozkitError
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +64,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except SozkitError as e:
-        # A user's mistake (bad path, config, input): one clear line, no traceback.
-        print(f"soz {args.command}: {e}", file=sys.stderr)
+        # A user's mistake (bad path, config value, input; ConfigError included): one clear
+        # line with its fix, no traceback, exit 2.
+        print(f"soz {args.command}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+
+
+def default(config: type, name: str) -> Any:
+    """The default of field ``name`` of a config dataclass: CLI defaults come from the configs."""
+    f = {f.name: f for f in dataclasses.fields(config)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{config.__name__}.{name} has no default")
+
+
+def json_arg(text: str | None, option: str) -> dict[str, Any]:
+    """A JSON-object option (``--hparams '{...}'``); a malformed one is a :class:`ConfigError`."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(
+            f"{option} {text!r} is not valid JSON ({e}); quote it: '{{\"k\": 1}}'."
+        ) from e
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON object ({{...}}), got {type(value).__name__}.")
+    return value
+
+
+@contextmanager
+def progress_bar(
+    unit: str, desc: str, *, enabled: bool = True
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar driven by ``progress(done, total)``; yields ``None`` when disabled."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit=unit, desc=desc)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 @contextmanager

@@ -60,7 +60,13 @@ class ServeConfig:
         Per model replica; ``None`` = ``2 * max_batch_size``. Must be ``>= max_batch_size``,
         otherwise Ray Serve never hands a replica enough requests to fill a batch.
     max_upload_bytes : int
-        Largest accepted upload; larger bodies get 413.
+        Largest accepted upload; a body is refused with 413 as soon as it passes the cap, while
+        it is being read.
+    max_concurrent_uploads : int
+        Uploads received at once per ingress replica; one more gets 503 at once (it holds no
+        slot), so slow uploaders cannot starve ``/health`` or path requests.
+    body_timeout_s : float
+        Longest time to receive a request body; a slower one gets 408 and its slot back.
     num_gpus : float
         GPUs per model replica (``0`` on CPU machines; fractions share a GPU).
     num_cpus : float
@@ -90,6 +96,8 @@ class ServeConfig:
     batch_wait_timeout_s: float = 0.01
     max_ongoing_requests: int | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_concurrent_uploads: int = 4
+    body_timeout_s: float = 300.0
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     line_freq: float | None = None
@@ -115,6 +123,8 @@ class ServeConfig:
         _check_positive("max_batch_size", self.max_batch_size)
         _check_positive("batch_wait_timeout_s", self.batch_wait_timeout_s, allow_zero=True)
         _check_positive("max_upload_bytes", self.max_upload_bytes)
+        _check_positive("max_concurrent_uploads", self.max_concurrent_uploads)
+        _check_positive("body_timeout_s", self.body_timeout_s)
         _check_positive("num_gpus", self.num_gpus, allow_zero=True)
         _check_positive("num_cpus", self.num_cpus, allow_zero=True)
         _check_positive("cache_mb", self.cache_mb, allow_zero=True)

@@ -27,7 +27,6 @@ A running Ray is needed (the CLI starts a local one or joins ``RAY_ADDRESS``).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ import pandas as pd
 
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError, SozkitError
+from ingest.fileio import write_json, write_parquet
 from ingest.pipeline import run_ingest
 from ingest.simulate import SimulationConfig, simulate_cohort
 from ingest.sources import scan_source
@@ -241,7 +241,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult
     from serving.results import ScoreResult
 
     results = pd.concat([ScoreResult.from_dict(a).to_frame() for a in answers], ignore_index=True)
-    results.to_parquet(out / "scores" / "results.parquet", index=False)
+    write_parquet(out / "scores" / "results.parquet", results)
     index = write_report(results, out / "report", by="patient")
     timings["report"] = time.perf_counter() - t
 
@@ -260,7 +260,7 @@ def run_demo(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult
         headline=headline,
         heldout=[_heldout_summary(a) for a in answers],
     )
-    (out / "demo.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    write_json(out / "demo.json", result.to_dict())
     return result
 
 
@@ -291,7 +291,7 @@ def _score_through_service(
                         f"the service refused {rel}: HTTP {response.status_code} {response.text}"
                     )
                 answer = response.json()
-                (out / f"{answer['recording_id']}.json").write_text(json.dumps(answer, indent=2))
+                write_json(out / f"{answer['recording_id']}.json", answer)
                 answers.append(answer)
     finally:
         serve.shutdown()

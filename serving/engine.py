@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingest.config import IngestConfig
-from ingest.errors import RecordingError, SozkitError
+from ingest.errors import ConfigError, RecordingError, SozkitError
 from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.spectral import spectral_features
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
@@ -157,7 +157,7 @@ class Preprocessing:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if eval_stride is not None and eval_stride < 1:
-            raise ValueError(f"{eval_stride=} must be >= 1 or None.")
+            raise ConfigError(f"{eval_stride=} must be >= 1 or None.")
         self.ingest_config = ingest_config
         self.feature_config = dict(feature_config)
         self.seq_len = int(seq_len)
@@ -389,7 +389,7 @@ class SequenceConsumer(Consumer):
         max_in_flight: int = 0,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"{batch_size=} must be >= 1.")
+            raise ConfigError(f"{batch_size=} must be >= 1.")
         self.name, self.prep = name, prep
         self.folds, self.threshold = tuple(folds), float(threshold)
         self.predictor = predictor

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ingest import preprocessing as pp
 from ingest.config import IngestConfig
-from ingest.errors import RecordingError
+from ingest.errors import ConfigError, RecordingError
 from ingest.recording import Recording
 from ingest.signals import open_signal
 from ingest.stream import plan_blocks, process_block, recording_plan
@@ -84,7 +84,7 @@ class RecordingStream:
         self, rec: Recording, cfg: IngestConfig, *, cache_bytes: int = DEFAULT_CACHE_BYTES
     ) -> None:
         if cache_bytes < 0:
-            raise ValueError(f"{cache_bytes=} must be >= 0.")
+            raise ConfigError(f"{cache_bytes=} must be >= 0.")
         self.rec = rec
         self.cfg = self.ingest_config = cfg
         self.source = rec.path
@@ -195,7 +195,7 @@ class StoredRecordingStream:
 
     def __init__(self, store, recording_id: str, *, block_clips: int = 60) -> None:
         if block_clips < 1:
-            raise ValueError(f"{block_clips=} must be >= 1.")
+            raise ConfigError(f"{block_clips=} must be >= 1.")
         self.store = store
         self.ingest_config = store.ingest_config
         self.source = str(store.url)

@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from ingest.errors import SozkitError  # noqa: E402
+from ingest.errors import ConfigError, SozkitError  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
 from serving.results import RESULT_COLUMNS  # noqa: E402
 from trainer.rundir import RunDir  # noqa: E402
@@ -274,7 +274,7 @@ def plot_top_contacts(
         The PNG.
     """
     if top_n < 1:
-        raise ValueError(f"{top_n=} must be >= 1.")
+        raise ConfigError(f"{top_n=} must be >= 1 (--top).")
     top = unit.sort_values("probability", ascending=False, kind="stable").head(top_n)
     threshold = float(unit["threshold"].iloc[0])
     fig, ax = plt.subplots(figsize=(6.0, 0.8 + 0.28 * len(top)), dpi=110)
@@ -462,9 +462,9 @@ def write_report(
         ``out_dir/index.html``.
     """
     if by not in ("recording", "patient"):
-        raise ValueError(f"{by=} must be 'recording' or 'patient'.")
+        raise ConfigError(f"{by=} must be 'recording' or 'patient'.")
     if top_n < 1:
-        raise ValueError(f"{top_n=} must be >= 1.")
+        raise ConfigError(f"{top_n=} must be >= 1 (--top).")
     if results.empty:
         raise SozkitError("the results table is empty: nothing to report.")
     results = _complete(results)

@@ -8,14 +8,14 @@ of ``POST /score``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ingest.fileio import json_safe
 from ingest.recording import Recording, shaft_of
 
 #: Columns of a results table, in order (one row per recording x contact x model).
@@ -50,7 +50,24 @@ FAILURE_COLUMNS = ("recording_id", "source_path", "model", "stage", "reason", "f
 
 @dataclass(frozen=True)
 class ContactScore:
-    """One contact of a scored recording."""
+    """One contact of a scored recording: the one contact schema (``POST /score``'s
+    ``contacts`` items, :meth:`ScoreResult.ranked`).
+
+    Parameters
+    ----------
+    channel, shaft : str
+        Contact name and its electrode shaft (:func:`ingest.recording.shaft_of`).
+    probability : float
+        SOZ probability.
+    soz_call : bool
+        ``probability >= threshold``.
+    rank : int
+        1 = most likely SOZ.
+    soz_label : bool or None
+        Clinical SOZ label where the recording is labelled.
+    index : int
+        Position of the contact in the recording's (file-order) contacts.
+    """
 
     channel: str
     shaft: str
@@ -58,7 +75,7 @@ class ContactScore:
     soz_call: bool
     rank: int
     soz_label: bool | None = None
-    index: int = 0  # position of the contact in the recording's (file-order) contacts
+    index: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,19 +191,8 @@ class ScoreResult:
             "n_sequences": int(self.n_sequences),
             "duration_s": float(self.duration_s),
             "sfreq": float(self.sfreq),
-            "contacts": [
-                {
-                    "channel": c.channel,
-                    "shaft": c.shaft,
-                    "probability": c.probability,
-                    "soz_call": c.soz_call,
-                    "rank": c.rank,
-                    "soz_label": c.soz_label,
-                    "index": c.index,
-                }
-                for c in self.ranked()
-            ],
-            "metadata": {k: _jsonable(v) for k, v in self.metadata.items()},
+            "contacts": [asdict(c) for c in self.ranked()],
+            "metadata": json_safe(dict(self.metadata)),
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
         }
@@ -281,13 +287,3 @@ def failures_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         frame = pd.DataFrame({c: pd.Series(dtype="string") for c in FAILURE_COLUMNS})
     return frame.astype("string")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ingest.errors import SozkitError
+from ingest.errors import ConfigError, SozkitError
 from ingest.recording import Recording
 from serving.config import ALL_MODELS
 from serving.engine import (
@@ -204,7 +204,7 @@ class Scorer:
                 f"{len(metas)} checkpoints."
             )
         if batch_size < 1:
-            raise ValueError(f"{batch_size=} must be >= 1.")
+            raise ConfigError(f"{batch_size=} must be >= 1.")
         self.name = name
         self.prep = Preprocessing.from_checkpoints(
             name, metas, line_freq=line_freq, eval_stride=eval_stride, cache_bytes=cache_bytes

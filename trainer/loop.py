@@ -25,7 +25,7 @@ from models.dcgru import next_clip_loss
 from trainer.checkpoint import unwrap_model
 from trainer.datasets import RecordingInfo
 from trainer.losses import focal_class_balanced_bce, pos_weight_bce
-from trainer.metrics import aggregate_channel_scores, roc_curve_by_cohort
+from trainer.metrics import PRED_COLUMNS, aggregate_channel_scores, roc_curve_by_cohort
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class ScoreSums:
         return pd.concat(frames, ignore_index=True)
 
 
-_PRED_COLUMNS = ("cohort", "patient", "recording_id", "channel", "y_true", "score")
+_PRED_COLUMNS = PRED_COLUMNS  # one definition, trainer.metrics
 
 
 @torch.no_grad()

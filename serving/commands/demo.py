@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+from dataclasses import replace
 
-from serving.cli import command, ray_session
+from serving.cli import command, json_arg, ray_session
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
-    p.add_argument("--subjects", type=int, default=10, help="patients cross-validated (10)")
-    p.add_argument("--heldout", type=int, default=2, help="held-out patients scored by Serve (2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of everything (0)")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
-    p.add_argument("--epochs", type=int, default=10, help="maximum epochs per fold (10)")
-    p.add_argument("--sfreq", type=float, default=500.0, help="clip store rate in Hz (500)")
+    # Defaults are DemoConfig's (an option left out is not passed); importing it here would
+    # load Beam and Ray for every `soz` command.
+    p.add_argument("--out", default=None, help="output folder (demo-output)")
+    p.add_argument("--subjects", type=int, default=None, help="patients cross-validated")
+    p.add_argument("--heldout", type=int, default=None, help="held-out patients scored by Serve")
+    p.add_argument("--seed", type=int, default=None, help="seed of everything")
+    p.add_argument("--folds", type=int, default=None, help="cross-validation folds")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs per fold")
+    p.add_argument("--sfreq", type=float, default=None, help="clip store rate in Hz")
     p.add_argument(
-        "--interictal-duration", type=float, default=600.0, help="interictal run length, s (600)"
+        "--interictal-duration", type=float, default=None, help="interictal run length, s"
     )
     p.add_argument(
         "--models",
@@ -29,9 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("sozformer", "dcgru", "svm", "baseline"),
         help="models to cross-validate (default: all four)",
     )
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per fold (1)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0)")
-    p.add_argument("--port", type=int, default=8000, help="Serve HTTP port on 127.0.0.1 (8000)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers per fold")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker")
+    p.add_argument("--port", type=int, default=None, help="Serve HTTP port on 127.0.0.1")
     p.add_argument(
         "--train-json",
         default=None,
@@ -43,24 +45,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @command("demo", "Run the whole pipeline on a simulated cohort (the main job)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from serving.demo import STAGES, DemoConfig, run_demo
-    from trainer.config import ALL_MODELS
 
+    given = {
+        "out_dir": None if args.out is None else os.path.abspath(args.out),  # Ray workers
+        "n_subjects": args.subjects,
+        "n_heldout": args.heldout,
+        "seed": args.seed,
+        "folds": args.folds,
+        "epochs": args.epochs,
+        "sfreq": args.sfreq,
+        "interictal_duration_s": args.interictal_duration,
+        "models": tuple(args.models) if args.models else None,
+        "workers": args.workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "port": args.port,
+    }
     cfg = DemoConfig(
-        out_dir=os.path.abspath(args.out),  # Ray workers do not share this directory
-        n_subjects=args.subjects,
-        n_heldout=args.heldout,
-        seed=args.seed,
-        folds=args.folds,
-        epochs=args.epochs,
-        sfreq=args.sfreq,
-        interictal_duration_s=args.interictal_duration,
-        models=tuple(args.models) if args.models else ALL_MODELS,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
+        **{k: v for k, v in given.items() if v is not None},
         n_jobs=os.cpu_count() or 1,
-        port=args.port,
-        train_overrides=json.loads(args.train_json) if args.train_json else {},
+        train_overrides=json_arg(args.train_json, "--train-json"),
     )
+    if args.out is None:  # Ray workers do not share this directory
+        cfg = replace(cfg, out_dir=os.path.abspath(cfg.out_dir))
     t0 = time.perf_counter()
 
     def progress(stage: str, message: str) -> None:

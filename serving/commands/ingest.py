@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
+from functools import partial
 
-from serving.cli import command
+from ingest.config import IngestConfig
+from serving.cli import command, default, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -15,16 +17,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="BIDS root, folder or file")
     p.add_argument("--out", required=True, metavar="STORE", help="store path or fsspec URL")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (non-BIDS sources)")
-    p.add_argument("--sfreq", type=float, default=1000.0, help="stored rate in Hz (1000)")
-    p.add_argument("--clip-s", type=float, default=5.0, help="clip length in s (5)")
-    p.add_argument("--block-clips", type=int, default=60, help="clips per block/shard (60)")
-    p.add_argument("--l-freq", type=float, default=0.5, help="high-pass edge in Hz (0.5)")
-    p.add_argument("--h-freq", type=float, default=None, help="low-pass edge in Hz")
+    d = partial(default, IngestConfig)
+    p.add_argument("--sfreq", type=float, default=d("sfreq"), help="stored rate, Hz (%(default)s)")
+    p.add_argument("--clip-s", type=float, default=d("clip_s"), help="clip length, s (%(default)s)")
     p.add_argument(
-        "--line-freq", type=float, default=None, help="line frequency where a source has none"
+        "--block-clips", type=int, default=d("block_clips"),
+        help="clips per block/shard (%(default)s)",
+    )  # fmt: skip
+    p.add_argument("--l-freq", type=float, default=d("l_freq"), help="high-pass, Hz (%(default)s)")
+    p.add_argument("--h-freq", type=float, default=d("h_freq"), help="low-pass edge in Hz")
+    p.add_argument(
+        "--line-freq", type=float, default=d("line_freq"),
+        help="line frequency where a source has none",
+    )  # fmt: skip
+    p.add_argument("--dtype", choices=("float16", "float32"), default=d("dtype"))
+    p.add_argument(
+        "--workers", type=int, default=d("num_workers"), help="local workers (0: one per core)"
     )
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    p.add_argument("--workers", type=int, default=0, help="local workers (0: one per core)")
     p.add_argument(
         "--beam-args",
         default="",
@@ -37,7 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("ingest", "Ingest cohorts into a Zarr clip store (Apache Beam)", add_arguments)
 def run(args: argparse.Namespace) -> int:
-    from ingest.config import IngestConfig
     from ingest.pipeline import run_ingest
 
     cfg = IngestConfig(
@@ -50,19 +58,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         num_workers=args.workers,
     )
-    bar = None
-    progress = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="block", desc="ingest")
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with progress_bar("block", "ingest", enabled=not args.no_progress) as progress:
         report = run_ingest(
             args.sources,
             args.out,
@@ -71,9 +67,6 @@ def run(args: argparse.Namespace) -> int:
             pipeline_args=shlex.split(args.beam_args),
             progress=progress,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     print(
         f"{report.n_ingested} recordings ingested ({report.n_clips} clips), "
         f"{report.n_skipped} already complete, {report.n_failed} failed, "

@@ -11,7 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from serving.cli import command, ray_session
+from serving.cli import command, default, progress_bar, ray_session
+from serving.config import BulkConfig
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +21,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="training run directory (soz train --out)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="BIDS root, folder, file or store")
     p.add_argument("--out", required=True, metavar="FILE", help="results .parquet")
-    p.add_argument("--model", default="all", help="sozformer | dcgru | svm | all (all)")
+    p.add_argument(
+        "--model", default=default(BulkConfig, "model"),
+        help="sozformer | dcgru | svm | all (%(default)s)",
+    )  # fmt: skip
     p.add_argument("--fold", type=int, default=None, help="one fold (default: fold ensemble)")
     p.add_argument("--workers", type=int, default=None, help="parallel recordings (CPU count)")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet for folder inputs")
     p.add_argument("--line-freq", type=float, default=None, help="for files that state none")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (8)")
+    p.add_argument(
+        "--batch-size", type=int, default=default(BulkConfig, "batch_size"),
+        help="sequences per forward pass (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-incomplete", action="store_true",
+        help="score with the finished folds of a run whose other folds did not finish",
+    )  # fmt: skip
     p.add_argument("--no-resume", action="store_true", help="rewrite --out instead of appending")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -33,7 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @command("score", "Score archived recordings in bulk on Ray (results to Parquet)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from serving.bulk import run_bulk
-    from serving.config import BulkConfig
 
     cfg = BulkConfig(
         run_dir=str(Path(args.run_dir).resolve()),
@@ -46,25 +56,11 @@ def run(args: argparse.Namespace) -> int:
         line_freq=args.line_freq,
         batch_size=args.batch_size,
         resume=not args.no_resume,
+        allow_incomplete=args.allow_incomplete,
     )
-    bar = None
-    progress = None
-    if not args.no_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="rec", desc="score")
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
-    try:
+    with progress_bar("rec", "score", enabled=not args.no_progress) as progress:
         with ray_session(log_to_driver=False):
             report = run_bulk(cfg, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
     print(report.summary())
     for f in report.failures[:20]:
         print(f"  failed: {f.get('source_path')}: {f.get('reason')}")

@@ -8,40 +8,66 @@ from __future__ import annotations
 
 import argparse
 import logging
+from functools import partial
 from pathlib import Path
 
-from serving.cli import command, ray_session
+from serving.cli import command, default, ray_session
+from serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="training run directory (soz train --out)")
-    p.add_argument("--model", default="sozformer", help="model to serve (sozformer)")
+    d = partial(default, ServeConfig)
+    p.add_argument("--model", default=d("model"), help="model to serve (%(default)s)")
     p.add_argument("--fold", type=int, default=None, help="one fold (default: fold ensemble)")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000)")
-    p.add_argument("--replicas", type=int, default=1, help="model replicas (1)")
-    p.add_argument("--ingress-replicas", type=int, default=1, help="HTTP/preprocessing replicas")
+    p.add_argument("--host", default=d("host"), help="listen address (%(default)s)")
+    p.add_argument("--port", type=int, default=d("port"), help="port (%(default)s)")
+    p.add_argument("--replicas", type=int, default=d("replicas"), help="model replicas")
+    p.add_argument(
+        "--ingress-replicas", type=int, default=d("ingress_replicas"),
+        help="HTTP/preprocessing replicas",
+    )  # fmt: skip
     p.add_argument(
         "--data-root", action="append", default=[], metavar="DIR",
         help="folder whose recordings POST /score {'path': ...} may read (repeatable)",
     )  # fmt: skip
-    p.add_argument("--max-batch-size", type=int, default=8, help="sequences per batch (8)")
-    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="batch fill wait (10 ms)")
-    p.add_argument("--max-upload-mb", type=float, default=2048.0, help="upload cap (2048 MB)")
+    p.add_argument(
+        "--max-batch-size", type=int, default=d("max_batch_size"),
+        help="sequences per batch (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=d("batch_wait_timeout_s") * 1000,
+        help="batch fill wait in ms (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-upload-mb", type=float, default=d("max_upload_bytes") / 2**20,
+        help="upload cap in MB (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-uploads", type=int, default=d("max_concurrent_uploads"),
+        help="uploads received at once; more get 503 (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--body-timeout-s", type=float, default=d("body_timeout_s"),
+        help="longest time to receive a request body; slower ones get 408 (%(default)s)",
+    )  # fmt: skip
     p.add_argument("--gpus-per-replica", type=float, default=None, help="default: 1 if CUDA")
     p.add_argument("--line-freq", type=float, default=None, help="for files that state none")
     p.add_argument(
-        "--cache-mb", type=float, default=256.0,
+        "--cache-mb", type=float, default=d("cache_mb"),
         help="per request, memory for keeping clips between the two preprocessing passes",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-incomplete", action="store_true",
+        help="serve the finished folds of a run whose other folds did not finish",
     )  # fmt: skip
 
 
 @command("serve", "Serve SOZ scoring over HTTP (Ray Serve)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from serving.app import start
-    from serving.config import ServeConfig
 
     gpus = args.gpus_per_replica
     if gpus is None:
@@ -60,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
         max_upload_bytes=int(args.max_upload_mb * 1024**2),
+        max_concurrent_uploads=args.max_uploads,
+        body_timeout_s=args.body_timeout_s,
         num_gpus=gpus,
         line_freq=args.line_freq,
         cache_mb=args.cache_mb,
+        allow_incomplete=args.allow_incomplete,
     )
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
     with ray_session():

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from serving.cli import command
+from serving.cli import command, progress_bar
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Defaults are SimulationConfig's (an option left out is not passed).
     p.add_argument("out", metavar="OUT", help="folder to write the BIDS dataset to")
-    p.add_argument("--subjects", type=int, default=6, help="number of subjects (default: 6)")
-    p.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
-    p.add_argument("--ictal-runs", type=int, default=2, help="ictal runs per subject (default: 2)")
+    p.add_argument("--subjects", type=int, default=None, help="number of subjects")
+    p.add_argument("--seed", type=int, default=None, help="master seed")
+    p.add_argument("--ictal-runs", type=int, default=None, help="ictal runs per subject")
+    p.add_argument("--interictal-runs", type=int, default=None, help="interictal runs per subject")
+    p.add_argument("--ictal-duration", type=float, default=None, help="ictal run length in s")
     p.add_argument(
-        "--interictal-runs", type=int, default=1, help="interictal runs per subject (default: 1)"
-    )
-    p.add_argument(
-        "--ictal-duration", type=float, default=180.0, help="ictal run length in s (default: 180)"
-    )
-    p.add_argument(
-        "--interictal-duration",
-        type=float,
-        default=300.0,
-        help="interictal run length in s (default: 300)",
+        "--interictal-duration", type=float, default=None, help="interictal run length in s"
     )
     p.add_argument(
         "--sfreqs",
@@ -34,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--difficulty",
         type=float,
-        default=0.5,
-        help="0 (obvious onset zone) .. 1 (fast spread, subtle onset); default 0.5",
+        default=None,
+        help="0 (obvious onset zone) .. 1 (fast spread, subtle onset)",
     )
     p.add_argument(
         "--label-agreement",
@@ -47,32 +41,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("simulate", "Simulate a synthetic SEEG cohort (Epileptor network) as BIDS", add_arguments)
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ingest.errors import ConfigError
     from ingest.simulate import SimulationConfig, simulate_cohort
 
-    extra = {} if args.sfreqs is None else {"sfreqs": tuple(args.sfreqs)}
-    try:
-        cfg = SimulationConfig(
-            n_subjects=args.subjects,
-            seed=args.seed,
-            n_ictal_runs=args.ictal_runs,
-            n_interictal_runs=args.interictal_runs,
-            ictal_duration_s=args.ictal_duration,
-            interictal_duration_s=args.interictal_duration,
-            difficulty=args.difficulty,
-            label_agreement=args.label_agreement,
-            **extra,
-        )
-    except ConfigError as e:
-        print(f"soz simulate: {e}")
-        return 2
-    with tqdm(total=cfg.n_subjects * (cfg.n_ictal_runs + cfg.n_interictal_runs), unit="run") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
+    given = {
+        "n_subjects": args.subjects,
+        "seed": args.seed,
+        "n_ictal_runs": args.ictal_runs,
+        "n_interictal_runs": args.interictal_runs,
+        "ictal_duration_s": args.ictal_duration,
+        "interictal_duration_s": args.interictal_duration,
+        "difficulty": args.difficulty,
+        "label_agreement": args.label_agreement,
+        "sfreqs": None if args.sfreqs is None else tuple(args.sfreqs),
+    }
+    cfg = SimulationConfig(**{k: v for k, v in given.items() if v is not None})
+    with progress_bar("run", "simulate") as progress:
         root = simulate_cohort(args.out, cfg, progress=progress)
     print(f"wrote {cfg.n_subjects} subjects to {root}")
     return 0

@@ -7,13 +7,14 @@ set, the existing cluster is joined instead. This is the only place that reads t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
+from functools import partial
 
-from serving.cli import command, ray_session
+from serving.cli import command, default, json_arg, ray_session
+from trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +28,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="model to cross-validate; 'all' = every model and the classical baseline",
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs per fold (20)")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience (5)")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks) per fold")
-    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per worker")
+    d = partial(default, TrainConfig)
+    p.add_argument("--folds", type=int, default=d("n_folds"), help="CV folds (%(default)s)")
     p.add_argument(
-        "--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0: CPU training)"
-    )
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per step and worker (8)")
-    p.add_argument(
-        "--seqs-per-recording", type=int, default=16, help="sequences per recording and epoch"
+        "--epochs", type=int, default=d("epochs"), help="maximum epochs per fold (%(default)s)"
     )
     p.add_argument(
-        "--n-bands", type=int, default=64, help="spectral bands per clip (0: every FFT bin)"
+        "--patience", type=int, default=d("patience"), help="early-stopping patience (%(default)s)"
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    p.add_argument("--ssl-epochs", type=int, default=3, help="DCGRU self-supervised epochs")
+    p.add_argument(
+        "--workers", type=int, default=d("num_workers"), help="Ray Train workers (DDP) per fold"
+    )
+    p.add_argument(
+        "--cpus-per-worker", type=int, default=d("cpus_per_worker"),
+        help="CPUs (torch threads) per worker",
+    )  # fmt: skip
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=d("gpus_per_worker"),
+        help="GPUs per worker (0: CPU training)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=d("batch_size"),
+        help="sequences per step and worker (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--seqs-per-recording", type=int, default=d("seqs_per_recording"),
+        help="sequences per recording and epoch (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-bands", type=int, default=d("n_bands"),
+        help="spectral bands per clip (0: every FFT bin; %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--lr", type=float, default=d("lr"), help="AdamW learning rate (%(default)s)")
+    p.add_argument(
+        "--ssl-epochs", type=int, default=d("ssl_epochs"), help="DCGRU self-supervised epochs"
+    )
     p.add_argument(
         "--parallel-folds", type=int, default=None, help="folds at once (default: as many as fit)"
     )
@@ -54,13 +73,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help='model keyword arguments, e.g. \'{"sozformer": {"d_model": 128}}\'',
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
-    p.add_argument("--seed", type=int, default=0, help="seed of splits, sampling and models (0)")
+    p.add_argument(
+        "--seed", type=int, default=d("seed"), help="seed of splits, sampling, models (%(default)s)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no per-fold progress lines")
 
 
 @command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
 def run(args: argparse.Namespace) -> int:
-    from trainer.config import ALL_MODELS, TrainConfig
+    from trainer.config import ALL_MODELS
     from trainer.run import run_training
 
     cfg = TrainConfig(
@@ -77,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         ssl_epochs=args.ssl_epochs,
         max_parallel_folds=args.parallel_folds,
-        model_hparams=json.loads(args.hparams) if args.hparams else {},
+        model_hparams=json_arg(args.hparams, "--hparams"),
         resume=args.resume,
         seed=args.seed,
     )

@@ -292,7 +292,7 @@ def test_cli_simulate(tmp_path, capsys):
     assert "wrote 1 subjects" in capsys.readouterr().out
     assert len(list(out.rglob("*_ieeg.edf"))) == 1
     assert main(["simulate", str(out), "--difficulty", "2"]) == 2
-    assert "difficulty=2.0 must be in [0, 1]" in capsys.readouterr().out
+    assert "difficulty=2.0 must be in [0, 1]" in capsys.readouterr().err  # one line, stderr
 
 
 @pytest.mark.slow
