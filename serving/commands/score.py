@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="sequences per forward pass (%(default)s)",
     )  # fmt: skip
     p.add_argument(
+        "--flush-every", type=int, default=default(BulkConfig, "flush_every"),
+        help="rewrite --out after this many recordings, so a killed run keeps them (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
         "--allow-incomplete", action="store_true",
         help="score with the finished folds of a run whose other folds did not finish",
     )  # fmt: skip
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         line_freq=args.line_freq,
         batch_size=args.batch_size,
         resume=not args.no_resume,
+        flush_every=args.flush_every,
         allow_incomplete=args.allow_incomplete,
     )
     with progress_bar("rec", "score", enabled=not args.no_progress) as progress:

@@ -126,3 +126,56 @@ def test_soz_score_cli(ray_local, tmp_path, serving_data, capsys):
     assert main(argv) == 0
     assert "1 recording(s) scored" in capsys.readouterr().out
     assert set(pd.read_parquet(out)["model"]) == {"svm"}
+
+
+@pytest.mark.slow
+def test_soz_score_killed_mid_way_resumes_without_duplicates(tmp_path, serving_data):
+    """A real `soz score` process group, kill -9 once its results file first appears, re-run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    for i in range(6):
+        write_edf(folder / f"p{i}_night.edf", seconds=30.0, seed=20 + i)
+    out = tmp_path / "results.parquet"
+    argv = [
+        sys.executable, "-m", "serving", "score", str(serving_data["run_dir"]), str(folder),
+        "--out", str(out), "--workers", "1", "--flush-every", "1", "--line-freq", "50",
+        "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not out.exists():  # the first flush: one recording's rows are on disk
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "soz score wrote no results in 300 s"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, mid-way
+    finally:
+        proc.wait(timeout=60)
+    first = pd.read_parquet(out)  # the atomic rewrite leaves a whole table, never a torn one
+    done_first = set(first["recording_id"])
+    assert 1 <= len(done_first) < 6, done_first
+
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{6 - len(done_first)} recording(s) scored, {len(done_first)} already done" in (
+        again.stdout
+    )
+    res = pd.read_parquet(out)
+    assert not res.duplicated(["recording_id", "model", "channel"]).any()
+    assert res["recording_id"].nunique() == 6
+    n_contacts = len(CONTACTS) + 1  # the folder reader keeps BAD1
+    assert res.groupby(["recording_id", "model"]).size().eq(n_contacts).all()
+    assert set(res["model"]) == {"sozformer", "svm"}
+    # what the killed run had finished is kept as it was
+    kept = res[res["recording_id"].isin(done_first)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, first.reset_index(drop=True))
