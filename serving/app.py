@@ -28,19 +28,20 @@ HTTP API (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
     The run's models and folds, and the served model's settings.
 
 User mistakes are 4xx with a message saying what and how to fix it, and the server keeps
-serving: 400 malformed request (bad JSON, no path), 403 path outside the data roots (``..``,
-absolute elsewhere, symlink escaping), 404 no such file, 413 upload over the cap, 415 unknown
-content type, 422 a file that is no readable recording (corrupt or truncated EDF, sidecars
-contradicting the file) or is shorter than one model sequence. 500 is left for server bugs.
+serving: 400 malformed request (bad or deeply nested JSON, no path), 403 path outside the data
+roots (``..``, absolute elsewhere, symlink escaping, a header's ``DataFile``/``MarkerFile`` or a
+sidecar outside them), 404 no such file, 408 a body slower than ``--body-timeout-s``, 413 a body
+over its cap (refused while it is read, :mod:`serving.bodies`), 415 unknown content type, 422 a
+file that is no readable recording (corrupt or truncated EDF, malformed or contradicting
+sidecars) or is shorter than one model sequence (sozkit's errors are mapped in one place,
+:func:`_sozkit_error`), 503 more uploads at once than ``--max-uploads``. /health keeps answering
+whatever /score does: uploads are capped, bodies have a time budget, and the ingress holds far
+more requests than slow clients can. 500 is left for server bugs.
 """
 
 import asyncio
-import email.parser
-import email.policy
-import json
 import logging
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -49,14 +50,23 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from ray import serve
 
 from ingest.errors import RecordingError, SozkitError
+from serving.bodies import (
+    MultipartUpload,
+    RequestError,
+    ScoreRequest,
+    read_body,
+    read_json,
+    upload_path,
+)
 from serving.config import ServeConfig
 from serving.engine import SequenceConsumer, score_recording
 from serving.inputs import (
     InputError,
+    check_pulled_in_files,
     recording_for_path,
     resolve_under_roots,
 )
@@ -69,19 +79,13 @@ logger = logging.getLogger(__name__)
 
 #: Sequences of one request in flight to the model deployment at once.
 MAX_IN_FLIGHT = 64
-_UPLOAD_SUFFIXES = (".edf", ".bdf", ".fif", ".vhdr", ".gdf")
+#: Requests one ingress replica holds at once. Far above what slow clients can hold (uploads
+#: are capped at ``max_concurrent_uploads``, every body has a time budget), so /health and path
+#: requests always find a slot.
+INGRESS_MAX_ONGOING = 256
 
 
 # ---------------------------------------------------------------------------- schema
-class ScoreRequest(BaseModel):
-    """JSON body of ``POST /score``."""
-
-    path: str = Field(description="Recording file, relative to a data root or inside one.")
-    line_freq: float | None = Field(
-        default=None, description="Power-line frequency (50/60 Hz) if the file has none."
-    )
-
-
 class ScoreResponse(BaseModel):
     recording_id: str
     subject: str
@@ -141,14 +145,6 @@ api = FastAPI(
 )
 
 
-class RequestError(Exception):
-    """A 4xx answer (raised inside the handlers, turned into JSON by :func:`_error`)."""
-
-    def __init__(self, status: int, error: str, detail: str, fix: str = "") -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail, self.fix = status, error, detail, fix
-
-
 def _error(exc: RequestError) -> JSONResponse:
     body = ErrorOut(error=exc.error, detail=exc.detail, fix=exc.fix)
     return JSONResponse(status_code=exc.status, content=body.model_dump())
@@ -157,12 +153,28 @@ def _error(exc: RequestError) -> JSONResponse:
 _INPUT_ERRORS = {403: "path outside the data roots", 404: "not found", 400: "bad path"}
 
 
-def _too_large(size: int, cap: int) -> RequestError:
-    return RequestError(
-        413, "upload too large", f"the upload has more than {cap} bytes ({size} seen).",
-        "send a path under a data root instead, or restart the service with a larger "
-        "--max-upload-mb.",
-    )  # fmt: skip
+def _sozkit_error(exc: SozkitError) -> RequestError:
+    """The one mapping of sozkit's errors to answers: input errors keep their status, every
+    recording or sidecar problem is a 422 with its message (never a 500)."""
+    if isinstance(exc, InputError):
+        return RequestError(
+            exc.status_code, _INPUT_ERRORS.get(exc.status_code, "bad path"), str(exc)
+        )
+    if isinstance(exc, RecordingTooShort):
+        return RequestError(422, "recording too short", exc.reason, exc.fix)
+    if isinstance(exc, RecordingError):
+        return RequestError(422, "unreadable recording", exc.reason, exc.fix)
+    return RequestError(422, "unreadable recording", str(exc))
+
+
+@api.exception_handler(RequestError)
+async def _on_request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return _error(exc)
+
+
+@api.exception_handler(SozkitError)
+async def _on_sozkit_error(request: Request, exc: SozkitError) -> JSONResponse:
+    return _error(_sozkit_error(exc))
 
 
 def _line_freq(value: Any) -> float | None:
@@ -175,24 +187,6 @@ def _line_freq(value: Any) -> float | None:
     if lf not in (50.0, 60.0):
         raise RequestError(400, "bad line_freq", f"line_freq={value!r} must be 50 or 60.")
     return lf
-
-
-def _multipart_file(body_path: Path, content_type: str) -> tuple[str, bytes]:
-    """The ``file`` part of a multipart/form-data body (stdlib parser): (filename, bytes)."""
-    with open(body_path, "rb") as fh:
-        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + fh.read())
-    if not msg.is_multipart():
-        raise RequestError(400, "malformed multipart", "the body is not multipart/form-data.")
-    for part in msg.iter_parts():
-        params = dict(part.get_params(header="content-disposition") or [])
-        if params.get("name") == "file":
-            payload = part.get_payload(decode=True) or b""
-            return str(params.get("filename") or "upload.edf"), payload
-    raise RequestError(
-        400, "missing file", "the multipart body has no 'file' field.",
-        "send the recording in a form field named 'file'.",
-    )  # fmt: skip
 
 
 class _Responses:
@@ -263,11 +257,13 @@ class SequenceModel:
         return await self.predict(sequence)
 
     def stats(self) -> dict[str, Any]:
-        """Batch sizes seen so far (for the benchmark) and the device."""
+        """Forward passes and sequences so far, batch sizes, the device (benchmarks, tests)."""
         sizes = self.batch_sizes
         return {
             "device": str(self.networks.device),
             "n_batches": len(sizes),
+            "n_sequences": int(sum(sizes)),
+            "batch_sizes": list(sizes),
             "mean_batch_size": float(np.mean(sizes)) if sizes else 0.0,
             "max_batch_size": int(max(sizes)) if sizes else 0,
         }
@@ -300,6 +296,7 @@ class ScoreIngress:
         )
         self.folds, self.threshold = ensemble(self.metas)
         self.started = time.time()
+        self._uploads = 0  # uploads being received now
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
         if missing:
             raise SozkitError(f"data roots {missing} are not folders; fix --data-root.")
@@ -333,19 +330,15 @@ class ScoreIngress:
     )
     async def score(self, request: Request) -> JSONResponse:
         """Score one recording: a path under a data root (JSON) or an uploaded file."""
-        try:
-            return await self._score(request)
-        except RequestError as e:
-            return _error(e)
-
-    async def _score(self, request: Request) -> JSONResponse:
         t0 = time.perf_counter()
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         line_freq = _line_freq(request.query_params.get("line_freq"))
         with tempfile.TemporaryDirectory(prefix="sozkit-upload-") as tmp:
             if ctype == "application/json":
-                path, body_lf = await self._json_path(request)
-                line_freq = body_lf if body_lf is not None else line_freq
+                body = await read_json(request)
+                line_freq = _line_freq(body.line_freq) or line_freq
+                path = resolve_under_roots(body.path, self.cfg.data_roots)
+                check_pulled_in_files(path, self.cfg.data_roots)
                 root = next(
                     (r for r in self.cfg.data_roots if Path(os.path.realpath(r)) in path.parents),
                     None,
@@ -360,83 +353,45 @@ class ScoreIngress:
                     "multipart/form-data (field 'file').",
                 )  # fmt: skip
             lf = line_freq if line_freq is not None else self.cfg.line_freq
-            try:
-                rec = await asyncio.to_thread(recording_for_path, path, line_freq=lf, root=root)
-                result = await self._score_recording(rec)
-            except RecordingTooShort as e:
-                raise RequestError(422, "recording too short", e.reason, e.fix) from e
-            except RecordingError as e:
-                raise RequestError(422, "unreadable recording", e.reason, e.fix) from e
-            except SozkitError as e:  # sidecar / configuration problems of that recording
-                raise RequestError(422, "unreadable recording", str(e)) from e
-        body = result.to_dict()
-        body["timings"]["request_total"] = round(time.perf_counter() - t0, 4)
+            rec = await asyncio.to_thread(recording_for_path, path, line_freq=lf, root=root)
+            result = await self._score_recording(rec)
+        answer = result.to_dict()
+        answer["timings"]["request_total"] = round(time.perf_counter() - t0, 4)
         if ctype != "application/json":
-            body["metadata"]["source_path"] = None  # a temporary file: meaningless to the client
-        return JSONResponse(body)
-
-    async def _json_path(self, request: Request) -> tuple[Path, float | None]:
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise RequestError(413, "request too large", "a JSON body must stay under 64 KiB.")
-        try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestError(
-                400, "malformed JSON", f"the body is not valid JSON: {e}.",
-                'send {"path": "<file under a data root>"}.',
-            ) from e  # fmt: skip
-        if not isinstance(payload, dict) or not isinstance(payload.get("path"), str):
-            raise RequestError(
-                400, "missing path", 'the JSON body needs a string field "path".',
-                'send {"path": "sub-01/ieeg/sub-01_task-ictal_ieeg.edf"}.',
-            )  # fmt: skip
-        lf = _line_freq(payload.get("line_freq"))
-        try:
-            return resolve_under_roots(payload["path"], self.cfg.data_roots), lf
-        except InputError as e:
-            raise RequestError(
-                e.status_code, _INPUT_ERRORS.get(e.status_code, "bad path"), str(e)
-            ) from e
+            answer["metadata"]["source_path"] = None  # a temporary file: meaningless to the client
+        return JSONResponse(answer)
 
     async def _upload(self, request: Request, ctype: str, tmp: Path) -> Path:
-        cap = self.cfg.max_upload_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise _too_large(int(declared), cap)
-        body_path = tmp / "body"
-        size = 0
-        with open(body_path, "wb") as fh:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > cap:
-                    raise _too_large(size, cap)
-                fh.write(chunk)
+        """Receive an upload (at most ``max_concurrent_uploads`` at once) to disk, streaming."""
+        if self._uploads >= self.cfg.max_concurrent_uploads:
+            raise RequestError(
+                503, "too many uploads",
+                f"{self._uploads} uploads are being received; this service takes "
+                f"{self.cfg.max_concurrent_uploads} at once.",
+                "retry in a moment, or send a path under a data root instead.",
+            )  # fmt: skip
+        self._uploads += 1  # no await since the check: the event loop makes this atomic
+        try:
+            folder = tmp / "upload"
+            if ctype == "application/octet-stream":
+                path = upload_path(folder, request.query_params.get("filename", "upload.edf"))
+                with open(path, "wb") as fh:
+                    size = await self._receive(request, fh.write)
+            else:
+                form = MultipartUpload(request.headers["content-type"], folder)
+                size = await self._receive(request, form.write)
+                path = form.finish()
+        finally:
+            self._uploads -= 1
         if size == 0:
             raise RequestError(400, "empty upload", "the request body is empty.", "send the file.")
-        if ctype == "application/octet-stream":
-            name = request.query_params.get("filename", "upload.edf")
-            data_path = body_path
-        else:
-            name, payload = await asyncio.to_thread(
-                _multipart_file, body_path, request.headers["content-type"]
-            )
-            data_path = tmp / "part"
-            data_path.write_bytes(payload)
-        suffix = Path(name).suffix.lower()
-        if suffix not in _UPLOAD_SUFFIXES or suffix == ".vhdr":
-            raise RequestError(
-                400, "unsupported file type",
-                f"filename={name!r}: uploads must be single-file recordings "
-                f"({', '.join(s for s in _UPLOAD_SUFFIXES if s != '.vhdr')}).",
-                "BrainVision (.vhdr + .eeg + .vmrk) needs its companions: put it under a data "
-                "root and send its path.",
-            )  # fmt: skip
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).stem).strip("-.") or "upload"
-        final = tmp / "upload" / f"{stem}{suffix}"
-        final.parent.mkdir()
-        os.replace(data_path, final)
-        return final
+        return path
+
+    async def _receive(self, request: Request, sink) -> int:
+        return await read_body(
+            request, cap=self.cfg.max_upload_bytes, timeout_s=self.cfg.body_timeout_s,
+            sink=sink, what="the upload",
+        )  # fmt: skip
 
     async def _score_recording(self, rec):
         """The engine in a worker thread; sequences batched on the model deployment."""
@@ -461,7 +416,7 @@ def build_app(cfg: ServeConfig) -> serve.Application:
     )  # fmt: skip
     ingress = ScoreIngress.options(
         num_replicas=cfg.ingress_replicas,
-        max_ongoing_requests=max(32, cfg.ongoing_requests),
+        max_ongoing_requests=max(INGRESS_MAX_ONGOING, cfg.ongoing_requests),
         ray_actor_options={"num_cpus": cfg.num_cpus},
     )
     return ingress.bind(model, cfg.to_dict())

@@ -3,8 +3,10 @@
 The service only reads files below the folders it was started with (``--data-root``). A request
 path is rejected (:class:`PathRejected`, HTTP 403) when it holds a ``..`` component, when it is
 absolute and outside every root, or when it resolves (symlinks followed) outside its root; a path
-that is allowed but absent is :class:`RecordingNotFound` (HTTP 404). Uploads are streamed to a
-temporary file with a byte cap (:class:`UploadTooLarge`, HTTP 413).
+that is allowed but absent is :class:`RecordingNotFound` (HTTP 404). The same holds for every
+file the recording pulls in (:func:`check_pulled_in_files`): a BrainVision header's ``DataFile``
+and ``MarkerFile``, a BIDS run's sidecars. Uploads are streamed to a temporary file with a byte
+cap (:mod:`serving.bodies`, HTTP 413).
 
 :func:`recording_for_path` turns an allowed file into a :class:`~ingest.recording.Recording`: a
 file inside a BIDS dataset brings its sidecars (channels, bad and SOZ contacts, events); any
@@ -117,6 +119,82 @@ def resolve_under_roots(path: str, roots: Sequence[str | os.PathLike]) -> Path:
     )
 
 
+def _inside(path: Path, real_roots: Sequence[Path]) -> bool:
+    real = Path(os.path.realpath(path))
+    return any(real == r or r in real.parents for r in real_roots)
+
+
+def vhdr_companions(vhdr: str | os.PathLike) -> dict[str, Path]:
+    """``{"DataFile": path, "MarkerFile": path}`` a BrainVision header names (as MNE resolves
+    them: relative to the header's folder)."""
+    vhdr = Path(vhdr)
+    out = {}
+    try:
+        text = vhdr.read_bytes().decode("latin-1")
+    except OSError as e:
+        raise RecordingError(str(vhdr), f"cannot read the header: {e}") from e
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lower() in ("datafile", "markerfile") and value.strip():
+            name = "DataFile" if key.strip().lower() == "datafile" else "MarkerFile"
+            out.setdefault(name, vhdr.parent / value.strip().replace("\\", "/"))
+    return out
+
+
+def pulled_in_files(
+    path: str | os.PathLike, *, stop: str | os.PathLike | None = None
+) -> list[Path]:
+    """Every file reading the recording at ``path`` opens besides itself.
+
+    A BrainVision header's data and marker files; for a BIDS run, the files of its folder that
+    share its entities (sidecars: channels, events, ``_ieeg.json``, electrodes ...) and the
+    dataset files a reader opens (``participants.tsv``, ``dataset_description.json``).
+    """
+    path = Path(path)
+    out: list[Path] = []
+    if path.suffix.lower() == ".vhdr":
+        out += vhdr_companions(path).values()
+    bids_root = find_bids_root(path, stop=stop)
+    if bids_root is not None:
+        subject = path.name.split("_")[0]
+        out += [p for p in path.parent.iterdir() if p.name.startswith(subject) and p != path]
+        for sub in (bids_root, bids_root / subject):
+            if sub.is_dir():
+                out += [p for p in sub.iterdir() if p.is_file() or p.is_symlink()]
+        for p in list(out):
+            if p.suffix.lower() == ".vhdr" and p != path:
+                out += vhdr_companions(p).values()
+    return out
+
+
+def check_pulled_in_files(path: str | os.PathLike, roots: Sequence[str | os.PathLike]) -> None:
+    """Refuse a recording that would read a file outside the data roots through its header or
+    sidecars (a ``DataFile=/elsewhere/x.eeg``, a sidecar symlinked out of the root).
+
+    Raises
+    ------
+    PathRejected
+        Naming the header key or file and where it points.
+    """
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    root = next((r for r in real_roots if r in Path(path).parents), None)
+    companions = vhdr_companions(path) if Path(path).suffix.lower() == ".vhdr" else {}
+    for key, target in companions.items():
+        if not _inside(target, real_roots):
+            raise PathRejected(
+                f"{Path(path).name}: its {key} points to {target}, outside the data roots; "
+                "the service reads no file outside --data-root. Fix the header so that it "
+                "names a file beside it."
+            )
+    for target in pulled_in_files(path, stop=root):
+        if not _inside(target, real_roots):
+            raise PathRejected(
+                f"{Path(path).name} pulls in {target.name}, which resolves to "
+                f"{os.path.realpath(target)}, outside the data roots; the service reads no "
+                "file outside --data-root (a symlink escaping the root?)."
+            )
+
+
 def find_bids_root(
     path: str | os.PathLike, *, stop: str | os.PathLike | None = None
 ) -> Path | None:
@@ -224,13 +302,18 @@ def recording_for_path(
 
     path = Path(path)
     bids_root = find_bids_root(path, stop=root)
-    if bids_root is not None:
-        return read_bids_recording(path, root=bids_root, line_freq=line_freq)
     try:
+        if bids_root is not None:
+            return read_bids_recording(path, root=bids_root, line_freq=line_freq)
         return recording_from_file(path, line_freq=line_freq)
-    except RecordingError:
+    except SozkitError:
         raise
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        # A value of the file or of a sidecar the readers did not check: still that
+        # recording's problem (UnicodeDecodeError and JSON errors are ValueErrors).
+        what = "its BIDS sidecars" if bids_root is not None else "the file"
         raise RecordingError(
-            str(path), f"cannot read the file: {e}", "give an EDF, BDF, BrainVision or FIF file."
-        ) from e
+            str(path), f"cannot read {what}: {type(e).__name__}: {e}",
+            "check the file and its sidecars (an EDF, BDF, BrainVision or FIF file; sidecars as "
+            "BIDS iEEG describes them).",
+        ) from e  # fmt: skip
