@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -211,6 +212,79 @@ def folds_in_parallel(cfg: TrainConfig, n_jobs: int, resources: Mapping[str, flo
     return int(max(1, min(fit, n_jobs)))
 
 
+def fold_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What one fold's worker group holds while it trains (``CPU``, and ``GPU`` if any)."""
+    need = {"CPU": float(cfg.num_workers * cfg.cpus_per_worker)}
+    if cfg.gpus_per_worker > 0:
+        need["GPU"] = float(cfg.num_workers * cfg.gpus_per_worker)
+    return need
+
+
+def _fmt(resources: Mapping[str, float], keys: Sequence[str]) -> str:
+    return ", ".join(f"{k} {resources.get(k, 0.0):g}" for k in keys)
+
+
+class _ResourceGate:
+    """Let work start once the cluster has ``need`` free, saying what it waits for.
+
+    While none of this gate's work is running and the cluster lacks ``need`` (another job or a
+    Serve app holds it), a warning says what is needed and what is free, at once and then every
+    ``report_s`` seconds. :meth:`stop` (Ctrl-C in the driver) ends every wait.
+    """
+
+    def __init__(
+        self, need: Mapping[str, float], *, report_s: float = 30.0, poll_s: float = 0.5
+    ) -> None:
+        self.need = {k: float(v) for k, v in need.items() if v > 0}
+        self.report_s = report_s
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._last_report = -math.inf
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _fits(self, free: Mapping[str, float]) -> bool:
+        return all(free.get(k, 0.0) >= v for k, v in self.need.items())
+
+    def wait(self, label: str) -> None:
+        """Block until ``label`` can start; KeyboardInterrupt once stopped."""
+        while not self._fits(ray.available_resources()):
+            with self._lock:
+                now = time.monotonic()
+                if self._running == 0 and now - self._last_report >= self.report_s:
+                    self._last_report = now
+                    keys = list(self.need)
+                    logger.warning(
+                        "waiting for resources: %s needs %s; the cluster has %s free of %s. "
+                        "Other Ray work holds the rest (a `soz serve` app, another training "
+                        "run): free it, or lower --workers / --cpus-per-worker. Ctrl-C stops.",
+                        label,
+                        _fmt(self.need, keys),
+                        _fmt(ray.available_resources(), keys),
+                        _fmt(ray.cluster_resources(), keys),
+                    )
+            if self._stop.wait(self.poll_s):
+                raise KeyboardInterrupt(f"{label}: stopped while waiting for resources")
+        if self._stop.is_set():
+            raise KeyboardInterrupt(f"{label}: stopped before it started")
+
+    def running(self, delta: int) -> None:
+        with self._lock:
+            self._running += delta
+
+
+def wait_for_resources(need: Mapping[str, float], label: str, *, report_s: float = 30.0) -> None:
+    """Block until the cluster has ``need`` (e.g. ``{"CPU": 1}``) free, warning while it waits.
+
+    The warning names ``label``, what it needs and what the cluster has free; it repeats every
+    ``report_s`` seconds. Ctrl-C (KeyboardInterrupt) ends the wait.
+    """
+    _ResourceGate(need, report_s=report_s).wait(label)
+
+
 def train_folds(
     store_url: str,
     jobs: Sequence[tuple[str, Fold]],
@@ -218,8 +292,14 @@ def train_folds(
     *,
     storage_root: str | os.PathLike,
     on_done: Any = None,
+    wait_report_s: float = 30.0,
 ) -> list[FoldTrainResult]:
     """Train ``(model_name, fold)`` jobs, as many at once as the cluster fits.
+
+    A fold starts once the cluster has its CPUs / GPUs free; while none of this run's folds
+    can train, a warning says every ``wait_report_s`` seconds what it waits for. A
+    KeyboardInterrupt (Ctrl-C) ends the waits and propagates; the folds already training stop
+    with the driver's Ray session.
 
     Parameters
     ----------
@@ -231,6 +311,8 @@ def train_folds(
     on_done : callable, optional
         ``on_done(result)`` as each fold finishes (the caller writes its outputs right away, so
         a later interruption loses nothing finished).
+    wait_report_s : float
+        Seconds between two "waiting for resources" warnings.
 
     Returns
     -------
@@ -240,10 +322,7 @@ def train_folds(
     if not jobs:
         return []
     resources = ray.cluster_resources()
-    need = {
-        "CPU": cfg.num_workers * cfg.cpus_per_worker,
-        "GPU": cfg.num_workers * cfg.gpus_per_worker,
-    }
+    need = fold_resources(cfg)
     short = {k: (v, resources.get(k, 0)) for k, v in need.items() if v > resources.get(k, 0)}
     if short:
         logger.warning(
@@ -254,24 +333,38 @@ def train_folds(
         )
     n_parallel = folds_in_parallel(cfg, len(jobs), resources)
     logger.info("training %d fold(s), %d at a time", len(jobs), n_parallel)
+    gate = _ResourceGate(need, report_s=wait_report_s)
+    per_worker = _fmt({"CPU": cfg.cpus_per_worker, "GPU": cfg.gpus_per_worker}, list(need))
 
     def one(job: tuple[str, Fold]) -> FoldTrainResult:
         model_name, fold = job
-        res = train_fold(
-            store_url,
-            model_name=model_name,
-            fold=fold,
-            cfg=cfg,
-            storage_path=Path(storage_root) / model_name / "ray",
-        )
+        gate.wait(f"{model_name} fold {fold.index} ({cfg.num_workers} worker(s) x {per_worker})")
+        gate.running(+1)
+        try:
+            res = train_fold(
+                store_url,
+                model_name=model_name,
+                fold=fold,
+                cfg=cfg,
+                storage_path=Path(storage_root) / model_name / "ray",
+            )
+        finally:
+            gate.running(-1)
         if on_done is not None:
             on_done(res)
         return res
 
     if n_parallel == 1:
         return [one(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="sozkit-fold") as pool:
-        return list(pool.map(one, jobs))
+    pool = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="sozkit-fold")
+    try:
+        results = list(pool.map(one, jobs))
+    except BaseException:
+        gate.stop()  # waiting folds give up; none starts after this
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
