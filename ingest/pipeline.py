@@ -513,6 +513,27 @@ def pipeline_options(cfg: IngestConfig, pipeline_args: Sequence[str] = ()) -> Pi
     return opts
 
 
+class _LocalRunner(FnApiRunner):
+    """FnApiRunner whose worker processes start through :mod:`ingest.beam_worker`.
+
+    In ``multi_processing`` mode FnApiRunner writes its stock worker command into the pipeline's
+    environment; this swaps it for :func:`ingest.beam_worker.worker_command` (Beam's worker
+    with logging set up before Beam's import-time warnings), so no worker prints on the terminal.
+    """
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        from apache_beam.portability import python_urns
+
+        from ingest.beam_worker import worker_command
+
+        for env in pipeline_proto.components.environments.values():
+            if env.urn == python_urns.SUBPROCESS_SDK and env.payload.endswith(
+                b"-m apache_beam.runners.worker.sdk_worker_main"
+            ):
+                env.payload = worker_command().encode("utf-8")
+        return super().run_via_runner_api(pipeline_proto, options)
+
+
 def _local_runner(options: PipelineOptions) -> FnApiRunner | None:
     """The local multi-process FnApiRunner, its worker processes told the harness log level.
 
@@ -528,7 +549,7 @@ def _local_runner(options: PipelineOptions) -> FnApiRunner | None:
     level = options.view_as(WorkerOptions).default_sdk_harness_log_level or "WARNING"
     worker_options = struct_pb2.Struct()
     worker_options.update({"beam:option:default_sdk_harness_log_level:v1": level})
-    return FnApiRunner(
+    return _LocalRunner(
         provision_info=ExtendedProvisionInfo(
             beam_provision_api_pb2.ProvisionInfo(
                 pipeline_options=worker_options, retrieval_token="unused-retrieval-token"

@@ -36,6 +36,7 @@ PURE = [
     "trainer.card",
     "trainer.summary",
     "trainer.loop",
+    "trainer.fold_data",
     "trainer.datasets",
     "trainer.checkpoint",
     "serving.scoring",

@@ -8,24 +8,31 @@ so ranks may score different numbers of sequences without a collective call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ingest.errors import SozkitError
 from models.dcgru import next_clip_loss
-from trainer.checkpoint import unwrap_model
+from trainer.checkpoint import cpu_state_dict, unwrap_model
+from trainer.config import TrainConfig
 from trainer.datasets import RecordingInfo
 from trainer.losses import focal_class_balanced_bce, pos_weight_bce
 from trainer.metrics import PRED_COLUMNS, aggregate_channel_scores, roc_curve_by_cohort
+
+if TYPE_CHECKING:
+    from trainer.fold_data import FoldData
 
 logger = logging.getLogger(__name__)
 
@@ -278,3 +285,265 @@ def validation_metrics(preds: pd.DataFrame) -> dict[str, Any]:
             for c, (f, t, auc) in curves.items()
         },
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# A whole fold: SSL stage, supervised epochs, early stopping, best weights, exact resume
+
+#: Pre-training epochs draw their sequences with epoch numbers from here (distinct from training).
+SSL_EPOCH_OFFSET = 100_000
+#: History keys that measure time, not training: they differ between otherwise identical runs.
+TIMING_KEYS = ("seconds", "sequences_per_s", "load_seconds")
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every DDP rank's ``obj`` on every rank (``[obj]`` without a process group)."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states: torch (CPU and every CUDA device), NumPy's global, Python's.
+
+    DataLoader worker processes are seeded from the torch state when each epoch's loader starts,
+    and the samplers are pure functions of ``(seed, epoch)``, so these states and the epoch
+    number fix every random draw of the next epoch.
+    """
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+@dataclass
+class FoldFit:
+    """What :func:`fit_fold` returns.
+
+    Attributes
+    ----------
+    state : dict
+        The final training state: ``best_state`` (the best epoch's CPU weights), ``best_epoch``,
+        ``best_auc``, ``history`` (one row per epoch), ``hparams``, ``done`` (True).
+    val_predictions, test_predictions : DataFrame
+        The best weights' predictions, one row per (recording, channel).
+    """
+
+    state: dict[str, Any]
+    val_predictions: pd.DataFrame
+    test_predictions: pd.DataFrame
+
+
+def _initial_state(model_name: str, cfg: TrainConfig, hparams: Mapping[str, Any]) -> dict:
+    return {
+        "stage": "ssl" if model_name == "dcgru" and cfg.ssl_epochs > 0 else "train",
+        "epoch": -1,
+        "ssl_epoch": -1,
+        "best_auc": -math.inf,
+        "best_epoch": -1,
+        "best_state": None,
+        "bad_epochs": 0,
+        "history": [],
+        "done": False,
+        "hparams": dict(hparams),
+        "encoder": None,
+    }
+
+
+def fit_fold(
+    model_name: str,
+    data: FoldData,
+    *,
+    hparams: Mapping[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    resume: Mapping[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> FoldFit:
+    """Train one neural model on one fold, from scratch or from a saved state.
+
+    DCGRU first runs its self-supervised stage (next-clip prediction, ``cfg.ssl_epochs``) and
+    starts the classifier from its encoder. Supervised training stops after ``cfg.epochs`` or
+    ``cfg.patience`` epochs without a better validation channel ROC-AUC; the best epoch's
+    weights then score the validation and test recordings.
+
+    Parameters
+    ----------
+    model_name : {"sozformer", "dcgru"}
+    data : FoldData
+        This rank's loaders, the training configuration (``data.cfg``) and the fold's seed
+        (``data.seed``: weights' initialisation and sequence sampling).
+    hparams : mapping, optional
+        Model constructor arguments, ``n_feats`` included (default ``data.hparams(model_name)``).
+    device : torch.device or str
+    prepare : callable, optional
+        Wraps a model once it is built (e.g. ``ray.train.torch.prepare_model``: device and DDP).
+        Default: move it to ``device``.
+    resume : mapping, optional
+        A state handed to ``on_epoch`` earlier (saved and loaded back). Training continues after
+        its epoch and ends with the very weights, metrics and predictions of an uninterrupted
+        run: the state holds the weights, the optimizer, the early-stopping counters and every
+        rank's random states.
+    on_epoch : callable, optional
+        ``on_epoch(row, state)`` after every epoch on every rank: ``row`` the epoch's history
+        row (``stage`` "ssl" or "train", ``epoch``, ``train_loss``, ``val_auc``...), ``state``
+        what ``resume`` takes (Ray Train checkpoints it).
+
+    Returns
+    -------
+    FoldFit
+    """
+    from models.registry import build_model
+    from trainer.losses import pos_weight_from_counts
+
+    if model_name not in ("sozformer", "dcgru"):
+        raise SozkitError(f"{model_name=} has no epoch loop; use 'sozformer' or 'dcgru'.")
+    cfg, rank, world = data.cfg, data.rank, data.world_size
+    prepare = prepare or (lambda m: m.to(device))
+    hparams = dict(hparams) if hparams is not None else data.hparams(model_name)
+    state = _initial_state(model_name, cfg, hparams)
+    saved = dict(resume or {})
+    state.update({k: v for k, v in saved.items() if k in state})
+    seed_everything(data.seed)
+    model = build_model(model_name, **state["hparams"])
+    data = dataclasses.replace(data, seq_len=int(model.seq_len))
+
+    def restore_rng() -> None:
+        states = saved.get("rng") or []
+        if len(states) == world:
+            set_rng_state(states[rank])
+        elif saved:
+            logger.warning(
+                "the saved state holds random states of %d rank(s), this run has %d: resuming, "
+                "but not exactly as the interrupted run would have continued.",
+                len(states),
+                world,
+            )
+
+    def snapshot() -> dict[str, Any]:
+        return {**state, "rng": all_gather(rng_state())}
+
+    def epoch_done(row: dict[str, Any], extra: dict[str, Any]) -> None:
+        state["history"].append(row)
+        if on_epoch is not None:
+            on_epoch(row, {**snapshot(), **extra})
+
+    if state["done"]:  # finished already: score again with the best weights
+        model.load_state_dict(state["best_state"])
+        model = prepare(model)
+        val, test = (data.score(model, role, device=device) for role in ("val", "test"))
+        return FoldFit(state, val, test)
+
+    # Stage 1 (DCGRU only): self-supervised next-clip prediction on the training recordings.
+    if state["stage"] == "ssl":
+        ssl = build_model("dcgru_ssl", **state["hparams"])
+        resume_ssl = saved.get("ssl_model") is not None
+        if resume_ssl:
+            ssl.load_state_dict(saved["ssl_model"])
+        ssl = prepare(ssl)
+        # The optimizer is made (and its state loaded) once the weights are on the device.
+        ssl_opt = torch.optim.AdamW(ssl.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if resume_ssl:
+            ssl_opt.load_state_dict(saved["ssl_optimizer"])
+            restore_rng()
+        for epoch in range(state["ssl_epoch"] + 1, cfg.ssl_epochs):
+            stats = pretrain_epoch(
+                ssl,
+                data.train_loader(SSL_EPOCH_OFFSET + epoch),
+                ssl_opt,
+                device=device,
+                grad_clip=cfg.grad_clip,
+            )
+            loss = float(np.mean(all_gather(stats["loss"])))
+            row = {"stage": "ssl", "epoch": epoch, "train_loss": loss, "seconds": stats["seconds"]}
+            state["ssl_epoch"] = epoch
+            last = epoch == cfg.ssl_epochs - 1
+            if last:
+                state["encoder"] = unwrap_model(ssl).encoder_state_dict()
+                state["stage"] = "train"
+            epoch_done(
+                row,
+                {
+                    "ssl_model": None if last else cpu_state_dict(ssl),
+                    "ssl_optimizer": None if last else ssl_opt.state_dict(),
+                },
+            )
+        del ssl, ssl_opt
+        saved.pop("rng", None)  # consumed: the supervised stage continues from here
+
+    # Stage 2: supervised training with early stopping on the validation channel ROC-AUC.
+    if model_name == "dcgru":
+        labels = np.concatenate([r.labels for r in data.recordings["train"]])
+        pos_weight = cfg.pos_weight or pos_weight_from_counts(
+            int(labels.sum()), int((1 - labels).sum())
+        )
+        if state["encoder"] is not None and state["epoch"] < 0:
+            model.load_encoder_state_dict(state["encoder"])
+    else:
+        pos_weight = 1.0
+    loss_fn = soz_loss(
+        model_name, focal_gamma=cfg.focal_gamma, focal_beta=cfg.focal_beta, pos_weight=pos_weight
+    )
+    resume_train = saved.get("model") is not None and state["epoch"] >= 0
+    if resume_train:
+        model.load_state_dict(saved["model"])
+    model = prepare(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume_train:
+        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the weights' device
+    if saved.get("rng"):
+        restore_rng()
+    epoch = state["epoch"]
+    while state["bad_epochs"] < cfg.patience and epoch + 1 < cfg.epochs:
+        epoch += 1
+        stats = train_epoch(
+            model,
+            data.train_loader(epoch),
+            optimizer,
+            loss_fn,
+            device=device,
+            grad_clip=cfg.grad_clip,
+        )
+        metrics = validation_metrics(data.score(model, "val", device=device))
+        auc = metrics["val_auc"]
+        improved = not math.isnan(auc) and auc > state["best_auc"]
+        if improved or state["best_state"] is None:
+            state["best_auc"] = auc if not math.isnan(auc) else state["best_auc"]
+            state["best_epoch"] = epoch
+            state["best_state"] = cpu_state_dict(model)
+            state["bad_epochs"] = 0
+        else:
+            state["bad_epochs"] += 1
+        row = {
+            "stage": "train",
+            "epoch": epoch,
+            "train_loss": float(np.mean(all_gather(stats["loss"]))),
+            "seconds": stats["seconds"],
+            "sequences_per_s": stats["sequences_per_s"] * world,
+            "world_size": world,
+            "load_seconds": stats["load_seconds"],
+            **metrics,
+            "best_auc": state["best_auc"],
+        }
+        state["epoch"] = epoch
+        epoch_done(row, {"model": cpu_state_dict(model), "optimizer": optimizer.state_dict()})
+
+    # Final: the best weights score validation and test.
+    unwrap_model(model).load_state_dict(state["best_state"])
+    val = data.score(model, "val", device=device)
+    test = data.score(model, "test", device=device)
+    state["done"] = True
+    return FoldFit(state, val, test)

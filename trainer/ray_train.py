@@ -1,7 +1,8 @@
 """Ray Train for the neural models: DDP per fold, a checkpoint every epoch, early stopping, resume.
 
-This is the only module of sozkit that imports ``ray.train``. It wraps the plain loop of
-:mod:`trainer.loop` in a Ray Train V2 ``TorchTrainer``:
+This is the only module of sozkit that imports ``ray.train``. It runs the plain
+:func:`trainer.loop.fit_fold` in every worker of a Ray Train V2 ``TorchTrainer``, with that
+rank's :class:`trainer.fold_data.FoldData` and an ``on_epoch`` that reports to Ray Train:
 
 - **DDP** over ``TrainConfig.num_workers`` workers (``ray.train.torch.prepare_model``; CPU with the
   gloo backend, or one GPU per worker with NCCL). Each worker reads its own share of an epoch's
@@ -9,7 +10,8 @@ This is the only module of sozkit that imports ``ray.train``. It wraps the plain
   that workers do not oversubscribe the cores.
 - **A checkpoint every epoch** (``ray.train.report`` with a ``Checkpoint`` from rank 0, every
   rank reporting equally often): the model and optimizer state, the best weights so far, the
-  early-stopping counters and the history.
+  early-stopping counters, the history and every rank's random states, so that a resumed fold
+  ends bit for bit where an uninterrupted one does.
 - **Early stopping** on the validation channel ROC-AUC (``TrainConfig.patience`` epochs without
   improvement). Validation scores are gathered from every rank, so all ranks stop together.
 - **Resume**: the trainer of a fold is named ``fold_<k>`` under
@@ -36,6 +38,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import ray
 import ray.train
@@ -52,26 +54,9 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from ingest.errors import SozkitError
-from trainer.checkpoint import cpu_state_dict, unwrap_model
 from trainer.config import TrainConfig
-from trainer.datasets import (
-    SequenceDataset,
-    evaluation_sequences,
-    make_loader,
-    recording_table,
-    sample_training_sequences,
-    shard,
-)
-from trainer.feature_cache import cache_url
-from trainer.loop import (
-    ScoreSums,
-    predict,
-    pretrain_epoch,
-    seed_everything,
-    soz_loss,
-    train_epoch,
-    validation_metrics,
-)
+from trainer.fold_data import FoldData
+from trainer.loop import fit_fold
 from trainer.splits import Fold
 
 logger = logging.getLogger(__name__)
@@ -79,8 +64,6 @@ logger = logging.getLogger(__name__)
 _STATE = "state.pt"
 _VAL = "val_predictions.parquet"
 _TEST = "test_predictions.parquet"
-#: Pre-training epochs draw their sequences with epoch numbers from here (distinct from training).
-_SSL_EPOCH_OFFSET = 100_000
 
 
 @dataclass
@@ -229,6 +212,79 @@ def folds_in_parallel(cfg: TrainConfig, n_jobs: int, resources: Mapping[str, flo
     return int(max(1, min(fit, n_jobs)))
 
 
+def fold_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What one fold's worker group holds while it trains (``CPU``, and ``GPU`` if any)."""
+    need = {"CPU": float(cfg.num_workers * cfg.cpus_per_worker)}
+    if cfg.gpus_per_worker > 0:
+        need["GPU"] = float(cfg.num_workers * cfg.gpus_per_worker)
+    return need
+
+
+def _fmt(resources: Mapping[str, float], keys: Sequence[str]) -> str:
+    return ", ".join(f"{k} {resources.get(k, 0.0):g}" for k in keys)
+
+
+class _ResourceGate:
+    """Let work start once the cluster has ``need`` free, saying what it waits for.
+
+    While none of this gate's work is running and the cluster lacks ``need`` (another job or a
+    Serve app holds it), a warning says what is needed and what is free, at once and then every
+    ``report_s`` seconds. :meth:`stop` (Ctrl-C in the driver) ends every wait.
+    """
+
+    def __init__(
+        self, need: Mapping[str, float], *, report_s: float = 30.0, poll_s: float = 0.5
+    ) -> None:
+        self.need = {k: float(v) for k, v in need.items() if v > 0}
+        self.report_s = report_s
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._last_report = -math.inf
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _fits(self, free: Mapping[str, float]) -> bool:
+        return all(free.get(k, 0.0) >= v for k, v in self.need.items())
+
+    def wait(self, label: str) -> None:
+        """Block until ``label`` can start; KeyboardInterrupt once stopped."""
+        while not self._fits(ray.available_resources()):
+            with self._lock:
+                now = time.monotonic()
+                if self._running == 0 and now - self._last_report >= self.report_s:
+                    self._last_report = now
+                    keys = list(self.need)
+                    logger.warning(
+                        "waiting for resources: %s needs %s; the cluster has %s free of %s. "
+                        "Other Ray work holds the rest (a `soz serve` app, another training "
+                        "run): free it, or lower --workers / --cpus-per-worker. Ctrl-C stops.",
+                        label,
+                        _fmt(self.need, keys),
+                        _fmt(ray.available_resources(), keys),
+                        _fmt(ray.cluster_resources(), keys),
+                    )
+            if self._stop.wait(self.poll_s):
+                raise KeyboardInterrupt(f"{label}: stopped while waiting for resources")
+        if self._stop.is_set():
+            raise KeyboardInterrupt(f"{label}: stopped before it started")
+
+    def running(self, delta: int) -> None:
+        with self._lock:
+            self._running += delta
+
+
+def wait_for_resources(need: Mapping[str, float], label: str, *, report_s: float = 30.0) -> None:
+    """Block until the cluster has ``need`` (e.g. ``{"CPU": 1}``) free, warning while it waits.
+
+    The warning names ``label``, what it needs and what the cluster has free; it repeats every
+    ``report_s`` seconds. Ctrl-C (KeyboardInterrupt) ends the wait.
+    """
+    _ResourceGate(need, report_s=report_s).wait(label)
+
+
 def train_folds(
     store_url: str,
     jobs: Sequence[tuple[str, Fold]],
@@ -236,8 +292,14 @@ def train_folds(
     *,
     storage_root: str | os.PathLike,
     on_done: Any = None,
+    wait_report_s: float = 30.0,
 ) -> list[FoldTrainResult]:
     """Train ``(model_name, fold)`` jobs, as many at once as the cluster fits.
+
+    A fold starts once the cluster has its CPUs / GPUs free; while none of this run's folds
+    can train, a warning says every ``wait_report_s`` seconds what it waits for. A
+    KeyboardInterrupt (Ctrl-C) ends the waits and propagates; the folds already training stop
+    with the driver's Ray session.
 
     Parameters
     ----------
@@ -249,6 +311,8 @@ def train_folds(
     on_done : callable, optional
         ``on_done(result)`` as each fold finishes (the caller writes its outputs right away, so
         a later interruption loses nothing finished).
+    wait_report_s : float
+        Seconds between two "waiting for resources" warnings.
 
     Returns
     -------
@@ -258,10 +322,7 @@ def train_folds(
     if not jobs:
         return []
     resources = ray.cluster_resources()
-    need = {
-        "CPU": cfg.num_workers * cfg.cpus_per_worker,
-        "GPU": cfg.num_workers * cfg.gpus_per_worker,
-    }
+    need = fold_resources(cfg)
     short = {k: (v, resources.get(k, 0)) for k, v in need.items() if v > resources.get(k, 0)}
     if short:
         logger.warning(
@@ -272,48 +333,42 @@ def train_folds(
         )
     n_parallel = folds_in_parallel(cfg, len(jobs), resources)
     logger.info("training %d fold(s), %d at a time", len(jobs), n_parallel)
+    gate = _ResourceGate(need, report_s=wait_report_s)
+    per_worker = _fmt({"CPU": cfg.cpus_per_worker, "GPU": cfg.gpus_per_worker}, list(need))
 
     def one(job: tuple[str, Fold]) -> FoldTrainResult:
         model_name, fold = job
-        res = train_fold(
-            store_url,
-            model_name=model_name,
-            fold=fold,
-            cfg=cfg,
-            storage_path=Path(storage_root) / model_name / "ray",
-        )
+        gate.wait(f"{model_name} fold {fold.index} ({cfg.num_workers} worker(s) x {per_worker})")
+        gate.running(+1)
+        try:
+            res = train_fold(
+                store_url,
+                model_name=model_name,
+                fold=fold,
+                cfg=cfg,
+                storage_path=Path(storage_root) / model_name / "ray",
+            )
+        finally:
+            gate.running(-1)
         if on_done is not None:
             on_done(res)
         return res
 
     if n_parallel == 1:
         return [one(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="sozkit-fold") as pool:
-        return list(pool.map(one, jobs))
+    pool = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="sozkit-fold")
+    try:
+        results = list(pool.map(one, jobs))
+    except BaseException:
+        gate.stop()  # waiting folds give up; none starts after this
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
 # The worker function (runs in every Ray Train worker)
-
-
-def _gather(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` on every rank (a no-op list on one worker)."""
-    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
-        return [obj]
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def _score(
-    model, ds_kwargs: dict, items: np.ndarray, rank: int, world: int, batch_size: int, device
-) -> ScoreSums:
-    ds = SequenceDataset(items=shard(items, rank, world, pad=False), **ds_kwargs)
-    sums = predict(model, make_loader(ds, batch_size=batch_size), device=device)
-    merged = ScoreSums()
-    for part in _gather(sums):
-        merged.merge(part)
-    return merged
 
 
 def _report(
@@ -334,220 +389,46 @@ def _report(
 
 
 def _train_worker(config: dict) -> None:
-    from ingest.store import ClipStore
-    from models.registry import build_model
-    from models.spectral import n_spectral_features
-    from trainer.losses import pos_weight_from_counts
-
+    """:func:`trainer.loop.fit_fold` on this rank's data, every epoch reported to Ray Train."""
     cfg = TrainConfig.from_dict(config["cfg"])
     fold = Fold.from_dict(config["fold"])
     model_name = config["model_name"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.cpus_per_worker)
-    device = ray.train.torch.get_device()
+    data = FoldData.for_fold(config["store_url"], fold, cfg, rank=rank, world_size=world)
 
-    store = ClipStore.open(config["store_url"])
-    recs = recording_table(store)
-    by_role = {
-        role: [r for r in recs if r.patient in set(getattr(fold, role))]
-        for role in ("train", "val", "test")
-    }
-    for role, rows in by_role.items():
-        if not rows:
-            raise SozkitError(
-                f"fold {fold.index} has no labelled {role} recordings in {store.url}; "
-                "use fewer folds or ingest more labelled patients."
-            )
-    feature_config = cfg.feature_config()
-    n_feats = n_spectral_features(store.clip_samples, store.sfreq, **feature_config)
-    hparams = {**cfg.hparams_for(model_name), "n_feats": n_feats}
-    seed = cfg.seed + 1000 * fold.index
-    seed_everything(seed)
-    model = build_model(model_name, **hparams)
-    seq_len = int(model.seq_len)
-
-    features_url = cache_url(config["store_url"], feature_config) if cfg.feature_cache else None
-
-    def dataset_kwargs(rows):
-        return {
-            "store_url": config["store_url"],
-            "recordings": rows,
-            "seq_len": seq_len,
-            "feature_config": feature_config,
-            "feature_cache": features_url,
-        }
-
-    def train_loader(rows, epoch):
-        items = sample_training_sequences(
-            rows,
-            seq_len=seq_len,
-            seqs_per_recording=cfg.seqs_per_recording,
-            ictal_fraction=cfg.ictal_fraction,
-            balance_cohorts=cfg.balance_cohorts,
-            seed=seed,
-            epoch=epoch,
-        )
-        ds = SequenceDataset(items=shard(items, rank, world), **dataset_kwargs(rows))
-        return make_loader(ds, batch_size=cfg.batch_size, num_workers=cfg.loader_workers)
-
-    def eval_items(rows):
-        return evaluation_sequences(
-            rows, seq_len=seq_len, stride=cfg.eval_stride, max_per_recording=cfg.max_eval_seqs
-        )
-
-    state: dict[str, Any] = {
-        "stage": "ssl" if model_name == "dcgru" and cfg.ssl_epochs > 0 else "train",
-        "epoch": -1,
-        "ssl_epoch": -1,
-        "best_auc": -math.inf,
-        "best_epoch": -1,
-        "best_state": None,
-        "bad_epochs": 0,
-        "history": [],
-        "done": False,
-        "hparams": hparams,
-        "encoder": None,
-    }
-    ckpt = ray.train.get_checkpoint()
     saved = None
+    ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             saved = torch.load(Path(d) / _STATE, map_location="cpu", weights_only=False)
             frames = {
                 n: pd.read_parquet(Path(d) / n) for n in (_VAL, _TEST) if (Path(d) / n).is_file()
             }
-        state.update({k: v for k, v in saved.items() if k in state})
-        if state["done"]:  # finished before the driver wrote its outputs: hand the result back
-            _report(
-                {"stage": "done", "epoch": state["epoch"], "best_auc": state["best_auc"]},
-                state,
-                rank,
-                frames,
-            )
+        if saved.get("done") and len(frames) == 2:
+            # Finished before the driver wrote its outputs: hand the result back.
+            _report(_done_row(saved), saved, rank, frames)
             return
         logger.info(
             "fold %d: resuming %s at %s epoch %d",
             fold.index,
             model_name,
-            state["stage"],
-            state["epoch"] if state["stage"] == "train" else state["ssl_epoch"],
+            saved["stage"],
+            saved["epoch"] if saved["stage"] == "train" else saved["ssl_epoch"],
         )
 
-    # Stage 1 (DCGRU only): self-supervised next-clip prediction on the training recordings.
-    if state["stage"] == "ssl":
-        ssl = build_model("dcgru_ssl", **hparams)
-        resume_ssl = saved is not None and saved.get("ssl_model") is not None
-        if resume_ssl:
-            ssl.load_state_dict(saved["ssl_model"])
-        ssl = ray.train.torch.prepare_model(ssl)
-        # The optimizer is made (and its state loaded) once the weights are on the device.
-        ssl_opt = torch.optim.AdamW(ssl.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if resume_ssl:
-            ssl_opt.load_state_dict(saved["ssl_optimizer"])
-        for epoch in range(state["ssl_epoch"] + 1, cfg.ssl_epochs):
-            stats = pretrain_epoch(
-                ssl,
-                train_loader(by_role["train"], _SSL_EPOCH_OFFSET + epoch),
-                ssl_opt,
-                device=device,
-                grad_clip=cfg.grad_clip,
-            )
-            loss = float(np.mean(_gather(stats["loss"])))
-            row = {"stage": "ssl", "epoch": epoch, "train_loss": loss, "seconds": stats["seconds"]}
-            state["history"].append(row)
-            state["ssl_epoch"] = epoch
-            last = epoch == cfg.ssl_epochs - 1
-            if last:
-                state["encoder"] = unwrap_model(ssl).encoder_state_dict()
-                state["stage"] = "train"
-            _report(
-                row,
-                {
-                    **state,
-                    "ssl_model": None if last else cpu_state_dict(ssl),
-                    "ssl_optimizer": None if last else ssl_opt.state_dict(),
-                },
-                rank,
-            )
-        del ssl, ssl_opt
-
-    # Stage 2: supervised training with early stopping on the validation channel ROC-AUC.
-    if model_name == "dcgru":
-        labels = np.concatenate([r.labels for r in by_role["train"]])
-        pos_weight = cfg.pos_weight or pos_weight_from_counts(
-            int(labels.sum()), int((1 - labels).sum())
-        )
-        if state["encoder"] is not None and state["epoch"] < 0:
-            model.load_encoder_state_dict(state["encoder"])
-    else:
-        pos_weight = 1.0
-    loss_fn = soz_loss(
-        model_name, focal_gamma=cfg.focal_gamma, focal_beta=cfg.focal_beta, pos_weight=pos_weight
+    fit = fit_fold(
+        model_name,
+        data,
+        device=ray.train.torch.get_device(),
+        prepare=ray.train.torch.prepare_model,
+        resume=saved,
+        on_epoch=lambda row, state: _report(row, state, rank),
     )
-    resume_train = saved is not None and saved.get("model") is not None and state["epoch"] >= 0
-    if resume_train:
-        model.load_state_dict(saved["model"])
-    model = ray.train.torch.prepare_model(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if resume_train:
-        optimizer.load_state_dict(saved["optimizer"])  # moves its state to the weights' device
-    val_items = eval_items(by_role["val"])
-    epoch = state["epoch"]
-    while state["bad_epochs"] < cfg.patience and epoch + 1 < cfg.epochs:
-        epoch += 1
-        stats = train_epoch(
-            model,
-            train_loader(by_role["train"], epoch),
-            optimizer,
-            loss_fn,
-            device=device,
-            grad_clip=cfg.grad_clip,
-        )
-        sums = _score(
-            model, dataset_kwargs(by_role["val"]), val_items, rank, world, cfg.batch_size, device
-        )
-        metrics = validation_metrics(sums.to_frame(by_role["val"]))
-        auc = metrics["val_auc"]
-        improved = not math.isnan(auc) and auc > state["best_auc"]
-        if improved or state["best_state"] is None:
-            state["best_auc"] = auc if not math.isnan(auc) else state["best_auc"]
-            state["best_epoch"] = epoch
-            state["best_state"] = cpu_state_dict(model)
-            state["bad_epochs"] = 0
-        else:
-            state["bad_epochs"] += 1
-        row = {
-            "stage": "train",
-            "epoch": epoch,
-            "train_loss": float(np.mean(_gather(stats["loss"]))),
-            "seconds": stats["seconds"],
-            "sequences_per_s": stats["sequences_per_s"] * world,
-            "world_size": world,
-            "load_seconds": stats["load_seconds"],
-            **metrics,
-            "best_auc": state["best_auc"],
-        }
-        state["history"].append(row)
-        state["epoch"] = epoch
-        _report(
-            row,
-            {**state, "model": cpu_state_dict(model), "optimizer": optimizer.state_dict()},
-            rank,
-        )
+    frames = {_VAL: fit.val_predictions, _TEST: fit.test_predictions}
+    _report(_done_row(fit.state), fit.state, rank, frames)
 
-    # Final: score validation and test with the best weights; report them in a last checkpoint.
-    unwrap_model(model).load_state_dict(state["best_state"])
-    frames = {}
-    for role, name in (("val", _VAL), ("test", _TEST)):
-        rows = by_role[role]
-        frames[name] = _score(
-            model, dataset_kwargs(rows), eval_items(rows), rank, world, cfg.batch_size, device
-        ).to_frame(rows)
-    state["done"] = True
-    _report(
-        {"stage": "done", "epoch": state["epoch"], "best_auc": state["best_auc"]},
-        state,
-        rank,
-        frames,
-    )
+
+def _done_row(state: Mapping[str, Any]) -> dict:
+    return {"stage": "done", "epoch": state["epoch"], "best_auc": state["best_auc"]}

@@ -347,6 +347,7 @@ def _precompute_features(store_url: str, recording_ids: list[str], feature_confi
     import ray
 
     from trainer.feature_cache import cache_url, write_recording_features
+    from trainer.ray_train import wait_for_resources
 
     @ray.remote(num_cpus=1)
     def one(rid: str) -> bool:
@@ -357,6 +358,7 @@ def _precompute_features(store_url: str, recording_ids: list[str], feature_confi
         except Exception as e:
             raise SozkitError(f"{rid}: caching spectral features failed: {e}") from e
 
+    wait_for_resources({"CPU": 1}, "caching spectral features")
     computed = ray.get([one.remote(rid) for rid in recording_ids])
     logger.info(
         "spectral features of %d recordings cached in %s (%d already there)",
@@ -375,6 +377,9 @@ def _run_svm(
     todo = [f for f in folds if not run.fold_finished("svm", f.index)]
     if not todo:
         return
+    from trainer.ray_train import wait_for_resources
+
+    wait_for_resources({"CPU": 1}, "the SVM's feature tasks")
     features = compute_features(store_url, [r.recording_id for r in recs])
     for fold in todo:
         res = train_svm_fold(features, recs, fold, seed=cfg.seed, hparams=cfg.hparams_for("svm"))
@@ -393,6 +398,9 @@ def _run_baseline(
     todo = [f for f in folds if not RunDir(run_dir).fold_finished("baseline", f.index)]
     if not todo:
         return
+    from trainer.ray_train import wait_for_resources
+
+    wait_for_resources({"CPU": 1}, "the classical baseline's tasks")
     scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))
     for fold in todo:
         val, test = fold_predictions(scores, fold)

@@ -107,13 +107,21 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, label: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f} s] {done}/{total} {label}", file=sys.stderr)
 
-    with ray_session():
-        out = run_training(
-            _absolute(args.store),
-            _absolute(args.out),
-            cfg,
-            progress=None if args.no_progress else progress,
+    try:
+        with ray_session():  # on the way out it stops this session's trainers with Ray
+            out = run_training(
+                _absolute(args.store),
+                _absolute(args.out),
+                cfg,
+                progress=None if args.no_progress else progress,
+            )
+    except KeyboardInterrupt:
+        print(
+            f"soz train: interrupted; folds finished so far are kept in {args.out} "
+            "(run again with --resume to continue).",
+            file=sys.stderr,
         )
+        return 130
     for model, summary in out["models"].items():
         mean = summary["mean"]
         auc, f1 = mean.get("roc_auc"), mean.get("macro_f1")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from ingest.store import ClipStore
 from models.dcgru import next_clip_loss
 from models.registry import build_model
-from tests.trainer.conftest import TINY_HPARAMS
+from tests.trainer.conftest import PATIENTS, TINY_HPARAMS
 from trainer.datasets import (
     SequenceDataset,
     evaluation_sequences,
@@ -18,7 +21,9 @@ from trainer.datasets import (
     sample_training_sequences,
 )
 from trainer.loop import (
+    TIMING_KEYS,
     ScoreSums,
+    fit_fold,
     predict,
     pretrain_epoch,
     seed_everything,
@@ -143,3 +148,117 @@ def test_losses_and_errors():
     seq = dict(batch, x=torch.zeros(1, 2, 3, 1))
     with pytest.raises(FloatingPointError, match="learning rate"):
         pretrain_epoch(BadForecast(), [seq], opt)
+
+
+# ----------------------------------------------------------------------------------------------
+# fit_fold: a whole fold without Ray
+
+
+def _fold_data(url, **cfg_changes):
+    from trainer.config import TrainConfig
+    from trainer.fold_data import FoldData
+    from trainer.splits import cohort_groups, patient_folds
+
+    patients = sorted(f"{c}/{s}" for c, s in PATIENTS)
+    fold = patient_folds(patients, n_folds=2, groups=cohort_groups(patients))[0]
+    cfg = TrainConfig(
+        batch_size=4,
+        seqs_per_recording=6,
+        n_bands=8,
+        feature_cache=False,
+        lr=3e-3,
+        max_eval_seqs=3,
+        model_hparams=TINY_HPARAMS,
+        **cfg_changes,
+    )
+    return FoldData.for_fold(url, fold, cfg)
+
+
+def _comparable(history):
+    """History rows without wall-clock timings (which differ between identical runs)."""
+    return [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in history]
+
+
+def _same_weights(a, b):
+    assert a.keys() == b.keys()
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_fold_learns_and_early_stops(data):
+    url, _ = data
+    fold_data = _fold_data(url, epochs=12, patience=2)
+    epochs_seen = []
+    fit = fit_fold("sozformer", fold_data, on_epoch=lambda row, state: epochs_seen.append(row))
+    train_rows = [h for h in fit.state["history"] if h["stage"] == "train"]
+    assert epochs_seen == fit.state["history"]
+    # Early stopping: the run ended `patience` epochs after its best one, before max epochs.
+    assert len(train_rows) < 12
+    assert train_rows[-1]["epoch"] == fit.state["best_epoch"] + 2
+    best = max(r["val_auc"] for r in train_rows)
+    assert fit.state["best_auc"] == best == train_rows[fit.state["best_epoch"]]["val_auc"]
+    # The returned validation predictions are the best epoch's: their AUC is the best AUC.
+    assert validation_metrics(fit.val_predictions)["val_auc"] == pytest.approx(best, abs=1e-12)
+    # The separable toy task is learned: SOZ contacts ranked first on unseen test patients.
+    assert validation_metrics(fit.test_predictions)["val_auc"] > 0.75
+    assert set(fit.test_predictions["patient"]) == set(
+        r.patient for r in fold_data.recordings["test"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_name", "kill_after", "changes"),
+    [
+        # Dropout draws from torch's generator every step: a resume that lost its state differs.
+        (
+            "sozformer",
+            ("train", 1),
+            {"model_hparams": {"sozformer": {**TINY_HPARAMS["sozformer"], "dropout": 0.2}}},
+        ),
+        (
+            "dcgru",
+            ("ssl", 0),
+            {
+                "ssl_epochs": 2,
+                "model_hparams": {"dcgru": {**TINY_HPARAMS["dcgru"], "dropout": 0.2}},
+            },
+        ),
+    ],
+    ids=["sozformer-after-epoch-1", "dcgru-during-ssl"],
+)
+def test_fit_fold_resumed_equals_uninterrupted_bit_for_bit(
+    data, tmp_path, model_name, kill_after, changes
+):
+    url, _ = data
+    changes = dict(changes)
+    hp = {**TINY_HPARAMS, **changes.pop("model_hparams", {})}
+    fold_data = _fold_data(url, epochs=3, patience=10, **changes)
+    fold_data = dataclasses.replace(fold_data, cfg=fold_data.cfg.replace(model_hparams=hp))
+    straight = fit_fold(model_name, fold_data)
+
+    class Killed(Exception):
+        pass
+
+    saved = tmp_path / "state.pt"
+
+    def kill(row, state):
+        torch.save(state, saved)  # what the Ray checkpoint holds
+        if (row["stage"], row["epoch"]) == kill_after:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit_fold(model_name, fold_data, on_epoch=kill)
+    # Random draws in between (another fold, a notebook cell) must not matter.
+    torch.rand(100)
+    np.random.rand(7)
+    state = torch.load(saved, weights_only=False)
+    resumed = fit_fold(model_name, fold_data, resume=state)
+
+    assert _comparable(resumed.state["history"]) == _comparable(straight.state["history"])
+    assert resumed.state["best_epoch"] == straight.state["best_epoch"]
+    assert _same_weights(resumed.state["best_state"], straight.state["best_state"])
+    pd.testing.assert_frame_equal(
+        resumed.test_predictions, straight.test_predictions, check_exact=True
+    )
+    pd.testing.assert_frame_equal(
+        resumed.val_predictions, straight.val_predictions, check_exact=True
+    )
