@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @command("ingest", "Ingest cohorts into a Zarr clip store (Apache Beam)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from ingest.config import IngestConfig
-    from ingest.pipeline import run_ingest
+    from ingest.driver import run_ingest
 
     cfg = IngestConfig(
         sfreq=args.sfreq,
