@@ -19,7 +19,7 @@ import pandas as pd
 from apache_beam.metrics.metric import MetricsFilter
 
 from ingest.config import IngestConfig
-from ingest.errors import RecordingError
+from ingest.errors import RecordingError, SozkitError
 from ingest.manifests import recording_warnings, warning_row
 from ingest.ownership import Owner, RunContext, acquire_leases, release_leases
 from ingest.pipeline import build_pipeline
@@ -85,8 +85,9 @@ def run_ingest(
 ) -> IngestReport:
     """Scan ``sources`` (BIDS roots, folders or files) and ingest them into the store.
 
-    A source that cannot be read (absent, empty) is a failure of that source; the others are
-    ingested (:func:`ingest.sources.scan_sources`).
+    A source that cannot be read (absent, empty) is a failure of that source (stage
+    ``"source"``); the others are ingested (:func:`ingest.sources.scan_sources`). When no
+    source can be read at all, a :class:`~ingest.errors.SozkitError` says why.
 
     Parameters
     ----------
@@ -107,6 +108,10 @@ def run_ingest(
     IngestReport
     """
     scan = scan_sources(sources, label_sheet=label_sheet, line_freq=cfg.line_freq)
+    if not scan.recordings and len(scan.empty_sources) == len(scan.problems):
+        raise SozkitError(  # nothing at all to ingest: say why, start no pipeline
+            "\n".join(f"{p.reason} Fix: {p.fix}" for p in scan.problems) or "no source given."
+        )
     failures = [
         make_failure(
             recording_id=p.recording_id,

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -142,6 +143,8 @@ def acquire_leases(
 ) -> dict[str, Owner]:
     """Take the leases of ``recording_ids`` for ``owner``; return those held by live runs.
 
+    Leases of dead runs are removed first, of whatever recording (a killed run leaves them).
+
     Returns
     -------
     dict of str to Owner
@@ -149,6 +152,7 @@ def acquire_leases(
     """
     busy: dict[str, Owner] = {}
     with store_lock(store):
+        _drop_stale(store)
         for rid in recording_ids:
             held = lease_holder(store, rid)
             if held is not None and held.token != owner.token:
@@ -159,6 +163,32 @@ def acquire_leases(
             url = _lease_path(store, rid) if store.is_local else f"{store.url}/{LEASES}/{rid}.json"
             write_json(url, {**asdict(owner), "recording_id": rid})
     return busy
+
+
+_TMP = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")  # ingest.fileio's temporaries
+
+
+def _drop_stale(store: ClipStore) -> None:
+    """Remove the leases of dead runs (of any recording) and the temporaries that writers
+    killed mid-write left in the store's root and lease folders."""
+    for folder in (store.root, f"{store.root}/{LEASES}"):
+        try:
+            paths = store.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            continue
+        for path in paths:
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            tmp = _TMP.match(name)
+            if tmp is not None:
+                stale = not pid_alive(int(tmp.group(1)))
+            elif folder != store.root and name.endswith(".json"):
+                held = lease_holder(store, name[: -len(".json")])
+                stale = held is not None and not held.alive()
+            else:
+                continue
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    store.fs.rm(path)
 
 
 def release_leases(store: ClipStore, recording_ids: Iterable[str], owner: Owner) -> None:

@@ -35,8 +35,11 @@ manifest rows are committed; ``recordings.parquet`` is written last and is the m
 run leaves arrays without a recordings row: they never read as complete and are rewritten on the
 next run. Manifests are replaced atomically: on a local disk by writing a temporary file and
 renaming it over the old one; on object stores (S3, GCS, Azure) a single object PUT is atomic, so
-each file is written in one PUT. Two ingests into the same store at the same time are not
-supported (the last commit wins).
+each file is written in one PUT. Rows are kept sorted by recording (and channel / clip), so a
+store's files do not depend on the order its recordings finished in. On a local disk, commits
+take the store's ``flock`` and each recording is committed as soon as its blocks are written;
+leases keep two live runs off one recording (:mod:`ingest.ownership`). On object stores there is
+no lock: two ingests into one store at the same time are not supported there.
 """
 
 from __future__ import annotations
@@ -140,6 +143,14 @@ MANIFESTS = {
     "failures": FAILURES_SCHEMA,
     "warnings": WARNINGS_SCHEMA,
     "recordings": RECORDINGS_SCHEMA,
+}
+#: Row order of each manifest.
+_SORT_KEYS = {
+    "channels": ("recording_id", "channel_index"),
+    "clips": ("recording_id", "clip_index"),
+    "failures": ("recording_id", "source", "stage"),
+    "warnings": ("recording_id", "source", "kind", "message"),
+    "recordings": ("recording_id",),
 }
 #: Nullable columns read back as pandas' nullable dtypes.
 _NULLABLE = {"soz": "boolean", "resected": "boolean", "seizure": "Int64", "line_freq": "Float64"}
@@ -504,6 +515,8 @@ class ClipStore:
                     other = pc.or_(other, pc.is_valid(old["recording_id"]))
                 keep = pc.and_(keep, other)
             merged = pa.concat_tables([old.filter(keep), _to_table(new[name], schema)])
+            # Sorted, so a store's files do not depend on the order its recordings finished in.
+            merged = merged.sort_by([(k, "ascending") for k in _SORT_KEYS[name]])
             if merged.equals(old):
                 continue  # nothing changed: leave the file alone (re-runs rewrite nothing)
             self._write_table(name, merged)
