@@ -329,6 +329,16 @@ def clear_block_summaries(store: ClipStore, recording_id: str) -> None:
         store.fs.rm(folder, recursive=True)
 
 
+def drop_empty_summaries(store: ClipStore) -> None:
+    """Remove the summaries folder once no recording has any (the end of a run)."""
+    folder = f"{store.root}/{SUMMARIES}"
+    try:
+        if not store.fs.ls(folder, detail=False):
+            store.fs.rmdir(folder)
+    except (FileNotFoundError, OSError):
+        pass  # absent, or another run's summaries in it
+
+
 def committed_since(store: ClipStore, since: pd.Timestamp) -> set[str]:
     """Ids of complete recordings whose rows were committed at or after ``since``."""
     rec = store.recordings()

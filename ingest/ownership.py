@@ -199,6 +199,10 @@ def release_leases(store: ClipStore, recording_ids: Iterable[str], owner: Owner)
             if held is not None and held.token == owner.token:
                 with contextlib.suppress(FileNotFoundError):
                     store.fs.rm(_lease_path(store, rid))
+        folder = f"{store.root}/{LEASES}"
+        with contextlib.suppress(OSError):
+            if store.fs.exists(folder) and not store.fs.ls(folder, detail=False):
+                store.fs.rmdir(folder)
 
 
 class LeaseLost(RuntimeError):

@@ -60,6 +60,7 @@ from ingest.manifests import (
     clear_block_summaries,
     commit_manifests,
     committed_since,
+    drop_empty_summaries,
     failure_row,
     finalize_recording,
     is_recording_error,
@@ -325,6 +326,7 @@ class _CommitFn(beam.DoFn):
             )
             for rid in {p for k, p in items if k == ATTEMPTED}:
                 clear_block_summaries(store, rid)
+            drop_empty_summaries(store)
         failed = {p["recording_id"] for k, p in items if k == FAILURE}
         counts["recordings"] = len({r["recording"]["recording_id"] for r in rows} - failed)
         counts["clips"] = sum(
