@@ -54,8 +54,8 @@ from sklearn.metrics import roc_auc_score
 
 from ingest.bids_writer import TRUTH_DIR
 from ingest.config import IngestConfig
+from ingest.driver import run_ingest
 from ingest.errors import SozkitError
-from ingest.pipeline import run_ingest
 from ingest.simulate import SimulationConfig, simulate_cohort
 from trainer.config import ALL_MODELS, TrainConfig
 from trainer.metrics import evaluate_fold, summarise_folds

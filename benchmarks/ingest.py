@@ -110,7 +110,7 @@ def _recording(path: Path):
 def _child(edf: str, store: str) -> None:
     """Run one ingest (in its own process tree, measured by the parent)."""
     from ingest.config import IngestConfig
-    from ingest.pipeline import ingest_recordings
+    from ingest.driver import ingest_recordings
 
     t0 = time.perf_counter()
     report = ingest_recordings([_recording(Path(edf))], store, IngestConfig())

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ingest.config import IngestConfig
-from ingest.pipeline import commit_manifests
+from ingest.manifests import commit_manifests
 from ingest.store import ClipStore
 from ingest.synthetic import synthetic_recording, write_recording_clips
 from models.registry import build_model

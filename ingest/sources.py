@@ -4,6 +4,8 @@
 (:func:`ingest.bids.read_bids` or :func:`ingest.folder.read_folder`); both return a
 :class:`CohortScan`: the recordings that could be read and, one per recording that could not,
 the :class:`~ingest.errors.RecordingError` saying why. A bad recording never stops a scan.
+:func:`scan_sources` scans several sources (what ``soz ingest`` and ``soz score`` are given):
+a source that cannot be read at all is one problem, and the other sources are still scanned.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.errors import ConfigError, RecordingError
+from ingest.errors import ConfigError, RecordingError, SozkitError
 from ingest.recording import Recording
 
 logger = logging.getLogger(__name__)
@@ -127,3 +130,107 @@ def scan_source(
             check_signals=check_signals,
         )
     return read_folder(source, label_sheet=label_sheet, cohort=cohort, line_freq=line_freq)
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Something of a source that cannot be ingested: one recording, or the whole source.
+
+    Attributes
+    ----------
+    source : str
+        The file (or, for ``whole_source``, the source as given).
+    reason, fix : str
+    recording_id : str or None
+        The recording, where one is known.
+    whole_source : bool
+        The source itself could not be read (absent, empty, not a dataset).
+    """
+
+    source: str
+    reason: str
+    fix: str = ""
+    recording_id: str | None = None
+    whole_source: bool = False
+
+
+@dataclass(frozen=True)
+class SourcesScan:
+    """What :func:`scan_sources` found in several sources.
+
+    Attributes
+    ----------
+    recordings : tuple of Recording
+        Readable recordings, each id once, in source order.
+    problems : tuple of SourceProblem
+        Unreadable recordings, repeated ids and unreadable sources.
+    warnings : tuple of (source, message)
+        Warnings about whole sources (the recordings' own are in ``Recording.warnings``).
+    """
+
+    recordings: tuple[Recording, ...]
+    problems: tuple[SourceProblem, ...] = ()
+    warnings: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty_sources(self) -> tuple[SourceProblem, ...]:
+        """Problems that are whole sources."""
+        return tuple(p for p in self.problems if p.whole_source)
+
+
+def scan_sources(
+    sources: Sequence[str | os.PathLike],
+    *,
+    label_sheet: str | os.PathLike | None = None,
+    line_freq: float | None = None,
+) -> SourcesScan:
+    """Scan several sources (:func:`scan_source` each); one bad source never stops the others.
+
+    A source that cannot be read at all (absent, empty, an invalid dataset) becomes a
+    ``whole_source`` problem; a recording id found in two sources is kept from the first and
+    reported for the second.
+
+    Parameters
+    ----------
+    sources : sequence of path
+        BIDS roots, folders or files.
+    label_sheet : path or None
+        SOZ label sheet for the sources.
+    line_freq : float or None
+        Line frequency where a source states none.
+
+    Returns
+    -------
+    SourcesScan
+    """
+    recordings: list[Recording] = []
+    problems: list[SourceProblem] = []
+    warnings: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for source in sources:
+        try:
+            scan = scan_source(source, label_sheet=label_sheet, line_freq=line_freq)
+        except SozkitError as e:
+            reason, fix = str(e), "check the path, or leave this source out."
+            if isinstance(e, RecordingError):
+                reason, fix = e.reason, e.fix or fix
+            elif " Fix: " in reason:
+                reason, fix = reason.split(" Fix: ", 1)
+            problems.append(SourceProblem(os.fspath(source), reason, fix, whole_source=True))
+            continue
+        warnings += [(os.fspath(source), w) for w in getattr(scan, "warnings", ())]
+        problems += [SourceProblem(p.source, p.reason, p.fix) for p in scan.problems]
+        for rec in scan.recordings:
+            if rec.recording_id in seen:
+                problems.append(
+                    SourceProblem(
+                        rec.path,
+                        f"recording id {rec.recording_id!r} also given by {seen[rec.recording_id]}.",
+                        "give each recording once, or give the cohorts distinct names.",
+                        recording_id=rec.recording_id,
+                    )
+                )
+                continue
+            seen[rec.recording_id] = rec.path
+            recordings.append(rec)
+    return SourcesScan(tuple(recordings), tuple(problems), tuple(warnings))

@@ -17,6 +17,9 @@ Layout of a store at ``STORE`` (a local path or any fsspec URL: ``s3://bucket/st
                              per-channel ``scale`` (CHANNELS_SCHEMA)
       clips.parquet          one row per clip: start, ictal, seizure number, time from onset
       failures.parquet       recordings that could not be ingested: file, stage, reason, fix
+      warnings.parquet       what the readers warned about (WARNINGS_SCHEMA): recording_id (null
+                             for a warning about a whole source), source, kind, message
+      leases/<id>.json       the live run ingesting a recording (ingest.ownership); absent at rest
 
 Scaling: ``read_clips(scaled=True)`` divides each channel by its ``scale`` (the median over the
 recording's clips of the per-clip robust standard deviation) through
@@ -32,8 +35,11 @@ manifest rows are committed; ``recordings.parquet`` is written last and is the m
 run leaves arrays without a recordings row: they never read as complete and are rewritten on the
 next run. Manifests are replaced atomically: on a local disk by writing a temporary file and
 renaming it over the old one; on object stores (S3, GCS, Azure) a single object PUT is atomic, so
-each file is written in one PUT. Two ingests into the same store at the same time are not
-supported (the last commit wins).
+each file is written in one PUT. Rows are kept sorted by recording (and channel / clip), so a
+store's files do not depend on the order its recordings finished in. On a local disk, commits
+take the store's ``flock`` and each recording is committed as soon as its blocks are written;
+leases keep two live runs off one recording (:mod:`ingest.ownership`). On object stores there is
+no lock: two ingests into one store at the same time are not supported there.
 """
 
 from __future__ import annotations
@@ -41,7 +47,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -58,6 +63,7 @@ import zarr.storage
 
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError, SozkitError
+from ingest.fileio import write_parquet
 from ingest.preprocessing import scale_clips
 
 logger = logging.getLogger(__name__)
@@ -122,12 +128,29 @@ FAILURES_SCHEMA = pa.schema(
         ("failed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+WARNINGS_SCHEMA = pa.schema(
+    [
+        ("recording_id", pa.string()),
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 #: Manifest name -> schema, in commit order (recordings last: it is the completion marker).
 MANIFESTS = {
     "channels": CHANNELS_SCHEMA,
     "clips": CLIPS_SCHEMA,
     "failures": FAILURES_SCHEMA,
+    "warnings": WARNINGS_SCHEMA,
     "recordings": RECORDINGS_SCHEMA,
+}
+#: Row order of each manifest.
+_SORT_KEYS = {
+    "channels": ("recording_id", "channel_index"),
+    "clips": ("recording_id", "clip_index"),
+    "failures": ("recording_id", "source", "stage"),
+    "warnings": ("recording_id", "source", "kind", "message"),
+    "recordings": ("recording_id",),
 }
 #: Nullable columns read back as pandas' nullable dtypes.
 _NULLABLE = {"soz": "boolean", "resected": "boolean", "seizure": "Int64", "line_freq": "Float64"}
@@ -310,6 +333,26 @@ class ClipStore:
         """Recordings (or files) that could not be ingested, with stage, reason and fix."""
         return _to_frame(self._table("failures"))
 
+    def warnings(self) -> pd.DataFrame:
+        """The readers' warnings (columns of :data:`WARNINGS_SCHEMA`), of every recording
+        ingested or tried and of whole sources (``recording_id`` null)."""
+        return _to_frame(self._table("warnings"))
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is on a local (POSIX) file system."""
+        return "file" in _protocols(self._fs)
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The store's fsspec file system."""
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        """The store's path on its file system (``fs_path`` of its URL)."""
+        return self._root
+
     # ------------------------------------------------------------------ clips
     def scale(self, recording_id: str) -> np.ndarray:
         """Per-channel scale of a complete recording, shape (n_channels,), float32."""
@@ -434,30 +477,46 @@ class ClipStore:
         channels: pd.DataFrame,
         clips: pd.DataFrame,
         failures: pd.DataFrame,
+        warnings: pd.DataFrame | None = None,
         attempted: Iterable[str] = (),
     ) -> None:
         """Merge new manifest rows into the store, each file replaced atomically.
 
         Rows of recordings in ``attempted`` (this run's recordings, done or failed) replace
         whatever an earlier, killed or failed, run left for them; so do failures of the same
-        source file. ``recordings.parquet`` is written last: it marks completion.
+        source file, and warnings about the same whole source. ``recordings.parquet`` is
+        written last: it marks completion.
         """
         self._check_writable()
         attempted = set(attempted) | (set(recordings["recording_id"]) if len(recordings) else set())
+        warnings = warnings_frame(()) if warnings is None else warnings
         new_sources = set(failures["source"]) if len(failures) else set()
-        new = {"channels": channels, "clips": clips, "failures": failures, "recordings": recordings}
+        if len(warnings):
+            whole = warnings[warnings["recording_id"].isna()]
+            new_sources |= set(whole["source"])
+        new = {
+            "channels": channels,
+            "clips": clips,
+            "failures": failures,
+            "warnings": warnings,
+            "recordings": recordings,
+        }
         for name, schema in MANIFESTS.items():
             old = self._table(name)
             keep = pc.invert(
                 pc.is_in(old["recording_id"], value_set=pa.array(sorted(attempted), pa.string()))
             )
             keep = pc.fill_null(keep, True)
-            if name == "failures" and new_sources:
+            if name in ("failures", "warnings") and new_sources:
                 other = pc.invert(
                     pc.is_in(old["source"], value_set=pa.array(sorted(new_sources), pa.string()))
                 )
+                if name == "warnings":  # only warnings about a whole source go by source
+                    other = pc.or_(other, pc.is_valid(old["recording_id"]))
                 keep = pc.and_(keep, other)
             merged = pa.concat_tables([old.filter(keep), _to_table(new[name], schema)])
+            # Sorted, so a store's files do not depend on the order its recordings finished in.
+            merged = merged.sort_by([(k, "ascending") for k in _SORT_KEYS[name]])
             if merged.equals(old):
                 continue  # nothing changed: leave the file alone (re-runs rewrite nothing)
             self._write_table(name, merged)
@@ -465,13 +524,12 @@ class ClipStore:
         self._scales.clear()
 
     def _write_table(self, name: str, table: pa.Table) -> None:
-        final = f"{self._root}/{name}.parquet"
-        local = "file" in _protocols(self._fs)
-        target = f"{self._root}/.{name}.{uuid.uuid4().hex}.tmp" if local else final
-        with self._fs.open(target, "wb") as f:
+        if self.is_local:
+            write_parquet(f"{self._root}/{name}.parquet", table, compression="zstd")
+            return
+        # Object stores: one PUT of the whole object is atomic (a rename would be copy + delete).
+        with self._fs.open(f"{self._root}/{name}.parquet", "wb") as f:
             pq.write_table(table, f, compression="zstd")
-        if local:
-            os.replace(target, final)
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
@@ -509,6 +567,14 @@ def failures_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FAILURES_SCHEMA.names)
 
 
+def warnings_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """A warnings DataFrame (columns of :data:`WARNINGS_SCHEMA`) from row dicts (possibly none)."""
+    rows = list(rows)
+    if not rows:
+        return _to_frame(_empty(WARNINGS_SCHEMA))
+    return pd.DataFrame(rows, columns=WARNINGS_SCHEMA.names)
+
+
 def describe(url: str | os.PathLike) -> str:
     """A short JSON summary of a store (recordings, clips, failures), for the CLI."""
     store = ClipStore.open(url)
@@ -519,5 +585,6 @@ def describe(url: str | os.PathLike) -> str:
             "recordings": len(rec),
             "clips": int(rec["n_clips"].sum()) if len(rec) else 0,
             "failures": len(store.failures()),
+            "warnings": len(store.warnings()),
         }
     )

@@ -53,7 +53,7 @@ from ingest import preprocessing as pp
 from ingest.clipping import block_bounds, count_clips, label_clips
 from ingest.config import IngestConfig
 from ingest.errors import RecordingError
-from ingest.recording import Recording, shaft_of
+from ingest.recording import INTRACRANIAL_TYPES, Recording, shaft_of
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ def recording_plan(rec: Recording, cfg: IngestConfig) -> RecordingPlan:
 def _recording_plan(rec: Recording, cfg: IngestConfig) -> RecordingPlan:
     contacts = rec.contacts
     if not contacts:
-        n_ieeg = sum(t in ("seeg", "ecog", "dbs") for t in rec.ch_types)
+        n_ieeg = sum(t in INTRACRANIAL_TYPES for t in rec.ch_types)
         raise RecordingError(
             rec.path,
             f"{rec.recording_id}: no contact left to ingest: {len(rec.channels)} channels, "

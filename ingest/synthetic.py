@@ -3,7 +3,7 @@
 Test fixtures and benchmarks make their clips directly at the store's rate (no signal file, no
 filtering) and still need a store that every later stage reads like an ingested one. They go
 through :func:`write_recording_clips`, which writes the array shard by shard and returns the
-manifest rows of :func:`ingest.pipeline.manifest_rows`; :func:`ingest.pipeline.commit_manifests`
+manifest rows of :func:`ingest.manifests.manifest_rows`; :func:`ingest.manifests.commit_manifests`
 then commits them::
 
     rows = [write_recording_clips(store, rec, clips) for rec, clips in recordings]
@@ -20,7 +20,7 @@ import numpy as np
 
 from ingest.clipping import block_bounds
 from ingest.config import IngestConfig
-from ingest.pipeline import manifest_rows
+from ingest.manifests import manifest_rows
 from ingest.preprocessing import robust_std, to_storage
 from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.store import ClipStore
@@ -97,7 +97,7 @@ def write_recording_clips(store: ClipStore, rec: Recording, clips: np.ndarray) -
     -------
     dict
         ``{"recording": row dict, "channels": DataFrame, "clips": DataFrame}``, for
-        :func:`ingest.pipeline.commit_manifests`.
+        :func:`ingest.manifests.commit_manifests`.
     """
     cfg = store.ingest_config
     if rec.sfreq != cfg.sfreq:

@@ -108,10 +108,11 @@ def collect_work(
     failures : list of dict
         Rows of :data:`serving.results.FAILURE_COLUMNS` (stage ``"scan"``).
     """
-    from ingest.sources import scan_source
+    from ingest.sources import scan_sources
 
     items: list[WorkItem] = []
     failures: list[dict[str, Any]] = []
+    files: list[str] = []
     for source in inputs:
         if _is_store(source):
             from ingest.store import ClipStore
@@ -119,28 +120,18 @@ def collect_work(
             store = ClipStore.open(source)
             for rid in store.recordings()["recording_id"].astype(str):
                 items.append(WorkItem(rid, f"{source}::{rid}", store_url=str(source)))
-            continue
-        try:
-            scan = scan_source(source, label_sheet=label_sheet, line_freq=line_freq)
-        except SozkitError as e:
-            failures.append(
-                {"source_path": str(source), "stage": "scan", "reason": str(e), "fix": ""}
-            )
-            continue
-        for rec in scan.recordings:
-            items.append(WorkItem(rec.recording_id, rec.path, rec=rec))
-        for problem in scan.problems:
-            failures.append(
-                {
-                    "source_path": problem.source,
-                    "stage": "scan",
-                    "reason": problem.reason,
-                    "fix": problem.fix,
-                }
-            )
+        else:
+            files.append(source)
+    scan = scan_sources(files, label_sheet=label_sheet, line_freq=line_freq)
+    items += [WorkItem(rec.recording_id, rec.path, rec=rec) for rec in scan.recordings]
+    for problem in scan.problems:
+        row = {"source_path": problem.source, "stage": "scan", "reason": problem.reason}
+        if problem.recording_id is not None:
+            row["recording_id"] = problem.recording_id
+        failures.append({**row, "fix": problem.fix})
     seen: dict[str, str] = {}
     unique = []
-    for item in items:
+    for item in items:  # a store's recording may also come from a signal file
         if item.recording_id in seen:
             failures.append(
                 {

@@ -3,7 +3,7 @@
 1. **simulate** a multi-centre SEEG cohort (:func:`ingest.simulate.simulate_cohort`): different
    sampling rates, line frequencies and implantations, ictal runs and long interictal runs; plus a
    few held-out patients written to a separate BIDS root (never seen in training).
-2. **ingest** the cohort with Apache Beam into a Zarr clip store (:func:`ingest.pipeline.run_ingest`).
+2. **ingest** the cohort with Apache Beam into a Zarr clip store (:func:`ingest.driver.run_ingest`).
 3. **train** SOZFormer, DCGRU, the SVM and the classical baseline with patient-wise k-fold
    cross-validation on Ray (:func:`trainer.run.run_training`).
 4. **serve**: start the Ray Serve application on the run and score every held-out recording
@@ -37,9 +37,9 @@ from typing import Any
 import pandas as pd
 
 from ingest.config import IngestConfig
+from ingest.driver import run_ingest
 from ingest.errors import ConfigError, SozkitError
 from ingest.fileio import write_json, write_parquet
-from ingest.pipeline import run_ingest
 from ingest.simulate import SimulationConfig, simulate_cohort
 from ingest.sources import scan_source
 from trainer.config import ALL_MODELS, TrainConfig

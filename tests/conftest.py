@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,8 +14,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 #: Real BIDS sidecars of ds004100 / ds003029 (a small subset, copied unchanged; CC0).
 SIDECARS = REPO / "tests" / "data" / "bids-sidecars"
-#: The team's full copy of the sidecars, beside the repository when present.
-SHARED_DATA = Path(os.environ.get("SOZKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: Every sidecar of both datasets (all but electrodes/coordsystem files), unchanged, xz-packed.
+SIDECARS_ARCHIVE = REPO / "tests" / "data" / "bids-sidecars-all.tar.xz"
+
+
+def _full_sidecars() -> Path:
+    """A folder with ``bids-sidecars/`` (every run of both datasets) and ``label-sheets/``,
+    unpacked once from the repository's archive into the temporary folder (keyed by its hash)."""
+    if "SOZKIT_SHARED_DATA" in os.environ:
+        return Path(os.environ["SOZKIT_SHARED_DATA"])
+    digest = hashlib.sha256(SIDECARS_ARCHIVE.read_bytes()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"sozkit-test-sidecars-{digest}"
+    if not (target / "bids-sidecars").is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".sozkit-sidecars-", dir=target.parent))
+        with tarfile.open(SIDECARS_ARCHIVE) as tar:
+            tar.extractall(tmp, filter="data")
+        shutil.copytree(REPO / "tests" / "data" / "label-sheets", tmp / "label-sheets")
+        try:
+            tmp.rename(target)
+        except OSError:  # another session unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+#: The full sidecars: the repository's archive (or ``$SOZKIT_SHARED_DATA`` when set).
+SHARED_DATA = _full_sidecars()
 
 
 def pytest_collection_modifyitems(config, items):

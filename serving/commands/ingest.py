@@ -1,4 +1,11 @@
-"""``soz ingest SOURCE... --out STORE``: cohorts -> clip store (Apache Beam)."""
+"""``soz ingest SOURCE... --out STORE``: cohorts -> clip store (Apache Beam).
+
+Prints every warning of the readers (grouped by kind, kept in the store's ``warnings.parquet``)
+and every failure. Exit status: 0 when everything given is in the store; 1 when some recordings
+failed; 2 when nothing of the sources could be ingested (each source empty, unreadable or
+failed). A source that cannot be read (absent, empty) is reported and the other sources are
+ingested: alone it does not make the status non-zero.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("ingest", "Ingest cohorts into a Zarr clip store (Apache Beam)", add_arguments)
 def run(args: argparse.Namespace) -> int:
-    from ingest.pipeline import run_ingest
+    from ingest.driver import run_ingest
 
     cfg = IngestConfig(
         sfreq=args.sfreq,
@@ -72,6 +79,27 @@ def run(args: argparse.Namespace) -> int:
         f"{report.n_skipped} already complete, {report.n_failed} failed, "
         f"{report.elapsed_s:.1f} s -> {report.store_url}"
     )
-    for row in report.failures.itertuples():
+    print_warnings(report.warnings)
+    for rid, owner in report.busy.items():
+        print(f"  LEFT ALONE {rid}: another ingest ({owner}) is writing it; re-run once it ends.")
+    sources = report.failures["stage"] == "source"
+    for row in report.failures[sources].itertuples():
+        print(f"  SOURCE NOT INGESTED {row.source}: {row.reason} Fix: {row.fix}")
+    for row in report.failures[~sources].itertuples():
         print(f"  FAILED {row.source} [{row.stage}]: {row.reason} Fix: {row.fix}")
-    return 1 if report.n_failed else 0
+    if report.n_ingested + report.n_skipped == 0 and (report.n_failed or report.busy):
+        return 2  # nothing of the sources is in the store
+    return 1 if (~sources).sum() else 0
+
+
+def print_warnings(warnings) -> None:
+    """Every warning of the run, grouped by kind (most frequent first), with counts."""
+    if not len(warnings):
+        return
+    counts = warnings["kind"].value_counts()
+    print(f"{len(warnings)} warnings: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+    for kind in counts.index:
+        print(f"  {kind} ({counts[kind]}):")
+        for row in warnings[warnings["kind"] == kind].itertuples():
+            where = row.recording_id if isinstance(row.recording_id, str) else row.source
+            print(f"    {where}: {row.message}")

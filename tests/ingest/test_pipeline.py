@@ -13,13 +13,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from ingest.config import IngestConfig
+from ingest.driver import ingest_recordings
 from ingest.errors import ConfigError
-from ingest.pipeline import (
-    IngestRecordings,
-    _local_runner,
-    ingest_recordings,
-    pipeline_options,
-)
+from ingest.pipeline import IngestRecordings, _local_runner, pipeline_options
 from ingest.recording import SeizureEvent
 from ingest.signals import open_signal
 from ingest.store import ClipStore

@@ -168,3 +168,44 @@ def test_memory_fsspec_url(data):
     store = ClipStore.open(url)
     assert store.recordings()["n_clips"].tolist() == [5]
     assert store.read_clips("c__r1", 0, 5).shape == (5, 3, 1250)
+
+
+def test_warnings_table_replaced_per_recording_and_per_source(tmp_path, data):
+    from ingest.manifests import warning_kind, warning_row
+    from ingest.store import warnings_frame
+
+    store = ClipStore.open(tmp_path / "s", "a", config=CFG)
+    _ingest(store, "r1", data, [1.0, 1.0, 1.0])
+
+    def commit(rows, attempted=()):
+        store.commit(
+            recordings=pd.DataFrame(),
+            channels=pd.DataFrame(),
+            clips=pd.DataFrame(),
+            failures=failures_frame([]),
+            warnings=warnings_frame(rows),
+            attempted=attempted,
+        )
+
+    commit(
+        [
+            warning_row("r1", "/r1.edf", "subject 's' is not in the label sheet; unlabelled."),
+            warning_row("r1", "/r1.edf", "MNE: Channel names are not unique"),
+            warning_row(None, "/cohort", "participants.tsv lists 3 subjects without recordings"),
+        ],
+        attempted=["r1"],
+    )
+    w = ClipStore.open(tmp_path / "s").warnings()
+    assert sorted(w["kind"]) == ["labels", "mne", "other"]
+    # a re-run of r1 and of the source replaces their warnings, never duplicates them
+    commit([warning_row("r1", "/r1.edf", "MNE: Channel names are not unique")], attempted=["r1"])
+    commit([warning_row(None, "/cohort", "one new source warning")])
+    w = ClipStore.open(tmp_path / "s").warnings()
+    w = w.astype(object).where(w.notna(), None)
+    assert w[["recording_id", "message"]].values.tolist() == [
+        ["r1", "MNE: Channel names are not unique"],
+        [None, "one new source warning"],
+    ]
+    assert list(w.columns) == ["recording_id", "source", "kind", "message"]
+    assert warning_kind("seizure onset at 90 s lies past the end") == "events"
+    assert warning_kind("no PowerLineFrequency in the sidecar") == "line-freq"

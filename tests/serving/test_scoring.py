@@ -122,7 +122,7 @@ def test_predict_pads_mixed_channel_counts(scorer):
 @pytest.fixture(scope="module")
 def ingested(serving_data, tmp_path_factory):
     """The long recording ingested by the real Beam pipeline with the run's ingest config."""
-    from ingest.pipeline import run_ingest
+    from ingest.driver import run_ingest
 
     from .conftest import INGEST, write_edf
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ingest.config import IngestConfig
-from ingest.pipeline import commit_manifests
+from ingest.manifests import commit_manifests
 from ingest.store import ClipStore
 from ingest.synthetic import synthetic_recording, write_recording_clips
 
