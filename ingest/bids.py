@@ -51,7 +51,6 @@ no ``PowerLineFrequency`` (and no ``line_freq`` given)        warning; ingest mu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -61,9 +60,17 @@ from pathlib import Path
 import numpy as np
 from mne_bids import get_bids_path_from_fname
 
-from ingest.errors import ConfigError, RecordingError
+from ingest.errors import ConfigError, RecordingError, unexpected_error
 from ingest.labels import LabelEntry, find_seizures, match_contacts, read_label_sheet
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
+from ingest.sidecars import (
+    is_na,
+    json_number,
+    read_json_object,
+    read_tsv,
+    require_columns,
+    tsv_float,
+)
 from ingest.signals import EXTENSIONS, SFREQ_RTOL, check_channels, format_of, read_header
 from ingest.sources import CohortScan
 
@@ -91,32 +98,8 @@ BIDS_TYPES = {
 DURATION_TOL_S = 1.0
 
 
-def _cell(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':  # ds004100 quotes some: "resect,soz"
-        text = text[1:-1].replace('""', '"').strip()
-    return text
-
-
-def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Read a BIDS TSV: UTF-8 with or without BOM, LF or CRLF, cells stripped and unquoted.
-
-    ``n/a`` is kept as text. Quotes are removed only around a whole cell (sub-HUP188 run-01 of
-    ds004100 writes ``"resect,soz"`` where its other runs write ``resect,soz``).
-    """
-    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    if not lines:
-        return []
-    header = [_cell(h) for h in lines[0].split("\t")]
-    return [
-        dict(zip(header, (_cell(c) for c in line.split("\t")), strict=False))
-        for line in lines[1:]
-        if line.strip()
-    ]
-
-
 def _na(value: object) -> bool:
-    return value is None or str(value).strip().lower() in ("", "n/a", "nan")
+    return is_na(value)
 
 
 def _tokens(description: str) -> set[str]:
@@ -165,7 +148,14 @@ def _signal_path(json_path: Path) -> Path:
 
 
 def _read_run(json_path: Path) -> _Run:
-    bp = get_bids_path_from_fname(json_path, check=False)
+    try:
+        bp = get_bids_path_from_fname(json_path, check=False)
+    except Exception as e:  # mne-bids raises ValueError/RuntimeError on odd names
+        raise RecordingError(
+            str(json_path),
+            f"the file name is not a BIDS name ({type(e).__name__}: {e}).",
+            "name it sub-<label>[_ses-<label>]_task-<label>[_run-<index>]_ieeg.json.",
+        ) from e
     channels_tsv = json_path.with_name(json_path.name.replace("_ieeg.json", "_channels.tsv"))
     if not channels_tsv.is_file():
         raise RecordingError(
@@ -174,12 +164,12 @@ def _read_run(json_path: Path) -> _Run:
             f"add {channels_tsv.name} (BIDS requires it for iEEG).",
         )
     rows = read_tsv(channels_tsv)
-    if not rows or "name" not in rows[0] or "type" not in rows[0]:
-        raise RecordingError(
-            str(channels_tsv),
-            "channels.tsv has no rows or lacks the 'name'/'type' columns.",
-            "write the BIDS columns name, type, units, status.",
-        )
+    require_columns(
+        rows,
+        ("name", "type"),
+        channels_tsv,
+        fix="write the BIDS columns name, type, units, status.",
+    )
     names = tuple(r["name"] for r in rows)
     types = tuple(BIDS_TYPES.get(r["type"].upper(), "misc") for r in rows)
     bad = frozenset(r["name"] for r in rows if r.get("status", "").lower() == "bad")
@@ -187,19 +177,15 @@ def _read_run(json_path: Path) -> _Run:
     resect = frozenset(
         r["name"] for r in rows if "resect" in _tokens(r.get("status_description", ""))
     )
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise RecordingError(
-            str(json_path), f"invalid JSON: {e}.", "fix the sidecar's syntax."
-        ) from e
+    meta = read_json_object(json_path)
     events_tsv = json_path.with_name(json_path.name.replace("_ieeg.json", "_events.tsv"))
     events = []
     if events_tsv.is_file():
-        for row in read_tsv(events_tsv):
+        for line, row in enumerate(read_tsv(events_tsv), start=2):
             text = row.get("trial_type") or row.get("value") or ""
-            if not _na(row.get("onset")):
-                events.append((float(row["onset"]), text))
+            onset = tsv_float(row, "onset", events_tsv, line=line)
+            if onset is not None:
+                events.append((onset, text))
     entities = {
         "session": bp.session,
         "task": bp.task,
@@ -282,7 +268,12 @@ def read_bids(
         )
     cohort = cohort or root.resolve().name
     sheet: dict[str, LabelEntry] = read_label_sheet(label_sheet) if label_sheet else {}
-    participants = read_participants(root)
+    dataset_notes: list[str] = []
+    try:
+        participants = read_participants(root)
+    except RecordingError as e:  # only the centres come from it: a warning, not a failure
+        participants = {}
+        dataset_notes.append(f"participants.tsv unreadable, centres unknown: {e}")
 
     runs: list[_Run] = []
     problems: list[RecordingError] = []
@@ -293,6 +284,8 @@ def read_bids(
             runs.append(_read_run(json_path))
         except RecordingError as e:
             problems.append(e)
+        except Exception as e:  # a reader bug must not sink the cohort: report it, go on
+            problems.append(unexpected_error(json_path, e))
     if not runs and not problems:
         logger.warning("no *_ieeg.json under %s", root)
 
@@ -304,7 +297,7 @@ def read_bids(
 
     recordings = []
     for subject, subject_runs in sorted(by_subject.items()):
-        subject_notes = []
+        subject_notes = list(dataset_notes)
         soz_union = frozenset().union(*(r.sidecar_soz for r in subject_runs))
         resect_union = frozenset().union(*(r.sidecar_resect for r in subject_runs))
         # a run disagrees when it has a channel another run marks soz, unmarked
@@ -337,6 +330,9 @@ def read_bids(
                 )
             except RecordingError as e:
                 problems.append(e)
+                continue
+            except Exception as e:  # as above
+                problems.append(unexpected_error(run.json_path, e))
                 continue
             for note in rec.warnings:
                 logger.debug("%s: %s", rec.recording_id, note)
@@ -384,8 +380,8 @@ def _recording(
         )
 
     # sampling rate and length: the file's header when checked, else the sidecar's
-    json_sfreq = None if _na(meta.get("SamplingFrequency")) else float(meta["SamplingFrequency"])
-    json_dur = None if _na(meta.get("RecordingDuration")) else float(meta["RecordingDuration"])
+    json_sfreq = json_number(meta, "SamplingFrequency", run.json_path, positive=True, unit="Hz")
+    json_dur = json_number(meta, "RecordingDuration", run.json_path, positive=True, unit="s")
     fmt = format_of(run.signal)
     header_notes: tuple[str, ...] = ()
     if check_signals:
@@ -458,8 +454,8 @@ def _recording(
             f"{labels}); its clips will all be labelled interictal."
         )
 
-    lf = meta.get("PowerLineFrequency")
-    lf = line_freq if _na(lf) else float(lf)
+    lf = json_number(meta, "PowerLineFrequency", run.json_path, positive=True, unit="Hz")
+    lf = line_freq if lf is None else lf
     if lf is None:
         notes.append("no PowerLineFrequency in the sidecar; give line_freq to ingest.")
 

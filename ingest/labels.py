@@ -43,8 +43,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, RecordingError
 from ingest.recording import SeizureEvent
+from ingest.sidecars import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,13 @@ def _sheet_rows(path: Path) -> list[dict[str, str]]:
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         import openpyxl
 
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException...
+            raise ConfigError(
+                f"label sheet {path}: not a readable Excel workbook ({type(e).__name__}: {e}); "
+                "save it again from Excel as .xlsx, or export it as CSV."
+            ) from e
         try:
             rows = list(book.worksheets[0].iter_rows(values_only=True))
         finally:
@@ -217,9 +224,18 @@ def _sheet_rows(path: Path) -> list[dict[str, str]]:
         header = ["" if h is None else str(h) for h in rows[0]]
         body = [["" if v is None else str(v) for v in r] for r in rows[1:]]
     elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        text = path.read_text(encoding="utf-8-sig")
+        try:
+            text = read_text(path)
+        except RecordingError as e:  # not UTF-8: a sheet is fixed once, for the whole scan
+            raise ConfigError(f"label sheet {e}") from e
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        table = list(csv.reader(text.splitlines(), delimiter=delimiter))
+        try:
+            table = list(csv.reader(text.splitlines(), delimiter=delimiter))
+        except csv.Error as e:
+            raise ConfigError(
+                f"label sheet {path}: not a readable {path.suffix} table ({e}); save it again "
+                "as plain UTF-8 CSV."
+            ) from e
         if not table:
             return []
         header, body = table[0], table[1:]
