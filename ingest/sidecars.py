@@ -166,10 +166,15 @@ def read_json_object(path: str | os.PathLike) -> dict:
     if not isinstance(value, dict):
         raise RecordingError(
             str(path),
-            f"the JSON holds a {type(value).__name__} ({_shown(value)}), not an object.",
+            f"the JSON holds {_KINDS.get(type(value), 'a value')} ({_shown(value)}), not an "
+            "object.",
             'write the sidecar as one JSON object, {"SamplingFrequency": 1024, ...}.',
         )
     return value
+
+
+_KINDS = {list: "a list", int: "a number", float: "a number", str: "a string", bool: "a boolean"}
+_KINDS[type(None)] = "null"
 
 
 def _shown(value: object, limit: int = 40) -> str:
