@@ -223,7 +223,7 @@ def test_sheet_in_another_encoding_or_corrupt_is_a_config_error(tmp_path):
     latin.write_bytes(
         'participant_id,soz_contacts\nsub-pt01,"TT1-2"\nsub-pt02,"Hé1"\n'.encode("latin-1")
     )
-    with pytest.raises(ConfigError, match=r"(?s)not UTF-8: byte 0xe9 .* iconv -f latin1"):
+    with pytest.raises(ConfigError, match=r"(?s)not UTF-8: byte 0xe9 .*iconv -f latin1"):
         read_label_sheet(latin)
     utf16 = tmp_path / "sheet16.csv"
     utf16.write_bytes('participant_id,soz_contacts\nsub-pt01,"TT1-2"\n'.encode("utf-16"))
