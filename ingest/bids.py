@@ -36,6 +36,9 @@ a subject's runs disagree on SOZ (ds004100 sub-HUP180)        warning; the **uni
                                                               property of the patient, and a
                                                               shorter list is an omission
 a label-sheet SOZ name matches no contact                     warning, naming the names
+the label sheet leaves a recording with no SOZ contact        error (every contact would train as
+                                                              a negative); a warning with
+                                                              ``allow_empty_soz=True``
 label sheet and sidecar SOZ differ                            warning; the sheet wins
 a subject with no SOZ in a dataset that marks SOZ in sidecars warning; ``soz=None`` (unlabelled):
                                                               a surgical candidate always has a
@@ -61,7 +64,13 @@ import numpy as np
 from mne_bids import get_bids_path_from_fname
 
 from ingest.errors import ConfigError, RecordingError, unexpected_error
-from ingest.labels import LabelEntry, find_seizures, match_contacts, read_label_sheet
+from ingest.labels import (
+    LabelEntry,
+    empty_soz_error,
+    find_seizures,
+    match_contacts,
+    read_label_sheet,
+)
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.sidecars import (
     is_na,
@@ -228,6 +237,7 @@ def read_bids(
     line_freq: float | None = None,
     check_signals: bool = True,
     subjects: Sequence[str] | None = None,
+    allow_empty_soz: bool = False,
 ) -> CohortScan:
     """Read a BIDS iEEG dataset into :class:`~ingest.recording.Recording` records.
 
@@ -249,6 +259,10 @@ def read_bids(
     subjects : sequence of str or None
         Only these subjects (labels without ``sub-``); default every subject. Subject-wide
         rules (the SOZ union over a subject's runs) apply as when the whole dataset is read.
+    allow_empty_soz : bool
+        Accept a label sheet that leaves a recording with no SOZ contact (its names match no
+        channel, or it marks none), with a warning. Default: such a recording is a problem
+        (:func:`ingest.labels.empty_soz_error`), since all its contacts would train as negatives.
 
     Returns
     -------
@@ -327,6 +341,7 @@ def read_bids(
                     notes=subject_notes,
                     line_freq=line_freq,
                     check_signals=check_signals,
+                    allow_empty_soz=allow_empty_soz,
                 )
             except RecordingError as e:
                 problems.append(e)
@@ -355,6 +370,7 @@ def _recording(
     notes: list[str],
     line_freq: float | None,
     check_signals: bool,
+    allow_empty_soz: bool,
 ) -> Recording:
     source = str(run.json_path)
     notes = list(notes)
@@ -430,6 +446,15 @@ def _recording(
             )
         soz = matched
         if not matched:
+            if not allow_empty_soz:
+                raise empty_soz_error(
+                    source,
+                    recording_id=recording_id,
+                    subject=run.subject,
+                    names=sheet_soz,
+                    channels=run.names,
+                    sheet=label_sheet,
+                )
             notes.append(
                 f"sub-{run.subject} is labelled with no SOZ contact in this recording; all its "
                 "contacts count as negatives in training."

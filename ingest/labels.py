@@ -158,6 +158,60 @@ def match_contacts(
     return frozenset(matched), tuple(sorted(unmatched))
 
 
+#: The fix of a refused empty SOZ (:func:`empty_soz_error`).
+EMPTY_SOZ_FIX = (
+    "check the contact names in the sheet against the recording's channels; pass "
+    "--allow-empty-soz (allow_empty_soz=True) to accept an empty SOZ, every contact then "
+    "trains as a negative."
+)
+
+
+def empty_soz_error(
+    source: str | os.PathLike,
+    *,
+    recording_id: str,
+    subject: str,
+    names: Iterable[str],
+    channels: Iterable[str],
+    sheet: str | os.PathLike | None,
+) -> RecordingError:
+    """The error for a label sheet that would leave a recording with an empty SOZ.
+
+    An empty SOZ makes every contact a negative in training; it is nearly always a sheet whose
+    names do not match the file (another montage, ``TT1`` against ``T1``), so the readers refuse
+    it unless ``allow_empty_soz`` is given.
+
+    Parameters
+    ----------
+    source : str | os.PathLike
+        The recording's file (the failure row's ``source``).
+    recording_id, subject : str
+    names : iterable of str
+        The SOZ names the sheet gives (none: the sheet marks no SOZ contact).
+    channels : iterable of str
+        The recording's channel names.
+    sheet : path or None
+        The label sheet, named in the reason.
+    """
+    names, channels = sorted(names), list(channels)
+    where = f"the label sheet {Path(sheet).name}" if sheet else "the label sheet"
+    shown = ", ".join(channels[:8]) + (" ..." if len(channels) > 8 else "")
+    if names:
+        said = (
+            f"names SOZ contact(s) {', '.join(names[:12])}{' ...' if len(names) > 12 else ''} "
+            f"for sub-{subject}, and none matches a channel of this recording ({len(channels)} "
+            f"channels: {shown})"
+        )
+    else:
+        said = f"marks no SOZ contact for sub-{subject}"
+    return RecordingError(
+        str(source),
+        f"{recording_id}: {where} {said}; its SOZ would be empty and every contact trained as a "
+        "negative.",
+        EMPTY_SOZ_FIX,
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Label sheets
 

@@ -565,6 +565,7 @@ def scan_sources(
     *,
     label_sheet: str | os.PathLike | None = None,
     line_freq: float | None = None,
+    allow_empty_soz: bool = False,
 ) -> tuple[list[Recording], list[dict]]:
     """Recordings of every source plus failure rows for what could not be read (or repeats)."""
     from ingest.sources import scan_source
@@ -573,7 +574,9 @@ def scan_sources(
     failures: list[dict] = []
     seen: set[str] = set()
     for source in sources:
-        scan = scan_source(source, label_sheet=label_sheet, line_freq=line_freq)
+        scan = scan_source(
+            source, label_sheet=label_sheet, line_freq=line_freq, allow_empty_soz=allow_empty_soz
+        )
         for err in scan.problems:
             failures.append(
                 make_failure(
@@ -607,6 +610,7 @@ def run_ingest(
     cfg: IngestConfig,
     *,
     label_sheet: str | os.PathLike | None = None,
+    allow_empty_soz: bool = False,
     pipeline_args: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
@@ -621,6 +625,9 @@ def run_ingest(
     cfg : IngestConfig
     label_sheet : path or None
         SOZ label sheet for non-BIDS sources.
+    allow_empty_soz : bool
+        Accept label-sheet entries that leave a recording with no SOZ contact
+        (:func:`ingest.sources.scan_source`).
     pipeline_args : sequence of str
         Beam pipeline options (``--runner=...``); see :func:`pipeline_options`.
     progress : callable (done_blocks, total_blocks) or None
@@ -631,7 +638,7 @@ def run_ingest(
     IngestReport
     """
     recordings, scan_failures = scan_sources(
-        sources, label_sheet=label_sheet, line_freq=cfg.line_freq
+        sources, label_sheet=label_sheet, line_freq=cfg.line_freq, allow_empty_soz=allow_empty_soz
     )
     return ingest_recordings(
         recordings,

@@ -87,6 +87,7 @@ def scan_source(
     cohort: str | None = None,
     line_freq: float | None = None,
     check_signals: bool = True,
+    allow_empty_soz: bool = False,
 ) -> CohortScan:
     """Read every recording of a cohort into :class:`~ingest.recording.Recording` records.
 
@@ -106,6 +107,11 @@ def scan_source(
     check_signals : bool
         Open every signal file's header and check it against the metadata (default). Turn off
         only to read sidecars without their signal files.
+    allow_empty_soz : bool
+        Accept a label sheet that leaves a recording with no SOZ contact (its names match none
+        of the recording's channels, or it marks none), with a warning. By default such a
+        recording is a problem (:func:`ingest.labels.empty_soz_error`): all its contacts would
+        train as negatives.
 
     Returns
     -------
@@ -125,5 +131,12 @@ def scan_source(
             cohort=cohort,
             line_freq=line_freq,
             check_signals=check_signals,
+            allow_empty_soz=allow_empty_soz,
         )
-    return read_folder(source, label_sheet=label_sheet, cohort=cohort, line_freq=line_freq)
+    return read_folder(
+        source,
+        label_sheet=label_sheet,
+        cohort=cohort,
+        line_freq=line_freq,
+        allow_empty_soz=allow_empty_soz,
+    )
