@@ -31,6 +31,9 @@ channels.tsv and the file have different channel counts       error
 signal file missing / truncated / unreadable                  error (:mod:`ingest.signals`)
 no channels.tsv, or no SEEG/ECoG/DBS channel in it            error
 every intracranial contact is bad                             error: nothing to ingest
+an EDF channel with a degenerate header (digital min >= max,  marked bad, with a warning
+physical min = max)                                           (:func:`ingest.signals.degenerate_channels`);
+                                                              error if no contact is left
 a subject's runs disagree on SOZ (ds004100 sub-HUP180)        warning; the **union** over the runs
                                                               is used for every run: SOZ is a
                                                               property of the patient, and a
@@ -400,9 +403,22 @@ def _recording(
     json_dur = json_number(meta, "RecordingDuration", run.json_path, positive=True, unit="s")
     fmt = format_of(run.signal)
     header_notes: tuple[str, ...] = ()
+    bad = run.bad
     if check_signals:
         header = read_header(run.signal, fmt)
         header_notes = tuple(f"MNE: {w}" for w in header.warnings)
+        degenerate = {name for name, _ in header.degenerate}
+        if degenerate - bad:
+            bad = bad | degenerate
+            header_notes = (*header_notes, header.degenerate_note())
+            if all(n in bad for n in intracranial):
+                raise RecordingError(
+                    str(run.signal),
+                    f"{recording_id}: no intracranial contact is left once the channels with a "
+                    f"degenerate header are dropped ({header.degenerate_note()})",
+                    "re-export the signal file from the recording system with valid digital and "
+                    "physical ranges.",
+                )
         sfreq, n_times = header.sfreq, header.n_times
         check_channels(recording_id, run.names, header)  # sfreq/n_times are the file's own
         if json_sfreq is not None and not np.isclose(json_sfreq, sfreq, rtol=SFREQ_RTOL):
@@ -494,7 +510,7 @@ def _recording(
         n_times=n_times,
         channels=run.names,
         ch_types=run.types,
-        bad=run.bad,
+        bad=bad,
         soz=soz,
         resected=resected,
         seizures=seizures,

@@ -19,6 +19,9 @@ This is how private hospital cohorts arrive (CHUL: EDF files of up to 20 hours a
   (``soz=None``).
 - **Seizures**: from the file's own annotations (EDF+ TAL, BrainVision markers), recognised by
   :func:`ingest.labels.find_seizures`.
+- **Degenerate channels**: EDF/BDF channels whose header range is degenerate (digital minimum
+  >= maximum, physical minimum = maximum: :func:`ingest.signals.degenerate_channels`) are marked
+  bad with a warning; a file with no intracranial contact left is an error.
 - **Line frequency**: the file's (FIF stores it) or the ``line_freq`` argument; a recording
   with neither is an error (``problems``): notch filtering the wrong frequency ruins a cohort
   silently, so it is never guessed.
@@ -158,6 +161,18 @@ def recording_from_file(
         types = header.ch_types
     else:
         types = tuple(infer_channel_type(c) for c in header.ch_names)
+    bad = frozenset(name for name, _ in header.degenerate)
+    if any(t in INTRACRANIAL_TYPES for t in types) and all(
+        name in bad
+        for name, t in zip(header.ch_names, types, strict=True)
+        if t in INTRACRANIAL_TYPES
+    ):
+        raise RecordingError(
+            str(path),
+            f"{recording_id}: no intracranial contact is left once the channels with a "
+            f"degenerate header are dropped ({header.degenerate_note()})",
+            "re-export the file from the recording system with valid digital and physical ranges.",
+        )
     if not any(t in INTRACRANIAL_TYPES for t in types):
         raise RecordingError(
             str(path),
@@ -167,6 +182,8 @@ def recording_from_file(
             "with channel types set to seeg.",
         )
     notes = [f"MNE: {w}" for w in header.warnings]
+    if bad:
+        notes.append(header.degenerate_note())
     matched = None
     if soz is not None:
         matched, unmatched = match_contacts(soz, header.ch_names)
@@ -199,6 +216,7 @@ def recording_from_file(
         n_times=header.n_times,
         channels=header.ch_names,
         ch_types=types,
+        bad=bad,
         soz=matched,
         seizures=seizures,
         run=None if name == subject else name,

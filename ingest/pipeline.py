@@ -302,7 +302,7 @@ def manifest_rows(rec: Recording, cfg: IngestConfig, clip_std: np.ndarray) -> di
         :func:`commit_manifests` takes them.
     """
     plan = recording_plan(rec, cfg)
-    scale = channel_scale(clip_std)
+    scale = channel_scale(clip_std, source=rec.path)
     row = {
         "recording_id": rec.recording_id,
         "subject": rec.subject,

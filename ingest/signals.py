@@ -123,6 +123,10 @@ class SignalHeader:
         onsets in seconds from the first sample.
     warnings : tuple of str
         What MNE warned about while opening the file.
+    degenerate : tuple of (str, str)
+        ``(channel, reason)`` of channels whose header makes their samples meaningless
+        (EDF/BDF: digital minimum >= maximum, physical minimum = maximum, unreadable ranges;
+        see :func:`degenerate_channels`). The cohort readers mark them bad.
     """
 
     path: str
@@ -134,11 +138,24 @@ class SignalHeader:
     line_freq: float | None = None
     annotations: tuple[tuple[float, float, str], ...] = ()
     warnings: tuple[str, ...] = ()
+    degenerate: tuple[tuple[str, str], ...] = ()
 
     @property
     def duration_s(self) -> float:
         """Duration in seconds."""
         return self.n_times / self.sfreq
+
+    def degenerate_note(self) -> str | None:
+        """One warning naming the degenerate channels and why (``None`` if there are none)."""
+        if not self.degenerate:
+            return None
+        shown = "; ".join(f"{name} ({why})" for name, why in self.degenerate[:12])
+        more = f" and {len(self.degenerate) - 12} more" if len(self.degenerate) > 12 else ""
+        return (
+            f"{len(self.degenerate)} channel(s) with a degenerate {self.fmt.upper()} header "
+            f"dropped as bad: {shown}{more}. Their samples would be constant or saturated; "
+            "re-export the file if they carry signal."
+        )
 
 
 def _check_present(path: Path) -> None:
@@ -199,6 +216,80 @@ def _edf_declared_size(path: Path, fmt: str) -> tuple[int, int, float] | None:
         return None
     per_sample = 3 if fmt == "bdf" else 2
     return header_bytes + n_records * sum(samples) * per_sample, n_records, record_s
+
+
+_ANNOTATION_LABELS = ("EDF Annotations", "BDF Annotations")
+
+
+def degenerate_channels(
+    path: str | os.PathLike, fmt: str, ch_names: Sequence[str]
+) -> tuple[tuple[str, str], ...]:
+    """Channels of an EDF/BDF file whose header calibration makes their samples meaningless.
+
+    An EDF signal maps digital values ``[dmin, dmax]`` linearly onto ``[pmin, pmax]``. With
+    ``dmin >= dmax`` the gain is undefined (MNE substitutes one and the samples come out at
+    millions of microvolts, saturating a float16 store at 65504 uV); with ``pmin == pmax`` the
+    gain is zero (a flat line whatever was recorded); an unreadable number is the same. These
+    channels are reported so that the readers drop them as bad.
+
+    Parameters
+    ----------
+    path : str | os.PathLike
+        The EDF/BDF file.
+    fmt : {"edf", "bdf"}
+    ch_names : sequence of str
+        MNE's channel names, in file order without the annotation signal (as
+        :func:`read_header` gets them).
+
+    Returns
+    -------
+    degenerate : tuple of (str, str)
+        ``(channel, reason)``, in file order; empty for other formats.
+    """
+    if fmt not in ("edf", "bdf"):
+        return ()
+    with Path(path).open("rb") as f:
+        fixed = f.read(256)
+        try:
+            ns = int(fixed[252:256].decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return ()  # _edf_declared_size has already refused such a header
+        head = f.read(ns * 256)
+
+    def fields(offset: int) -> list[str]:
+        base = offset * ns
+        return [
+            head[base + 8 * i : base + 8 * (i + 1)].decode("latin-1").strip() for i in range(ns)
+        ]
+
+    labels = [head[16 * i : 16 * (i + 1)].decode("latin-1").strip() for i in range(ns)]
+    pmin, pmax, dmin, dmax = fields(104), fields(112), fields(120), fields(128)
+    data = [i for i in range(ns) if labels[i] not in _ANNOTATION_LABELS]
+    if len(data) != len(ch_names):  # MNE excluded or added signals: match by label instead
+        by_label = {name: name for name in ch_names}
+        names = [by_label.get(labels[i]) for i in data]
+    else:
+        names = list(ch_names)
+    out = []
+    for i, name in zip(data, names, strict=True):
+        if name is None:
+            continue
+        try:
+            p0, p1, d0, d1 = float(pmin[i]), float(pmax[i]), float(dmin[i]), float(dmax[i])
+        except ValueError:
+            out.append(
+                (
+                    name,
+                    f"unreadable range: physical {pmin[i]!r}..{pmax[i]!r}, "
+                    f"digital {dmin[i]!r}..{dmax[i]!r}",
+                )
+            )
+            continue
+        if d1 <= d0:
+            out.append((name, f"digital minimum {dmin[i]} >= maximum {dmax[i]}"))
+        elif p1 == p0:
+            out.append((name, f"physical minimum = maximum = {pmin[i]}"))
+    return tuple(out)
 
 
 def _check_edf_size(path: Path, fmt: str) -> None:
@@ -292,6 +383,7 @@ def read_header(path: str | os.PathLike, fmt: str | None = None) -> SignalHeader
         line_freq=float(line_freq) if line_freq else None,
         annotations=_annotations(raw),
         warnings=messages,
+        degenerate=degenerate_channels(path, fmt, raw.ch_names),
     )
 
 

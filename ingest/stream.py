@@ -466,6 +466,33 @@ def plan_warnings(rec: Recording, cfg: IngestConfig) -> tuple[str, ...]:
     )
 
 
+def scale_warnings(rec: Recording, clip_std: np.ndarray) -> tuple[str, ...]:
+    """A warning naming ``rec``'s flat contacts (scale below :data:`~ingest.preprocessing.SCALE_FLOOR_UV`).
+
+    Parameters
+    ----------
+    rec : Recording
+    clip_std : ndarray, shape (n_clips, n_contacts)
+        Per-clip robust standard deviations of ``rec.contacts`` (:attr:`BlockResult.clip_std`).
+
+    Returns
+    -------
+    warnings : tuple of str
+        Empty, or one line naming the flat contacts (their scale is set to 1.0 by
+        :func:`ingest.preprocessing.channel_scale`, so their scaled clips are ~0).
+    """
+    flat = pp.flat_channels(clip_std)
+    names = [c for c, f in zip(rec.contacts, flat, strict=True) if f]
+    if not names:
+        return ()
+    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    return (
+        f"{len(names)} of {len(flat)} contacts are flat (scale below "
+        f"{pp.SCALE_FLOOR_UV:g} uV): {shown}; their scaled clips are ~0. Mark them bad in "
+        "channels.tsv if they are disconnected.",
+    )
+
+
 def channel_rows(rec: Recording, scale: np.ndarray) -> pd.DataFrame:
     """The rows of ``channels.parquet`` for ``rec``'s stored contacts.
 
