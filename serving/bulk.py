@@ -121,7 +121,10 @@ def collect_work(
                 items.append(WorkItem(rid, f"{source}::{rid}", store_url=str(source)))
             continue
         try:
-            scan = scan_source(source, label_sheet=label_sheet, line_freq=line_freq)
+            # scoring trains nothing: a sheet leaving a recording no SOZ only affects its report
+            scan = scan_source(
+                source, label_sheet=label_sheet, line_freq=line_freq, allow_empty_soz=True
+            )
         except SozkitError as e:
             failures.append(
                 {"source_path": str(source), "stage": "scan", "reason": str(e), "fix": ""}
