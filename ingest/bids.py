@@ -24,6 +24,9 @@ on); a **warning** is kept in ``Recording.warnings`` and the recording stays usa
 ============================================================  ======================================
 case                                                          decision
 ============================================================  ======================================
+a malformed sidecar: not UTF-8, invalid JSON or not an        error naming file, field, value and
+object, a missing column / cell, a value that is no number    fix (:mod:`ingest.sidecars`); a
+(``"12,5"``, ``"abc"``, a list, ``true``, <= 0 where a rate)  ``participants.tsv`` one: a warning
 channels.tsv names channels the signal file lacks             error (names them)
 channels.tsv and the file have different channel counts       error
 ``SamplingFrequency`` differs from the file's (> 0.1 %)       error

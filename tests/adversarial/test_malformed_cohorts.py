@@ -248,8 +248,13 @@ def test_ingest_subprocess_on_a_cohort_with_every_malformation(hup190, tmp_path)
         path = Path(f"{run_base(root, subject, task, run)}{m.suffix}")
         m.apply(path)
         broken[str(path)] = m
-    good = slots[len(MALFORMATIONS) :]
-    assert len(good) == 6
+    # PowerLineFrequency "n/a" is valid BIDS (unknown): a warning at scan, and with no
+    # --line-freq a failure of that run when it is planned, not a crash
+    na_subject, na_task, na_run = slots[len(MALFORMATIONS)]
+    na_json = Path(f"{run_base(root, na_subject, na_task, na_run)}_ieeg.json")
+    _edit_json(na_json, PowerLineFrequency="n/a")
+    good = slots[len(MALFORMATIONS) + 1 :]
+    assert len(good) == 5
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(
@@ -264,14 +269,18 @@ def test_ingest_subprocess_on_a_cohort_with_every_malformation(hup190, tmp_path)
     )
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr[-2000:])  # 1: failures
-    assert "6 recordings ingested" in proc.stdout, proc.stdout
-    assert f"{len(MALFORMATIONS)} failed" in proc.stdout, proc.stdout
+    assert "5 recordings ingested" in proc.stdout, proc.stdout
+    assert f"{len(MALFORMATIONS) + 1} failed" in proc.stdout, proc.stdout
     clips = ClipStore.open(str(store))
     done = clips.complete_ids()
     assert done == {f"ds__{s}__presurgery__{task}__seeg__{run}" for s, task, run in good}, sorted(
         done
     )
     failures = clips.failures()
+    na_id = f"ds__{na_subject}__presurgery__{na_task}__seeg__{na_run}"
+    (na,) = failures[failures["recording_id"] == na_id].itertuples()
+    assert "power-line frequency is unknown" in na.reason and "--line-freq" in na.fix
+    failures = failures[failures["recording_id"] != na_id]
     assert set(failures["source"]) == set(broken), sorted(failures["source"])
     for row in failures.itertuples():
         m = broken[row.source]
