@@ -35,7 +35,7 @@ signal file missing / truncated / unreadable                  error (:mod:`inges
 no channels.tsv, or no SEEG/ECoG/DBS channel in it            error
 every intracranial contact is bad                             error: nothing to ingest
 an EDF channel with a degenerate header (digital min >= max,  marked bad, with a warning
-physical min = max)                                           (:func:`ingest.signals.degenerate_channels`);
+physical min = max)                                           (:func:`ingest.edf_header.degenerate_channels`);
                                                               error if no contact is left
 a subject's runs disagree on SOZ (ds004100 sub-HUP180)        warning; the **union** over the runs
                                                               is used for every run: SOZ is a

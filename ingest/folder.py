@@ -20,7 +20,7 @@ This is how private hospital cohorts arrive (CHUL: EDF files of up to 20 hours a
 - **Seizures**: from the file's own annotations (EDF+ TAL, BrainVision markers), recognised by
   :func:`ingest.labels.find_seizures`.
 - **Degenerate channels**: EDF/BDF channels whose header range is degenerate (digital minimum
-  >= maximum, physical minimum = maximum: :func:`ingest.signals.degenerate_channels`) are marked
+  >= maximum, physical minimum = maximum: :func:`ingest.edf_header.degenerate_channels`) are marked
   bad with a warning; a file with no intracranial contact left is an error.
 - **Line frequency**: the file's (FIF stores it) or the ``line_freq`` argument; a recording
   with neither is an error (``problems``): notch filtering the wrong frequency ruins a cohort
