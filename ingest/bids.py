@@ -34,9 +34,9 @@ channels.tsv and the file have different channel counts       error
 signal file missing / truncated / unreadable                  error (:mod:`ingest.signals`)
 no channels.tsv, or no SEEG/ECoG/DBS channel in it            error
 every intracranial contact is bad                             error: nothing to ingest
-an EDF channel with a degenerate header (digital min >= max,  marked bad, with a warning
-physical min = max)                                           (:func:`ingest.edf_header.degenerate_channels`);
-                                                              error if no contact is left
+a contact with a degenerate EDF header (digital min >= max,  marked bad, with a warning
+physical min = max) or one constant value in every probe      (:meth:`ingest.signals.SignalHeader.dead_channels`);
+window (start, middle, end of the file)                       error if no contact is left
 a subject's runs disagree on SOZ (ds004100 sub-HUP180)        warning; the **union** over the runs
                                                               is used for every run: SOZ is a
                                                               property of the patient, and a
@@ -410,17 +410,17 @@ def _recording(
     if check_signals:
         header = read_header(run.signal, fmt)
         header_notes = tuple(f"MNE: {w}" for w in header.warnings)
-        degenerate = {name for name, _ in header.degenerate}
-        if degenerate - bad:
-            bad = bad | degenerate
-            header_notes = (*header_notes, header.degenerate_note())
+        dead, dead_notes = header.dead_channels(n for n in intracranial if n not in bad)
+        if dead:
+            bad = bad | dead
+            header_notes = (*header_notes, *dead_notes)
             if all(n in bad for n in intracranial):
                 raise RecordingError(
                     str(run.signal),
-                    f"{recording_id}: no intracranial contact is left once the channels with a "
-                    f"degenerate header are dropped ({header.degenerate_note()})",
-                    "re-export the signal file from the recording system with valid digital and "
-                    "physical ranges.",
+                    f"{recording_id}: no intracranial contact carries signal: "
+                    + " ".join(dead_notes),
+                    "re-export the signal file from the recording system (valid digital and "
+                    "physical ranges, connected contacts).",
                 )
         sfreq, n_times = header.sfreq, header.n_times
         check_channels(recording_id, run.names, header)  # sfreq/n_times are the file's own

@@ -19,9 +19,11 @@ This is how private hospital cohorts arrive (CHUL: EDF files of up to 20 hours a
   (``soz=None``).
 - **Seizures**: from the file's own annotations (EDF+ TAL, BrainVision markers), recognised by
   :func:`ingest.labels.find_seizures`.
-- **Degenerate channels**: EDF/BDF channels whose header range is degenerate (digital minimum
-  >= maximum, physical minimum = maximum: :func:`ingest.edf_header.degenerate_channels`) are marked
-  bad with a warning; a file with no intracranial contact left is an error.
+- **Dead channels**: contacts whose EDF/BDF header range is degenerate (digital minimum >=
+  maximum, physical minimum = maximum: :func:`ingest.edf_header.degenerate_channels`) or whose
+  samples are one constant value in every probe window
+  (:meth:`ingest.signals.SignalHeader.dead_channels`) are marked bad with a warning; a file with
+  no intracranial contact left is an error.
 - **Line frequency**: the file's (FIF stores it) or the ``line_freq`` argument; a recording
   with neither is an error (``problems``): notch filtering the wrong frequency ruins a cohort
   silently, so it is never guessed.
@@ -161,17 +163,16 @@ def recording_from_file(
         types = header.ch_types
     else:
         types = tuple(infer_channel_type(c) for c in header.ch_names)
-    bad = frozenset(name for name, _ in header.degenerate)
-    if any(t in INTRACRANIAL_TYPES for t in types) and all(
-        name in bad
-        for name, t in zip(header.ch_names, types, strict=True)
-        if t in INTRACRANIAL_TYPES
-    ):
+    intracranial = [
+        n for n, t in zip(header.ch_names, types, strict=True) if t in INTRACRANIAL_TYPES
+    ]
+    bad, dead_notes = header.dead_channels(intracranial)
+    if intracranial and all(n in bad for n in intracranial):
         raise RecordingError(
             str(path),
-            f"{recording_id}: no intracranial contact is left once the channels with a "
-            f"degenerate header are dropped ({header.degenerate_note()})",
-            "re-export the file from the recording system with valid digital and physical ranges.",
+            f"{recording_id}: no intracranial contact carries signal: " + " ".join(dead_notes),
+            "re-export the file from the recording system (valid digital and physical ranges, "
+            "connected contacts).",
         )
     if not any(t in INTRACRANIAL_TYPES for t in types):
         raise RecordingError(
@@ -182,8 +183,7 @@ def recording_from_file(
             "with channel types set to seeg.",
         )
     notes = [f"MNE: {w}" for w in header.warnings]
-    if bad:
-        notes.append(header.degenerate_note())
+    notes.extend(dead_notes)
     matched = None
     if soz is not None:
         matched, unmatched = match_contacts(soz, header.ch_names)

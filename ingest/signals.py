@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,10 @@ EXTENSIONS = {
     ".fif.gz": "fif",
     ".set": "eeglab",
 }
+
+#: Probe windows read when a header is opened, to find constant channels, and their length (s).
+PROBE_WINDOWS = 3
+PROBE_S = 2.0
 
 #: Relative tolerance between the sampling rate a ``Recording`` states and the file's.
 SFREQ_RTOL = 1e-3
@@ -127,7 +131,11 @@ class SignalHeader:
     degenerate : tuple of (str, str)
         ``(channel, reason)`` of channels whose header makes their samples meaningless
         (EDF/BDF: digital minimum >= maximum, physical minimum = maximum, unreadable ranges;
-        see :func:`degenerate_channels`). The cohort readers mark them bad.
+        see :func:`ingest.edf_header.degenerate_channels`).
+    constant : tuple of str
+        Channels holding one constant value in each of the :data:`PROBE_WINDOWS` windows of
+        :data:`PROBE_S` seconds (start, middle, end) read when the header was opened: a
+        disconnected or zeroed channel. See :meth:`dead_channels`; the readers mark both bad.
     """
 
     path: str
@@ -140,23 +148,50 @@ class SignalHeader:
     annotations: tuple[tuple[float, float, str], ...] = ()
     warnings: tuple[str, ...] = ()
     degenerate: tuple[tuple[str, str], ...] = ()
+    constant: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
         """Duration in seconds."""
         return self.n_times / self.sfreq
 
-    def degenerate_note(self) -> str | None:
-        """One warning naming the degenerate channels and why (``None`` if there are none)."""
-        if not self.degenerate:
-            return None
-        shown = "; ".join(f"{name} ({why})" for name, why in self.degenerate[:12])
-        more = f" and {len(self.degenerate) - 12} more" if len(self.degenerate) > 12 else ""
-        return (
-            f"{len(self.degenerate)} channel(s) with a degenerate {self.fmt.upper()} header "
-            f"dropped as bad: {shown}{more}. Their samples would be constant or saturated; "
-            "re-export the file if they carry signal."
-        )
+    def dead_channels(self, contacts: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+        """Which of ``contacts`` carry no signal by the header or the probe, and why.
+
+        Parameters
+        ----------
+        contacts : iterable of str
+            The channels that would be kept (intracranial, not marked bad).
+
+        Returns
+        -------
+        dead : frozenset of str
+            Contacts with a degenerate header (:attr:`degenerate`) or one constant value in
+            every probe window (:attr:`constant`): the readers mark them bad.
+        notes : tuple of str
+            One warning per kind, naming the contacts and why.
+        """
+        contacts = set(contacts)
+        notes = []
+        degenerate = [(n, why) for n, why in self.degenerate if n in contacts]
+        if degenerate:
+            shown = "; ".join(f"{n} ({why})" for n, why in degenerate[:12])
+            more = f" and {len(degenerate) - 12} more" if len(degenerate) > 12 else ""
+            notes.append(
+                f"{len(degenerate)} contact(s) with a degenerate {self.fmt.upper()} header "
+                f"dropped as bad: {shown}{more}. Their samples would be constant or saturated; "
+                "re-export the file if they carry signal."
+            )
+        named = {n for n, _ in degenerate}
+        constant = [n for n in self.constant if n in contacts and n not in named]
+        if constant:
+            shown = ", ".join(constant[:12]) + (" ..." if len(constant) > 12 else "")
+            notes.append(
+                f"{len(constant)} contact(s) hold one constant value at the start, middle and "
+                f"end of the file and were dropped as bad (flat): {shown}. Mark them bad in "
+                "the sidecar if they are disconnected."
+            )
+        return frozenset(named | set(constant)), tuple(notes)
 
 
 def _check_present(path: Path) -> None:
@@ -252,7 +287,31 @@ def read_header(path: str | os.PathLike, fmt: str | None = None) -> SignalHeader
         annotations=_annotations(raw),
         warnings=messages,
         degenerate=degenerate_channels(path, fmt, raw.ch_names),
+        constant=_constant_channels(raw),
     )
+
+
+def _constant_channels(raw: mne.io.BaseRaw) -> tuple[str, ...]:
+    """Channels whose samples are one value in every probe window (start, middle, end).
+
+    Any recorded channel, however quiet, has amplifier noise of several quanta; exactly equal
+    samples over three windows of :data:`PROBE_S` seconds mean a disconnected or zeroed channel.
+    Costs three short reads (a few records of an EDF), not the file.
+    """
+    n = int(raw.n_times)
+    width = min(n, max(2, int(PROBE_S * raw.info["sfreq"])))
+    if n < 2:
+        return ()
+    starts = sorted({0, (n - width) // 2, n - width})[:PROBE_WINDOWS]
+    constant = np.ones(len(raw.ch_names), dtype=bool)
+    try:
+        for start in starts:
+            x = raw.get_data(picks=range(len(raw.ch_names)), start=start, stop=start + width)
+            constant &= np.ptp(x, axis=1) == 0
+    except Exception as e:  # an unreadable block is reported when the data are read
+        logger.debug("%s: probe read failed (%s)", raw.filenames, e)
+        return ()
+    return tuple(name for name, c in zip(raw.ch_names, constant, strict=True) if c)
 
 
 def check_header(rec: Recording, header: SignalHeader) -> None:

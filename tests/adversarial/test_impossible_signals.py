@@ -51,8 +51,12 @@ def get_field(path: Path, signal: int, field: str) -> str:
     return data[at : at + 8].decode("ascii").strip()
 
 
-def make_constant(path: Path, value: int = 1234) -> None:
-    """Set every sample of every data signal (not the annotations) to one digital value."""
+def make_constant(path: Path, value: int = 1234, *, blips: bool = False) -> None:
+    """Set every sample of every data signal (not the annotations) to one digital value.
+
+    With ``blips`` the first, middle and last samples are one quantum off (so the probe at
+    scan time sees a non-constant channel, and only the scale floor can tell it is flat).
+    """
     data = bytearray(path.read_bytes())
     ns = _n_signals(data)
     labels = [data[256 + 16 * i : 256 + 16 * (i + 1)].decode().strip() for i in range(ns)]
@@ -66,6 +70,10 @@ def make_constant(path: Path, value: int = 1234) -> None:
     for label, n in zip(labels, spr, strict=True):
         if label != "EDF Annotations":
             samples[:, start : start + n] = value
+            if blips:
+                total = n_records * n
+                for idx in (0, total // 2, total - 1):
+                    samples[idx // n, start + idx % n] = value + 1
         start += n
     data[offset : offset + samples.nbytes] = samples.tobytes()
     path.write_bytes(bytes(data))
@@ -95,8 +103,30 @@ def test_every_channel_degenerate_is_a_failure(tmp_path):
     scan = scan_source(path, line_freq=50)
     assert scan.recordings == ()
     (err,) = scan.problems
-    assert err.source == str(path) and "no intracranial contact is left" in err.reason
+    assert err.source == str(path) and "no intracranial contact carries signal" in err.reason
+    assert "4 contact(s) with a degenerate EDF header" in err.reason
     assert "valid digital and physical ranges" in err.fix
+
+
+def test_constant_contacts_are_marked_bad_and_an_all_constant_file_fails(tmp_path):
+    path = tmp_path / "p.edf"
+    write_edf(path, NAMES, seconds=8.0)
+    data = bytearray(path.read_bytes())  # LA4: every sample 0 (a disconnected contact)
+    ns, spr = _n_signals(data), 256
+    n_records = int(data[236:244])
+    record = int(
+        sum(int(data[256 + 216 * ns + 8 * i : 256 + 216 * ns + 8 * i + 8]) for i in range(ns))
+    )
+    for r in range(n_records):
+        at = 256 * (ns + 1) + 2 * (r * record + 3 * spr)
+        data[at : at + 2 * spr] = bytes(2 * spr)
+    path.write_bytes(bytes(data))
+    rec = recording_from_file(path, line_freq=50)
+    assert rec.bad == {"LA4"} and rec.contacts == ("LA1", "LA2", "LA3")
+    assert any("1 contact(s) hold one constant value" in w and "LA4" in w for w in rec.warnings)
+    make_constant(path)
+    with pytest.raises(RecordingError, match="no intracranial contact carries signal"):
+        recording_from_file(path, line_freq=50)  # what serving builds for an upload: a 422
 
 
 def test_channel_scale_floor():
@@ -125,6 +155,8 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
     degenerate_file(folder / "degenerate.edf")
     write_edf(folder / "flat.edf", NAMES, seconds=8.0, seed=2)
     make_constant(folder / "flat.edf")
+    write_edf(folder / "nearflat.edf", NAMES, seconds=8.0, seed=3)
+    make_constant(folder / "nearflat.edf", blips=True)
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(
@@ -145,16 +177,20 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
     assert channels["name"].tolist() == ["LA1", "LA4"]
     stored = clips.read_clips("cohort__degenerate", 0, 8, scaled=False)
     assert np.abs(np.asarray(stored, dtype=np.float32)).max() < 1000  # nothing saturated
-    (failure,) = clips.failures().itertuples()
-    assert failure.source == str(folder / "flat.edf") and failure.recording_id == "cohort__flat"
-    assert "every one of its 4 channels is flat" in failure.reason
-    assert "below the 0.01 uV floor" in failure.reason
+    failures = {row.source: row for row in clips.failures().itertuples()}
+    assert set(failures) == {str(folder / "flat.edf"), str(folder / "nearflat.edf")}
+    flat = failures[str(folder / "flat.edf")]  # found at scan time by the probe
+    assert flat.stage == "scan" and "4 contact(s) hold one constant value" in flat.reason
+    near = failures[str(folder / "nearflat.edf")]  # found by the scale floor
+    assert near.stage == "finalize" and near.recording_id == "cohort__nearflat"
+    assert "every one of its 4 channels is flat" in near.reason
+    assert "below the 0.01 uV floor" in near.reason
 
 
 def test_scoring_an_all_flat_recording_raises(tmp_path):
     path = tmp_path / "flat.edf"
     write_edf(path, NAMES, sfreq=1024.0, seconds=30.0)
-    make_constant(path)
+    make_constant(path, blips=True)
     rec = recording_from_file(path, line_freq=50)
     scorer = Scorer.from_run(make_run_dir(tmp_path, svm=False))
     with pytest.raises(RecordingError, match="every one of its 4 channels is flat") as info:
