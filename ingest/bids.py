@@ -24,6 +24,9 @@ on); a **warning** is kept in ``Recording.warnings`` and the recording stays usa
 ============================================================  ======================================
 case                                                          decision
 ============================================================  ======================================
+a malformed sidecar: not UTF-8, invalid JSON or not an        error naming file, field, value and
+object, a missing column / cell, a value that is no number    fix (:mod:`ingest.sidecars`); a
+(``"12,5"``, ``"abc"``, a list, ``true``, <= 0 where a rate)  ``participants.tsv`` one: a warning
 channels.tsv names channels the signal file lacks             error (names them)
 channels.tsv and the file have different channel counts       error
 ``SamplingFrequency`` differs from the file's (> 0.1 %)       error
@@ -31,11 +34,17 @@ channels.tsv and the file have different channel counts       error
 signal file missing / truncated / unreadable                  error (:mod:`ingest.signals`)
 no channels.tsv, or no SEEG/ECoG/DBS channel in it            error
 every intracranial contact is bad                             error: nothing to ingest
+a contact with a degenerate EDF header (digital min >= max,  marked bad, with a warning
+physical min = max) or one constant value in every probe      (:meth:`ingest.signals.SignalHeader.dead_channels`);
+window (start, middle, end of the file)                       error if no contact is left
 a subject's runs disagree on SOZ (ds004100 sub-HUP180)        warning; the **union** over the runs
                                                               is used for every run: SOZ is a
                                                               property of the patient, and a
                                                               shorter list is an omission
 a label-sheet SOZ name matches no contact                     warning, naming the names
+the label sheet leaves a recording with no SOZ contact        error (every contact would train as
+                                                              a negative); a warning with
+                                                              ``allow_empty_soz=True``
 label sheet and sidecar SOZ differ                            warning; the sheet wins
 a subject with no SOZ in a dataset that marks SOZ in sidecars warning; ``soz=None`` (unlabelled):
                                                               a surgical candidate always has a
@@ -51,7 +60,6 @@ no ``PowerLineFrequency`` (and no ``line_freq`` given)        warning; ingest mu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -61,9 +69,23 @@ from pathlib import Path
 import numpy as np
 from mne_bids import get_bids_path_from_fname
 
-from ingest.errors import ConfigError, RecordingError
-from ingest.labels import LabelEntry, find_seizures, match_contacts, read_label_sheet
+from ingest.errors import ConfigError, RecordingError, unexpected_error
+from ingest.labels import (
+    LabelEntry,
+    empty_soz_error,
+    find_seizures,
+    match_contacts,
+    read_label_sheet,
+)
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
+from ingest.sidecars import (
+    is_na,
+    json_number,
+    read_json_object,
+    read_tsv,
+    require_columns,
+    tsv_float,
+)
 from ingest.signals import EXTENSIONS, SFREQ_RTOL, check_channels, format_of, read_header
 from ingest.sources import CohortScan
 
@@ -91,32 +113,8 @@ BIDS_TYPES = {
 DURATION_TOL_S = 1.0
 
 
-def _cell(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':  # ds004100 quotes some: "resect,soz"
-        text = text[1:-1].replace('""', '"').strip()
-    return text
-
-
-def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Read a BIDS TSV: UTF-8 with or without BOM, LF or CRLF, cells stripped and unquoted.
-
-    ``n/a`` is kept as text. Quotes are removed only around a whole cell (sub-HUP188 run-01 of
-    ds004100 writes ``"resect,soz"`` where its other runs write ``resect,soz``).
-    """
-    lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    if not lines:
-        return []
-    header = [_cell(h) for h in lines[0].split("\t")]
-    return [
-        dict(zip(header, (_cell(c) for c in line.split("\t")), strict=False))
-        for line in lines[1:]
-        if line.strip()
-    ]
-
-
 def _na(value: object) -> bool:
-    return value is None or str(value).strip().lower() in ("", "n/a", "nan")
+    return is_na(value)
 
 
 def _tokens(description: str) -> set[str]:
@@ -165,7 +163,14 @@ def _signal_path(json_path: Path) -> Path:
 
 
 def _read_run(json_path: Path) -> _Run:
-    bp = get_bids_path_from_fname(json_path, check=False)
+    try:
+        bp = get_bids_path_from_fname(json_path, check=False)
+    except Exception as e:  # mne-bids raises ValueError/RuntimeError on odd names
+        raise RecordingError(
+            str(json_path),
+            f"the file name is not a BIDS name ({type(e).__name__}: {e}).",
+            "name it sub-<label>[_ses-<label>]_task-<label>[_run-<index>]_ieeg.json.",
+        ) from e
     channels_tsv = json_path.with_name(json_path.name.replace("_ieeg.json", "_channels.tsv"))
     if not channels_tsv.is_file():
         raise RecordingError(
@@ -174,12 +179,12 @@ def _read_run(json_path: Path) -> _Run:
             f"add {channels_tsv.name} (BIDS requires it for iEEG).",
         )
     rows = read_tsv(channels_tsv)
-    if not rows or "name" not in rows[0] or "type" not in rows[0]:
-        raise RecordingError(
-            str(channels_tsv),
-            "channels.tsv has no rows or lacks the 'name'/'type' columns.",
-            "write the BIDS columns name, type, units, status.",
-        )
+    require_columns(
+        rows,
+        ("name", "type"),
+        channels_tsv,
+        fix="write the BIDS columns name, type, units, status.",
+    )
     names = tuple(r["name"] for r in rows)
     types = tuple(BIDS_TYPES.get(r["type"].upper(), "misc") for r in rows)
     bad = frozenset(r["name"] for r in rows if r.get("status", "").lower() == "bad")
@@ -187,19 +192,15 @@ def _read_run(json_path: Path) -> _Run:
     resect = frozenset(
         r["name"] for r in rows if "resect" in _tokens(r.get("status_description", ""))
     )
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise RecordingError(
-            str(json_path), f"invalid JSON: {e}.", "fix the sidecar's syntax."
-        ) from e
+    meta = read_json_object(json_path)
     events_tsv = json_path.with_name(json_path.name.replace("_ieeg.json", "_events.tsv"))
     events = []
     if events_tsv.is_file():
-        for row in read_tsv(events_tsv):
+        for line, row in enumerate(read_tsv(events_tsv), start=2):
             text = row.get("trial_type") or row.get("value") or ""
-            if not _na(row.get("onset")):
-                events.append((float(row["onset"]), text))
+            onset = tsv_float(row, "onset", events_tsv, line=line)
+            if onset is not None:
+                events.append((onset, text))
     entities = {
         "session": bp.session,
         "task": bp.task,
@@ -242,6 +243,7 @@ def read_bids(
     line_freq: float | None = None,
     check_signals: bool = True,
     subjects: Sequence[str] | None = None,
+    allow_empty_soz: bool = False,
 ) -> CohortScan:
     """Read a BIDS iEEG dataset into :class:`~ingest.recording.Recording` records.
 
@@ -263,6 +265,10 @@ def read_bids(
     subjects : sequence of str or None
         Only these subjects (labels without ``sub-``); default every subject. Subject-wide
         rules (the SOZ union over a subject's runs) apply as when the whole dataset is read.
+    allow_empty_soz : bool
+        Accept a label sheet that leaves a recording with no SOZ contact (its names match no
+        channel, or it marks none), with a warning. Default: such a recording is a problem
+        (:func:`ingest.labels.empty_soz_error`), since all its contacts would train as negatives.
 
     Returns
     -------
@@ -282,7 +288,12 @@ def read_bids(
         )
     cohort = cohort or root.resolve().name
     sheet: dict[str, LabelEntry] = read_label_sheet(label_sheet) if label_sheet else {}
-    participants = read_participants(root)
+    dataset_notes: list[str] = []
+    try:
+        participants = read_participants(root)
+    except RecordingError as e:  # only the centres come from it: a warning, not a failure
+        participants = {}
+        dataset_notes.append(f"participants.tsv unreadable, centres unknown: {e}")
 
     runs: list[_Run] = []
     problems: list[RecordingError] = []
@@ -293,6 +304,8 @@ def read_bids(
             runs.append(_read_run(json_path))
         except RecordingError as e:
             problems.append(e)
+        except Exception as e:  # a reader bug must not sink the cohort: report it, go on
+            problems.append(unexpected_error(json_path, e))
     if not runs and not problems:
         logger.warning("no *_ieeg.json under %s", root)
 
@@ -304,7 +317,7 @@ def read_bids(
 
     recordings = []
     for subject, subject_runs in sorted(by_subject.items()):
-        subject_notes = []
+        subject_notes = list(dataset_notes)
         soz_union = frozenset().union(*(r.sidecar_soz for r in subject_runs))
         resect_union = frozenset().union(*(r.sidecar_resect for r in subject_runs))
         # a run disagrees when it has a channel another run marks soz, unmarked
@@ -334,9 +347,13 @@ def read_bids(
                     notes=subject_notes,
                     line_freq=line_freq,
                     check_signals=check_signals,
+                    allow_empty_soz=allow_empty_soz,
                 )
             except RecordingError as e:
                 problems.append(e)
+                continue
+            except Exception as e:  # as above
+                problems.append(unexpected_error(run.json_path, e))
                 continue
             for note in rec.warnings:
                 logger.debug("%s: %s", rec.recording_id, note)
@@ -359,6 +376,7 @@ def _recording(
     notes: list[str],
     line_freq: float | None,
     check_signals: bool,
+    allow_empty_soz: bool,
 ) -> Recording:
     source = str(run.json_path)
     notes = list(notes)
@@ -384,13 +402,26 @@ def _recording(
         )
 
     # sampling rate and length: the file's header when checked, else the sidecar's
-    json_sfreq = None if _na(meta.get("SamplingFrequency")) else float(meta["SamplingFrequency"])
-    json_dur = None if _na(meta.get("RecordingDuration")) else float(meta["RecordingDuration"])
+    json_sfreq = json_number(meta, "SamplingFrequency", run.json_path, positive=True, unit="Hz")
+    json_dur = json_number(meta, "RecordingDuration", run.json_path, positive=True, unit="s")
     fmt = format_of(run.signal)
     header_notes: tuple[str, ...] = ()
+    bad = run.bad
     if check_signals:
         header = read_header(run.signal, fmt)
         header_notes = tuple(f"MNE: {w}" for w in header.warnings)
+        dead, dead_notes = header.dead_channels(n for n in intracranial if n not in bad)
+        if dead:
+            bad = bad | dead
+            header_notes = (*header_notes, *dead_notes)
+            if all(n in bad for n in intracranial):
+                raise RecordingError(
+                    str(run.signal),
+                    f"{recording_id}: no intracranial contact carries signal: "
+                    + " ".join(dead_notes),
+                    "re-export the signal file from the recording system (valid digital and "
+                    "physical ranges, connected contacts).",
+                )
         sfreq, n_times = header.sfreq, header.n_times
         check_channels(recording_id, run.names, header)  # sfreq/n_times are the file's own
         if json_sfreq is not None and not np.isclose(json_sfreq, sfreq, rtol=SFREQ_RTOL):
@@ -434,6 +465,15 @@ def _recording(
             )
         soz = matched
         if not matched:
+            if not allow_empty_soz:
+                raise empty_soz_error(
+                    source,
+                    recording_id=recording_id,
+                    subject=run.subject,
+                    names=sheet_soz,
+                    channels=run.names,
+                    sheet=label_sheet,
+                )
             notes.append(
                 f"sub-{run.subject} is labelled with no SOZ contact in this recording; all its "
                 "contacts count as negatives in training."
@@ -458,8 +498,8 @@ def _recording(
             f"{labels}); its clips will all be labelled interictal."
         )
 
-    lf = meta.get("PowerLineFrequency")
-    lf = line_freq if _na(lf) else float(lf)
+    lf = json_number(meta, "PowerLineFrequency", run.json_path, positive=True, unit="Hz")
+    lf = line_freq if lf is None else lf
     if lf is None:
         notes.append("no PowerLineFrequency in the sidecar; give line_freq to ingest.")
 
@@ -473,7 +513,7 @@ def _recording(
         n_times=n_times,
         channels=run.names,
         ch_types=run.types,
-        bad=run.bad,
+        bad=bad,
         soz=soz,
         resected=resected,
         seizures=seizures,

@@ -80,6 +80,7 @@ def run_ingest(
     cfg: IngestConfig,
     *,
     label_sheet: str | os.PathLike | None = None,
+    allow_empty_soz: bool = False,
     pipeline_args: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
@@ -98,6 +99,9 @@ def run_ingest(
     cfg : IngestConfig
     label_sheet : path or None
         SOZ label sheet for non-BIDS sources.
+    allow_empty_soz : bool
+        Accept label-sheet entries that leave a recording no SOZ contact
+        (:func:`ingest.sources.scan_source`).
     pipeline_args : sequence of str
         Beam pipeline options (``--runner=...``); see :func:`ingest.pipeline.pipeline_options`.
     progress : callable (done_blocks, total_blocks) or None
@@ -107,7 +111,9 @@ def run_ingest(
     -------
     IngestReport
     """
-    scan = scan_sources(sources, label_sheet=label_sheet, line_freq=cfg.line_freq)
+    scan = scan_sources(
+        sources, label_sheet=label_sheet, line_freq=cfg.line_freq, allow_empty_soz=allow_empty_soz
+    )
     if not scan.recordings and len(scan.empty_sources) == len(scan.problems):
         raise SozkitError(  # nothing at all to ingest: say why, start no pipeline
             "\n".join(f"{p.reason} Fix: {p.fix}" for p in scan.problems) or "no source given."

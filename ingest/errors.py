@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+logger = logging.getLogger(__name__)
+
 
 class SozkitError(Exception):
     """Base class of the errors sozkit raises on bad input or configuration."""
@@ -31,6 +35,18 @@ class RecordingError(SozkitError):
 
     def __reduce__(self):  # picklable across Beam / Ray workers
         return (type(self), (self.source, self.reason, self.fix))
+
+
+def unexpected_error(source: object, exc: BaseException) -> RecordingError:
+    """A :class:`RecordingError` for an exception no check anticipated, so that a reader bug
+    fails one recording (named, with the exception) instead of the whole cohort."""
+    logger.debug("unexpected error reading %s", source, exc_info=exc)
+    return RecordingError(
+        str(source),
+        f"unexpected {type(exc).__name__} while reading it: {exc}",
+        "check the file against the BIDS / reader rules; if it looks valid, report this "
+        "message (run with -v for the traceback).",
+    )
 
 
 class ConfigError(SozkitError, ValueError):

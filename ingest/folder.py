@@ -14,9 +14,16 @@ This is how private hospital cohorts arrive (CHUL: EDF files of up to 20 hours a
   ``ECG``/``EMG``/``EOG``/``DC``/trigger/annotation-like names get their non-intracranial type,
   **every other channel is SEEG**. FIF files carry real types, which are kept.
 - **SOZ**: from the sheet (matched as in BIDS, case-insensitive, ``TT01`` = ``TT1``); names
-  matching no channel are a warning; a file with no sheet entry is unlabelled (``soz=None``).
+  matching no channel are a warning; a sheet entry that leaves the file with no SOZ contact is an
+  error unless ``allow_empty_soz`` (then a warning); a file with no sheet entry is unlabelled
+  (``soz=None``).
 - **Seizures**: from the file's own annotations (EDF+ TAL, BrainVision markers), recognised by
   :func:`ingest.labels.find_seizures`.
+- **Dead channels**: contacts whose EDF/BDF header range is degenerate (digital minimum >=
+  maximum, physical minimum = maximum: :func:`ingest.edf_header.degenerate_channels`) or whose
+  samples are one constant value in every probe window
+  (:meth:`ingest.signals.SignalHeader.dead_channels`) are marked bad with a warning; a file with
+  no intracranial contact left is an error.
 - **Line frequency**: the file's (FIF stores it) or the ``line_freq`` argument; a recording
   with neither is an error (``problems``): notch filtering the wrong frequency ruins a cohort
   silently, so it is never guessed.
@@ -30,8 +37,14 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from ingest.errors import ConfigError, RecordingError
-from ingest.labels import LabelEntry, find_seizures, match_contacts, read_label_sheet
+from ingest.errors import ConfigError, RecordingError, unexpected_error
+from ingest.labels import (
+    LabelEntry,
+    empty_soz_error,
+    find_seizures,
+    match_contacts,
+    read_label_sheet,
+)
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.signals import EXTENSIONS, format_of, read_header
 from ingest.sources import CohortScan
@@ -94,6 +107,8 @@ def recording_from_file(
     line_freq: float | None = None,
     soz: frozenset[str] | set[str] | list[str] | None = None,
     name: str | None = None,
+    allow_empty_soz: bool = False,
+    label_sheet: str | os.PathLike | None = None,
 ) -> Recording:
     """Describe one signal file as a :class:`~ingest.recording.Recording`.
 
@@ -112,6 +127,12 @@ def recording_from_file(
         :func:`ingest.labels.match_contacts`); ``None`` = unlabelled.
     name : str | None
         Recording name used in the id; defaults to the file stem.
+    allow_empty_soz : bool
+        Accept a ``soz`` that matches no channel (or is empty), with a warning; by default that
+        is a :class:`RecordingError` (:func:`ingest.labels.empty_soz_error`): every contact
+        would train as a negative.
+    label_sheet : path or None
+        Where ``soz`` came from, named in messages.
 
     Returns
     -------
@@ -142,6 +163,17 @@ def recording_from_file(
         types = header.ch_types
     else:
         types = tuple(infer_channel_type(c) for c in header.ch_names)
+    intracranial = [
+        n for n, t in zip(header.ch_names, types, strict=True) if t in INTRACRANIAL_TYPES
+    ]
+    bad, dead_notes = header.dead_channels(intracranial)
+    if intracranial and all(n in bad for n in intracranial):
+        raise RecordingError(
+            str(path),
+            f"{recording_id}: no intracranial contact carries signal: " + " ".join(dead_notes),
+            "re-export the file from the recording system (valid digital and physical ranges, "
+            "connected contacts).",
+        )
     if not any(t in INTRACRANIAL_TYPES for t in types):
         raise RecordingError(
             str(path),
@@ -151,6 +183,7 @@ def recording_from_file(
             "with channel types set to seeg.",
         )
     notes = [f"MNE: {w}" for w in header.warnings]
+    notes.extend(dead_notes)
     matched = None
     if soz is not None:
         matched, unmatched = match_contacts(soz, header.ch_names)
@@ -160,6 +193,15 @@ def recording_from_file(
                 "label sheet's spelling."
             )
         if not matched:
+            if not allow_empty_soz:
+                raise empty_soz_error(
+                    path,
+                    recording_id=recording_id,
+                    subject=subject,
+                    names=soz,
+                    channels=header.ch_names,
+                    sheet=label_sheet,
+                )
             notes.append("labelled with no SOZ contact: all contacts count as negatives.")
     seizures, sz_notes = find_seizures(
         [(onset, text) for onset, _, text in header.annotations], duration_s=header.duration_s
@@ -174,6 +216,7 @@ def recording_from_file(
         n_times=header.n_times,
         channels=header.ch_names,
         ch_types=types,
+        bad=bad,
         soz=matched,
         seizures=seizures,
         run=None if name == subject else name,
@@ -202,6 +245,7 @@ def read_folder(
     label_sheet: str | os.PathLike | None = None,
     cohort: str | None = None,
     line_freq: float | None = None,
+    allow_empty_soz: bool = False,
 ) -> CohortScan:
     """Read a folder of recordings (or one file) and its label sheet.
 
@@ -217,6 +261,9 @@ def read_folder(
     line_freq : float | None
         Power-line frequency of the cohort (50 or 60 Hz); needed for every file that does not
         store it.
+    allow_empty_soz : bool
+        Accept sheet entries that leave a recording with no SOZ contact (see
+        :func:`recording_from_file`).
 
     Returns
     -------
@@ -254,10 +301,20 @@ def read_folder(
         name = rel.replace(os.sep, "/")
         try:
             rec = recording_from_file(
-                path, cohort=cohort, subject=subject, line_freq=line_freq, soz=soz, name=name
+                path,
+                cohort=cohort,
+                subject=subject,
+                line_freq=line_freq,
+                soz=soz,
+                name=name,
+                allow_empty_soz=allow_empty_soz,
+                label_sheet=label_sheet,
             )
         except RecordingError as e:
             problems.append(e)
+            continue
+        except Exception as e:  # a reader bug must not sink the cohort: report it, go on
+            problems.append(unexpected_error(path, e))
             continue
         if sheet and entry is None:
             rec = _with_note(rec, f"subject {subject!r} is not in the label sheet; unlabelled.")

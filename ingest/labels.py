@@ -43,8 +43,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, RecordingError
 from ingest.recording import SeizureEvent
+from ingest.sidecars import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,60 @@ def match_contacts(
     return frozenset(matched), tuple(sorted(unmatched))
 
 
+#: The fix of a refused empty SOZ (:func:`empty_soz_error`).
+EMPTY_SOZ_FIX = (
+    "check the contact names in the sheet against the recording's channels; pass "
+    "--allow-empty-soz (allow_empty_soz=True) to accept an empty SOZ, every contact then "
+    "trains as a negative."
+)
+
+
+def empty_soz_error(
+    source: str | os.PathLike,
+    *,
+    recording_id: str,
+    subject: str,
+    names: Iterable[str],
+    channels: Iterable[str],
+    sheet: str | os.PathLike | None,
+) -> RecordingError:
+    """The error for a label sheet that would leave a recording with an empty SOZ.
+
+    An empty SOZ makes every contact a negative in training; it is nearly always a sheet whose
+    names do not match the file (another montage, ``TT1`` against ``T1``), so the readers refuse
+    it unless ``allow_empty_soz`` is given.
+
+    Parameters
+    ----------
+    source : str | os.PathLike
+        The recording's file (the failure row's ``source``).
+    recording_id, subject : str
+    names : iterable of str
+        The SOZ names the sheet gives (none: the sheet marks no SOZ contact).
+    channels : iterable of str
+        The recording's channel names.
+    sheet : path or None
+        The label sheet, named in the reason.
+    """
+    names, channels = sorted(names), list(channels)
+    where = f"the label sheet {Path(sheet).name}" if sheet else "the label sheet"
+    shown = ", ".join(channels[:8]) + (" ..." if len(channels) > 8 else "")
+    if names:
+        said = (
+            f"names SOZ contact(s) {', '.join(names[:12])}{' ...' if len(names) > 12 else ''} "
+            f"for sub-{subject}, and none matches a channel of this recording ({len(channels)} "
+            f"channels: {shown})"
+        )
+    else:
+        said = f"marks no SOZ contact for sub-{subject}"
+    return RecordingError(
+        str(source),
+        f"{recording_id}: {where} {said}; its SOZ would be empty and every contact trained as a "
+        "negative.",
+        EMPTY_SOZ_FIX,
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Label sheets
 
@@ -207,7 +262,13 @@ def _sheet_rows(path: Path) -> list[dict[str, str]]:
     if path.suffix.lower() in (".xlsx", ".xlsm"):
         import openpyxl
 
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        try:
+            book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException...
+            raise ConfigError(
+                f"label sheet {path}: not a readable Excel workbook ({type(e).__name__}: {e}); "
+                "save it again from Excel as .xlsx, or export it as CSV."
+            ) from e
         try:
             rows = list(book.worksheets[0].iter_rows(values_only=True))
         finally:
@@ -217,9 +278,18 @@ def _sheet_rows(path: Path) -> list[dict[str, str]]:
         header = ["" if h is None else str(h) for h in rows[0]]
         body = [["" if v is None else str(v) for v in r] for r in rows[1:]]
     elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        text = path.read_text(encoding="utf-8-sig")
+        try:
+            text = read_text(path)
+        except RecordingError as e:  # not UTF-8: a sheet is fixed once, for the whole scan
+            raise ConfigError(f"label sheet {e}") from e
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        table = list(csv.reader(text.splitlines(), delimiter=delimiter))
+        try:
+            table = list(csv.reader(text.splitlines(), delimiter=delimiter))
+        except csv.Error as e:
+            raise ConfigError(
+                f"label sheet {path}: not a readable {path.suffix} table ({e}); save it again "
+                "as plain UTF-8 CSV."
+            ) from e
         if not table:
             return []
         header, body = table[0], table[1:]

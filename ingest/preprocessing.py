@@ -35,7 +35,15 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from ingest.errors import RecordingError
+
 logger = logging.getLogger(__name__)
+
+#: Smallest channel scale (median robust standard deviation of the filtered clips) taken as
+#: signal, in microvolts. Intracranial noise floors are ~1-5 uV and a 16-bit EDF's quantum is
+#: ~0.03-0.1 uV, so a scale below 0.01 uV is a constant channel (or the 1e-12 residue of
+#: filtering one), never a recording: scaling by it would amplify rounding noise to ~1e6.
+SCALE_FLOOR_UV = 0.01
 
 #: IQR of a standard normal distribution: IQR / this = the standard deviation for Gaussian data.
 _IQR_TO_STD = 1.3489795003921634
@@ -415,28 +423,66 @@ def robust_std(clips: np.ndarray, *, max_samples: int = 1000) -> np.ndarray:
     return ((q75 - q25) / _IQR_TO_STD).astype(np.float32)
 
 
-def channel_scale(clip_std: np.ndarray) -> np.ndarray:
-    """A recording's per-channel scale: the median over its clips of :func:`robust_std`.
-
-    A channel whose median is not a positive finite number (flat, all-zero) gets scale 1.0, so
-    scaling never divides by zero.
+def flat_channels(clip_std: np.ndarray) -> np.ndarray:
+    """Channels with no usable signal: scale (:func:`channel_scale`'s median) below the floor.
 
     Parameters
     ----------
     clip_std : ndarray, shape (n_clips, n_chans)
+        Per-clip robust standard deviations (:func:`robust_std`).
+
+    Returns
+    -------
+    flat : ndarray of bool, shape (n_chans,)
+        True where the median is not finite or below :data:`SCALE_FLOOR_UV`.
+    """
+    if clip_std.ndim != 2 or clip_std.shape[0] == 0:
+        raise ValueError(f"clip_std must be (n_clips >= 1, n_chans), got shape {clip_std.shape}.")
+    median = np.median(np.asarray(clip_std, dtype=np.float64), axis=0)
+    return ~(np.isfinite(median) & (median >= SCALE_FLOOR_UV))
+
+
+def channel_scale(clip_std: np.ndarray, *, source: str | None = None) -> np.ndarray:
+    """A recording's per-channel scale: the median over its clips of :func:`robust_std`.
+
+    A channel whose median is not finite or below :data:`SCALE_FLOOR_UV` is flat (a
+    disconnected contact, a zero-gain header, numerical residue of filtering a constant, which
+    scaling would blow up to millions): it gets scale 1.0, so its scaled clips stay at the
+    residue's size (~0) instead. A recording whose every channel is flat has no signal to train
+    on or score: that is a :class:`~ingest.errors.RecordingError`.
+
+    Parameters
+    ----------
+    clip_std : ndarray, shape (n_clips, n_chans)
+    source : str | None
+        The signal file, named in the error.
 
     Returns
     -------
     scale : ndarray, shape (n_chans,)
         float32.
+
+    Raises
+    ------
+    RecordingError
+        If every channel is flat.
     """
-    if clip_std.ndim != 2 or clip_std.shape[0] == 0:
-        raise ValueError(f"clip_std must be (n_clips >= 1, n_chans), got shape {clip_std.shape}.")
+    flat = flat_channels(clip_std)
     scale = np.median(np.asarray(clip_std, dtype=np.float64), axis=0)
-    bad = ~(np.isfinite(scale) & (scale > 0))
-    if bad.any():
-        logger.debug("%d flat channels get scale 1.0", int(bad.sum()))
-    scale[bad] = 1.0
+    if flat.all():
+        finite = scale[np.isfinite(scale)]
+        largest = f"{finite.max():.3g} uV" if finite.size else "not finite"
+        raise RecordingError(
+            source or "the recording",
+            f"every one of its {scale.size} channels is flat: the largest channel scale (median "
+            f"robust standard deviation of the filtered clips) is {largest}, below the "
+            f"{SCALE_FLOOR_UV:g} uV floor; there is no signal to score or train on.",
+            "check the recording (disconnected amplifier, zero-gain or constant channels, "
+            "wrong units in the header) and re-export it.",
+        )
+    if flat.any():
+        logger.debug("%d flat channels get scale 1.0", int(flat.sum()))
+    scale[flat] = 1.0
     return scale.astype(np.float32)
 
 

@@ -39,13 +39,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import mne
 import numpy as np
 
+from ingest.edf_header import check_edf_size, degenerate_channels
 from ingest.errors import RecordingError
 from ingest.recording import Recording
 
@@ -72,6 +73,10 @@ EXTENSIONS = {
     ".fif.gz": "fif",
     ".set": "eeglab",
 }
+
+#: Probe windows read when a header is opened, to find constant channels, and their length (s).
+PROBE_WINDOWS = 3
+PROBE_S = 2.0
 
 #: Relative tolerance between the sampling rate a ``Recording`` states and the file's.
 SFREQ_RTOL = 1e-3
@@ -123,6 +128,14 @@ class SignalHeader:
         onsets in seconds from the first sample.
     warnings : tuple of str
         What MNE warned about while opening the file.
+    degenerate : tuple of (str, str)
+        ``(channel, reason)`` of channels whose header makes their samples meaningless
+        (EDF/BDF: digital minimum >= maximum, physical minimum = maximum, unreadable ranges;
+        see :func:`ingest.edf_header.degenerate_channels`).
+    constant : tuple of str
+        Channels holding one constant value in each of the :data:`PROBE_WINDOWS` windows of
+        :data:`PROBE_S` seconds (start, middle, end) read when the header was opened: a
+        disconnected or zeroed channel. See :meth:`dead_channels`; the readers mark both bad.
     """
 
     path: str
@@ -134,11 +147,51 @@ class SignalHeader:
     line_freq: float | None = None
     annotations: tuple[tuple[float, float, str], ...] = ()
     warnings: tuple[str, ...] = ()
+    degenerate: tuple[tuple[str, str], ...] = ()
+    constant: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float:
         """Duration in seconds."""
         return self.n_times / self.sfreq
+
+    def dead_channels(self, contacts: Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+        """Which of ``contacts`` carry no signal by the header or the probe, and why.
+
+        Parameters
+        ----------
+        contacts : iterable of str
+            The channels that would be kept (intracranial, not marked bad).
+
+        Returns
+        -------
+        dead : frozenset of str
+            Contacts with a degenerate header (:attr:`degenerate`) or one constant value in
+            every probe window (:attr:`constant`): the readers mark them bad.
+        notes : tuple of str
+            One warning per kind, naming the contacts and why.
+        """
+        contacts = set(contacts)
+        notes = []
+        degenerate = [(n, why) for n, why in self.degenerate if n in contacts]
+        if degenerate:
+            shown = "; ".join(f"{n} ({why})" for n, why in degenerate[:12])
+            more = f" and {len(degenerate) - 12} more" if len(degenerate) > 12 else ""
+            notes.append(
+                f"{len(degenerate)} contact(s) with a degenerate {self.fmt.upper()} header "
+                f"dropped as bad: {shown}{more}. Their samples would be constant or saturated; "
+                "re-export the file if they carry signal."
+            )
+        named = {n for n, _ in degenerate}
+        constant = [n for n in self.constant if n in contacts and n not in named]
+        if constant:
+            shown = ", ".join(constant[:12]) + (" ..." if len(constant) > 12 else "")
+            notes.append(
+                f"{len(constant)} contact(s) hold one constant value at the start, middle and "
+                f"end of the file and were dropped as bad (flat): {shown}. Mark them bad in "
+                "the sidecar if they are disconnected."
+            )
+        return frozenset(named | set(constant)), tuple(notes)
 
 
 def _check_present(path: Path) -> None:
@@ -162,65 +215,6 @@ def _check_present(path: Path) -> None:
         )
 
 
-def _edf_declared_size(path: Path, fmt: str) -> tuple[int, int, float] | None:
-    """Return (bytes the EDF/BDF header declares, n_records, record_s); None if open-ended."""
-    with path.open("rb") as f:
-        fixed = f.read(256)
-        try:
-            header_bytes = int(fixed[184:192].decode("ascii").strip())
-            n_records = int(fixed[236:244].decode("ascii").strip())
-            record_s = float(fixed[244:252].decode("ascii").strip())
-            n_signals = int(fixed[252:256].decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError) as e:
-            raise RecordingError(
-                str(path),
-                f"corrupt {fmt.upper()} header: the fixed 256-byte header does not hold the "
-                f"numbers the format requires ({e}).",
-                f"this is not a valid {fmt.upper()} file; re-export it from the recording system.",
-            ) from e
-        if n_signals <= 0 or header_bytes != 256 * (n_signals + 1):
-            raise RecordingError(
-                str(path),
-                f"corrupt {fmt.upper()} header: {n_signals} signals but a header of "
-                f"{header_bytes} bytes (expected {256 * (n_signals + 1)}).",
-                f"re-export the file; its header was damaged or it is not {fmt.upper()}.",
-            )
-        f.seek(256 + n_signals * 216)
-        raw = f.read(n_signals * 8)
-    try:
-        samples = [int(raw[i * 8 : (i + 1) * 8].decode("ascii").strip()) for i in range(n_signals)]
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RecordingError(
-            str(path),
-            f"corrupt {fmt.upper()} header: unreadable samples-per-record fields ({e}).",
-            "re-export the file from the recording system.",
-        ) from e
-    if n_records < 0:  # -1: the recorder did not close the file; MNE infers from the size
-        return None
-    per_sample = 3 if fmt == "bdf" else 2
-    return header_bytes + n_records * sum(samples) * per_sample, n_records, record_s
-
-
-def _check_edf_size(path: Path, fmt: str) -> None:
-    declared = _edf_declared_size(path, fmt)
-    if declared is None:
-        return
-    expected, n_records, record_s = declared
-    actual = path.stat().st_size
-    if actual < expected:
-        record_bytes = (expected - 256) / max(n_records, 1)
-        have = max(0.0, (actual - (expected - n_records * record_bytes)) / record_bytes)
-        raise RecordingError(
-            str(path),
-            f"truncated {fmt.upper()} file: the header declares {n_records} data records "
-            f"({n_records * record_s:g} s, {expected} bytes) but the file has {actual} bytes "
-            f"(~{have:.1f} records, ~{have * record_s:g} s).",
-            "copy or download the file again (compare its size or checksum with the source); "
-            "if the recording really stopped early, rewrite the header's record count "
-            "(e.g. with edfio) so that it matches the data.",
-        )
-
-
 def _open_raw(path: str | os.PathLike, fmt: str) -> tuple[mne.io.BaseRaw, tuple[str, ...]]:
     """Open a signal file lazily; return the raw and what MNE warned about."""
     path = Path(path)
@@ -232,7 +226,7 @@ def _open_raw(path: str | os.PathLike, fmt: str) -> tuple[mne.io.BaseRaw, tuple[
         )
     _check_present(path)
     if fmt in ("edf", "bdf"):
-        _check_edf_size(path, fmt)
+        check_edf_size(path, fmt)
     kwargs = {"preload": False, "verbose": "warning"}
     # Record MNE's warnings (kept on the header) instead of letting them escape; note that
     # catch_warnings is process-global, so this is meant for opening files, not hot loops.
@@ -292,7 +286,32 @@ def read_header(path: str | os.PathLike, fmt: str | None = None) -> SignalHeader
         line_freq=float(line_freq) if line_freq else None,
         annotations=_annotations(raw),
         warnings=messages,
+        degenerate=degenerate_channels(path, fmt, raw.ch_names),
+        constant=_constant_channels(raw),
     )
+
+
+def _constant_channels(raw: mne.io.BaseRaw) -> tuple[str, ...]:
+    """Channels whose samples are one value in every probe window (start, middle, end).
+
+    Any recorded channel, however quiet, has amplifier noise of several quanta; exactly equal
+    samples over three windows of :data:`PROBE_S` seconds mean a disconnected or zeroed channel.
+    Costs three short reads (a few records of an EDF), not the file.
+    """
+    n = int(raw.n_times)
+    width = min(n, max(2, int(PROBE_S * raw.info["sfreq"])))
+    if n < 2:
+        return ()
+    starts = sorted({0, (n - width) // 2, n - width})[:PROBE_WINDOWS]
+    constant = np.ones(len(raw.ch_names), dtype=bool)
+    try:
+        for start in starts:
+            x = raw.get_data(picks=range(len(raw.ch_names)), start=start, stop=start + width)
+            constant &= np.ptp(x, axis=1) == 0
+    except Exception as e:  # an unreadable block is reported when the data are read
+        logger.debug("%s: probe read failed (%s)", raw.filenames, e)
+        return ()
+    return tuple(name for name, c in zip(raw.ch_names, constant, strict=True) if c)
 
 
 def check_header(rec: Recording, header: SignalHeader) -> None:

@@ -90,6 +90,7 @@ def scan_source(
     cohort: str | None = None,
     line_freq: float | None = None,
     check_signals: bool = True,
+    allow_empty_soz: bool = False,
 ) -> CohortScan:
     """Read every recording of a cohort into :class:`~ingest.recording.Recording` records.
 
@@ -109,6 +110,11 @@ def scan_source(
     check_signals : bool
         Open every signal file's header and check it against the metadata (default). Turn off
         only to read sidecars without their signal files.
+    allow_empty_soz : bool
+        Accept a label sheet that leaves a recording with no SOZ contact (its names match none
+        of the recording's channels, or it marks none), with a warning. By default such a
+        recording is a problem (:func:`ingest.labels.empty_soz_error`): all its contacts would
+        train as negatives.
 
     Returns
     -------
@@ -128,8 +134,15 @@ def scan_source(
             cohort=cohort,
             line_freq=line_freq,
             check_signals=check_signals,
+            allow_empty_soz=allow_empty_soz,
         )
-    return read_folder(source, label_sheet=label_sheet, cohort=cohort, line_freq=line_freq)
+    return read_folder(
+        source,
+        label_sheet=label_sheet,
+        cohort=cohort,
+        line_freq=line_freq,
+        allow_empty_soz=allow_empty_soz,
+    )
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,7 @@ def scan_sources(
     *,
     label_sheet: str | os.PathLike | None = None,
     line_freq: float | None = None,
+    allow_empty_soz: bool = False,
 ) -> SourcesScan:
     """Scan several sources (:func:`scan_source` each); one bad source never stops the others.
 
@@ -198,6 +212,8 @@ def scan_sources(
         SOZ label sheet for the sources.
     line_freq : float or None
         Line frequency where a source states none.
+    allow_empty_soz : bool
+        Accept label-sheet entries that leave a recording no SOZ contact (:func:`scan_source`).
 
     Returns
     -------
@@ -209,7 +225,12 @@ def scan_sources(
     seen: dict[str, str] = {}
     for source in sources:
         try:
-            scan = scan_source(source, label_sheet=label_sheet, line_freq=line_freq)
+            scan = scan_source(
+                source,
+                label_sheet=label_sheet,
+                line_freq=line_freq,
+                allow_empty_soz=allow_empty_soz,
+            )
         except SozkitError as e:
             reason, fix = str(e), "check the path, or leave this source out."
             if isinstance(e, RecordingError):

@@ -444,6 +444,55 @@ def clip_labels(rec: Recording, cfg: IngestConfig) -> pd.DataFrame:
     )
 
 
+def plan_warnings(rec: Recording, cfg: IngestConfig) -> tuple[str, ...]:
+    """Warnings about ``rec`` that depend on the config: seizures that no clip holds.
+
+    A seizure whose onset lies in the tail shorter than one clip (``clip_s``), which ingest
+    drops, gives no ictal clip: an ictal run that trains as interictal. The readers warn about
+    onsets outside the file (:func:`ingest.labels.find_seizures`); this covers the tail.
+
+    Returns
+    -------
+    warnings : tuple of str
+        One per such seizure, with its onset, the recording's duration and the clips' end.
+    """
+    end_s = count_clips(rec.duration_s, cfg.clip_s) * cfg.clip_s
+    return tuple(
+        f"seizure at {sz.onset_s:g} s ({sz.label!r}) starts after the last whole "
+        f"{cfg.clip_s:g}-s clip ends at {end_s:g} s of the {rec.duration_s:g} s recording: no "
+        "clip is labelled ictal for it. Check the onset, or lower clip_s."
+        for sz in rec.seizures
+        if sz.onset_s >= end_s
+    )
+
+
+def scale_warnings(rec: Recording, clip_std: np.ndarray) -> tuple[str, ...]:
+    """A warning naming ``rec``'s flat contacts (scale below :data:`~ingest.preprocessing.SCALE_FLOOR_UV`).
+
+    Parameters
+    ----------
+    rec : Recording
+    clip_std : ndarray, shape (n_clips, n_contacts)
+        Per-clip robust standard deviations of ``rec.contacts`` (:attr:`BlockResult.clip_std`).
+
+    Returns
+    -------
+    warnings : tuple of str
+        Empty, or one line naming the flat contacts (their scale is set to 1.0 by
+        :func:`ingest.preprocessing.channel_scale`, so their scaled clips are ~0).
+    """
+    flat = pp.flat_channels(clip_std)
+    names = [c for c, f in zip(rec.contacts, flat, strict=True) if f]
+    if not names:
+        return ()
+    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    return (
+        f"{len(names)} of {len(flat)} contacts are flat (scale below "
+        f"{pp.SCALE_FLOOR_UV:g} uV): {shown}; their scaled clips are ~0. Mark them bad in "
+        "channels.tsv if they are disconnected.",
+    )
+
+
 def channel_rows(rec: Recording, scale: np.ndarray) -> pd.DataFrame:
     """The rows of ``channels.parquet`` for ``rec``'s stored contacts.
 

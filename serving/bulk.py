@@ -122,7 +122,8 @@ def collect_work(
                 items.append(WorkItem(rid, f"{source}::{rid}", store_url=str(source)))
         else:
             files.append(source)
-    scan = scan_sources(files, label_sheet=label_sheet, line_freq=line_freq)
+    # scoring trains nothing: a sheet leaving a recording no SOZ only affects its report
+    scan = scan_sources(files, label_sheet=label_sheet, line_freq=line_freq, allow_empty_soz=True)
     items += [WorkItem(rec.recording_id, rec.path, rec=rec) for rec in scan.recordings]
     for problem in scan.problems:
         row = {"source_path": problem.source, "stage": "scan", "reason": problem.reason}

@@ -16,6 +16,8 @@ LAYERS = ["ingest", "models", "trainer", "serving"]  # each may import only thos
 PURE = [
     "ingest.recording",
     "ingest.fileio",
+    "ingest.sidecars",
+    "ingest.edf_header",
     "ingest.preprocessing",
     "ingest.clipping",
     "ingest.stream",

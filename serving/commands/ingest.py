@@ -48,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="Beam pipeline options, quoted: '--runner=FlinkRunner --flink_master=host:8081' "
         "(default: local FnApiRunner over every core)",
     )
+    p.add_argument(
+        "--allow-empty-soz",
+        action="store_true",
+        help="accept label-sheet entries that leave a recording with no SOZ contact "
+        "(default: such a recording fails, its contacts would all train as negatives)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             cfg,
             label_sheet=args.label_sheet,
+            allow_empty_soz=args.allow_empty_soz,
             pipeline_args=shlex.split(args.beam_args),
             progress=progress,
         )

@@ -15,6 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cohort", default=None, help="cohort name (default: the folder name)")
     p.add_argument("--line-freq", type=float, default=None, help="line frequency where unknown")
     p.add_argument("--recordings", action="store_true", help="one line per recording")
+    p.add_argument(
+        "--allow-empty-soz",
+        action="store_true",
+        help="accept label-sheet entries that leave a recording with no SOZ contact "
+        "(default: such a recording is a problem, its contacts would all train as negatives)",
+    )
 
 
 @command(
@@ -28,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     for source in args.sources:
         try:
             scan = scan_source(
-                source, label_sheet=args.label_sheet, cohort=args.cohort, line_freq=args.line_freq
+                source,
+                label_sheet=args.label_sheet,
+                cohort=args.cohort,
+                line_freq=args.line_freq,
+                allow_empty_soz=args.allow_empty_soz,
             )
         except SozkitError as e:
             print(f"{source}: {e}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, RecordingError
 from ingest.folder import infer_channel_type, read_folder, recording_from_file
 from ingest.sources import scan_source
 from tests.ingest.signal_files import write_brainvision, write_edf
@@ -114,7 +114,11 @@ def test_single_file_and_scan_source(chul):
     assert rec.soz == {"LA2"} and rec.run is None
     one = scan_source(root / "CHUL01_night2.edf", line_freq=60)
     assert [r.recording_id for r in one.recordings] == ["CHUL__CHUL01_night2"]
-    labelled_empty = recording_from_file(root / "CHUL01_night2.edf", line_freq=60, soz=[])
+    with pytest.raises(RecordingError, match="marks no SOZ contact .* --allow-empty-soz"):
+        recording_from_file(root / "CHUL01_night2.edf", line_freq=60, soz=[])
+    labelled_empty = recording_from_file(
+        root / "CHUL01_night2.edf", line_freq=60, soz=[], allow_empty_soz=True
+    )
     assert labelled_empty.soz == frozenset() and "no SOZ contact" in labelled_empty.warnings[0]
 
 

@@ -216,3 +216,20 @@ def test_recogniser_on_all_106_ds003029_runs():
     # one seizure per run (each run is a snapshot around one seizure); onsets 8-170 s in
     assert all(len(s) == 1 for s in found.values() if s)
     assert all(8 <= s[0].onset_s <= 170 for s in found.values() if s)
+
+
+def test_sheet_in_another_encoding_or_corrupt_is_a_config_error(tmp_path):
+    latin = tmp_path / "sheet.csv"
+    latin.write_bytes(
+        'participant_id,soz_contacts\nsub-pt01,"TT1-2"\nsub-pt02,"Hé1"\n'.encode("latin-1")
+    )
+    with pytest.raises(ConfigError, match=r"(?s)not UTF-8: byte 0xe9 .*iconv -f latin1"):
+        read_label_sheet(latin)
+    utf16 = tmp_path / "sheet16.csv"
+    utf16.write_bytes('participant_id,soz_contacts\nsub-pt01,"TT1-2"\n'.encode("utf-16"))
+    with pytest.raises(ConfigError, match="UTF-16"):
+        read_label_sheet(utf16)
+    xlsx = tmp_path / "sheet.xlsx"
+    xlsx.write_bytes(b"this is not a zip archive")
+    with pytest.raises(ConfigError, match="not a readable Excel workbook"):
+        read_label_sheet(xlsx)
