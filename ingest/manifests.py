@@ -178,7 +178,7 @@ def manifest_rows(rec: Recording, cfg: IngestConfig, clip_std: np.ndarray) -> di
         "warnings": list of dict}``, as :func:`commit_manifests` takes them.
     """
     plan = recording_plan(rec, cfg)
-    scale = channel_scale(clip_std)
+    scale = channel_scale(clip_std, source=rec.path)
     row = {
         "recording_id": rec.recording_id,
         "subject": rec.subject,
