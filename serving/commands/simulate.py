@@ -11,6 +11,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", help="folder to write the BIDS dataset to")
     p.add_argument("--subjects", type=int, default=6, help="number of subjects (default: 6)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
+    p.add_argument(
+        "--generator",
+        default="epileptor",
+        choices=("epileptor", "wendling"),
+        help="generator family: 'epileptor' (default: Epileptor network, centres A-C) or "
+        "'wendling' (Wendling neural masses, exponential lead field, bipolar/referential montages, "
+        "its own noise, artefacts, naming and rates, centres D-F): train on one, test on the other",
+    )
     p.add_argument("--ictal-runs", type=int, default=2, help="ictal runs per subject (default: 2)")
     p.add_argument(
         "--interictal-runs", type=int, default=1, help="interictal runs per subject (default: 1)"
@@ -29,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         nargs="+",
         default=None,
-        help="sampling rates subjects may get (default: 256 500 512 1000 1024 2048)",
+        help="sampling rates subjects may get (default: the family's own; epileptor: "
+        "256 500 512 1000 1024 2048, wendling: 400 512 600 1000 1024 2000 2048)",
     )
     p.add_argument(
         "--difficulty",
@@ -45,7 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("simulate", "Simulate a synthetic SEEG cohort (Epileptor network) as BIDS", add_arguments)
+@command(
+    "simulate", "Simulate a synthetic SEEG cohort (Epileptor or Wendling) as BIDS", add_arguments
+)
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -73,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        root = simulate_cohort(args.out, cfg, progress=progress)
-    print(f"wrote {cfg.n_subjects} subjects to {root}")
+        root = simulate_cohort(args.out, cfg, generator=args.generator, progress=progress)
+    print(f"wrote {cfg.n_subjects} subjects ({args.generator} family) to {root}")
     return 0
