@@ -13,6 +13,7 @@ RUN_DIR layout (serving reads it)::
       card.json                       training card: config, fold patient ids, seeds, versions, commit
       folds.json                      the folds (checked on --resume)
       summary.md                      all models side by side, the classical baseline included
+      sites.json                      test ROC-AUC by centre and run kind (ictal / interictal)
       <model>/                        sozformer | dcgru | svm | baseline
         metrics.json                  summarise_folds over the folds (pooled + mean/std)
         predictions.parquet           test predictions of every fold, one row per (recording,
@@ -54,7 +55,7 @@ from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.datasets import recording_table
 from trainer.metrics import evaluate_fold, summarise_folds
-from trainer.splits import Fold, cohort_groups, patient_folds
+from trainer.splits import Fold, make_folds, patient_groups
 
 logger = logging.getLogger(__name__)
 
@@ -277,18 +278,22 @@ def run_training(
     store = ClipStore.open(store_url)
     recs = recording_table(store)
     patients = sorted({r.patient for r in recs})
-    if len(patients) < cfg.n_folds:
+    if cfg.split == "patient" and len(patients) < cfg.n_folds:
         raise SozkitError(
             f"the store {store_url} has {len(patients)} labelled patients, fewer than "
             f"{cfg.n_folds=}; use --folds {max(2, len(patients))} or ingest more patients."
         )
-    folds = patient_folds(
-        patients,
-        n_folds=cfg.n_folds,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        groups=cohort_groups(patients),
-    )
+    try:
+        folds = make_folds(
+            patients,
+            split=cfg.split,
+            n_folds=cfg.n_folds,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            recordings=store.recordings(),
+        )
+    except ValueError as e:
+        raise SozkitError(f"the store {store_url} cannot be split by {cfg.split}: {e}") from e
     _check_run_dir(run_dir, folds, cfg.resume)
     card_extra = {
         "store": store_url,
@@ -366,7 +371,14 @@ def run_training(
         _run_baseline(store_url, run_dir, recs, folds, cfg, tick)
 
     summaries = {m: write_model_summary(run_dir, m, folds) for m in cfg.models}
-    summary_path = write_summary(run_dir, summaries, title=f"sozkit training run: {run_dir.name}")
+    sites = _site_figures(run_dir, cfg.models, store.recordings())
+    summary_path = write_summary(
+        run_dir,
+        summaries,
+        title=f"sozkit training run: {run_dir.name}",
+        sites=sites,
+        split=cfg.split,
+    )
     return {
         "run_dir": str(run_dir),
         "folds": [f.to_dict() for f in folds],
@@ -374,6 +386,19 @@ def run_training(
         "summary": str(summary_path),
         "card": str(run_dir / "card.json"),
     }
+
+
+def _site_figures(run_dir: Path, models, recordings: pd.DataFrame) -> dict:
+    """Test ROC-AUC by centre and run kind per model (:mod:`trainer.sites`), to sites.json."""
+    from trainer.sites import site_figures
+
+    centres = patient_groups(recordings, "centre")
+    sites = {
+        m: site_figures(pd.read_parquet(run_dir / m / "predictions.parquet"), recordings, centres)
+        for m in models
+    }
+    _write_json(sites, run_dir / "sites.json")
+    return sites
 
 
 def _precompute_features(store_url: str, recording_ids: list[str], feature_config: dict) -> None:

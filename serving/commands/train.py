@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (5)")
+    p.add_argument(
+        "--split",
+        default="patient",
+        choices=("patient", "centre", "cohort"),
+        help="patient: --folds patient-wise folds; centre: leave one centre out (the "
+        "cross-site figure); cohort: leave one cohort out",
+    )
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs per fold (20)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience (5)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks) per fold")
@@ -66,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         models=ALL_MODELS if args.model == "all" else (args.model,),
         n_folds=args.folds,
+        split=args.split,
         epochs=args.epochs,
         patience=args.patience,
         num_workers=args.workers,
