@@ -155,8 +155,12 @@ class Recording:
 def shaft_of(contact: str) -> str:
     """Electrode shaft of a contact name: the name without its trailing contact number.
 
-    ``"LA12"`` -> ``"LA"``, ``"RH1"`` -> ``"RH"``, ``"L'A3"`` -> ``"L'A"``; a name with no
-    trailing digits is its own shaft.
+    ``"LA12"`` -> ``"LA"``, ``"RH1"`` -> ``"RH"``, ``"L'A3"`` -> ``"L'A"``; a bipolar channel
+    is on the shaft of its first contact (``"HL1-HL2"`` -> ``"HL"``); a name with no trailing
+    digits is its own shaft.
     """
+    pair = re.match(r"^(.*?\d+)-(.*?\d+)$", contact.strip())
+    if pair:
+        contact = pair.group(1)
     m = re.match(r"^(.*?)(\d+)$", contact.strip())
     return m.group(1) if m and m.group(1) else contact.strip()

@@ -32,8 +32,12 @@ from ingest.bids_writer import RunData, SubjectData, write_dataset_files, write_
 from ingest.epileptor import EpileptorParams, region_onsets, seizure_drive, simulate_network
 from ingest.errors import ConfigError
 from ingest.implant import Implantation, implant, lead_field, make_anatomy
+from ingest.sim_truth import corrupt_labels, resection, true_soz
 
 logger = logging.getLogger(__name__)
+
+#: Generator families ``simulate_cohort(generator=...)`` / ``soz simulate --generator`` know.
+GENERATORS = ("epileptor", "wendling")
 
 #: Simulated centres: (site, line frequency, naming style, preferred sampling rates).
 CENTRES = (
@@ -159,6 +163,7 @@ def simulate_cohort(
     out_dir: str | os.PathLike,
     cfg: SimulationConfig = SimulationConfig(),
     *,
+    generator: str = "epileptor",
     subjects: Sequence[int] | None = None,
     n_jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
@@ -171,6 +176,12 @@ def simulate_cohort(
         Root of the BIDS dataset (created; existing subjects with the same ids are overwritten).
     cfg : SimulationConfig
         What to simulate.
+    generator : str
+        Generator family, one of :data:`GENERATORS`: ``"epileptor"`` (this module: Epileptor
+        network, inverse-square lead field, referential montage, centres A-C) or
+        ``"wendling"`` (:mod:`ingest.wendling_cohort`: Wendling neural masses, exponential
+        lead field, bipolar / white-matter-referenced montages, its own noise, artefacts, naming,
+        rates and centres D-F). Same seed, different family: independent cohorts.
     subjects : sequence of int or None
         Indices (0-based, ``< cfg.n_subjects``) of the cohort's subjects to write; default all.
         Subject ``i`` is the same whichever subset it is written with, so a cohort can be split
@@ -194,14 +205,23 @@ def simulate_cohort(
         )
     if n_jobs < 1:
         raise ConfigError(f"n_jobs={n_jobs} must be >= 1.")
+    if generator not in GENERATORS:
+        raise ConfigError(f"generator={generator!r} is unknown; choose one of {GENERATORS}.")
+    simulate_subject_fn = simulate_subject
+    entropy: int | list[int] = cfg.seed
+    if generator == "wendling":
+        from ingest import wendling_cohort
+
+        simulate_subject_fn = wendling_cohort.simulate_subject
+        entropy = [cfg.seed, wendling_cohort.SEED_TAG]
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    seqs = np.random.SeedSequence(cfg.seed).spawn(cfg.n_subjects)
+    seqs = np.random.SeedSequence(entropy).spawn(cfg.n_subjects)
     runs_per_subject = cfg.n_ictal_runs + cfg.n_interictal_runs
     total = len(indices) * runs_per_subject
     if n_jobs == 1:
         written = [
-            simulate_subject(
+            simulate_subject_fn(
                 root, i, cfg, seqs[i], on_run=_counter(progress, k * runs_per_subject, total)
             )
             for k, i in enumerate(indices)
@@ -210,7 +230,7 @@ def simulate_cohort(
         # "spawn": the caller may hold threads (Ray, torch) that fork would copy half-alive.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(n_jobs, len(indices)), mp_context=ctx) as pool:
-            futures = {pool.submit(simulate_subject, root, i, cfg, seqs[i]): i for i in indices}
+            futures = {pool.submit(simulate_subject_fn, root, i, cfg, seqs[i]): i for i in indices}
             done = 0
             for future in as_completed(futures):
                 future.result()
@@ -220,6 +240,8 @@ def simulate_cohort(
             by_index = {futures[f]: f.result() for f in futures}
         written = [by_index[i] for i in indices]
     write_dataset_files(root, written, cfg)
+    if generator == "wendling":
+        wendling_cohort.describe_dataset(root, cfg)
     logger.info("wrote %d subjects (%d runs) to %s", len(indices), total, root)
     return root
 
@@ -311,9 +333,9 @@ def plan_subject(index: int, cfg: SimulationConfig, rng: np.random.Generator) ->
     imp = implant(anatomy, np.asarray(targets), counts, naming=naming, rng=rng)
     gain = lead_field(imp.positions, anatomy.positions)  # (n_contacts, n_regions)
 
-    soz_true = _true_soz(gain, np.asarray(ez))
-    soz_label = _corrupt_labels(soz_true, imp, cfg.agreement, rng)
-    resected = _resection(soz_label, imp, rng)
+    soz_true = true_soz(gain, np.asarray(ez))
+    soz_label = corrupt_labels(soz_true, imp, cfg.agreement, rng)
+    resected = resection(soz_label, imp, rng)
     return SubjectData(
         subject=f"sim{index + 1:03d}",
         site=site,
@@ -576,57 +598,6 @@ def _add_artefacts(data, imp: Implantation, sfreq, rng, truth_events) -> None:
         truth_events.append((start / sfreq, "flat", imp.names[c]))
 
 
-def _true_soz(gain: np.ndarray, ez: np.ndarray) -> np.ndarray:
-    """Contacts dominated by the EZ: EZ gain share >= 0.5 and a clear EZ gain; 5-20 % of contacts.
-
-    Returns
-    -------
-    soz : ndarray of bool, shape (n_contacts,)
-    """
-    ez_gain = gain[:, ez].sum(axis=1)
-    share = ez_gain / gain.sum(axis=1)
-    score = ez_gain * share
-    n = gain.shape[0]
-    lo, hi = max(1, int(np.ceil(0.05 * n))), max(1, int(np.floor(0.2 * n)))
-    k = int(np.clip(np.sum((share >= 0.5) & (ez_gain >= 0.3)), lo, hi))
-    soz = np.zeros(n, dtype=bool)
-    soz[np.argsort(score)[::-1][:k]] = True
-    return soz
-
-
-def _corrupt_labels(soz: np.ndarray, imp: Implantation, agreement: float, rng) -> np.ndarray:
-    """Swap ``round((1 - agreement) * n_soz)`` true SOZ contacts for nearby non-SOZ ones.
-
-    The swapped-in contacts are the non-SOZ contacts closest to the true SOZ, as a human reader
-    mislabels neighbours; the label set keeps the size of the true set (Dice = agreement).
-    """
-    labels = soz.copy()
-    idx = np.flatnonzero(soz)
-    n_swap = int(round((1.0 - agreement) * idx.size))
-    if n_swap == 0:
-        return labels
-    others = np.flatnonzero(~soz)
-    dist = np.linalg.norm(imp.positions[others, None] - imp.positions[None, idx], axis=-1).min(
-        axis=1
-    )
-    near = others[np.argsort(dist + rng.uniform(0, 3.0, others.size))][:n_swap]
-    labels[rng.choice(idx, n_swap, replace=False)] = False
-    labels[near] = True
-    return labels
-
-
-def _resection(labels: np.ndarray, imp: Implantation, rng) -> np.ndarray:
-    """Resected contacts: the clinical SOZ plus 1-3 neighbours on the same shaft."""
-    res = labels.copy()
-    shafts = np.asarray(imp.shafts)
-    for c in np.flatnonzero(labels):
-        reach = int(rng.integers(1, 4))
-        for k in range(max(0, c - reach), min(len(res), c + reach + 1)):
-            if shafts[k] == shafts[c]:
-                res[k] = True
-    return res
-
-
 def _counter(progress, offset: int, total: int) -> Callable[[], None] | None:
     if progress is None:
         return None
@@ -639,4 +610,11 @@ def _counter(progress, offset: int, total: int) -> Callable[[], None] | None:
     return tick
 
 
-__all__ = ["CENTRES", "SimulationConfig", "plan_subject", "simulate_cohort", "simulate_subject"]
+__all__ = [
+    "CENTRES",
+    "GENERATORS",
+    "SimulationConfig",
+    "plan_subject",
+    "simulate_cohort",
+    "simulate_subject",
+]

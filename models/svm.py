@@ -10,6 +10,13 @@ and an unweighted SVM mostly learns to say "not SOZ".
 Calibration folds are stratified and, when ``groups`` (patient ids) are given to :meth:`SOZSVM.fit`,
 grouped, so a patient's channels never calibrate the decision values of a model that saw them.
 
+Features are first normalised **within each recording** (``normalise="zscore"``, the default, or
+``"rank"``), as cross-patient iEEG work does: a channel is described relative to the other channels
+of its own recording, so a site's absolute scale (amplifier gain, montage, reference, noise floor,
+spike-detector sensitivity) cancels. The fitted model does it to every input, grouped by
+``recordings``; without ``recordings`` the rows are one recording, which is what serving passes,
+so training and serving normalise alike. ``normalise=None`` is the SVM on absolute features.
+
 Pure scikit-learn: no Ray, no Beam, no torch.
 """
 
@@ -33,6 +40,52 @@ logger = logging.getLogger(__name__)
 
 #: Version of the file layout :meth:`SOZSVM.save` writes.
 _FORMAT = 1
+#: Per-recording feature normalisations :class:`SOZSVM` knows (``None``: absolute features).
+NORMALISATIONS = ("zscore", "rank")
+
+
+def normalise_within(
+    X: np.ndarray, recordings: np.ndarray | None = None, mode: str = "zscore"
+) -> np.ndarray:
+    """Normalise each feature over the channels of each recording.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_channels, n_feats)
+        Feature rows (of one or several recordings).
+    recordings : ndarray, shape (n_channels,) or None
+        Recording of each row; ``None``: all rows are one recording.
+    mode : {"zscore", "rank"}
+        ``"zscore"``: ``(x - mean) / std`` over the recording's channels (0 where a feature is
+        constant there); ``"rank"``: the channel's average rank in the recording scaled to
+        [-1, 1] (0 for a single channel).
+
+    Returns
+    -------
+    Z : ndarray, shape (n_channels, n_feats), float64
+    """
+    from scipy.stats import rankdata
+
+    if mode not in NORMALISATIONS:
+        raise ValueError(f"normalise={mode!r} must be one of {NORMALISATIONS} or None.")
+    X = np.asarray(X, dtype=np.float64)
+    keys = np.zeros(X.shape[0], dtype=np.int64) if recordings is None else np.asarray(recordings)
+    if keys.shape != (X.shape[0],):
+        raise ValueError(
+            f"recordings must have shape ({X.shape[0]},) like X's rows, got {keys.shape}."
+        )
+    out = np.empty_like(X)
+    _, inverse = np.unique(keys, return_inverse=True)
+    for g in range(int(inverse.max()) + 1 if inverse.size else 0):
+        rows = inverse == g
+        x = X[rows]
+        if mode == "zscore":
+            std = x.std(axis=0)
+            out[rows] = np.where(std > 0, (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0), 0.0)
+        else:
+            n = x.shape[0]
+            out[rows] = 0.0 if n < 2 else 2.0 * (rankdata(x, axis=0) - 1.0) / (n - 1) - 1.0
+    return out
 
 
 class SOZSVM:
@@ -50,6 +103,9 @@ class SOZSVM:
         Folds of the out-of-fold decision values the calibrator is fitted on.
     seed : int
         Seed of the fold shuffling (the only randomness: the SVM itself is deterministic).
+    normalise : {"zscore", "rank"} | None
+        Per-recording feature normalisation (:func:`normalise_within`) applied before the
+        scaler, in :meth:`fit` and in every prediction; ``None`` keeps absolute features.
     """
 
     def __init__(
@@ -60,6 +116,7 @@ class SOZSVM:
         calibration: str = "sigmoid",
         n_calibration_folds: int = 3,
         seed: int = 0,
+        normalise: str | None = "zscore",
     ) -> None:
         if not np.isfinite(C) or C <= 0:
             raise ValueError(f"{C=} must be a positive number.")
@@ -72,6 +129,9 @@ class SOZSVM:
             raise ValueError(f"{calibration=} must be 'sigmoid' or 'isotonic'.")
         if int(n_calibration_folds) != n_calibration_folds or n_calibration_folds < 2:
             raise ValueError(f"{n_calibration_folds=} must be an integer >= 2.")
+        if normalise is not None and normalise not in NORMALISATIONS:
+            raise ValueError(f"{normalise=} must be one of {NORMALISATIONS} or None.")
+        self.normalise = normalise
         self.C = float(C)
         self.gamma = gamma if isinstance(gamma, str) else float(gamma)
         self.calibration = calibration
@@ -89,6 +149,7 @@ class SOZSVM:
             "calibration": self.calibration,
             "n_calibration_folds": self.n_calibration_folds,
             "seed": self.seed,
+            "normalise": self.normalise,
         }
 
     def __repr__(self) -> str:
@@ -116,6 +177,11 @@ class SOZSVM:
                 "drop those channels or fix their features before the SVM."
             )
         return X
+
+    def _inputs(self, X: np.ndarray, recordings: np.ndarray | None) -> np.ndarray:
+        """Checked rows, normalised within their recordings when the model does so."""
+        X = self._check_X(X)
+        return X if self.normalise is None else normalise_within(X, recordings, self.normalise)
 
     def _splits(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> list:
         k = self.n_calibration_folds
@@ -151,6 +217,7 @@ class SOZSVM:
         y: np.ndarray,
         *,
         groups: np.ndarray | None = None,
+        recordings: np.ndarray | None = None,
         feature_names: Sequence[str] | None = None,
     ) -> SOZSVM:
         """Fit the scaler, the SVM and its probability calibrator.
@@ -164,6 +231,10 @@ class SOZSVM:
             1 for SOZ channels, 0 otherwise.
         groups : ndarray, shape (n_channels,) | None
             Patient of each channel: calibration folds then never split a patient.
+        recordings : ndarray, shape (n_channels,) | None
+            Recording of each row, the unit of the feature normalisation (``None``: one
+            recording; with several recordings pass it, or each is normalised against the
+            others' channels).
         feature_names : sequence of str | None
             Column names, kept with the model (e.g. ``models.features.FEATURE_NAMES``).
 
@@ -195,7 +266,7 @@ class SOZSVM:
             cv=self._splits(X, y, groups),
             ensemble=False,
         )
-        model.fit(X, y)
+        model.fit(self._inputs(X, recordings), y)
         self._model = model
         self.n_features_in_ = X.shape[1]
         self.feature_names = None if feature_names is None else tuple(map(str, feature_names))
@@ -207,12 +278,15 @@ class SOZSVM:
             raise RuntimeError("this SOZSVM is not fitted: call fit(X, y) or SOZSVM.load(path).")
         return self._model
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray, recordings: np.ndarray | None = None) -> np.ndarray:
         """Calibrated probability that each channel is in the SOZ.
 
         Parameters
         ----------
         X : ndarray, shape (n_channels, n_feats)
+            Rows of one recording, or of several with ``recordings``.
+        recordings : ndarray, shape (n_channels,) | None
+            Recording of each row (the unit of the normalisation); ``None``: one recording.
 
         Returns
         -------
@@ -220,12 +294,13 @@ class SOZSVM:
             Values in [0, 1].
         """
         model = self._fitted()
-        return model.predict_proba(self._check_X(X))[:, 1]
+        return model.predict_proba(self._inputs(X, recordings))[:, 1]
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
+    def decision_function(self, X: np.ndarray, recordings: np.ndarray | None = None) -> np.ndarray:
         """Uncalibrated SVM decision values (signed distance to the boundary), shape (n_channels,)."""
         model = self._fitted()
-        return model.calibrated_classifiers_[0].estimator.decision_function(self._check_X(X))
+        estimator = model.calibrated_classifiers_[0].estimator
+        return estimator.decision_function(self._inputs(X, recordings))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted model (joblib) to ``path`` and return the path.
@@ -275,7 +350,8 @@ class SOZSVM:
                 payload["sklearn"],
                 sklearn.__version__,
             )
-        svm = cls(**payload["params"])
+        # Files written before per-recording normalisation existed used absolute features.
+        svm = cls(**{"normalise": None, **payload["params"]})
         svm._model = payload["model"]
         svm.n_features_in_ = payload["n_features_in"]
         svm.feature_names = payload["feature_names"]

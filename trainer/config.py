@@ -90,6 +90,10 @@ class TrainConfig:
     resume : bool
         Continue an interrupted run in the same run directory: finished folds are kept, a fold
         cut short restarts from its last checkpoint.
+    split : str
+        How test patients are held out (:data:`trainer.splits.SPLITS`): ``"patient"``
+        (``n_folds`` patient-wise folds), ``"centre"`` (leave one centre out: one fold per
+        centre) or ``"cohort"`` (leave one cohort out).
     """
 
     models: tuple[str, ...] = ("sozformer",)
@@ -122,6 +126,7 @@ class TrainConfig:
     loader_workers: int = 0
     max_parallel_folds: int | None = None
     resume: bool = False
+    split: str = "patient"
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
@@ -129,6 +134,11 @@ class TrainConfig:
         object.__setattr__(
             self, "model_hparams", {k: dict(v) for k, v in dict(self.model_hparams).items()}
         )
+        if self.split not in ("patient", "centre", "cohort"):
+            raise ConfigError(
+                f"split={self.split!r} must be 'patient', 'centre' or 'cohort' (leave one "
+                "centre / cohort out)."
+            )
         if not models:
             raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
         unknown = [m for m in models if m not in ALL_MODELS]

@@ -12,6 +12,7 @@ The run directory's layout and its finished/complete rules are those of :mod:`tr
 finished marker) is written after everything else of the fold, its model file included; with
 ``TrainConfig.resume`` finished folds are kept and an interrupted neural fold resumes from its last
 Ray Train checkpoint.
+``RUN_DIR/sites.json`` holds the test ROC-AUC by centre and run kind (ictal / interictal).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from trainer.config import TrainConfig
 from trainer.datasets import recording_table
 from trainer.metrics import evaluate_fold, summarise_folds
 from trainer.rundir import RunDir
-from trainer.splits import Fold, cohort_groups, patient_folds
+from trainer.splits import Fold, make_folds, patient_groups
 
 logger = logging.getLogger(__name__)
 
@@ -241,18 +242,22 @@ def run_training(
     store = ClipStore.open(store_url)
     recs = recording_table(store)
     patients = sorted({r.patient for r in recs})
-    if len(patients) < cfg.n_folds:
+    if cfg.split == "patient" and len(patients) < cfg.n_folds:
         raise SozkitError(
             f"the store {store_url} has {len(patients)} labelled patients, fewer than "
             f"{cfg.n_folds=}; use --folds {max(2, len(patients))} or ingest more patients."
         )
-    folds = patient_folds(
-        patients,
-        n_folds=cfg.n_folds,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        groups=cohort_groups(patients),
-    )
+    try:
+        folds = make_folds(
+            patients,
+            split=cfg.split,
+            n_folds=cfg.n_folds,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            recordings=store.recordings(),
+        )
+    except ValueError as e:
+        raise SozkitError(f"the store {store_url} cannot be split by {cfg.split}: {e}") from e
     _check_run_dir(run_dir, folds, cfg.resume)
     card_extra = {
         "store": store_url,
@@ -332,7 +337,14 @@ def run_training(
         _run_baseline(store_url, run_dir, recs, folds, cfg, tick)
 
     summaries = {m: write_model_summary(run_dir, m, folds) for m in cfg.models}
-    summary_path = write_summary(run_dir, summaries, title=f"sozkit training run: {run_dir.name}")
+    sites = _site_figures(run_dir, cfg.models, store.recordings())
+    summary_path = write_summary(
+        run_dir,
+        summaries,
+        title=f"sozkit training run: {run_dir.name}",
+        sites=sites,
+        split=cfg.split,
+    )
     return {
         "run_dir": str(run_dir),
         "folds": [f.to_dict() for f in folds],
@@ -340,6 +352,19 @@ def run_training(
         "summary": str(summary_path),
         "card": str(run.card_path),
     }
+
+
+def _site_figures(run_dir: Path, models, recordings: pd.DataFrame) -> dict:
+    """Test ROC-AUC by centre and run kind per model (:mod:`trainer.sites`), to sites.json."""
+    from trainer.sites import site_figures
+
+    centres = patient_groups(recordings, "centre")
+    sites = {
+        m: site_figures(pd.read_parquet(run_dir / m / "predictions.parquet"), recordings, centres)
+        for m in models
+    }
+    write_json(Path(run_dir) / "sites.json", sites)
+    return sites
 
 
 def _precompute_features(store_url: str, recording_ids: list[str], feature_config: dict) -> None:

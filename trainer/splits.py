@@ -5,6 +5,10 @@ remaining patients are split into training and validation patients (85 / 15 by d
 patient and seeded. With ``groups`` (patient -> cohort) both steps are stratified so that every
 fold mixes the cohorts in about the proportions of the whole set.
 
+:func:`group_folds` makes leave-one-group-out folds instead (``soz train --split centre``: each
+centre once the test set; ``cohort``: each cohort, e.g. two simulator families, cross-generator);
+:func:`make_folds` is what training calls for either.
+
 A patient id is ``f"{cohort}/{subject}"`` (see :func:`patient_id`), so that two hospitals may both
 have a ``sub-01`` without their recordings being merged.
 """
@@ -19,7 +23,16 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Fold", "cohort_groups", "patient_folds", "patient_id"]
+__all__ = [
+    "SPLITS",
+    "Fold",
+    "cohort_groups",
+    "group_folds",
+    "make_folds",
+    "patient_folds",
+    "patient_groups",
+    "patient_id",
+]
 
 
 def patient_id(cohort: str, subject: str) -> str:
@@ -242,3 +255,150 @@ def patient_folds(
             "fold %d: %d train, %d val, %d test patients", k, len(train), len(val), len(test)
         )
     return folds
+
+
+#: The ways ``soz train --split`` holds patients out: patient-wise K-fold, leave one centre
+#: out, leave one cohort out (two cohorts from two simulator families: cross-generator).
+SPLITS = ("patient", "centre", "cohort")
+
+
+def group_folds(
+    groups: Mapping[str, str],
+    *,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> list[Fold]:
+    """Leave-one-group-out folds: each group (centre, cohort) is once the whole test set.
+
+    The training and validation patients of a fold both come from the other groups, split by
+    patient (``val_fraction``, seeded, stratified by group), so the threshold and early stopping
+    are chosen without seeing the held-out site: the test figure is the one a new site gets.
+
+    Parameters
+    ----------
+    groups : mapping of str to str
+        ``{patient: group}`` for every patient (e.g. from :func:`patient_groups`).
+    val_fraction : float
+        Fraction of each fold's other patients held out for validation, in (0, 1); at least 1,
+        leaving at least 1 for training.
+    seed : int
+        Seed of the validation draws.
+
+    Returns
+    -------
+    folds : list of Fold
+        One fold per group, in sorted group order (``folds[k].index == k``).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 groups, or fewer than 2 patients outside some group.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"{val_fraction=} must be in (0, 1).")
+    names = sorted(set(groups.values()))
+    if len(names) < 2:
+        raise ValueError(
+            f"leave-one-group-out needs at least 2 groups; every patient is in {names}. "
+            "Use --split patient, or add patients from another centre / cohort."
+        )
+    rng = np.random.default_rng(seed)
+    folds = []
+    for k, name in enumerate(names):
+        test = sorted(p for p, g in groups.items() if g == name)
+        rest = sorted(p for p, g in groups.items() if g != name)
+        if len(rest) < 2:
+            raise ValueError(
+                f"holding out group {name!r} leaves {len(rest)} patient(s): a fold needs at "
+                "least 1 training and 1 validation patient from the other groups."
+            )
+        n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
+        by_group: dict[str, list[str]] = {}
+        for p in rest:
+            by_group.setdefault(groups[p], []).append(p)
+        quota = _allocate({g: len(m) for g, m in by_group.items()}, n_val)
+        val = []
+        for g in sorted(by_group):
+            members = by_group[g]
+            val.extend(members[i] for i in rng.choice(len(members), quota[g], replace=False))
+        train = [p for p in rest if p not in set(val)]
+        folds.append(Fold(index=k, train=tuple(train), val=tuple(sorted(val)), test=tuple(test)))
+    return folds
+
+
+def patient_groups(recordings, by: str) -> dict[str, str]:
+    """``{patient: centre}`` or ``{patient: cohort}`` from a store's recordings manifest.
+
+    Parameters
+    ----------
+    recordings : pandas.DataFrame
+        ``ClipStore.recordings()``: columns ``cohort``, ``subject`` and ``centre``.
+    by : str
+        ``"centre"`` or ``"cohort"``. A patient without a centre is in the centre
+        ``"<cohort>:unknown"``; a patient recorded at two centres is an error.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    if by not in ("centre", "cohort"):
+        raise ValueError(f"{by=} must be 'centre' or 'cohort'.")
+    out: dict[str, str] = {}
+    for row in recordings.itertuples(index=False):
+        pid = patient_id(row.cohort, row.subject)
+        centre = getattr(row, "centre", None)
+        if by == "cohort":
+            group = str(row.cohort)
+        elif centre is None or centre != centre or str(centre) in ("", "n/a"):  # None / NaN
+            group = f"{row.cohort}:unknown"
+        else:
+            group = str(centre)
+        if out.setdefault(pid, group) != group:
+            raise ValueError(
+                f"patient {pid} has recordings from centres {out[pid]!r} and {group!r}; a "
+                "leave-one-centre-out split needs one centre per patient (fix participants.tsv)."
+            )
+    return out
+
+
+def make_folds(
+    patients: Sequence[str],
+    *,
+    split: str = "patient",
+    n_folds: int = 5,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+    recordings=None,
+) -> list[Fold]:
+    """The folds of ``soz train --split``: patient-wise K-fold or leave-one-group-out.
+
+    Parameters
+    ----------
+    patients : sequence of str
+        The labelled patients to split.
+    split : str
+        One of :data:`SPLITS`.
+    n_folds, val_fraction, seed
+        As in :func:`patient_folds` (``n_folds`` is ignored by the group splits: one fold per
+        centre / cohort).
+    recordings : pandas.DataFrame, optional
+        The store's recordings manifest (needed by ``"centre"`` / ``"cohort"``).
+
+    Returns
+    -------
+    list of Fold
+    """
+    if split == "patient":
+        return patient_folds(
+            patients,
+            n_folds=n_folds,
+            val_fraction=val_fraction,
+            seed=seed,
+            groups=cohort_groups(patients),
+        )
+    if split not in SPLITS:
+        raise ValueError(f"{split=} must be one of {SPLITS}.")
+    if recordings is None:
+        raise ValueError(f"split={split!r} needs the store's recordings manifest.")
+    groups = patient_groups(recordings, split)
+    return group_folds({p: groups[p] for p in patients}, val_fraction=val_fraction, seed=seed)

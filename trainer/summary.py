@@ -99,7 +99,12 @@ def _plot_links(run_dir: Path, name: str, res: Mapping) -> list[tuple[str, str]]
 
 
 def render_summary(
-    results: Mapping[str, Mapping], *, run_dir: str | Path | None = None, title: str = "sozkit run"
+    results: Mapping[str, Mapping],
+    *,
+    run_dir: str | Path | None = None,
+    title: str = "sozkit run",
+    sites: Mapping[str, Mapping] | None = None,
+    split: str = "patient",
 ) -> str:
     """The Markdown text of the summary (see :func:`write_summary`)."""
     if not results:
@@ -191,6 +196,11 @@ def render_summary(
             )
         lines += _table(["model", *cohorts], rows)
 
+    if sites:
+        from trainer.sites import render_sites
+
+        lines += render_sites(sites, split)
+
     lines += ["", "## Reference: the original work on real data (not this run)", ""]
     lines += [
         "Figures reported by the original work on the real HUP / EIIMD / CHUL cohorts (test",
@@ -230,7 +240,12 @@ def render_summary(
 
 
 def write_summary(
-    run_dir: Path, results: Mapping[str, Mapping], *, title: str = "sozkit run"
+    run_dir: Path,
+    results: Mapping[str, Mapping],
+    *,
+    title: str = "sozkit run",
+    sites: Mapping[str, Mapping] | None = None,
+    split: str = "patient",
 ) -> Path:
     """Write ``RUN_DIR/summary.md`` comparing every model of the run side by side.
 
@@ -245,6 +260,10 @@ def write_summary(
         ``run_dir / model name`` are linked.
     title : str
         Heading of the document.
+    sites : mapping of str to dict, optional
+        ``{model: trainer.sites.site_figures(...)}``: the section by centre and run kind.
+    split : str
+        The run's split (what a centre's figure means).
 
     Returns
     -------
@@ -252,7 +271,7 @@ def write_summary(
         ``run_dir / "summary.md"``.
     """
     run_dir = Path(run_dir)
-    text = render_summary(results, run_dir=run_dir, title=title)
+    text = render_summary(results, run_dir=run_dir, title=title, sites=sites, split=split)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "summary.md"
     tmp = path.with_name(path.name + ".tmp")

@@ -12,7 +12,8 @@ written once, atomically (temporary name, then rename); bump :data:`FEATURE_VERS
 features change so stale caches are never read.
 
 Training: one :class:`models.svm.SOZSVM` per fold on the training patients' (recording, channel)
-rows (calibration folds grouped by patient); it scores the validation and test recordings, and
+rows (calibration folds grouped by patient; features normalised within each recording by the
+model itself, so serving a single recording normalises the same way); it scores the validation and test recordings, and
 :func:`trainer.metrics.evaluate_fold` turns those into the fold's metrics like for every model.
 """
 
@@ -233,7 +234,7 @@ def train_svm_fold(
     fold : Fold
     seed : int
     hparams : mapping, optional
-        Keyword arguments of :class:`models.svm.SOZSVM` (``C``, ``gamma``...).
+        Keyword arguments of :class:`models.svm.SOZSVM` (``C``, ``gamma``, ``normalise``...).
 
     Returns
     -------
@@ -260,6 +261,7 @@ def train_svm_fold(
         train[cols].to_numpy(),
         train["y_true"].to_numpy(),
         groups=train["patient"].to_numpy() if grouped else None,
+        recordings=train["recording_id"].to_numpy(),
         feature_names=cols,
     )
     preds = {}
@@ -272,7 +274,9 @@ def train_svm_fold(
                 "recording_id": rows["recording_id"],
                 "channel": rows["channel"],
                 "y_true": rows["y_true"],
-                "score": svm.predict_proba(rows[cols].to_numpy()),
+                "score": svm.predict_proba(
+                    rows[cols].to_numpy(), recordings=rows["recording_id"].to_numpy()
+                ),
             }
         )
     return SVMFoldResult(fold.index, svm, preds["val"], preds["test"])

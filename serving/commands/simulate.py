@@ -16,6 +16,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interictal-runs", type=int, default=None, help="interictal runs per subject")
     p.add_argument("--ictal-duration", type=float, default=None, help="ictal run length in s")
     p.add_argument(
+        "--generator",
+        default="epileptor",
+        choices=("epileptor", "wendling"),
+        help="generator family: 'epileptor' (default: Epileptor network, centres A-C) or "
+        "'wendling' (Wendling neural masses, exponential lead field, bipolar/referential montages, "
+        "its own noise, artefacts, naming and rates, centres D-F): train on one, test on the other",
+    )
+    p.add_argument(
         "--interictal-duration", type=float, default=None, help="interictal run length in s"
     )
     p.add_argument(
@@ -23,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         nargs="+",
         default=None,
-        help="sampling rates subjects may get (default: 256 500 512 1000 1024 2048)",
+        help="sampling rates subjects may get (default: the family's own; epileptor: "
+        "256 500 512 1000 1024 2048, wendling: 400 512 600 1000 1024 2000 2048)",
     )
     p.add_argument(
         "--difficulty",
@@ -39,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("simulate", "Simulate a synthetic SEEG cohort (Epileptor network) as BIDS", add_arguments)
+@command(
+    "simulate", "Simulate a synthetic SEEG cohort (Epileptor or Wendling) as BIDS", add_arguments
+)
 def run(args: argparse.Namespace) -> int:
     from ingest.simulate import SimulationConfig, simulate_cohort
 
@@ -56,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
     }
     cfg = SimulationConfig(**{k: v for k, v in given.items() if v is not None})
     with progress_bar("run", "simulate") as progress:
-        root = simulate_cohort(args.out, cfg, progress=progress)
-    print(f"wrote {cfg.n_subjects} subjects to {root}")
+        root = simulate_cohort(args.out, cfg, generator=args.generator, progress=progress)
+    print(f"wrote {cfg.n_subjects} subjects ({args.generator} family) to {root}")
     return 0

@@ -31,6 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = partial(default, TrainConfig)
     p.add_argument("--folds", type=int, default=d("n_folds"), help="CV folds (%(default)s)")
     p.add_argument(
+        "--split",
+        default=d("split"),
+        choices=("patient", "centre", "cohort"),
+        help="patient: --folds patient-wise folds; centre: leave one centre out (the "
+        "cross-site figure); cohort: leave one cohort out",
+    )
+    p.add_argument(
         "--epochs", type=int, default=d("epochs"), help="maximum epochs per fold (%(default)s)"
     )
     p.add_argument(
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         models=ALL_MODELS if args.model == "all" else (args.model,),
         n_folds=args.folds,
+        split=args.split,
         epochs=args.epochs,
         patience=args.patience,
         num_workers=args.workers,

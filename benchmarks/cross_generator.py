@@ -1,0 +1,300 @@
+"""Cross-generator accuracy: train on one simulator family, test on the other, and the reverse.
+
+``python -m benchmarks.accuracy --protocol cross-generator`` (or ``python -m
+benchmarks.cross_generator``) measures domain shift in-house, the way a new hospital sees it:
+
+1. **simulate** ``--subjects`` patients of each family (:func:`ingest.simulate.simulate_cohort`
+   with ``generator="epileptor"`` and ``"wendling"``: different neural mass, connectome, lead
+   field, montage, noise, artefacts, naming, rates, line frequencies and centres) into the
+   cohorts ``epileptor`` and ``wendling``;
+2. **ingest** both into one clip store (Beam) at ``--sfreq``;
+3. **train** with ``split="cohort"`` (leave one cohort out): fold 0 trains and thresholds on
+   the epileptor patients (85 / 15 train / validation) and tests on every wendling patient,
+   fold 1 the reverse; SOZFormer, the SVM and the classical baseline (``--models``);
+4. **SVM variants** on the same folds from the cached features: the per-recording feature
+   normalisation of :class:`models.svm.SOZSVM` (``normalise="zscore"``, the default) against
+   none (``normalise=None``, the SVM as it was) and ``"rank"``;
+5. **report** per model and direction: channel ROC-AUC (all recordings, ictal only, interictal
+   only), the calls at the validation Youden threshold (calls / channels, recall, precision),
+   Brier score and the prevalence's Brier.
+
+Results: ``cross_generator.json`` / ``.md`` in ``--results`` (default
+``benchmarks/results``; with ``--quick`` under ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ingest.config import IngestConfig
+from ingest.errors import SozkitError
+from ingest.simulate import SimulationConfig, simulate_cohort
+from trainer.config import TrainConfig
+from trainer.metrics import aggregate_channel_scores, evaluate_fold
+from trainer.splits import Fold
+
+logger = logging.getLogger(__name__)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FAMILIES = ("epileptor", "wendling")
+_MARKER = "sozkit-cross-generator-simulation.json"
+#: SVM feature normalisations compared on the same folds.
+SVM_VARIANTS = {"svm (no normalisation)": None, "svm (z-score)": "zscore", "svm (rank)": "rank"}
+
+
+def simulate_families(work: Path, cfg: SimulationConfig, *, n_jobs: int) -> dict[str, float]:
+    """Simulate each family into ``work/<family>`` unless a finished one of ``cfg`` is there."""
+    wall = {}
+    wanted = json.loads(json.dumps(cfg.__dict__, default=str))
+    for family in FAMILIES:
+        root = work / family
+        marker = root / _MARKER
+        if marker.is_file() and json.loads(marker.read_text("utf-8")).get("config") == wanted:
+            wall[family] = json.loads(marker.read_text("utf-8"))["wall_s"]
+            continue
+        t = time.perf_counter()
+        simulate_cohort(root, cfg, generator=family, n_jobs=n_jobs)
+        wall[family] = time.perf_counter() - t
+        marker.write_text(json.dumps({"config": wanted, "wall_s": wall[family]}), "utf-8")
+        logger.info("simulated %s in %.0f s", family, wall[family])
+    return wall
+
+
+def direction_figures(
+    val: pd.DataFrame, test: pd.DataFrame, recordings: pd.DataFrame
+) -> dict[str, Any]:
+    """Figures of one fold (one direction): AUC all / ictal / interictal, calls, Brier.
+
+    Parameters
+    ----------
+    val, test : DataFrame
+        The fold's validation and test predictions (``RUN_DIR/<model>/fold_<k>``).
+    recordings : DataFrame
+        The store's recordings manifest (``n_seizures`` says which runs are ictal).
+
+    Returns
+    -------
+    dict
+    """
+    from trainer.sites import site_figures
+
+    result = evaluate_fold(val, test)
+    t = result["test"]
+    table = aggregate_channel_scores(test)
+    y, p = table["y_true"].to_numpy(float), table["score"].to_numpy(float)
+    prevalence = float(y.mean())
+    kinds = site_figures(test, recordings, {})
+    return {
+        "roc_auc": kinds["all"]["roc_auc"],
+        "roc_auc_ictal": kinds["ictal"]["roc_auc"],
+        "roc_auc_interictal": kinds["interictal"]["roc_auc"],
+        "threshold": result["threshold"],
+        "calls": int(t["tp"] + t["fp"]),
+        "channels": int(t["n_channels"]),
+        "soz": int(t["n_positive"]),
+        "recall": t["recall"],
+        "precision": t["precision"],
+        "macro_recall": result["macro"]["recall"]["mean"],
+        "macro_precision": result["macro"]["precision"]["mean"],
+        "brier": float(np.mean((p - y) ** 2)),
+        "brier_prevalence": prevalence * (1 - prevalence),
+        "prevalence": prevalence,
+    }
+
+
+def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainConfig) -> dict:
+    """The SVM with each feature normalisation, trained on the run's folds (cached features)."""
+    from ingest.store import ClipStore
+    from trainer.datasets import recording_table
+    from trainer.svm_stage import compute_features, train_svm_fold
+
+    store = ClipStore.open(store_url)
+    recs = recording_table(store)
+    features = compute_features(store_url, [r.recording_id for r in recs])
+    manifest = store.recordings()
+    out: dict[str, dict] = {}
+    for name, mode in SVM_VARIANTS.items():
+        hparams = {**cfg.hparams_for("svm"), "normalise": mode}
+        out[name] = {}
+        for fold in folds:
+            res = train_svm_fold(features, recs, fold, seed=cfg.seed, hparams=hparams)
+            out[name][_direction(fold)] = direction_figures(
+                res.val_predictions, res.test_predictions, manifest
+            )
+    return out
+
+
+def _direction(fold: Fold) -> str:
+    train = sorted({p.split("/")[0] for p in fold.train})
+    test = sorted({p.split("/")[0] for p in fold.test})
+    return f"{'+'.join(train)} -> {'+'.join(test)}"
+
+
+def run(
+    work: Path,
+    sim_cfg: SimulationConfig,
+    ingest_cfg: IngestConfig,
+    train_cfg: TrainConfig,
+    *,
+    n_jobs: int,
+) -> dict:
+    """Simulate both families, ingest, train leave-one-cohort-out, evaluate (needs Ray)."""
+    from ingest.pipeline import run_ingest
+    from ingest.store import ClipStore
+    from trainer.run import fold_dir, run_training
+
+    work.mkdir(parents=True, exist_ok=True)
+    wall: dict[str, Any] = {"simulate": simulate_families(work, sim_cfg, n_jobs=n_jobs)}
+    store_url = str(work / "store")
+    t = time.perf_counter()
+    report = run_ingest([str(work / f) for f in FAMILIES], store_url, ingest_cfg)
+    if len(report.failures):
+        raise SozkitError(f"ingest failed for some recordings:\n{report.failures}")
+    wall["ingest"] = time.perf_counter() - t
+
+    run_dir = work / "run"
+    t = time.perf_counter()
+    cfg = train_cfg.replace(split="cohort", resume=(run_dir / "card.json").is_file())
+    trained = run_training(store_url, str(run_dir), cfg)
+    wall["train"] = time.perf_counter() - t
+    folds = [Fold.from_dict(d) for d in trained["folds"]]
+    manifest = ClipStore.open(store_url).recordings()
+    models: dict[str, dict] = {}
+    for name in cfg.models:
+        models[name] = {}
+        for fold in folds:
+            d = fold_dir(run_dir, name, fold.index)
+            models[name][_direction(fold)] = direction_figures(
+                pd.read_parquet(d / "val_predictions.parquet"),
+                pd.read_parquet(d / "test_predictions.parquet"),
+                manifest,
+            )
+    t = time.perf_counter()
+    variants = svm_variants(store_url, run_dir, folds, cfg) if "svm" in cfg.models else {}
+    wall["svm_variants"] = time.perf_counter() - t
+    return {
+        "models": models,
+        "svm_variants": variants,
+        "folds": [f.to_dict() for f in folds],
+        "wall_s": wall,
+        "run_dir": str(run_dir),
+        "config": {
+            "simulation": json.loads(json.dumps(sim_cfg.__dict__, default=str)),
+            "ingest": ingest_cfg.to_dict(),
+            "train": cfg.to_dict(),
+        },
+    }
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+
+
+def render_markdown(result: dict) -> str:
+    """The result tables (one row per model and direction)."""
+    lines = [
+        "# Cross-generator accuracy (simulated data)",
+        "",
+        f"Command: `{result.get('command', '')}`; load average {result.get('load_avg', '')}.",
+        "Train (and threshold on validation patients) on one simulator family, test on every",
+        "patient of the other. Channel ROC-AUC pooled over the test family's patients; ictal /",
+        "interictal: scores from that kind of recording only. Calls at the validation Youden",
+        "threshold. Brier of a constant prediction at the prevalence: p (1 - p).",
+        "",
+        "| model | direction | ROC-AUC | ictal | interictal | calls / channels (SOZ) | recall "
+        "| precision | macro recall | macro precision | Brier | Brier (prevalence) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = {**result["models"], **result.get("svm_variants", {})}
+    for model, directions in rows.items():
+        for direction, f in directions.items():
+            lines.append(
+                f"| {model} | {direction} | {_fmt(f['roc_auc'])} | {_fmt(f['roc_auc_ictal'])} "
+                f"| {_fmt(f['roc_auc_interictal'])} | {f['calls']} / {f['channels']} "
+                f"({f['soz']}) | {_fmt(f['recall'])} | {_fmt(f['precision'])} "
+                f"| {_fmt(f['macro_recall'])} | {_fmt(f['macro_precision'])} "
+                f"| {_fmt(f['brier'])} | {_fmt(f['brier_prevalence'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subjects", type=int, default=8, help="patients per family (8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of cohorts, folds, models")
+    parser.add_argument("--epochs", type=int, default=4, help="max epochs (4)")
+    parser.add_argument(
+        "--models", default="sozformer,svm,baseline", help="comma-separated models to train"
+    )
+    parser.add_argument("--sfreq", type=float, default=500.0, help="store rate in Hz")
+    parser.add_argument("--jobs", type=int, default=2, help="simulation / Beam processes")
+    parser.add_argument("--out", default=None, help="work folder (cohorts, store, run); reused")
+    parser.add_argument("--results", default=None, help="folder of cross_generator.json / .md")
+    parser.add_argument("--quick", action="store_true", help="3 patients, 1 epoch, short runs")
+    args = parser.parse_args(argv)
+    sim_kw: dict[str, Any] = dict(
+        n_subjects=3 if args.quick else args.subjects,
+        seed=args.seed,
+        n_ictal_runs=1,
+        n_interictal_runs=1,
+        ictal_duration_s=150.0,
+        interictal_duration_s=120.0,
+        onset_window_s=(30.0, 50.0),
+    )
+    train_cfg = TrainConfig(
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        epochs=1 if args.quick else args.epochs,
+        patience=2,
+        seqs_per_recording=8,
+        ssl_epochs=1,
+        seed=args.seed,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
+    results = Path(args.results) if args.results else (work if args.quick else RESULTS)
+    load = os.getloadavg()[0]
+    from serving.cli import ray_session
+
+    t = time.perf_counter()
+    with ray_session(log_to_driver=False):
+        result = run(
+            work,
+            SimulationConfig(**sim_kw),
+            IngestConfig(sfreq=args.sfreq, num_workers=args.jobs),
+            train_cfg,
+            n_jobs=args.jobs,
+        )
+    from trainer.run import json_safe
+
+    result = json_safe(
+        {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["python -m benchmarks.cross_generator", *(argv or sys.argv[1:])]),
+            "data": "simulated",
+            "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
+            "total_wall_s": round(time.perf_counter() - t, 1),
+            **result,
+        }
+    )
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "cross_generator.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = render_markdown(result)
+    (results / "cross_generator.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Leave-one-centre-out folds and the by-site / by-run-kind figures of every run's summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ingest.config import IngestConfig
+from ingest.errors import ConfigError, SozkitError
+from ingest.pipeline import commit_manifests
+from ingest.store import ClipStore
+from ingest.synthetic import synthetic_recording, write_recording_clips
+from tests.trainer.conftest import CLIP_S, SFREQ, TINY_HPARAMS, _signal
+from trainer.config import TrainConfig
+from trainer.run import run_training
+from trainer.sites import site_figures
+from trainer.splits import group_folds, make_folds, patient_groups
+
+#: Nine patients in two cohorts, spread over three centres (centre != cohort on purpose).
+PATIENTS = [("simA", f"P{i}", f"site{'XYZ'[i % 3]}") for i in range(5)]
+PATIENTS += [("simB", f"Q{i}", f"site{'XYZ'[i % 3]}") for i in range(4)]
+
+
+def _store(url, patients=PATIENTS) -> str:
+    cfg = IngestConfig(sfreq=SFREQ, clip_s=CLIP_S, block_clips=8, dtype="float32", line_freq=50.0)
+    store = ClipStore.open(url, "a", config=cfg)
+    rng = np.random.default_rng(7)
+    rows = []
+    for cohort, subject, centre in patients:
+        names = [f"{s}{k}" for s in ("LA", "RH") for k in range(1, 4)]
+        soz = np.zeros(len(names), bool)
+        soz[rng.choice(len(names), size=2, replace=False)] = True
+        marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
+        for task, n_clips in (("ictal", 12), ("interictal", 8)):
+            onset = 0.5 * n_clips * CLIP_S if task == "ictal" else None
+            rec = synthetic_recording(
+                cohort, subject, task, channels=names, soz=marked, n_clips=n_clips, config=cfg,
+                seizure=None if onset is None else (onset, onset + 16.0),
+            )  # fmt: skip
+            rec = dataclasses.replace(rec, centre=centre)
+            x = _signal(rng, len(names), n_clips * cfg.clip_samples, soz, onset=onset)
+            clips = x.reshape(len(names), n_clips, cfg.clip_samples).transpose(1, 0, 2)
+            rows.append(write_recording_clips(store, rec, clips))
+    commit_manifests(store, [("rows", r) for r in rows])
+    return str(url)
+
+
+@pytest.fixture(scope="module")
+def centre_store(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("sites") / "store.zarr")
+
+
+def test_group_folds_hold_out_each_group_once():
+    groups = {f"c/p{i}": "ABC"[i % 3] for i in range(10)}
+    folds = group_folds(groups, val_fraction=0.25, seed=3)
+    assert [f.index for f in folds] == [0, 1, 2]
+    for fold, name in zip(folds, "ABC", strict=True):
+        assert {groups[p] for p in fold.test} == {name}
+        assert sorted(fold.test) == sorted(p for p, g in groups.items() if g == name)
+        assert name not in {groups[p] for p in fold.train + fold.val}
+        assert len(fold.val) == round(0.25 * len(fold.train + fold.val))
+        assert {groups[p] for p in fold.val} == set("ABC") - {name}  # stratified
+    assert folds == group_folds(groups, val_fraction=0.25, seed=3)
+    assert folds != group_folds(groups, val_fraction=0.25, seed=4)
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        group_folds({"c/p0": "A", "c/p1": "A"})
+    with pytest.raises(ValueError, match="leaves 1 patient"):
+        group_folds({"c/p0": "A", "c/p1": "A", "c/p2": "B"})
+
+
+def test_patient_groups_from_the_manifest():
+    recs = pd.DataFrame(
+        {
+            "cohort": ["a", "a", "a", "b"],
+            "subject": ["1", "1", "2", "1"],
+            "centre": ["X", "X", None, "Y"],
+        }
+    )
+    assert patient_groups(recs, "centre") == {"a/1": "X", "a/2": "a:unknown", "b/1": "Y"}
+    assert patient_groups(recs, "cohort") == {"a/1": "a", "a/2": "a", "b/1": "b"}
+    recs.loc[1, "centre"] = "Z"
+    with pytest.raises(ValueError, match="centres 'X' and 'Z'"):
+        patient_groups(recs, "centre")
+    with pytest.raises(ValueError, match="needs the store"):
+        make_folds(["a/1", "b/1"], split="centre")
+
+
+def test_split_is_validated():
+    with pytest.raises(ConfigError, match="split"):
+        TrainConfig(split="site")
+
+
+def test_site_figures_split_ictal_from_interictal():
+    preds = pd.DataFrame(
+        {
+            "cohort": "c",
+            "patient": ["c/1"] * 4 + ["c/2"] * 4,
+            "recording_id": ["r1", "r1", "r2", "r2", "r3", "r3", "r4", "r4"],
+            "channel": ["a", "b"] * 4,
+            "y_true": [1, 0] * 4,
+            # ictal runs rank the SOZ channel first, interictal runs the other way round
+            "score": [0.9, 0.1, 0.2, 0.8, 0.7, 0.3, 0.4, 0.6],
+        }
+    )
+    recs = pd.DataFrame({"recording_id": ["r1", "r2", "r3", "r4"], "n_seizures": [1, 0, 2, 0]})
+    figs = site_figures(preds, recs, {"c/1": "X", "c/2": "Y"})
+    assert figs["ictal"]["roc_auc"] == 1.0 and figs["interictal"]["roc_auc"] == 0.0
+    assert figs["ictal"]["n_channels"] == 4 and figs["all"]["n_patients"] == 2
+    assert set(figs["by_centre"]) == {"X", "Y"}
+    assert figs["by_centre"]["X"]["all"]["n_channels"] == 2
+    with pytest.raises(ValueError, match="not in the store"):
+        site_figures(preds, recs.iloc[:2], {})
+
+
+def test_leave_one_centre_out_run(ray_local, centre_store, tmp_path):
+    cfg = TrainConfig(
+        models=("svm", "baseline"),
+        split="centre",
+        model_hparams={"baseline": TINY_HPARAMS["baseline"]},
+        max_eval_seqs=4,
+    )
+    run_dir = tmp_path / "run"
+    out = run_training(centre_store, run_dir, cfg)
+    folds = json.loads((run_dir / "folds.json").read_text())
+    centre = {f"{c}/{s}": site for c, s, site in PATIENTS}
+    assert len(folds) == 3
+    assert [sorted({centre[p] for p in f["test"]}) for f in folds] == [
+        ["siteX"],
+        ["siteY"],
+        ["siteZ"],
+    ]
+    for f in folds:
+        assert centre[f["test"][0]] not in {centre[p] for p in f["train"] + f["val"]}
+    sites = json.loads((run_dir / "sites.json").read_text())
+    for model in ("svm", "baseline"):
+        assert set(sites[model]["by_centre"]) == {"siteX", "siteY", "siteZ"}
+        assert sites[model]["all"]["n_patients"] == len(PATIENTS)
+        assert sites[model]["ictal"]["n_channels"] == sites[model]["interictal"]["n_channels"]
+        assert out["models"][model]["n_folds"] == 3
+    summary = (run_dir / "summary.md").read_text()
+    assert "## By site and run kind (split: centre)" in summary
+    assert "leave-one-centre-out" in summary and "siteZ (interictal)" in summary
+    # A store whose patients are all at one centre cannot be split by centre.
+    one = _store(tmp_path / "one.zarr", [(c, s, "siteX") for c, s, _ in PATIENTS[:3]])
+    with pytest.raises(SozkitError, match="cannot be split by centre"):
+        run_training(one, tmp_path / "run1", cfg)
