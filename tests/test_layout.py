@@ -29,6 +29,7 @@ PURE = [
     "models.features",
     "models.baseline",
     "models.svm",
+    "models.attribution",
     "trainer.losses",
     "trainer.metrics",
     "trainer.splits",
