@@ -17,7 +17,7 @@ import html
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from ingest.errors import ConfigError, SozkitError  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
+from serving import report_sections as sections_mod  # noqa: E402
+from serving.report_sections import safe_name as _safe_name  # noqa: E402
 from serving.results import RESULT_COLUMNS  # noqa: E402
 from trainer.rundir import RunDir  # noqa: E402
 
@@ -342,10 +344,6 @@ def _patient_rows(rows: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-") or "unit"
-
-
 def _fmt_duration(seconds: float) -> str:
     if not np.isfinite(seconds) or seconds <= 0:
         return "n/a"
@@ -438,6 +436,9 @@ def write_report(
     by: Literal["recording", "patient"] = "recording",
     select: str | None = None,
     top_n: int = 10,
+    store=None,
+    explanations: Mapping[tuple[str, str], object] | None = None,
+    pdf: bool = False,
 ) -> Path:
     """Write one HTML page (with PNG figures) per recording or patient, and an index page.
 
@@ -455,6 +456,18 @@ def write_report(
         ``subject``, ``by="patient"``).
     top_n : int
         Contacts listed in the top-contacts chart and table.
+    store : ingest.store.ClipStore or None
+        Where the SEEG traces behind the calls are read (recordings of the store only).
+    explanations : mapping (recording_id, model) -> RecordingExplanation, or None
+        Per-window probabilities per fold model and attributions
+        (:func:`serving.explain.explain_stored`): the heatmap, fold intervals and traces.
+    pdf : bool
+        Also print each page to PDF (headless Chromium, :func:`serving.pdf.print_pdf`).
+
+    Every page also shows, where the data exist: the contacts on a glass brain (BIDS
+    ``*_electrodes.tsv`` beside ``source_path``; else a line saying why), each contact's spread
+    across models (and fold models), and per patient the contacts by task (ictal, interictal,
+    all) (:mod:`serving.report_sections`).
 
     Returns
     -------
@@ -474,8 +487,18 @@ def write_report(
     for key, rows in _units(results, by, select).items():
         name = _safe_name(key)
         sections = []
+        source = sections_mod.source_of(rows)
+        across: dict[str, pd.Series] = {}
+        across_thr: dict[str, float] = {}
         for model, mrows in rows.groupby("model", sort=True):
             unit = _patient_rows(mrows) if by == "patient" else mrows
+            extra = sections_mod.model_extras(
+                key, name, str(model), mrows, unit, out / "figures", source, by=by,
+                store=store, explanations=explanations or {}, top_n=top_n,
+            )  # fmt: skip
+            per_contact = unit.groupby("channel", sort=False)["probability"].mean()
+            across[str(model)] = per_contact
+            across_thr[str(model)] = float(unit["threshold"].iloc[0])
             fig_map = plot_shaft_map(
                 unit, out / "figures" / f"{name}__{model}__shafts.png",
                 title=f"{key}: {model}, contacts by electrode shaft",
@@ -497,13 +520,17 @@ def write_report(
                 f"<p class='summary'><b>{n_calls}</b> of {len(unit)} contacts called SOZ at "
                 f"threshold {float(unit['threshold'].iloc[0]):.3f}. Most likely: "
                 f"<b>{html.escape(top3)}</b>. {html.escape(_agreement(unit))}.</p>"
+                f"{extra['brain']}"
                 f"<img class='fig' alt='contacts of {html.escape(key)} by shaft' "
                 f"src='figures/{fig_map.name}'>"
                 f"<img class='fig' alt='top contacts' src='figures/{fig_top.name}'>"
-                f"{_top_table(unit, top_n)}"
+                f"{_top_table(unit, top_n)}{extra['tasks']}{extra['folds']}{extra['signal']}"
                 f"<p class='note'>model {html.escape(str(model))}, fold(s) "
                 f"{html.escape(fold_txt)}</p>"
             )
+        sections.append(
+            sections_mod.across_models(key, name, across, across_thr, rows, out / "figures")
+        )
         title = f"SOZ report: {key}"
         body = (
             f"<h1>{html.escape(title)}</h1>"
@@ -513,6 +540,10 @@ def write_report(
         )
         page = out / f"{name}.html"
         page.write_text(_page(title, body), encoding="utf-8")
+        if pdf:
+            from serving.pdf import print_pdf
+
+            print_pdf(page)
         links.append((key, page.name, rows["model"].nunique()))
     items = "".join(
         f"<li><a href='{html.escape(p)}'>{html.escape(k)}</a> ({n} model(s))</li>"

@@ -31,6 +31,7 @@ PURE = [
     "models.features",
     "models.baseline",
     "models.svm",
+    "models.attribution",
     "trainer.losses",
     "trainer.metrics",
     "trainer.splits",

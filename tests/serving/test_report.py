@@ -88,7 +88,11 @@ def test_report_pages_per_recording(tmp_path, results):
     assert "threshold 0.500" in page and "LA2" in page
     assert "2 of 3 clinical SOZ contacts called" in page
     figs = list((index.parent / "figures").glob("*.png"))
-    assert len(figs) == 2 * 4  # (shaft map + top chart) per recording x model
+    # (shaft map + top chart) per recording x model, + the across-models spread of the
+    # recording scored by two models; no brain map (no electrodes.tsv beside /data/...).
+    assert len(figs) == 2 * 4 + 1
+    assert "No brain map: no *_electrodes.tsv beside /data/sim__p1__ictal__01.edf" in page
+    assert "<h2>Across models</h2>" in page and "calls disagree on" in page
     for fig in figs:
         _assert_png(fig)
         assert f"figures/{fig.name}" in "".join(

@@ -1,0 +1,259 @@
+"""What the report shows behind a call: per-window, per-fold probabilities and occlusion attribution.
+
+:func:`explain_stored` (a recording of the clip store) and :func:`explain_recording` (a signal
+file, through the scorer's own preprocessing) score every sequence of a recording with each fold
+model of a :class:`serving.scoring.Scorer` separately, then explain a few windows by occlusion
+(:func:`models.attribution.occlusion`, averaged over the fold models):
+
+- ictal recordings: the window holding each seizure onset;
+- interictal recordings: the ``n_explained`` windows with the highest probability on the
+  recording's top contacts.
+
+Cost: one scoring pass (the same sequences; the fold models are run one by one instead of
+averaged, the same compute) plus ``n_explained x (seq_len + 1) x n_folds`` sequences through the
+networks for the occlusion. The result (:class:`RecordingExplanation`) feeds the report's
+heatmap, fold intervals and highlighted traces; it is saved as ``.npz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.attribution import occlusion
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordingExplanation:
+    """Per-window probabilities per fold model and attributions of a few windows.
+
+    Parameters
+    ----------
+    recording_id, model : str
+    channels : tuple of str
+        Scored contacts, in the order of the arrays' channel axis.
+    window_start_s : ndarray, shape (n_windows,)
+        Start of each scored sequence, seconds from the recording start.
+    window_s, clip_s : float
+        Length of a sequence and of one clip.
+    window_probs : ndarray, shape (n_folds, n_windows, n_chans)
+        Probability of each contact in each window, by each fold model.
+    folds : tuple of int
+    fold_thresholds : tuple of float
+    onsets_s : tuple of float
+        Seizure onsets (empty for interictal recordings).
+    explained : ndarray of int, shape (n_explained,)
+        Windows explained by occlusion.
+    attribution : ndarray, shape (n_explained, n_chans, seq_len)
+        Change of each contact's probability when each clip of that window is occluded (mean
+        over the fold models).
+    seconds : float
+        Wall time of the explanation.
+    """
+
+    recording_id: str
+    model: str
+    channels: tuple[str, ...]
+    window_start_s: np.ndarray
+    window_s: float
+    clip_s: float
+    window_probs: np.ndarray
+    folds: tuple[int, ...]
+    fold_thresholds: tuple[float, ...]
+    onsets_s: tuple[float, ...] = ()
+    explained: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    attribution: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.float32))
+    seconds: float = 0.0
+
+    @property
+    def fold_probabilities(self) -> dict[str, np.ndarray]:
+        """Each fold model's per-contact probability (mean over windows): ``{"fold k": (C,)}``."""
+        return {f"fold {f}": self.window_probs[i].mean(axis=0) for i, f in enumerate(self.folds)}
+
+    @property
+    def fold_threshold_map(self) -> dict[str, float]:
+        return {f"fold {f}": t for f, t in zip(self.folds, self.fold_thresholds, strict=True)}
+
+    def highlighted(self, contact: str) -> list[tuple[float, float, float]]:
+        """Clips with a positive attribution for ``contact``: ``(start_s, stop_s, weight)``.
+
+        The weight is the attribution over the largest one of that contact (1 = the clip that
+        raised its probability most).
+        """
+        if contact not in self.channels or not len(self.explained):
+            return []
+        c = self.channels.index(contact)
+        a = self.attribution[:, c, :]  # (n_explained, S)
+        top = float(a.max())
+        if top <= 0:
+            return []
+        out = []
+        for k, w in enumerate(self.explained):
+            for s in np.nonzero(a[k] > 0.1 * top)[0]:
+                start = float(self.window_start_s[w] + s * self.clip_s)
+                out.append((start, start + self.clip_s, float(a[k, s] / top)))
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to ``.npz`` (arrays and scalars; no pickle)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path, recording_id=self.recording_id, model=self.model,
+            channels=np.array(self.channels), window_start_s=self.window_start_s,
+            window_s=self.window_s, clip_s=self.clip_s, window_probs=self.window_probs,
+            folds=np.array(self.folds, np.int64), fold_thresholds=np.array(self.fold_thresholds),
+            onsets_s=np.array(self.onsets_s, float), explained=self.explained,
+            attribution=self.attribution, seconds=self.seconds,
+        )  # fmt: skip
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RecordingExplanation:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                recording_id=str(z["recording_id"]), model=str(z["model"]),
+                channels=tuple(str(c) for c in z["channels"]),
+                window_start_s=z["window_start_s"], window_s=float(z["window_s"]),
+                clip_s=float(z["clip_s"]), window_probs=z["window_probs"],
+                folds=tuple(int(f) for f in z["folds"]),
+                fold_thresholds=tuple(float(t) for t in z["fold_thresholds"]),
+                onsets_s=tuple(float(t) for t in z["onsets_s"]), explained=z["explained"],
+                attribution=z["attribution"], seconds=float(z["seconds"]),
+            )  # fmt: skip
+
+
+def explain_sequences(
+    scorer,
+    sequences: np.ndarray,
+    starts: np.ndarray,
+    *,
+    recording_id: str,
+    channels: tuple[str, ...],
+    onsets_s: tuple[float, ...] = (),
+    n_explained: int = 2,
+    top_contacts: int = 5,
+) -> RecordingExplanation:
+    """Explain a recording given its sequences (the core of both entry points).
+
+    Parameters
+    ----------
+    scorer : serving.scoring.Scorer
+        Its fold models (``scorer.models``), thresholds and clip length are used.
+    sequences : ndarray, shape (n_windows, n_chans, seq_len, n_feats)
+        Every scored sequence of the recording.
+    starts : ndarray of int, shape (n_windows,)
+        First clip of each sequence.
+    recording_id : str
+    channels : tuple of str
+    onsets_s : tuple of float
+        Seizure onsets: the windows holding them are explained.
+    n_explained : int
+        Windows explained when there is no onset (highest probability on the top contacts).
+    top_contacts : int
+        How many top contacts pick those windows.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    clip_s = float(scorer.ingest_config.clip_s)
+    seq_len = int(scorer.seq_len)
+    n_w = len(sequences)
+    per_fold = np.zeros((len(scorer.models), n_w, len(channels)), np.float32)
+    bs = max(1, int(scorer.batch_size))
+    with torch.no_grad():
+        for i, net in enumerate(scorer.models):
+            for a in range(0, n_w, bs):
+                x = torch.from_numpy(np.ascontiguousarray(sequences[a : a + bs])).to(scorer.device)
+                per_fold[i, a : a + bs] = torch.sigmoid(net(x, _mask(x)).float()).cpu().numpy()
+    start_s = np.asarray(starts, float) * clip_s
+    ends = start_s + seq_len * clip_s
+    explained: list[int] = []
+    for onset in onsets_s:
+        hit = np.nonzero((start_s <= onset) & (onset < ends))[0]
+        if len(hit):
+            explained.append(int(hit[0]))
+    if not explained:
+        mean = per_fold.mean(axis=0)  # (W, C)
+        top = np.argsort(-mean.mean(axis=0), kind="stable")[:top_contacts]
+        order = np.argsort(-mean[:, top].mean(axis=1), kind="stable")
+        explained = [int(w) for w in order[:n_explained]]
+    explained = sorted(set(explained))
+    x = torch.from_numpy(np.ascontiguousarray(sequences[explained])).to(scorer.device)
+    attr = torch.zeros(x.shape[:3])
+    for net in scorer.models:
+        attr += occlusion(net, x, _mask(x), batch_size=max(bs * seq_len, seq_len))[1].cpu()
+    attr /= len(scorer.models)
+    return RecordingExplanation(
+        recording_id=recording_id, model=scorer.name, channels=tuple(channels),
+        window_start_s=start_s, window_s=seq_len * clip_s, clip_s=clip_s, window_probs=per_fold,
+        folds=tuple(scorer.folds), fold_thresholds=tuple(float(m.threshold) for m in scorer.metas),
+        onsets_s=tuple(float(o) for o in onsets_s), explained=np.asarray(explained, np.int64),
+        attribution=attr.numpy(), seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def explain_stored(scorer, store, recording_id: str, **kwargs) -> RecordingExplanation:
+    """Explain a recording of the clip store (its clips, scaled as training read them).
+
+    Parameters
+    ----------
+    scorer : serving.scoring.Scorer
+    store : ingest.store.ClipStore
+        Built with the scorer's preprocessing (same rate and clip length).
+    recording_id : str
+    **kwargs
+        Passed to :func:`explain_sequences`.
+    """
+    n_clips = int(store.array(recording_id).shape[0])
+    feats = scorer.features(store.read_clips(recording_id, 0, n_clips, scaled=True))  # (N, C, F)
+    starts = scorer.sequence_starts(n_clips)
+    seqs = np.stack([feats[s : s + scorer.seq_len].transpose(1, 0, 2) for s in starts])
+    chans = store.channels([recording_id]).sort_values("channel_index")["name"].astype(str)
+    clips = store.clips([recording_id])
+    onsets = _onsets(clips)
+    return explain_sequences(
+        scorer, seqs, starts, recording_id=recording_id, channels=tuple(chans), onsets_s=onsets,
+        **kwargs,
+    )  # fmt: skip
+
+
+def explain_recording(scorer, rec, **kwargs) -> RecordingExplanation:
+    """Explain a recording file through the scorer's own preprocessing (as :meth:`score`).
+
+    Parameters
+    ----------
+    scorer : serving.scoring.Scorer
+    rec : ingest.recording.Recording
+    **kwargs
+        Passed to :func:`explain_sequences`.
+    """
+    stream = scorer.stream(rec)
+    seqs = np.stack(list(scorer.prepare(rec, stream=stream)))
+    starts = scorer.sequence_starts(stream.n_clips)
+    onsets = tuple(float(e.onset_s) for e in rec.seizures)
+    return explain_sequences(
+        scorer, seqs, starts, recording_id=rec.recording_id, channels=tuple(stream.contacts),
+        onsets_s=onsets, **kwargs,
+    )  # fmt: skip
+
+
+def _onsets(clips) -> tuple[float, ...]:
+    """Seizure onsets from the clips manifest: start_s - seconds_from_onset of each seizure."""
+    ictal = clips[clips["ictal"].astype(bool)]
+    out = []
+    for _, grp in ictal.groupby("seizure"):
+        first = grp.sort_values("clip_index").iloc[0]
+        out.append(float(first["start_s"] - float(first["seconds_from_onset"])))
+    return tuple(sorted(out))
+
+
+def _mask(x: torch.Tensor) -> torch.Tensor:
+    return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
