@@ -23,7 +23,6 @@ carried on from there. That, with each step being idempotent, is the exactly-onc
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 import threading
@@ -42,11 +41,17 @@ from ingest.landing import Arrival, find_arrivals, fingerprint
 from ingest.recording import Recording
 from serving.journal import Journal, journal_path
 from serving.results import RESULT_COLUMNS
+from serving.watch_outputs import (
+    WATCH_COLUMNS,
+    index_page,
+    merge_results,
+    page_name,
+    patient_of,
+    scan_arrival,
+    top_line,
+)
 
 logger = logging.getLogger(__name__)
-
-#: Columns the watcher adds to the results table (after :data:`RESULT_COLUMNS`).
-WATCH_COLUMNS = ("landing_path", "fingerprint", "scored_at", "superseded")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class WatchConfig:
         Folder of the report pages and the index of arrivals.
     label_sheet : str or None
         SOZ label sheet for plain recordings.
+    line_freq : float or None
+        Power-line frequency of recordings that state none (default: the run's store's).
     poll_s : float
         Seconds between two listings of the landing folders.
     stable_s : float
@@ -92,6 +99,7 @@ class WatchConfig:
     results: str
     reports: str
     label_sheet: str | None = None
+    line_freq: float | None = None
     poll_s: float = 5.0
     stable_s: float = 30.0
     once: bool = False
@@ -167,59 +175,6 @@ class WatchSummary:
             f"{waiting} ({self.replayed} carried on from the journal), in {self.seconds:.0f} s"
             + (" (stopped by Ctrl-C)" if self.interrupted else "")
         )
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def scan_arrival(
-    arrival_key: str,
-    landing: str,
-    kind: str,
-    *,
-    label_sheet: str | None,
-    line_freq: float | None,
-) -> Recording:
-    """The :class:`Recording` of one landed file, read as ``soz ingest LANDING`` reads it.
-
-    Raises
-    ------
-    RecordingError
-        The reader's reason (unreadable, truncated, sidecars contradicting the file ...).
-    """
-    from ingest.bids import read_bids
-    from ingest.sources import scan_source
-
-    if kind == "bids":
-        parts = Path(os.path.relpath(arrival_key, landing)).parts
-        subject = next((p[4:] for p in parts if p.startswith("sub-")), None)
-        scan = read_bids(
-            landing,
-            label_sheet=label_sheet,
-            line_freq=line_freq,
-            subjects=[subject] if subject else None,
-        )
-    else:
-        scan = scan_source(
-            arrival_key, label_sheet=label_sheet, cohort=Path(landing).name, line_freq=line_freq
-        )
-    for rec in scan.recordings:
-        if _same_file(rec.path, arrival_key):
-            return rec
-    base = Path(arrival_key).name.split("_ieeg")[0] if kind == "bids" else arrival_key
-    for problem in scan.problems:
-        if _same_file(problem.source, arrival_key) or base in os.path.basename(problem.source):
-            raise problem
-    raise RecordingError(
-        arrival_key,
-        "the reader found no recording in this file.",
-        "check that it is a signal file sozkit reads (EDF, BDF, BrainVision, FIF) with SEEG "
-        "contacts; BIDS runs need their _ieeg.json and _channels.tsv.",
-    )
 
 
 class Watcher:
@@ -304,7 +259,9 @@ class Watcher:
                 complete_at=float(ev.get("complete_at") or 0.0), recording_id=v.recording_id,
             )  # fmt: skip
             if v.state == "taken" and fp_now != v.fp:
-                continue  # replaced or removed before it was ingested: the new one is taken
+                # replaced or removed before it was ingested: the new content is taken anew
+                self.journal.append("superseded", v.key, v.fp, recording_id=v.recording_id)
+                continue
             by_stage[v.state].append(job)
         n = sum(len(j) for j in by_stage.values())
         if not n:
@@ -389,8 +346,8 @@ class Watcher:
     def _scan(self, job: Job) -> None:
         try:
             rec = scan_arrival(
-                job.key, job.landing, job.kind,
-                label_sheet=self.cfg.label_sheet, line_freq=self.ingest_cfg.line_freq,
+                job.key, job.landing, job.kind, label_sheet=self.cfg.label_sheet,
+                line_freq=self.cfg.line_freq or self.ingest_cfg.line_freq,
             )  # fmt: skip
         except RecordingError as e:
             job.problem = e
@@ -500,8 +457,8 @@ class Watcher:
                 self._failed(j, "score", str(f.get("reason")), str(f.get("fix") or ""))
                 continue
             j.timings["score"] = elapsed.get(j.recording_id, 0.0)
-            j.patient = j.patient or _patient_of(rows)
-            j.top = _top_line(rows, self.models, self.cfg.top_n)
+            j.patient = j.patient or patient_of(rows)
+            j.top = top_line(rows, self.models, self.cfg.top_n)
             self.journal.append("scored", j.key, j.fp, recording_id=j.recording_id, rows=len(rows))
             for old in self.journal.by_key.get(j.key, []):
                 if old.fp != j.fp and old.state not in ("superseded", "failed"):
@@ -528,7 +485,7 @@ class Watcher:
         pages: dict[str, float] = {}
         for j in jobs:
             if j.patient is None:
-                j.patient = _patient_of(results[results["recording_id"] == j.recording_id])
+                j.patient = patient_of(results[results["recording_id"] == j.recording_id])
             if j.patient in pages:
                 continue
             t0 = time.perf_counter()
@@ -552,37 +509,8 @@ class Watcher:
 
     def write_index(self) -> Path:
         """The index page: every arrival (newest first) with its status and report page."""
-        rows = []
-        for v in sorted(self.journal, key=lambda v: v.first_at, reverse=True):
-            rep = v.last("reported")
-            fail = v.last("failed")
-            status = v.state
-            if fail is not None:
-                status = f"failed [{fail.get('stage')}]: {fail.get('reason')}"
-            link = (
-                f"<a href='{html.escape(rep['page'])}'>{html.escape(rep['page'])}</a>"
-                if rep
-                else ""
-            )
-            rows.append(
-                f"<tr><td>{html.escape(v.first_at[:19].replace('T', ' '))}</td>"
-                f"<td>{html.escape(os.path.relpath(v.key, v.events[0].get('landing', '/')))}"
-                f"</td><td>{v.version}</td><td>{html.escape(v.recording_id or '')}</td>"
-                f"<td>{html.escape(status)}</td><td>{link}</td></tr>"
-            )
-        body = (
-            "<h1>SOZ reports: arrivals</h1><table><tr><th>arrived (UTC)</th><th>file</th>"
-            "<th>version</th><th>recording</th><th>status</th><th>patient page</th></tr>"
-            + "".join(rows)
-            + "</table>"
-        )
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>SOZ arrivals</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;"
-            "text-align:left}</style></head><body>" + body + "</body></html>"
-        )
         index = Path(self.cfg.reports) / "index.html"
-        write_text(index, page)
+        write_text(index, index_page(self.journal))
         return index
 
 
@@ -598,55 +526,3 @@ def batch_pipeline_args(recs: Sequence[Recording], cfg: WatchConfig) -> list[str
         return list(cfg.pipeline_args)
     size = sum(r.duration_s * len(r.contacts) for r in recs)
     return ["--direct_num_workers=1"] if size < IN_PROCESS_CHANNEL_S else []
-
-
-def page_name(patient: str | None) -> str:
-    """The report page of a patient, as :func:`serving.report.write_report` names it."""
-    from serving.report import _safe_name
-
-    return f"{_safe_name(patient or 'unit')}.html"
-
-
-def merge_results(existing: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:
-    """``existing`` with the rows of ``new`` replacing theirs by (recording_id, model).
-
-    Rows of the same landing file under another recording version are marked ``superseded``
-    (kept, not removed). Columns: :data:`RESULT_COLUMNS` then :data:`WATCH_COLUMNS`.
-    """
-    cols = [*RESULT_COLUMNS, *WATCH_COLUMNS]
-    existing = existing.reindex(columns=cols)
-    if new is None or new.empty:
-        return existing.reset_index(drop=True)
-    new = new.reindex(columns=cols)
-    keys = pd.MultiIndex.from_frame(new[["recording_id", "model"]].astype(str))
-    old_keys = pd.MultiIndex.from_frame(existing[["recording_id", "model"]].astype(str))
-    keep = existing[~old_keys.isin(keys)] if len(existing) else existing
-    merged = pd.concat([f for f in (keep, new) if len(f)], ignore_index=True)
-    newest = new.groupby("landing_path")["recording_id"].first()
-    land = merged["landing_path"].astype(str)
-    current = land.map(newest)
-    stale = current.notna() & (merged["recording_id"].astype(str) != current)
-    merged["superseded"] = merged["superseded"].fillna(False).astype(bool) | stale
-    merged["fold"] = merged["fold"].astype("Int64")
-    merged["soz_label"] = merged["soz_label"].astype("boolean")
-    return merged
-
-
-def _patient_of(rows: pd.DataFrame) -> str | None:
-    if rows.empty:
-        return None
-    r = rows.iloc[0]
-    cohort = "" if pd.isna(r["cohort"]) else str(r["cohort"])
-    return f"{cohort}/{r['subject']}" if cohort else str(r["subject"])
-
-
-def _top_line(rows: pd.DataFrame, models: Sequence[str], top_n: int) -> str:
-    for model in models:
-        m = rows[rows["model"] == model]
-        if len(m):
-            top = m.sort_values("probability", ascending=False, kind="stable").head(top_n)
-            contacts = ", ".join(
-                f"{c} {p:.2f}" for c, p in zip(top["channel"], top["probability"], strict=True)
-            )
-            return f"{model}: {contacts}"
-    return "-"

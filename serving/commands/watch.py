@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, metavar="RESULTS", help="results .parquet")
     p.add_argument("--reports", required=True, metavar="DIR", help="report pages + index")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (plain recordings)")
+    p.add_argument(
+        "--line-freq", type=float, default=None, help="line frequency where a file states none"
+    )
     p.add_argument("--poll-s", type=float, default=5.0, help="seconds between polls (5)")
     p.add_argument(
         "--stable-s", type=float, default=30.0, help="seconds files must stay unchanged (30)"
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         results=str(Path(args.results).resolve()),
         reports=str(Path(args.reports).resolve()),
         label_sheet=args.label_sheet,
+        line_freq=args.line_freq,
         poll_s=args.poll_s,
         stable_s=args.stable_s,
         once=args.once,
