@@ -10,7 +10,9 @@ pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with it
   alone, run in the same session before the watcher (its whole command wall time, and the
   scoring time it reports itself). Target: p50 within 1.5x of it plus the stable window.
 - **throughput**: recording-hours ingested and scored per wall hour, from the first file
-  complete to the last report (and between the first and the last report: the steady state).
+  complete to the last report (and between the first and the last report: the steady state),
+  and the capacity: recording-hours per hour of the watcher's busy time (the union of every
+  batch's span from ``taken`` to ``reported``), what it sustains when exports keep it busy.
   Target: >= 100 h/h for 128 contacts at 1 kHz on 2 cores.
 - **memory**: the watcher's RSS (its own process, and with every process under it: Ray's
   and Beam's workers) after each arrival; target: flat.
@@ -237,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             if len(keys) > 1 and rep_times[-1] > rep_times[0]
             else None
         )
+        # busy time: the union of every batch's [taken, reported] span (capacity when kept busy)
+        taken = at("taken")
+        spans = sorted((taken[k], reported[k]) for k in keys if k in taken)
+        busy, end = 0.0, 0.0
+        for a, b in spans:
+            if b > end:
+                busy += b - max(a, end)
+                end = b
         mem = [r["watcher_mb"] for r in rss]
         slope = (
             float(np.polyfit([r["arrivals"] for r in rss[2:]], mem[2:], 1)[0])
@@ -259,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             "throughput_h_per_h": round(hours / ((last - first) / 3600), 1),
             "steady_throughput_h_per_h": round(steady, 1) if steady else None,
             "offered_h_per_h": round(seconds / args.interval_s, 1),
+            "busy_s": round(busy, 1),
+            "capacity_h_per_h": round(hours / (busy / 3600), 1) if busy else None,
             "rss": rss,
             "rss_slope_mb_per_arrival": round(slope, 2) if slope is not None else None,
             "load_avg_before": [round(x, 2) for x in load_before],

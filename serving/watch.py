@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from ingest.errors import ConfigError, RecordingError
+from ingest.errors import ConfigError, RecordingError, SozkitError
 from ingest.fileio import write_parquet, write_text
 from ingest.landing import Arrival, find_arrivals, fingerprint
 from ingest.recording import Recording
@@ -202,6 +202,7 @@ class Watcher:
         self.journal = Journal(journal_path(cfg.results))
         self.summary = WatchSummary()
         self._told: dict[str, str] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
         self._workers: list[Any] = []
         self.models: tuple[str, ...] = ()
 
@@ -235,7 +236,16 @@ class Watcher:
         try:
             self.replay()
             while not stop.is_set():
-                settling = self.poll_once(stop)
+                try:
+                    settling = self.poll_once(stop)
+                except (KeyboardInterrupt, SozkitError):
+                    raise
+                except Exception as e:  # an engine failure: the batch stays in flight
+                    if stop.is_set():
+                        break  # Ctrl-C reached the engine's workers: redone on restart
+                    self.say(f"error     {type(e).__name__}: {e} (retried at the next poll)")
+                    logger.debug("batch failed", exc_info=True)
+                    settling = 1
                 if self.cfg.once and not settling:
                     break
                 stop.wait(self.cfg.poll_s)
@@ -246,9 +256,19 @@ class Watcher:
 
     # ------------------------------------------------------------------ replay
     def replay(self) -> None:
-        """Carry on every version a killed watcher left ``taken``, ``ingested`` or ``scored``."""
+        """Carry on every version a killed watcher left ``taken``, ``ingested`` or ``scored``.
+
+        Also called at each poll for a batch an engine error left in flight; a version that
+        fails :data:`MAX_ATTEMPTS` times is recorded ``failed`` with the error.
+        """
         by_stage: dict[str, list[Job]] = {"taken": [], "ingested": [], "scored": []}
         for v in self.journal.pending():
+            n = self._attempts[(v.key, v.fp)] = self._attempts.get((v.key, v.fp), 0) + 1
+            if n > MAX_ATTEMPTS:
+                job = Job(key=v.key, fp=v.fp, landing=v.events[0]["landing"], kind="",
+                          version=v.version, complete_at=0.0, recording_id=v.recording_id)  # fmt: skip
+                self._failed(job, v.state, f"failed {MAX_ATTEMPTS} times in a row", "see -v")
+                continue
             try:
                 fp_now = fingerprint(self._files_of(v))
             except OSError:
@@ -289,6 +309,8 @@ class Watcher:
         int
             Recordings still settling (changed less than ``stable_s`` ago).
         """
+        if self.journal.pending():
+            self.replay()  # a batch an engine error left in flight
         now = time.time()
         arrivals: list[Arrival] = []
         for landing in self.cfg.landings:
@@ -486,7 +508,7 @@ class Watcher:
         for j in jobs:
             if j.patient is None:
                 j.patient = patient_of(results[results["recording_id"] == j.recording_id])
-            if j.patient in pages:
+            if j.patient is None or j.patient in pages:
                 continue
             t0 = time.perf_counter()
             write_report(current, self.cfg.reports, by="patient", select=j.patient)
@@ -513,6 +535,9 @@ class Watcher:
         write_text(index, index_page(self.journal))
         return index
 
+
+#: Times a version left in flight by an engine error is retried before it is ``failed``.
+MAX_ATTEMPTS = 3
 
 #: Channel-seconds of signal below which a batch is ingested in the watcher's own process
 #: (Beam's in-memory FnApiRunner): starting worker processes costs more than they save.
