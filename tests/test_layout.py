@@ -20,6 +20,7 @@ PURE = [
     "ingest.clipping",
     "ingest.stream",
     "ingest.store",
+    "ingest.landing",
     "models.spectral",
     "models.graphs",
     "models.sozformer",
@@ -39,6 +40,7 @@ PURE = [
     "trainer.datasets",
     "trainer.checkpoint",
     "serving.scoring",
+    "serving.journal",
 ]
 
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from serving.watch import WatchConfig, Watcher
 
     cfg = WatchConfig(
-        landings=tuple(str(Path(p).resolve()) for p in args.landings),
+        landings=tuple(p if "://" in p else str(Path(p).resolve()) for p in args.landings),
         store=str(Path(args.store).resolve()) if "://" not in args.store else args.store,
         run_dir=str(Path(args.run).resolve()),
         results=str(Path(args.results).resolve()),

@@ -99,6 +99,18 @@ def test_merge_results_replaces_by_key_and_marks_superseded():
     assert v2.groupby("recording_id")["superseded"].all().to_dict() == {"r": True, "r.v2": False}
 
 
+def test_watch_mistakes_are_one_clear_line(tmp_path, capsys):
+    from serving.cli import main
+
+    common = ["--store", str(tmp_path / "s"), "--run", str(tmp_path), "--reports", "r"]
+    assert main(["watch", str(tmp_path / "nope"), *common, "--results", "r.parquet"]) == 2
+    assert "landing folder" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path), *common, "--results", "r.csv"]) == 2
+    assert "must be a .parquet file" in capsys.readouterr().err
+    assert main(["watch", "s3://bucket/in", *common, "--results", "r.parquet"]) == 2
+    assert "Mount the bucket" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ the process
 def _bids_root(root: Path) -> Path:
     root.mkdir(parents=True)
