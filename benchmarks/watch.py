@@ -253,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
             if len(rss) > 4
             else None
         )
+        half = [r for r in rss if r["arrivals"] > args.arrivals // 2]
+        late = (
+            float(np.polyfit([r["arrivals"] for r in half], [r["watcher_mb"] for r in half], 1)[0])
+            if len(half) > 4
+            else None
+        )
         out = {
             "arrivals": len(keys),
             "recording_minutes": args.minutes,
@@ -273,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "capacity_h_per_h": round(hours / (busy / 3600), 1) if busy else None,
             "rss": rss,
             "rss_slope_mb_per_arrival": round(slope, 2) if slope is not None else None,
+            "rss_slope_second_half_mb_per_arrival": round(late, 2) if late is not None else None,
             "load_avg_before": [round(x, 2) for x in load_before],
             "load_avg_end": [round(x, 2) for x in load_during],
             "cpus": os.cpu_count(),
