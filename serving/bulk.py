@@ -197,7 +197,8 @@ class ScoringWorker:
                 from ingest.store import ClipStore
 
                 store = self._stores.get(item.store_url)
-                if store is None:
+                if store is None or item.recording_id not in store.complete_ids():
+                    # a snapshot taken before a later ingest (a long-lived worker of soz watch)
                     store = self._stores[item.store_url] = ClipStore.open(item.store_url)
                 rec = stored_recording(store, item.recording_id)
                 stream = StoredRecordingStream(

@@ -67,6 +67,8 @@ def load_results(source: str | os.PathLike) -> pd.DataFrame:
                 f"{source} lacks the columns {sorted(missing)}; give a file written by "
                 "`soz score` or a training run directory."
             )
+        if "superseded" in frame:  # soz watch keeps an older version's rows, marked
+            frame = frame[~frame["superseded"].fillna(False).astype(bool)]
         return _complete(frame)
     if source.is_dir():
         return _complete(_run_dir_results(source))

@@ -22,6 +22,7 @@ PURE = [
     "ingest.clipping",
     "ingest.stream",
     "ingest.store",
+    "ingest.landing",
     "models.spectral",
     "models.graphs",
     "models.sozformer",
@@ -43,6 +44,7 @@ PURE = [
     "trainer.datasets",
     "trainer.checkpoint",
     "serving.scoring",
+    "serving.journal",
 ]
 
 

@@ -10,7 +10,9 @@ import pytest
 from serving.cli import main
 from tests.conftest import SIDECARS
 
-SUBCOMMANDS = ("demo", "ingest", "report", "scan", "score", "serve", "simulate", "train")
+SUBCOMMANDS = (
+    "demo", "ingest", "report", "scan", "score", "serve", "simulate", "train", "watch",
+)  # fmt: skip
 
 
 def test_help_lists_every_subcommand(capsys):

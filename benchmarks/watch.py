@@ -1,0 +1,298 @@
+"""Watch benchmark: latency, sustained throughput and memory of ``soz watch`` under a steady export.
+
+A producer writes recordings into a landing folder at a steady rate, each file written in
+pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with its defaults
+(poll 5 s, stable 30 s) in its own process. Measured:
+
+- **latency** from "file complete" (the producer closed it) to "results row written" (the
+  journal's ``scored`` line, appended right after the results file is replaced) and to "report
+  written" (``reported``), p50 and p95; against ``soz score RUN_DIR FILE`` of the same file
+  alone, run in the same session before the watcher (its whole command wall time, and the
+  scoring time it reports itself). Target: p50 within 1.5x of it plus the stable window.
+- **throughput**: recording-hours ingested and scored per wall hour, from the first file
+  complete to the last report (and between the first and the last report: the steady state),
+  and the capacity: recording-hours per hour of the watcher's busy time (the union of every
+  batch's span from ``taken`` to ``reported``), what it sustains when exports keep it busy.
+  Target: >= 100 h/h for 128 contacts at 1 kHz on 2 cores.
+- **memory**: the watcher's RSS (its own process, and with every process under it: Ray's
+  and Beam's workers) after each arrival; target: flat.
+
+The model is SOZFormer at its default size, untrained, saved with the real checkpoint code
+(:func:`benchmarks.serving.make_run_dir`); recordings are 128-contact 1024-Hz EDFs written by
+:func:`benchmarks.ingest.write_edf_streamed`. Prints and saves ``benchmarks/results/watch.json``.
+
+    python -m benchmarks.watch [--arrivals 30] [--minutes 10] [--interval-s 20] [--write-s 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import ingest as bench_ingest
+from benchmarks.serving import make_run_dir
+from ingest.fileio import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+LINE_FREQ = 60.0  # the line noise write_edf_streamed adds
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _events(journal: Path) -> list[dict]:
+    out = []
+    if journal.exists():
+        for line in journal.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def _pct(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=float)
+    if not len(a):
+        return {}
+    return {
+        "p50": round(float(np.percentile(a, 50)), 2),
+        "p95": round(float(np.percentile(a, 95)), 2),
+        "max": round(float(a.max()), 2),
+    }
+
+
+def _env() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def baseline_score(run_dir: Path, edf: Path, out: Path) -> dict:
+    """``soz score RUN_DIR EDF`` alone: whole command wall time and its own scoring time."""
+    cmd = [sys.executable, "-m", "serving", "score", str(run_dir), str(edf), "--out", str(out),
+           "--line-freq", str(LINE_FREQ), "--no-progress"]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"soz score failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    m = re.search(r"in ([0-9.]+) s ->", proc.stdout)
+    return {"command_wall_s": round(wall, 2), "scoring_s": float(m.group(1)) if m else None}
+
+
+def produce(
+    sources: list[Path], landing: Path, n: int, interval_s: float, write_s: float, done: dict
+) -> None:
+    """Write ``n`` recordings into ``landing``, one every ``interval_s``, each over ``write_s``."""
+    t_start = time.time()
+    for i in range(n):
+        delay = t_start + i * interval_s - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        data = sources[i % len(sources)].read_bytes()
+        pieces = 10
+        step = len(data) // pieces + 1
+        path = landing / f"rec{i:03d}.edf"
+        with open(path, "wb") as f:
+            for k in range(0, len(data), step):
+                f.write(data[k : k + step])
+                f.flush()
+                time.sleep(write_s / pieces)
+        done[str(path)] = time.time()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arrivals", type=int, default=30)
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of each recording")
+    ap.add_argument("--contacts", type=int, default=128)
+    ap.add_argument("--interval-s", type=float, default=20.0, help="seconds between exports")
+    ap.add_argument("--write-s", type=float, default=3.0, help="seconds each export takes")
+    ap.add_argument("--sources", type=int, default=2, help="distinct source files")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "watch.json"))
+    args = ap.parse_args(argv)
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="soz-watch-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    try:
+        run_dir = make_run_dir(work)
+        bench_ingest.N_CHANS = args.contacts
+        seconds = int(round(args.minutes * 60))
+        sources = []
+        for k in range(args.sources):
+            src = work / "src" / f"src{k}.edf"
+            src.parent.mkdir(parents=True, exist_ok=True)
+            bench_ingest.write_edf_streamed(src, seconds, seed=k)
+            sources.append(src)
+        print(f"{args.sources} source EDFs of {args.minutes:g} min x {args.contacts} contacts")
+        base = baseline_score(run_dir, sources[0], work / "baseline.parquet")
+        print(f"soz score alone: {base}")
+
+        landing, results = work / "landing", work / "results.parquet"
+        landing.mkdir()
+        journal = work / "results.watch.jsonl"
+        log = open(work / "watch.log", "w")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "serving", "watch", str(landing),
+               "--store", str(work / "store"), "--run", str(run_dir), "--results", str(results),
+               "--reports", str(work / "reports"), "--line-freq", str(LINE_FREQ)]  # fmt: skip
+        t_launch = time.time()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        while "watching" not in (work / "watch.log").read_text():
+            if proc.poll() is not None:
+                raise RuntimeError((work / "watch.log").read_text()[-3000:])
+            time.sleep(0.2)
+        startup_s = time.time() - t_launch
+        print(f"watcher up in {startup_s:.1f} s; producing {args.arrivals} arrivals")
+        complete: dict[str, float] = {}
+        producer = threading.Thread(
+            target=produce,
+            args=(sources, landing, args.arrivals, args.interval_s, args.write_s, complete),
+            daemon=True,
+        )
+        producer.start()
+        rss: list[dict] = []
+        seen = 0
+        deadline = time.time() + args.arrivals * args.interval_s + 1800
+        while time.time() < deadline:
+            reported = [e for e in _events(journal) if e["state"] == "reported"]
+            if len(reported) > seen:
+                seen = len(reported)
+                fam = [proc.pid, *_descendants(proc.pid)]
+                rss.append({
+                    "arrivals": seen,
+                    "watcher_mb": round(_rss_mb(proc.pid), 1),
+                    "with_children_mb": round(sum(_rss_mb(p) for p in fam), 1),
+                })  # fmt: skip
+                print(f"  {seen:3d} reported; watcher RSS {rss[-1]['watcher_mb']:.0f} MB "
+                      f"(with Ray/Beam {rss[-1]['with_children_mb']:.0f} MB)", flush=True)  # fmt: skip
+            if seen >= args.arrivals or proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        load_during = os.getloadavg()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+        events = _events(journal)
+
+        def at(state: str) -> dict[str, float]:
+            return {
+                e["key"]: datetime.fromisoformat(e["at"]).timestamp()
+                for e in events
+                if e["state"] == state
+            }
+
+        scored, reported = at("scored"), at("reported")
+        keys = [k for k in complete if k in reported]
+        lat_rows = [scored[k] - complete[k] for k in keys]
+        lat_report = [reported[k] - complete[k] for k in keys]
+        hours = len(keys) * seconds / 3600
+        first, last = min(complete[k] for k in keys), max(reported[k] for k in keys)
+        rep_times = sorted(reported[k] for k in keys)
+        steady = (
+            (len(keys) - 1) * seconds / 3600 / ((rep_times[-1] - rep_times[0]) / 3600)
+            if len(keys) > 1 and rep_times[-1] > rep_times[0]
+            else None
+        )
+        # busy time: the union of every batch's [taken, reported] span (capacity when kept busy)
+        taken = at("taken")
+        spans = sorted((taken[k], reported[k]) for k in keys if k in taken)
+        busy, end = 0.0, 0.0
+        for a, b in spans:
+            if b > end:
+                busy += b - max(a, end)
+                end = b
+        mem = [r["watcher_mb"] for r in rss]
+        slope = (
+            float(np.polyfit([r["arrivals"] for r in rss[2:]], mem[2:], 1)[0])
+            if len(rss) > 4
+            else None
+        )
+        half = [r for r in rss if r["arrivals"] > args.arrivals // 2]
+        late = (
+            float(np.polyfit([r["arrivals"] for r in half], [r["watcher_mb"] for r in half], 1)[0])
+            if len(half) > 4
+            else None
+        )
+        out = {
+            "arrivals": len(keys),
+            "recording_minutes": args.minutes,
+            "contacts": args.contacts,
+            "sfreq_file": bench_ingest.SFREQ,
+            "interval_s": args.interval_s,
+            "write_s": args.write_s,
+            "watcher_defaults": {"poll_s": 5.0, "stable_s": 30.0},
+            "watcher_startup_s": round(startup_s, 1),
+            "baseline_soz_score": base,
+            "latency_to_results_s": _pct(lat_rows),
+            "latency_to_report_s": _pct(lat_report),
+            "target_p50_s": round(1.5 * base["command_wall_s"] + 30.0, 1),
+            "throughput_h_per_h": round(hours / ((last - first) / 3600), 1),
+            "steady_throughput_h_per_h": round(steady, 1) if steady else None,
+            "offered_h_per_h": round(seconds / args.interval_s, 1),
+            "busy_s": round(busy, 1),
+            "capacity_h_per_h": round(hours / (busy / 3600), 1) if busy else None,
+            "rss": rss,
+            "rss_slope_mb_per_arrival": round(slope, 2) if slope is not None else None,
+            "rss_slope_second_half_mb_per_arrival": round(late, 2) if late is not None else None,
+            "load_avg_before": [round(x, 2) for x in load_before],
+            "load_avg_end": [round(x, 2) for x in load_during],
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+        print(json.dumps({k: v for k, v in out.items() if k != "rss"}, indent=2))
+        write_json(args.out, out)
+        print(f"saved {args.out}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

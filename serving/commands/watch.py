@@ -1,0 +1,99 @@
+"""``soz watch LANDING... --store STORE --run RUN_DIR --results RESULTS.parquet --reports DIR``.
+
+Recordings that land in the folders are ingested, scored and reported as they arrive (see
+:mod:`serving.watch`). One line per arrival, a summary on exit; Ctrl-C stops after the
+recording in flight (a second Ctrl-C stops at once: what was in flight is redone on restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from serving.cli import command, ray_session
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("landings", nargs="+", metavar="LANDING", help="landing folder(s) to watch")
+    p.add_argument("--store", required=True, metavar="STORE", help="clip store to ingest into")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="training run (soz train)")
+    p.add_argument("--results", required=True, metavar="RESULTS", help="results .parquet")
+    p.add_argument("--reports", required=True, metavar="DIR", help="report pages + index")
+    p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (plain recordings)")
+    p.add_argument(
+        "--line-freq", type=float, default=None, help="line frequency where a file states none"
+    )
+    p.add_argument("--poll-s", type=float, default=5.0, help="seconds between polls (5)")
+    p.add_argument(
+        "--stable-s", type=float, default=30.0, help="seconds files must stay unchanged (30)"
+    )
+    p.add_argument("--once", action="store_true", help="take what is complete now, then exit")
+    p.add_argument(
+        "--beam-args",
+        default="",
+        metavar="'OPTIONS'",
+        help="Beam pipeline options for each ingest, quoted (default: local FnApiRunner)",
+    )
+
+
+@command("watch", "Ingest, score and report recordings as they land in folders", add_arguments)
+def run(args: argparse.Namespace) -> int:
+    from serving.watch import WatchConfig, Watcher
+
+    cfg = WatchConfig(
+        landings=tuple(p if "://" in p else str(Path(p).resolve()) for p in args.landings),
+        store=str(Path(args.store).resolve()) if "://" not in args.store else args.store,
+        run_dir=str(Path(args.run).resolve()),
+        results=str(Path(args.results).resolve()),
+        reports=str(Path(args.reports).resolve()),
+        label_sheet=args.label_sheet,
+        line_freq=args.line_freq,
+        poll_s=args.poll_s,
+        stable_s=args.stable_s,
+        once=args.once,
+        pipeline_args=tuple(shlex.split(args.beam_args)),
+    )
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # second Ctrl-C: stop now, the journal replays the rest
+        print("stopping after the recording in flight (Ctrl-C again to stop now)", flush=True)
+        stop.set()
+
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    watcher = Watcher(cfg, say=say)
+    with ray_session(log_to_driver=False):
+        import ray
+
+        cpus = int(ray.available_resources().get("CPU", 1))
+        watcher.cfg = replace(cfg, num_workers=max(1, min(cpus, os.cpu_count() or 1)))
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            watcher.start()
+            say(
+                f"watching {', '.join(cfg.landings)} (poll {cfg.poll_s:g} s, stable "
+                f"{cfg.stable_s:g} s); models {', '.join(watcher.models)}; Ctrl-C stops"
+            )
+            summary = watcher.run(stop)
+        except KeyboardInterrupt:
+            summary = watcher.summary
+            summary.interrupted = True
+            say("stopped; the recording in flight is redone on the next start")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            watcher.close()
+    say(summary.line())
+    say(f"  store {cfg.store}\n  results {cfg.results}\n  reports {cfg.reports}/index.html")
+    for name, detail in sorted(summary.waiting.items()):
+        say(f"  waiting: {name}: {detail}")
+    return 0

@@ -1,0 +1,553 @@
+"""``soz watch``: recordings that land in a drop folder are ingested, scored and reported.
+
+Each poll lists the landing folders (:func:`ingest.landing.find_arrivals`) and takes every
+recording that is complete (stable for ``stable_s``, EDF record count = file size, BIDS
+sidecars present) and not yet in the journal under its fingerprint. A batch of them then goes
+through the stages of the batch commands, each by their own entry point:
+
+1. **ingest**: :func:`ingest.pipeline.ingest_recordings`, the Beam pipeline of ``soz ingest``
+   (appended to the store, idempotent; unreadable files become rows of the store's failures
+   table);
+2. **score**: :class:`serving.bulk.ScoringWorker` actors, the workers of ``soz score``, loaded
+   once when the watcher starts and kept across arrivals, scoring from the store's clips; the
+   rows are merged into ``RESULTS`` (one row per recording x contact x model, replaced by key,
+   the file rewritten atomically); rows of an older version of the same file are kept and
+   marked ``superseded``;
+3. **report**: :func:`serving.report.write_report` refreshes the patient's page, then the index
+   page lists every arrival with its status.
+
+Every step is written to the journal (:mod:`serving.journal`) once done; on start the journal
+is replayed so that a version left ``taken``, ``ingested`` or ``scored`` by a killed watcher is
+carried on from there. That, with each step being idempotent, is the exactly-once guarantee.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ingest.errors import ConfigError, RecordingError, SozkitError
+from ingest.fileio import write_parquet, write_text
+from ingest.landing import Arrival, find_arrivals, fingerprint
+from ingest.recording import Recording
+from serving.journal import Journal, journal_path
+from serving.results import RESULT_COLUMNS
+from serving.watch_outputs import (
+    WATCH_COLUMNS,
+    index_page,
+    merge_results,
+    page_name,
+    patient_of,
+    scan_arrival,
+    top_line,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Configuration of :class:`Watcher` (``soz watch``).
+
+    Parameters
+    ----------
+    landings : tuple of str
+        Landing folders (BIDS roots or folders of plain recordings).
+    store : str
+        The clip store recordings are ingested into (created with the run's ingest config).
+    run_dir : str
+        Training run whose models score every arrival.
+    results : str
+        The results ``.parquet``; the journal is written beside it.
+    reports : str
+        Folder of the report pages and the index of arrivals.
+    label_sheet : str or None
+        SOZ label sheet for plain recordings.
+    line_freq : float or None
+        Power-line frequency of recordings that state none (default: the run's store's).
+    poll_s : float
+        Seconds between two listings of the landing folders.
+    stable_s : float
+        Seconds a recording's files must stay unchanged before it is taken.
+    once : bool
+        Take what is complete now (waiting for files still settling), then stop.
+    give_up_s : float
+        A recording that stays incomplete (truncated EDF, missing sidecar) this long after its
+        last change is taken anyway, so the reader's reason lands in the failures table.
+    pipeline_args : tuple of str
+        Beam pipeline options (``--beam-args``).
+    num_workers : int
+        Scoring actors (one CPU each).
+    batch_size : int
+        Sequences per forward pass.
+    top_n : int
+        Contacts named on each arrival's progress line.
+    """
+
+    landings: tuple[str, ...]
+    store: str
+    run_dir: str
+    results: str
+    reports: str
+    label_sheet: str | None = None
+    line_freq: float | None = None
+    poll_s: float = 5.0
+    stable_s: float = 30.0
+    once: bool = False
+    give_up_s: float = 600.0
+    pipeline_args: tuple[str, ...] = ()
+    num_workers: int = 1
+    batch_size: int = 8
+    top_n: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.landings:
+            raise ConfigError("give at least one landing folder to watch.")
+        if self.poll_s <= 0:
+            raise ConfigError(f"poll_s={self.poll_s} must be > 0 seconds.")
+        if self.stable_s < 0 or self.give_up_s < self.stable_s:
+            raise ConfigError(
+                f"stable_s={self.stable_s} must be >= 0 and give_up_s={self.give_up_s} >= it."
+            )
+        if not str(self.results).endswith(".parquet"):
+            raise ConfigError(f"results={self.results!r} must be a .parquet file.")
+        if self.num_workers < 1 or self.top_n < 1:
+            raise ConfigError(f"{self.num_workers=} and {self.top_n=} must be >= 1.")
+        for landing in self.landings:
+            if "://" in landing:
+                raise ConfigError(
+                    f"{landing}: only local (or mounted) landing folders are watched; the "
+                    "readers open signal files by path. Mount the bucket (gcsfuse, s3fs) and "
+                    "watch the mount point."
+                )
+            if not Path(landing).is_dir():
+                raise ConfigError(f"landing folder {landing} does not exist; create it first.")
+
+
+@dataclass
+class Job:
+    """One recording version going through the stages."""
+
+    key: str
+    fp: str
+    landing: str
+    kind: str
+    version: int
+    complete_at: float
+    recording_id: str | None = None
+    rec: Recording | None = None
+    patient: str | None = None
+    problem: RecordingError | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    top: str = ""
+
+    @property
+    def name(self) -> str:
+        return os.path.relpath(self.key, self.landing)
+
+
+@dataclass
+class WatchSummary:
+    """What a watcher did, for the exit line."""
+
+    reported: int = 0
+    failed: int = 0
+    superseded: int = 0
+    replayed: int = 0
+    waiting: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def line(self) -> str:
+        waiting = f", {len(self.waiting)} waiting" if self.waiting else ""
+        return (
+            f"watch: {self.reported} recording(s) ingested, scored and reported, "
+            f"{self.failed} failed, {self.superseded} superseded by a new version"
+            f"{waiting} ({self.replayed} carried on from the journal), in {self.seconds:.0f} s"
+            + (" (stopped by Ctrl-C)" if self.interrupted else "")
+        )
+
+
+class Watcher:
+    """The ``soz watch`` service: see the module docstring.
+
+    Parameters
+    ----------
+    cfg : WatchConfig
+    say : callable or None
+        Receives one line per arrival, failure and replay (the CLI prints them).
+
+    Ray must be initialised before :meth:`start` (the CLI's ``ray_session``).
+    """
+
+    def __init__(self, cfg: WatchConfig, *, say: Callable[[str], None] | None = None) -> None:
+        from ingest.store import ClipStore
+        from serving.classical import run_ingest_config
+
+        self.cfg = cfg
+        self.say = say or (lambda line: None)
+        self.ingest_cfg = run_ingest_config(cfg.run_dir)
+        # The run's preprocessing, so the stored clips are what its models were trained on;
+        # creates the store, or refuses one built with other settings (ConfigError) now.
+        ClipStore.open(cfg.store, "a", config=self.ingest_cfg)
+        self.journal = Journal(journal_path(cfg.results))
+        self.summary = WatchSummary()
+        self._told: dict[str, str] = {}
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._workers: list[Any] = []
+        self.models: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the scoring actors (the run's models loaded once, kept across arrivals)."""
+        import ray
+
+        from serving.bulk import ScoringWorker
+
+        kwargs = {"batch_size": self.cfg.batch_size, "line_freq": self.ingest_cfg.line_freq}
+        self._workers = [
+            ScoringWorker.remote(self.cfg.run_dir, "all", None, kwargs, 1)
+            for _ in range(self.cfg.num_workers)
+        ]
+        self.models = tuple(ray.get(self._workers[0].models.remote()))
+
+    def close(self) -> None:
+        import ray
+
+        for w in self._workers:
+            ray.kill(w)
+        self._workers = []
+        self.journal.close()
+
+    def run(self, stop: threading.Event | None = None) -> WatchSummary:
+        """Replay the journal, then poll until ``stop`` is set (or, with ``once``, until
+        nothing complete or settling is left)."""
+        stop = stop or threading.Event()
+        t0 = time.perf_counter()
+        try:
+            self.replay()
+            while not stop.is_set():
+                try:
+                    settling = self.poll_once(stop)
+                except (KeyboardInterrupt, SozkitError):
+                    raise
+                except Exception as e:  # an engine failure: the batch stays in flight
+                    if stop.is_set():
+                        break  # Ctrl-C reached the engine's workers: redone on restart
+                    self.say(f"error     {type(e).__name__}: {e} (retried at the next poll)")
+                    logger.debug("batch failed", exc_info=True)
+                    settling = 1
+                if self.cfg.once and not settling:
+                    break
+                stop.wait(self.cfg.poll_s)
+        finally:
+            self.summary.seconds = time.perf_counter() - t0
+            self.summary.interrupted = stop.is_set()
+        return self.summary
+
+    # ------------------------------------------------------------------ replay
+    def replay(self) -> None:
+        """Carry on every version a killed watcher left ``taken``, ``ingested`` or ``scored``.
+
+        Also called at each poll for a batch an engine error left in flight; a version that
+        fails :data:`MAX_ATTEMPTS` times is recorded ``failed`` with the error.
+        """
+        by_stage: dict[str, list[Job]] = {"taken": [], "ingested": [], "scored": []}
+        for v in self.journal.pending():
+            n = self._attempts[(v.key, v.fp)] = self._attempts.get((v.key, v.fp), 0) + 1
+            if n > MAX_ATTEMPTS:
+                job = Job(key=v.key, fp=v.fp, landing=v.events[0]["landing"], kind="",
+                          version=v.version, complete_at=0.0, recording_id=v.recording_id)  # fmt: skip
+                self._failed(job, v.state, f"failed {MAX_ATTEMPTS} times in a row", "see -v")
+                continue
+            try:
+                fp_now = fingerprint(self._files_of(v))
+            except OSError:
+                fp_now = None
+            ev = v.events[0]
+            job = Job(
+                key=v.key, fp=v.fp, landing=ev["landing"], kind=ev["kind"], version=v.version,
+                complete_at=float(ev.get("complete_at") or 0.0), recording_id=v.recording_id,
+            )  # fmt: skip
+            if v.state == "taken" and fp_now != v.fp:
+                # replaced or removed before it was ingested: the new content is taken anew
+                self.journal.append("superseded", v.key, v.fp, recording_id=v.recording_id)
+                continue
+            by_stage[v.state].append(job)
+        n = sum(len(j) for j in by_stage.values())
+        if not n:
+            return
+        self.summary.replayed += n
+        self.say(
+            f"replaying the journal: {len(by_stage['taken'])} to ingest, "
+            f"{len(by_stage['ingested'])} to score, {len(by_stage['scored'])} to report"
+        )
+        for job in by_stage["taken"]:
+            self._scan(job)
+        ingested = self._ingest([j for j in by_stage["taken"]]) + by_stage["ingested"]
+        scored = self._score(ingested) + by_stage["scored"]
+        self._report(scored)
+
+    def _files_of(self, v) -> list[str]:
+        return list(v.events[0].get("files") or [v.key])
+
+    # ------------------------------------------------------------------ polling
+    def poll_once(self, stop: threading.Event | None = None) -> int:
+        """List the landing folders and process every new complete recording.
+
+        Returns
+        -------
+        int
+            Recordings still settling (changed less than ``stable_s`` ago).
+        """
+        if self.journal.pending():
+            self.replay()  # a batch an engine error left in flight
+        now = time.time()
+        arrivals: list[Arrival] = []
+        for landing in self.cfg.landings:
+            arrivals += find_arrivals(landing, now=now, stable_s=self.cfg.stable_s)
+        jobs, settling = [], 0
+        self.summary.waiting = {}
+        for a in arrivals:
+            if a.state == "settling":
+                settling += 1
+                continue
+            if a.state == "waiting":
+                if now - a.mtime < self.cfg.give_up_s:
+                    self.summary.waiting[a.name] = a.detail
+                    if self._told.get(a.key) != a.detail:
+                        self.say(f"waiting   {a.name}: {a.detail}")
+                        self._told[a.key] = a.detail
+                    continue
+                a = replace(a, fingerprint=fingerprint(a.files))  # stayed incomplete: give up
+            if self.journal.get(a.key, a.fingerprint) is not None:
+                continue  # this version was taken before (done, failed or replayed)
+            jobs.append(
+                Job(
+                    key=a.key,
+                    fp=a.fingerprint,
+                    landing=a.landing,
+                    kind=a.kind,
+                    version=self.journal.next_version(a.key),
+                    complete_at=a.mtime,
+                )  # fmt: skip
+            )
+            self._told.pop(a.key, None)
+        if jobs:
+            self.process(jobs, files={a.key: a.files for a in arrivals})
+        return settling
+
+    def process(self, jobs: Sequence[Job], *, files: dict[str, tuple[str, ...]]) -> None:
+        """Take, ingest, score and report a batch of new recording versions."""
+        for job in jobs:
+            self._scan(job)
+            rid = None
+            if job.rec is not None:
+                rid = job.rec.recording_id
+                if job.version > 1:
+                    rid = f"{rid}.v{job.version}"
+                job.rec = replace(job.rec, recording_id=rid)
+                job.recording_id = rid
+            self.journal.append(
+                "taken", job.key, job.fp, version=job.version, recording_id=rid,
+                landing=job.landing, kind=job.kind, files=list(files.get(job.key, (job.key,))),
+                complete_at=job.complete_at,
+            )  # fmt: skip
+        self._report(self._score(self._ingest(list(jobs))))
+
+    # ------------------------------------------------------------------ stages
+    def _scan(self, job: Job) -> None:
+        try:
+            rec = scan_arrival(
+                job.key, job.landing, job.kind, label_sheet=self.cfg.label_sheet,
+                line_freq=self.cfg.line_freq or self.ingest_cfg.line_freq,
+            )  # fmt: skip
+        except RecordingError as e:
+            job.problem = e
+            return
+        if job.recording_id is not None:  # replay: the id the journal gave this version
+            rec = replace(rec, recording_id=job.recording_id)
+        job.rec = rec
+        job.patient = f"{rec.cohort}/{rec.subject}" if rec.cohort else rec.subject
+
+    def _ingest(self, jobs: list[Job]) -> list[Job]:
+        from ingest.pipeline import ingest_recordings
+        from ingest.store import ClipStore, make_failure
+
+        if not jobs:
+            return []
+        recs = [j.rec for j in jobs if j.rec is not None]
+        scan_failures = [
+            make_failure(
+                recording_id=None,
+                source=j.key,
+                stage="scan",
+                reason=j.problem.reason,
+                fix=j.problem.fix,
+            )  # fmt: skip
+            for j in jobs
+            if j.rec is None and j.problem is not None
+        ]
+        t0 = time.perf_counter()
+        report = ingest_recordings(
+            recs, self.cfg.store, self.ingest_cfg,
+            extra_failures=scan_failures, pipeline_args=batch_pipeline_args(recs, self.cfg),
+        )  # fmt: skip
+        elapsed = time.perf_counter() - t0
+        complete = ClipStore.open(self.cfg.store).complete_ids()
+        failures = report.failures
+        done = []
+        for j in jobs:
+            j.timings["ingest"] = elapsed
+            if j.rec is not None and j.recording_id in complete:
+                self.journal.append("ingested", j.key, j.fp, recording_id=j.recording_id)
+                done.append(j)
+                continue
+            if j.problem is not None:
+                stage, reason, fix = "scan", j.problem.reason, j.problem.fix
+            else:
+                rows = failures[failures["recording_id"] == j.recording_id]
+                row = rows.iloc[0] if len(rows) else None
+                stage = str(row["stage"]) if row is not None else "ingest"
+                reason = str(row["reason"]) if row is not None else "not complete after ingest"
+                fix = str(row["fix"]) if row is not None else ""
+            self._failed(j, stage, reason, fix)
+        return done
+
+    def _failed(self, job: Job, stage: str, reason: str, fix: str) -> None:
+        self.journal.append(
+            "failed", job.key, job.fp, recording_id=job.recording_id, stage=stage,
+            reason=reason, fix=fix,
+        )  # fmt: skip
+        self.summary.failed += 1
+        self.say(f"FAILED    {job.name} [{stage}]: {reason} Fix: {fix}")
+
+    def _score(self, jobs: list[Job]) -> list[Job]:
+        import ray
+
+        from serving.bulk import WorkItem
+
+        if not jobs:
+            return []
+        existing = self._read_results()
+        have = set(zip(existing["recording_id"], existing["model"], strict=True))
+        todo = [j for j in jobs if any((j.recording_id, m) not in have for m in self.models)]
+        items = [
+            WorkItem(
+                j.recording_id,
+                f"{self.cfg.store}::{j.recording_id}",
+                store_url=self.cfg.store,
+                models=self.models,
+            )  # fmt: skip
+            for j in todo
+        ]
+        frames, failures = [], []
+        t0 = time.perf_counter()
+        elapsed: dict[str, float] = {}
+        if items:
+            pool = ray.util.ActorPool(self._workers)
+            for frame, fails in pool.map_unordered(lambda w, it: w.score.remote(it), items):
+                failures.extend(fails)
+                if frame is not None and len(frame):
+                    frames.append(frame)
+                    elapsed[str(frame["recording_id"].iloc[0])] = time.perf_counter() - t0
+        by_job = {j.recording_id: j for j in jobs}
+        new = pd.concat(frames, ignore_index=True) if frames else None
+        if new is not None:
+            new["landing_path"] = new["recording_id"].map(lambda r: by_job[r].key)
+            new["fingerprint"] = new["recording_id"].map(lambda r: by_job[r].fp)
+            new["scored_at"] = pd.Timestamp(datetime.now(UTC))
+            new["superseded"] = False
+        merged = merge_results(existing, new)
+        if new is not None:
+            write_parquet(self.cfg.results, merged)
+        failed_ids = {f.get("recording_id") for f in failures}
+        scored = []
+        for j in jobs:
+            rows = merged[merged["recording_id"] == j.recording_id]
+            if j.recording_id in failed_ids and rows.empty:
+                f = next(f for f in failures if f.get("recording_id") == j.recording_id)
+                self._failed(j, "score", str(f.get("reason")), str(f.get("fix") or ""))
+                continue
+            j.timings["score"] = elapsed.get(j.recording_id, 0.0)
+            j.patient = j.patient or patient_of(rows)
+            j.top = top_line(rows, self.models, self.cfg.top_n)
+            self.journal.append("scored", j.key, j.fp, recording_id=j.recording_id, rows=len(rows))
+            for old in self.journal.by_key.get(j.key, []):
+                if old.fp != j.fp and old.state not in ("superseded", "failed"):
+                    self.journal.append(
+                        "superseded", old.key, old.fp, recording_id=old.recording_id,
+                        by=j.recording_id,
+                    )  # fmt: skip
+                    self.summary.superseded += 1
+            scored.append(j)
+        return scored
+
+    def _read_results(self) -> pd.DataFrame:
+        if Path(self.cfg.results).is_file():
+            return pd.read_parquet(self.cfg.results)
+        return pd.DataFrame(columns=[*RESULT_COLUMNS, *WATCH_COLUMNS])
+
+    def _report(self, jobs: list[Job]) -> None:
+        from serving.report import write_report
+
+        if not jobs:
+            return
+        results = self._read_results()
+        current = results[~results["superseded"].astype(bool)]
+        pages: dict[str, float] = {}
+        for j in jobs:
+            if j.patient is None:
+                j.patient = patient_of(results[results["recording_id"] == j.recording_id])
+            if j.patient is None or j.patient in pages:
+                continue
+            t0 = time.perf_counter()
+            write_report(current, self.cfg.reports, by="patient", select=j.patient)
+            pages[j.patient] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.write_index()
+        t_index = time.perf_counter() - t0
+        for j in jobs:
+            j.timings["report"] = pages.get(j.patient, 0.0) + t_index
+            self.journal.append(
+                "reported", j.key, j.fp, recording_id=j.recording_id, page=page_name(j.patient)
+            )
+            self.summary.reported += 1
+            t = j.timings
+            self.say(
+                f"{datetime.now().strftime('%H:%M:%S')} {j.name} -> {j.recording_id}: "
+                f"ingest {t.get('ingest', 0):.1f} s, score {t.get('score', 0):.1f} s, "
+                f"report {t.get('report', 0):.1f} s; top {j.top}"
+            )
+
+    def write_index(self) -> Path:
+        """The index page: every arrival (newest first) with its status and report page."""
+        index = Path(self.cfg.reports) / "index.html"
+        write_text(index, index_page(self.journal))
+        return index
+
+
+#: Times a version left in flight by an engine error is retried before it is ``failed``.
+MAX_ATTEMPTS = 3
+
+#: Channel-seconds of signal below which a batch is ingested in the watcher's own process
+#: (Beam's in-memory FnApiRunner): starting worker processes costs more than they save.
+IN_PROCESS_CHANNEL_S = 128 * 600.0
+
+
+def batch_pipeline_args(recs: Sequence[Recording], cfg: WatchConfig) -> list[str]:
+    """Beam options for one batch: ``cfg.pipeline_args`` when given, else the local runner,
+    in-process for a small batch (:data:`IN_PROCESS_CHANNEL_S`), one worker per core above."""
+    if cfg.pipeline_args:
+        return list(cfg.pipeline_args)
+    size = sum(r.duration_s * len(r.contacts) for r in recs)
+    return ["--direct_num_workers=1"] if size < IN_PROCESS_CHANNEL_S else []

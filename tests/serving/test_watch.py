@@ -1,0 +1,334 @@
+"""``soz watch``: a real watcher process on real landing folders, killed with SIGKILL mid-way.
+
+The test copies recordings in while the watcher runs (one slowly in pieces, one truncated and
+completed later, one corrupt for good, a BIDS run whose sidecars come after its signal file, one
+replaced by a new version), kills the watcher while a recording is in flight (the moment read
+from its journal), restarts it with ``--once``, and checks that every good recording is once in
+the store and once per model in the results, the corrupt one once in the failures table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ingest.landing import edf_state, find_arrivals, fingerprint
+from ingest.store import ClipStore
+from serving.journal import Journal
+from serving.watch import merge_results
+from tests.conftest import REPO
+from tests.serving.conftest import ALL_CHANNELS, CONTACTS, make_run_dir, write_edf
+
+STABLE_S = 1.0
+
+
+# ------------------------------------------------------------------------------ pure parts
+def test_edf_state_and_fingerprint(tmp_path):
+    edf = write_edf(tmp_path / "a.edf", seconds=8.0)
+    data = edf.read_bytes()
+    assert edf_state(edf) == ("complete", "")
+    part = tmp_path / "part.edf"
+    part.write_bytes(data[: len(data) // 2])
+    state, detail = edf_state(part)
+    assert state == "waiting" and "data records" in detail
+    part.write_bytes(data[:100])
+    assert edf_state(part)[0] == "waiting"
+    bad = tmp_path / "bad.edf"
+    bad.write_bytes(b"not an edf " * 40)
+    assert edf_state(bad)[0] == "corrupt"
+    fp = fingerprint([edf])
+    assert fp == fingerprint([edf])
+    write_edf(edf, seconds=8.0, seed=5)  # same name and size, new content
+    assert fingerprint([edf]) != fp
+
+
+def test_find_arrivals_states(tmp_path):
+    edf = write_edf(tmp_path / "rec.edf", seconds=8.0)
+    now = time.time()
+    (arrival,) = find_arrivals(tmp_path, now=now, stable_s=60.0)
+    assert arrival.state == "settling"
+    (arrival,) = find_arrivals(tmp_path, now=now + 61, stable_s=60.0)
+    assert arrival.state == "complete" and arrival.fingerprint
+    (tmp_path / ".rec2.edf.part").write_bytes(edf.read_bytes())  # hidden partial download
+    assert len(find_arrivals(tmp_path, now=now + 61, stable_s=60.0)) == 1
+    bids_edf = tmp_path / "sub-x" / "ieeg" / "sub-x_task-ictal_ieeg.edf"
+    bids_edf.parent.mkdir(parents=True)
+    write_edf(bids_edf, seconds=8.0)
+    run = next(a for a in find_arrivals(tmp_path, now=now + 61, stable_s=60.0) if a.kind == "bids")
+    assert run.state == "waiting"
+    for name in ("dataset_description.json", "_ieeg.json", "_channels.tsv", "_events.tsv"):
+        assert name in run.detail
+
+
+def test_journal_drops_a_torn_line(tmp_path):
+    path = tmp_path / "r.watch.jsonl"
+    j = Journal(path)
+    j.append("taken", "/x.edf", "fp1", version=1, recording_id="r1", landing="/", kind="file")
+    j.append("ingested", "/x.edf", "fp1", recording_id="r1")
+    j.close()
+    with open(path, "a") as f:
+        f.write('{"at": "2026", "state": "sco')  # killed in the middle of a line
+    j = Journal(path)
+    assert j.n_torn == 1 and j.latest("/x.edf").state == "ingested"
+    assert [v.recording_id for v in j.pending()] == ["r1"]
+    j.append("scored", "/x.edf", "fp1", recording_id="r1")
+    j.close()
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_merge_results_replaces_by_key_and_marks_superseded():
+    def rows(rid, landing, p):
+        return pd.DataFrame(
+            {"recording_id": rid, "model": "m", "channel": ["A1", "A2"], "probability": p,
+             "landing_path": landing, "superseded": False, "fold": pd.NA, "soz_label": pd.NA}
+        )  # fmt: skip
+
+    first = merge_results(pd.DataFrame(), rows("r", "/l/a.edf", 0.1))
+    again = merge_results(first, rows("r", "/l/a.edf", 0.2))  # a replayed scoring step
+    assert len(again) == 2 and (again["probability"] == 0.2).all()
+    v2 = merge_results(again, rows("r.v2", "/l/a.edf", 0.3))
+    assert len(v2) == 4
+    assert v2.groupby("recording_id")["superseded"].all().to_dict() == {"r": True, "r.v2": False}
+
+
+def test_watch_mistakes_are_one_clear_line(tmp_path, capsys):
+    from serving.cli import main
+
+    common = ["--store", str(tmp_path / "s"), "--run", str(tmp_path), "--reports", "r"]
+    assert main(["watch", str(tmp_path / "nope"), *common, "--results", "r.parquet"]) == 2
+    assert "landing folder" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path), *common, "--results", "r.csv"]) == 2
+    assert "must be a .parquet file" in capsys.readouterr().err
+    assert main(["watch", "s3://bucket/in", *common, "--results", "r.parquet"]) == 2
+    assert "Mount the bucket" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the process
+def _bids_root(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "watch", "BIDSVersion": "1.8.0"}')
+    (root / "participants.tsv").write_text("participant_id\nsub-p9\n")
+    return root
+
+
+def _bids_sidecars(edf: Path) -> None:
+    base = edf.name[: -len("_ieeg.edf")]
+    meta = {"TaskName": "interictal", "SamplingFrequency": 1024, "PowerLineFrequency": 50}
+    edf.with_name(f"{base}_ieeg.json").write_text(json.dumps(meta))
+    lines = ["name\ttype\tunits\tstatus\tstatus_description"]
+    for ch in ALL_CHANNELS:
+        kind = "ECG" if ch == "EKG" else "SEEG"
+        lines.append(f"{ch}\t{kind}\tuV\t{'bad' if ch == 'BAD1' else 'good'}\t"
+                     f"{'soz' if ch in ('LA1', 'LA2') else 'n/a'}")  # fmt: skip
+    edf.with_name(f"{base}_channels.tsv").write_text("\n".join(lines) + "\n")
+
+
+def _wait(cond, what: str, proc=None, timeout: float = 90.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = cond()
+        if got:
+            return got
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the watcher exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line being written
+            pass
+    return out
+
+
+def _state(journal: Path, name: str, state: str) -> bool:
+    return any(e["key"].endswith(name) and e["state"] == state for e in _events(journal))
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _copy_slowly(src: bytes, dst: Path, pieces: int, pause_s: float) -> None:
+    step = len(src) // pieces + 1
+    with open(dst, "wb") as f:
+        for i in range(0, len(src), step):
+            f.write(src[i : i + step])
+            f.flush()
+            time.sleep(pause_s)
+
+
+def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
+    run_dir = make_run_dir(tmp_path, svm=True)
+    plain = tmp_path / "landing"
+    plain.mkdir()
+    bids = _bids_root(tmp_path / "bidsland")
+    store, results, reports = tmp_path / "store", tmp_path / "res.parquet", tmp_path / "reports"
+    journal = tmp_path / "res.watch.jsonl"
+    log = tmp_path / "watch.log"
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {
+        name: write_edf(src / f"{name}.edf", seconds=30.0, seed=i).read_bytes()
+        for i, name in enumerate(["slow", "trunc", "rep", "rep2", "kill"])
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
+    cmd = [
+        sys.executable, "-m", "serving", "watch", str(plain), str(bids),
+        "--store", str(store), "--run", str(run_dir), "--results", str(results),
+        "--reports", str(reports), "--stable-s", str(STABLE_S), "--poll-s", "0.3",
+    ]  # fmt: skip
+
+    def start(*extra: str) -> subprocess.Popen:
+        out = open(log, "a")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            [*cmd, *extra], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+    proc = start()
+    try:
+        _wait(lambda: "watching" in log.read_text(), "the watcher to start", proc, 120)
+        # corrupt for good, and a truncated file (its first 60 %) that completes later
+        (plain / "corrupt.edf").write_bytes(b"\x00garbage" * 512)
+        (plain / "trunc.edf").write_bytes(blobs["trunc"][: int(len(blobs["trunc"]) * 0.6)])
+        # a file copied slowly in pieces, pauses shorter than the stable window
+        _copy_slowly(blobs["slow"], plain / "slow.edf", pieces=6, pause_s=STABLE_S / 3)
+        _wait(lambda: _state(journal, "slow.edf", "reported"), "slow.edf reported", proc)
+        _wait(lambda: "waiting   trunc.edf" in log.read_text(), "trunc.edf waiting", proc)
+        _wait(lambda: _state(journal, "corrupt.edf", "failed"), "corrupt.edf failed", proc)
+        # nothing from the truncated file while it is incomplete
+        assert not any(e["key"].endswith("trunc.edf") for e in _events(journal))
+        assert not any("trunc" in r for r in ClipStore.open(store).complete_ids())
+        assert not pd.read_parquet(results)["recording_id"].str.contains("trunc").any()
+        with open(plain / "trunc.edf", "ab") as f:
+            f.write(blobs["trunc"][int(len(blobs["trunc"]) * 0.6) :])
+        # a BIDS run: signal file first, sidecars once the watcher says it waits for them
+        bids_edf = bids / "sub-p9" / "ieeg" / "sub-p9_task-interictal_run-01_ieeg.edf"
+        bids_edf.parent.mkdir(parents=True)
+        bids_edf.write_bytes(blobs["slow"])
+        _wait(lambda: "waiting   sub-p9" in log.read_text(), "the BIDS run waiting", proc)
+        assert not _state(journal, "run-01_ieeg.edf", "taken")
+        _bids_sidecars(bids_edf)
+        # a file replaced by a new version once the first is reported
+        (plain / "rep.edf").write_bytes(blobs["rep"])
+        _wait(lambda: _state(journal, "rep.edf", "reported"), "rep.edf v1 reported", proc)
+        (plain / "rep.edf").write_bytes(blobs["rep2"])
+        _wait(lambda: _state(journal, "trunc.edf", "reported"), "trunc.edf reported", proc)
+        _wait(lambda: _state(journal, "run-01_ieeg.edf", "reported"), "BIDS run reported", proc)
+        _wait(
+            lambda: sum(_state(journal, "rep.edf", s) for s in ("superseded",)) == 1,
+            "rep.edf v2 superseding v1",
+            proc,
+        )
+        # kill -9 while a recording is in flight: the moment its journal line appears
+        (plain / "kill.edf").write_bytes(blobs["kill"])
+        _wait(lambda: _state(journal, "kill.edf", "taken"), "kill.edf taken", proc)
+        family = _descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for pid in family:  # Beam / Ray children it may have started
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    kill_events = [e for e in _events(journal) if e["key"].endswith("kill.edf")]
+    assert kill_events[-1]["state"] != "reported", "the kill came too late to test a replay"
+
+    proc = start("--once")
+    assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "replaying the journal" in text
+
+    # every good recording once in the store ...
+    ids = sorted(ClipStore.open(store).complete_ids())
+    assert ids == sorted(
+        ["bidsland__p9__interictal__01", "landing__kill", "landing__rep", "landing__rep.v2",
+         "landing__slow", "landing__trunc"]
+    ), ids  # fmt: skip
+    # ... once per model and contact in the results, the first version of rep.edf superseded
+    res = pd.read_parquet(results)
+    assert set(res["model"]) == {"sozformer", "svm"}
+    per = res.groupby(["recording_id", "model", "channel"]).size()
+    assert (per == 1).all(), per[per > 1]
+    counts = res.groupby(["recording_id", "model"]).size()
+    assert len(counts) == 2 * len(ids)
+    assert (counts.xs("sozformer", level="model") >= len(CONTACTS)).all()
+    sup = res.groupby("recording_id")["superseded"].all()
+    assert sup["landing__rep"] and not sup.drop("landing__rep").any()
+    # the corrupt file once in the store's failures table, not in the results
+    failures = ClipStore.open(store).failures()
+    assert (failures["source"].str.endswith("corrupt.edf")).sum() == 1
+    assert not res["landing_path"].str.endswith("corrupt.edf").any()
+    # the journal ends every version, the index lists every arrival
+    last = {}
+    for e in _events(journal):
+        last[(e["key"], e["fp"])] = e["state"]
+    assert sorted(last.values()).count("reported") == 5  # rep.edf's first version: superseded
+    assert sorted(last.values()).count("failed") == 1
+    assert sorted(last.values()).count("superseded") == 1
+    index = (reports / "index.html").read_text()
+    assert "corrupt.edf" in index and "landing__rep.v2" in index
+    assert (reports / "bidsland-p9.html").is_file()
+
+
+@pytest.mark.slow
+def test_watch_ctrl_c_finishes_the_recording_in_flight(tmp_path, ray_local):
+    run_dir = make_run_dir(tmp_path, svm=False)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    log, journal = tmp_path / "watch.log", tmp_path / "res.watch.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
+    cmd = [
+        sys.executable, "-m", "serving", "watch", str(landing), "--store", str(tmp_path / "s"),
+        "--run", str(run_dir), "--results", str(tmp_path / "res.parquet"),
+        "--reports", str(tmp_path / "rep"), "--stable-s", "0.5", "--poll-s", "0.2",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: "watching" in log.read_text(), "the watcher to start", proc, 120)
+        write_edf(landing / "a.edf", seconds=30.0)
+        _wait(lambda: _state(journal, "a.edf", "taken"), "a.edf taken", proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "stopped by Ctrl-C" in text and "1 recording(s) ingested, scored and reported" in text
+    assert _state(journal, "a.edf", "reported")
