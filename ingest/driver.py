@@ -22,7 +22,7 @@ from ingest.config import IngestConfig
 from ingest.errors import RecordingError, SozkitError
 from ingest.manifests import recording_warnings, warning_row
 from ingest.ownership import Owner, RunContext, acquire_leases, release_leases
-from ingest.pipeline import build_pipeline
+from ingest.pipeline import build_pipeline, check_worker_paths, pipeline_options
 from ingest.recording import Recording
 from ingest.sources import scan_sources
 from ingest.store import ClipStore, make_failure, warnings_frame
@@ -157,6 +157,7 @@ def ingest_recordings(
     """
     t0 = time.perf_counter()
     store_url = os.fspath(store_url)
+    check_worker_paths(pipeline_options(cfg, pipeline_args), store_url, recordings)  # no lease yet
     store = ClipStore.open(store_url, "a", config=cfg)
     complete = store.complete_ids()
     owner = Owner.this_process()

@@ -51,6 +51,7 @@ from apache_beam.runners.portability.fn_api_runner.fn_runner import ExtendedProv
 from google.protobuf import struct_pb2
 
 from ingest.config import IngestConfig
+from ingest.errors import ConfigError
 from ingest.manifests import (
     ATTEMPTED,
     FAILURE,
@@ -478,6 +479,30 @@ def _local_runner(options: PipelineOptions) -> FnApiRunner | None:
     )
 
 
+def check_worker_paths(
+    options: PipelineOptions, store_url: str, recordings: Sequence[Recording]
+) -> None:
+    """Refuse relative paths when the workers are not this process's children.
+
+    The local runners' workers share the driver's working directory; a portable, Flink, Spark
+    or Dataflow worker does not, so a relative store or signal path would name another place
+    there (a store at the job server's directory, a file not found). Raises
+    :class:`~ingest.errors.ConfigError` naming the path; ``soz ingest`` makes paths absolute.
+    """
+    runner = options.view_as(StandardOptions).runner
+    runner = runner if isinstance(runner, str) else type(runner).__name__
+    if runner in _LOCAL_RUNNERS:
+        return
+    paths = [("store", store_url)] + [(r.recording_id, r.path) for r in recordings]
+    for what, path in paths:
+        if "://" not in path and not os.path.isabs(path):
+            raise ConfigError(
+                f"{what}: relative path {path!r} with --runner={runner}: that runner's workers "
+                f"do not share this process's working directory. Fix: give an absolute path "
+                f"({os.path.abspath(path)!r}) on storage every worker can reach."
+            )
+
+
 def build_pipeline(
     recordings: Sequence[Recording],
     store_url: str,
@@ -493,8 +518,9 @@ def build_pipeline(
     Creates the store (with ``cfg``) if absent, or checks ``cfg`` against it. ``run`` carries
     the run's lease token and driver (default: no leases, this process as the driver).
     """
-    ClipStore.open(store_url, "a", config=cfg)
     options = pipeline_options(cfg, pipeline_args)
+    check_worker_paths(options, store_url, recordings)
+    ClipStore.open(store_url, "a", config=cfg)
     p = beam.Pipeline(runner=_local_runner(options), options=options)
     _ = (
         p

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 from functools import partial
 
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     with progress_bar("block", "ingest", enabled=not args.no_progress) as progress:
-        report = run_ingest(
-            args.sources,
-            args.out,
+        report = run_ingest(  # absolute paths: a distributed runner's workers have another cwd
+            [_absolute(s) for s in args.sources],
+            _absolute(args.out),
             cfg,
             label_sheet=args.label_sheet,
             allow_empty_soz=args.allow_empty_soz,
@@ -97,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     if report.n_ingested + report.n_skipped == 0 and (report.n_failed or report.busy):
         return 2  # nothing of the sources is in the store
     return 1 if (~sources).sum() else 0
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 def print_warnings(warnings) -> None:
