@@ -79,6 +79,10 @@ class TrainConfig:
         Ray Train workers (DDP ranks) per fold.
     gpus_per_worker : float
         GPUs per worker (0 = CPU training).
+    bf16 : bool
+        Training forward passes and losses under bfloat16 autocast on a CUDA device that
+        supports it (:func:`trainer.loop.training_autocast`); no effect on CPU. Scoring stays
+        float32.
     cpus_per_worker : int
         CPUs reserved per worker; also the torch threads each worker uses, so workers do not
         oversubscribe the cores.
@@ -122,6 +126,7 @@ class TrainConfig:
     model_hparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     num_workers: int = 1
     gpus_per_worker: float = 0.0
+    bf16: bool = True
     cpus_per_worker: int = 1
     loader_workers: int = 0
     max_parallel_folds: int | None = None

@@ -8,6 +8,7 @@ so ranks may score different numbers of sequences without a collective call.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -70,6 +71,18 @@ def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, to
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def training_autocast(device: torch.device | str, bf16: bool = True):
+    """The autocast context of a training step: bfloat16 on a CUDA device that supports it
+    (when ``bf16``), else none: CPU training stays float32.
+
+    bfloat16 keeps float32's exponent range, so no gradient scaler is needed.
+    """
+    device = torch.device(device)
+    if bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_epoch(
     model: torch.nn.Module,
     loader: Iterable[Mapping[str, torch.Tensor]],
@@ -78,6 +91,7 @@ def train_epoch(
     *,
     device: torch.device | str = "cpu",
     grad_clip: float = 0.0,
+    bf16: bool = True,
 ) -> dict[str, float]:
     """One pass of supervised training over ``loader``.
 
@@ -93,6 +107,8 @@ def train_epoch(
     device : torch.device or str
     grad_clip : float
         Clip the gradient norm to this value (0: no clipping).
+    bf16 : bool
+        bfloat16 autocast of the forward pass and loss on CUDA (:func:`training_autocast`).
 
     Returns
     -------
@@ -104,7 +120,9 @@ def train_epoch(
     def batch_loss(b: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return loss_fn(model(b["x"], b["mask"]), b["y"], b["mask"])
 
-    return _run_epoch(model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip)
+    return _run_epoch(
+        model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip, bf16=bf16
+    )
 
 
 def pretrain_epoch(
@@ -114,6 +132,7 @@ def pretrain_epoch(
     *,
     device: torch.device | str = "cpu",
     grad_clip: float = 0.0,
+    bf16: bool = True,
 ) -> dict[str, float]:
     """One epoch of self-supervised next-clip prediction (DCGRU pre-training).
 
@@ -125,7 +144,9 @@ def pretrain_epoch(
     def batch_loss(b: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return next_clip_loss(model(b["x"], b["mask"]), b["x"], b["mask"])
 
-    return _run_epoch(model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip)
+    return _run_epoch(
+        model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip, bf16=bf16
+    )
 
 
 def _run_epoch(
@@ -136,6 +157,7 @@ def _run_epoch(
     *,
     device: torch.device | str,
     grad_clip: float,
+    bf16: bool = True,
 ) -> dict[str, float]:
     """The optimisation loop shared by :func:`train_epoch` and :func:`pretrain_epoch`."""
     device = torch.device(device)
@@ -147,7 +169,8 @@ def _run_epoch(
         t_load += time.perf_counter() - t_wait
         b = _to(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        loss = batch_loss(b)
+        with training_autocast(device, bf16):
+            loss = batch_loss(b).float()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at step {n_steps}; lower the learning rate "
@@ -466,6 +489,7 @@ def fit_fold(
                 ssl_opt,
                 device=device,
                 grad_clip=cfg.grad_clip,
+                bf16=cfg.bf16,
             )
             loss = float(np.mean(all_gather(stats["loss"])))
             row = {"stage": "ssl", "epoch": epoch, "train_loss": loss, "seconds": stats["seconds"]}
@@ -516,6 +540,7 @@ def fit_fold(
             loss_fn,
             device=device,
             grad_clip=cfg.grad_clip,
+            bf16=cfg.bf16,
         )
         metrics = validation_metrics(data.score(model, "val", device=device))
         auc = metrics["val_auc"]

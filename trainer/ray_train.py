@@ -43,6 +43,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,19 @@ class FoldTrainResult:
     best_val_auc: float = math.nan
 
 
+def scaling_config(cfg: TrainConfig) -> ScalingConfig:
+    """One fold's worker group: ``cfg.num_workers`` DDP ranks, each with ``cpus_per_worker``
+    CPUs and, when ``gpus_per_worker > 0``, that share of a GPU (``use_gpu``: Ray Train then
+    gives each rank its own CUDA device and the NCCL backend)."""
+    use_gpu = cfg.gpus_per_worker > 0
+    resources: dict[str, float] = {"CPU": cfg.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    return ScalingConfig(
+        num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+    )
+
+
 def train_fold(
     store_url: str,
     *,
@@ -131,10 +145,6 @@ def train_fold(
         raise SozkitError(
             f"{model_name=} is not trained with Ray Train; use 'sozformer' or 'dcgru'."
         )
-    use_gpu = cfg.gpus_per_worker > 0
-    resources = {"CPU": cfg.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cfg.gpus_per_worker
     trainer = TorchTrainer(
         _train_worker,
         train_loop_config={
@@ -143,9 +153,7 @@ def train_fold(
             "fold": fold.to_dict(),
             "cfg": cfg.to_dict(),
         },
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
+        scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=f"fold_{fold.index}",
             storage_path=str(Path(storage_path).resolve()),
@@ -422,7 +430,7 @@ def _train_worker(config: dict) -> None:
         model_name,
         data,
         device=ray.train.torch.get_device(),
-        prepare=ray.train.torch.prepare_model,
+        prepare=partial(ray.train.torch.prepare_model, parallel_strategy="ddp"),
         resume=saved,
         on_epoch=lambda row, state: _report(row, state, rank),
     )

@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="GPUs per worker (0: CPU training)",
     )  # fmt: skip
     p.add_argument(
+        "--no-bf16", dest="bf16", action="store_false",
+        help="train in float32 on GPU too (default: bfloat16 autocast where the GPU supports it)",
+    )  # fmt: skip
+    p.add_argument(
         "--batch-size", type=int, default=d("batch_size"),
         help="sequences per step and worker (%(default)s)",
     )  # fmt: skip
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_worker=args.gpus_per_worker,
+        bf16=args.bf16,
         batch_size=args.batch_size,
         seqs_per_recording=args.seqs_per_recording,
         n_bands=args.n_bands or None,

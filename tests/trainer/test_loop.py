@@ -29,6 +29,7 @@ from trainer.loop import (
     seed_everything,
     soz_loss,
     train_epoch,
+    training_autocast,
     validation_metrics,
 )
 
@@ -262,3 +263,31 @@ def test_fit_fold_resumed_equals_uninterrupted_bit_for_bit(
     pd.testing.assert_frame_equal(
         resumed.val_predictions, straight.val_predictions, check_exact=True
     )
+
+
+def test_training_autocast_is_float32_on_cpu_and_can_be_turned_off():
+    lin = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    for bf16 in (True, False):
+        with training_autocast("cpu", bf16):
+            assert lin(x).dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["sozformer", "dcgru"])
+def test_bf16_training_on_cuda_learns_with_finite_float32_loss(name, data):
+    url, recs = data
+    with training_autocast("cuda"):
+        assert torch.nn.Linear(4, 3).cuda()(torch.randn(2, 4, device="cuda")).dtype == (
+            torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        )
+    seed_everything(0)
+    model = build_model(name, n_feats=8, **TINY_HPARAMS[name]).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    loss_fn = soz_loss(name, focal_gamma=0.0, focal_beta=0.99, pos_weight=3.0)
+    losses = [
+        train_epoch(model, _train_loader(url, recs, e), opt, loss_fn, device="cuda")["loss"]
+        for e in range(4)
+    ]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32

@@ -15,7 +15,7 @@ from models.registry import build_model
 from tests.trainer.conftest import PATIENTS, TINY_HPARAMS
 from trainer.config import TrainConfig
 from trainer.loop import TIMING_KEYS, validation_metrics
-from trainer.ray_train import folds_in_parallel, train_fold
+from trainer.ray_train import folds_in_parallel, scaling_config, train_fold
 from trainer.splits import cohort_groups, patient_folds
 
 
@@ -101,3 +101,12 @@ def test_folds_in_parallel_fits_the_cluster():
     gpu = TrainConfig(num_workers=1, gpus_per_worker=1)
     assert folds_in_parallel(gpu, 5, {"CPU": 64, "GPU": 4}) == 4
     assert folds_in_parallel(cfg.replace(max_parallel_folds=2), 5, {"CPU": 64}) == 2
+
+
+def test_gpus_per_worker_reaches_ray_trains_scaling_config():
+    cpu = scaling_config(TrainConfig(num_workers=2, cpus_per_worker=1))
+    assert (cpu.num_workers, cpu.use_gpu, cpu.resources_per_worker) == (2, False, {"CPU": 1})
+    gpu = scaling_config(TrainConfig(num_workers=2, gpus_per_worker=1, cpus_per_worker=4))
+    assert (gpu.num_workers, gpu.use_gpu) == (2, True)
+    assert gpu.resources_per_worker == {"CPU": 4, "GPU": 1}
+    assert gpu.total_resources == {"CPU": 8, "GPU": 2}
