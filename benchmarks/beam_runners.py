@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_edf_streamed(path, args.seconds, seed=i)
         recs.append(_recording(path))
 
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     with portable_services(work / "services") as services:
         start_s = time.perf_counter() - t0
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {
         "machine": {
             "cpus": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "python": platform.python_version(),
         },
         "cohort": {
