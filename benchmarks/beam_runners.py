@@ -7,8 +7,9 @@ alternating order, all in this run:
 
 - ``in_process``: FnApiRunner, one in-memory worker (the baseline);
 - ``local_processes``: FnApiRunner, ``multi_processing`` over 2 worker processes (the default);
-- ``portable_1`` / ``portable_2``: PortableRunner against ``local_job_service_main`` with an
-  ``EXTERNAL`` worker pool (``worker_pool_main``), 1 or 2 SDK worker processes.
+- ``portable``: PortableRunner against ``local_job_service_main`` with an ``EXTERNAL`` worker
+  pool (``worker_pool_main``): one SDK worker process (Python's job service runs a job on one
+  worker whatever ``--direct_num_workers`` says).
 
 The services are started once (their start-up is reported apart); each figure is the wall time of
 ``ingest_recordings`` (submit to manifests committed). Prints and saves
@@ -70,8 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         runners = {
             "in_process": IN_PROCESS,
             "local_processes": LOCAL_PROCESSES,
-            "portable_1": services.pipeline_args(1),
-            "portable_2": services.pipeline_args(2),
+            "portable": services.pipeline_args(),
         }
         wall: dict[str, list[float]] = {name: [] for name in runners}
         clips: dict[str, int] = {}

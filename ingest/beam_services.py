@@ -46,14 +46,18 @@ class PortableServices:
     log_dir: Path
     procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
 
-    def pipeline_args(self, parallelism: int = 1) -> list[str]:
-        """Beam options that run a pipeline here, on ``parallelism`` SDK worker processes."""
+    def pipeline_args(self) -> list[str]:
+        """Beam options that run a pipeline on these services.
+
+        Python's job service runs each job on ONE SDK worker process (its FnApiRunner ignores
+        ``--direct_num_workers`` for a submitted job; measured: the pool starts one worker with
+        it set to 2), so this is a test of the distributed path, not a way to scale.
+        """
         return [
             "--runner=PortableRunner",
             f"--job_endpoint=localhost:{self.job_port}",
             "--environment_type=EXTERNAL",
             f"--environment_config=localhost:{self.worker_port}",
-            f"--direct_num_workers={parallelism}",
         ]
 
     def stop(self, timeout_s: float = 10.0) -> None:

@@ -27,7 +27,9 @@ Counters, named after the transform that counts them: ``PlanBlocks/recordings``,
 Runner: by default Beam's ``FnApiRunner`` (multi-process, one worker per core), never the plain
 ``DirectRunner`` (it tries PrismRunner, which downloads a binary). Any Beam pipeline options
 (``--runner=DataflowRunner --project ...``, ``--runner=FlinkRunner``...) override it and the same
-transforms run unchanged; the store must then be a URL every worker can reach.
+transforms run unchanged; the store must then be a URL every worker can reach, and relative
+paths are refused (:func:`check_worker_paths`). Tested on Beam's PortableRunner with an external
+worker pool (:mod:`ingest.beam_services`): the same store as in process, bit for bit.
 """
 
 from __future__ import annotations
