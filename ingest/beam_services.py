@@ -144,9 +144,13 @@ def portable_services(
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     log_dir = argv[0] if argv else "beam-services"
+    # SIGTERM (and SIGINT, even where the shell started this in the background with it
+    # ignored) end the wait, so the services are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with portable_services(log_dir) as services:
         print(f"--beam-args '{' '.join(services.pipeline_args())}'", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
             signal.pause()
 
 

@@ -7,6 +7,9 @@ except the run's wall-clock columns (``ingested_at``, ``failed_at``)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -109,3 +112,21 @@ def test_relative_paths_are_refused_before_anything_is_written(tiny_cohort, tmp_
         assert ingest_recordings([rel], "store", FAST, pipeline_args=IN_PROCESS).n_ingested == 1
     finally:
         os.chdir(cwd)
+
+
+def test_the_services_command_prints_its_options_and_stops_them_on_sigterm(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest.beam_services", str(tmp_path / "logs")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("--beam-args '--runner=PortableRunner --job_endpoint=localhost:")
+        services = _children(proc.pid)
+        assert len(services) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not [pid for pid in services if _alive(pid)]
