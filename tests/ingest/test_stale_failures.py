@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-
+from ingest.config import IngestConfig
 from ingest.driver import run_ingest
 from ingest.store import ClipStore, failures_frame, make_failure, superseded_failures
 from tests.conftest import SIDECARS
-from ingest.config import IngestConfig
 from tests.ingest.signal_files import build_bids_copy
 
 CFG = IngestConfig(sfreq=256.0, clip_s=1.0, block_clips=4, l_freq=1.0, num_workers=1)
@@ -23,10 +22,14 @@ def test_superseded_failures_match_the_run_its_folder_and_never_rows_with_an_id(
             make_failure(recording_id=None, source=f"{base}_ieeg.edf", stage="scan", reason="x"),
             make_failure(recording_id=None, source="/d/sub-1", stage="source", reason="x"),
             make_failure(
-                recording_id=None, source="/d/sub-1/ieeg/sub-1_task-a_run-2_ieeg.json",
-                stage="scan", reason="another run",
+                recording_id=None,
+                source="/d/sub-1/ieeg/sub-1_task-a_run-2_ieeg.json",
+                stage="scan",
+                reason="another run",
             ),  # fmt: skip
-            make_failure(recording_id="other", source=f"{base}_ieeg.json", stage="plan", reason="x"),
+            make_failure(
+                recording_id="other", source=f"{base}_ieeg.json", stage="plan", reason="x"
+            ),
             make_failure(recording_id=None, source="/d/sub-10", stage="source", reason="x"),
         ]
     )
