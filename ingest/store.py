@@ -13,8 +13,10 @@ Layout of a store at ``STORE`` (a local path or any fsspec URL: ``s3://bucket/st
                              sequence of clips without decoding whole shards; Blosc-zstd with
                              byte shuffle
       recordings.parquet     one row per COMPLETE recording (RECORDINGS_SCHEMA)
-      channels.parquet       one row per stored channel, with SOZ / resected labels and the
-                             per-channel ``scale`` (CHANNELS_SCHEMA)
+      channels.parquet       one row per stored channel, with SOZ / resected labels, the
+                             per-channel ``scale`` and ``flat`` (no usable signal: scale set
+                             to 1.0, scaled clips ~0; null in stores older than the column)
+                             (CHANNELS_SCHEMA)
       clips.parquet          one row per clip: start, ictal, seizure number, time from onset
       failures.parquet       recordings that could not be ingested: file, stage, reason, fix
       warnings.parquet       what the readers warned about (WARNINGS_SCHEMA): recording_id (null
@@ -107,6 +109,7 @@ CHANNELS_SCHEMA = pa.schema(
         ("soz", pa.bool_()),
         ("resected", pa.bool_()),
         ("scale", pa.float32()),
+        ("flat", pa.bool_()),
     ]
 )
 CLIPS_SCHEMA = pa.schema(
@@ -154,7 +157,13 @@ _SORT_KEYS = {
     "recordings": ("recording_id",),
 }
 #: Nullable columns read back as pandas' nullable dtypes.
-_NULLABLE = {"soz": "boolean", "resected": "boolean", "seizure": "Int64", "line_freq": "Float64"}
+_NULLABLE = {
+    "soz": "boolean",
+    "resected": "boolean",
+    "flat": "boolean",
+    "seizure": "Int64",
+    "line_freq": "Float64",
+}
 _NULLABLE_FLOAT = {"seconds_from_onset": "Float64"}
 
 

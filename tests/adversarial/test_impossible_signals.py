@@ -51,8 +51,11 @@ def get_field(path: Path, signal: int, field: str) -> str:
     return data[at : at + 8].decode("ascii").strip()
 
 
-def make_constant(path: Path, value: int = 1234, *, blips: bool = False) -> None:
-    """Set every sample of every data signal (not the annotations) to one digital value.
+def make_constant(
+    path: Path, value: int = 1234, *, blips: bool = False, only: set[str] | None = None
+) -> None:
+    """Set every sample of every data signal (not the annotations; ``only`` those named) to
+    one digital value.
 
     With ``blips`` the first, middle and last samples are one quantum off (so the probe at
     scan time sees a non-constant channel, and only the scale floor can tell it is flat).
@@ -68,7 +71,7 @@ def make_constant(path: Path, value: int = 1234, *, blips: bool = False) -> None
     samples = samples.reshape(n_records, record)
     start = 0
     for label, n in zip(labels, spr, strict=True):
-        if label != "EDF Annotations":
+        if label != "EDF Annotations" and (only is None or label in only):
             samples[:, start : start + n] = value
             if blips:
                 total = n_records * n
@@ -157,6 +160,8 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
     make_constant(folder / "flat.edf")
     write_edf(folder / "nearflat.edf", NAMES, seconds=8.0, seed=3)
     make_constant(folder / "nearflat.edf", blips=True)
+    write_edf(folder / "oneflat.edf", NAMES, seconds=8.0, seed=4)
+    make_constant(folder / "oneflat.edf", blips=True, only={"LA2"})  # only the floor sees it
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(
@@ -170,11 +175,23 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
         check=False,
     )
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 1 and "2 recordings ingested" in proc.stdout, proc.stdout
+    assert proc.returncode == 1 and "3 recordings ingested" in proc.stdout, proc.stdout
     clips = ClipStore.open(str(store))
-    assert clips.complete_ids() == {"cohort__good", "cohort__degenerate"}
+    assert clips.complete_ids() == {"cohort__good", "cohort__degenerate", "cohort__oneflat"}
     channels = clips.channels(["cohort__degenerate"])
     assert channels["name"].tolist() == ["LA1", "LA4"]
+    assert not channels["flat"].any()
+    # the almost-flat contact is stored, flagged in channels.parquet, named in warnings.parquet
+    one = clips.channels(["cohort__oneflat"])
+    assert one["flat"].tolist() == [False, True, False, False]
+    assert float(one["scale"].iloc[1]) == 1.0
+    warns = clips.warnings()
+    (flat_note,) = warns[(warns["recording_id"] == "cohort__oneflat")]["message"]
+    assert flat_note.startswith("1 of 4 contacts are flat (scale below 0.01 uV): LA2;")
+    assert flat_note in proc.stdout
+    # the contacts dropped as degenerate are named there with their reason
+    dropped = " ".join(warns[warns["recording_id"] == "cohort__degenerate"]["message"])
+    assert "LA2 (" in dropped and "LA3 (" in dropped and "dropped as bad" in dropped
     stored = clips.read_clips("cohort__degenerate", 0, 8, scaled=False)
     assert np.abs(np.asarray(stored, dtype=np.float32)).max() < 1000  # nothing saturated
     failures = {row.source: row for row in clips.failures().itertuples()}
@@ -196,3 +213,17 @@ def test_scoring_an_all_flat_recording_raises(tmp_path):
     with pytest.raises(RecordingError, match="every one of its 4 channels is flat") as info:
         scorer.score(rec)
     assert "no signal to score" in info.value.reason
+
+
+def test_scoring_never_returns_a_probability_for_a_flat_contact(tmp_path):
+    path = tmp_path / "oneflat.edf"
+    write_edf(path, NAMES, sfreq=1024.0, seconds=30.0)
+    make_constant(path, blips=True, only={"LA3"})
+    rec = recording_from_file(path, line_freq=50)
+    assert rec.contacts == tuple(NAMES)  # the scan-time probe cannot see it: the floor must
+    result = Scorer.from_run(make_run_dir(tmp_path, svm=False)).score(rec)
+    assert result.channels == ("LA1", "LA2", "LA4")
+    assert result.probabilities.shape == (3,) and np.isfinite(result.probabilities).all()
+    assert any(
+        "1 flat contact(s) carry no signal and were not scored: LA3" in w for w in result.warnings
+    )

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from ingest.config import IngestConfig
+from ingest.driver import ingest_recordings
 from ingest.recording import SeizureEvent
 from ingest.sources import scan_source
 from ingest.store import ClipStore
@@ -71,7 +72,7 @@ def test_soz_scan_shows_the_refusal_and_the_flag_turns_it_into_warnings(
     assert main([*args, "--allow-empty-soz"]) == 0
     out = capsys.readouterr().out
     assert "0 unreadable" in out
-    assert out.count("warning: label sheet SOZ name(s) XQ1, XQ2, XQ3, XQ4, ZZ2") == 4
+    assert out.count("label sheet SOZ name(s) XQ1, XQ2, XQ3, XQ4, ZZ2") == 4  # grouped, once each
 
 
 def _ingest(folder, sheet, store, *extra):
@@ -128,3 +129,15 @@ def test_a_seizure_no_clip_can_hold_is_a_warning(tmp_path):
     assert "the last whole 5-s clip ends at 20 s" in note and "no clip is labelled ictal" in note
     fine = make_recording(tmp_path, "p2", seconds=23.0, seizures=(SeizureEvent(7.0, 12.5),))
     assert plan_warnings(fine, cfg) == ()
+
+    # ingest keeps it in the store's warnings table (kind events), not only printed
+    store = tmp_path / "store"
+    report = ingest_recordings(
+        [rec, fine], store, cfg, pipeline_args=["--direct_running_mode=in_memory"]
+    )
+    assert report.n_ingested == 2
+    stored = ClipStore.open(store).warnings()
+    events = stored[stored["kind"] == "events"]
+    assert list(events["recording_id"]) == [rec.recording_id]
+    assert list(events["message"]) == [note]
+    assert note in set(report.warnings["message"])
