@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,70 +23,17 @@ from ingest.sources import scan_source
 from ingest.store import ClipStore
 from ingest.stream import scale_warnings
 from serving.scoring import Scorer
+from tests.adversarial.cohorts import (
+    NAMES,
+    degenerate_file,
+    get_field,
+    make_constant,
+    n_signals,
+    set_field,
+)
 from tests.conftest import REPO
 from tests.ingest.signal_files import write_edf
 from tests.serving.conftest import make_run_dir
-
-NAMES = ["LA1", "LA2", "LA3", "LA4"]
-#: Bytes per signal before each field of the EDF signal header (after the 256 fixed bytes).
-FIELDS = {"physical_min": 104, "physical_max": 112, "digital_min": 120, "digital_max": 128}
-
-
-def _n_signals(data: bytes | bytearray) -> int:
-    return int(data[252:256].decode("ascii"))
-
-
-def set_field(path: Path, signal: int, field: str, value: str) -> None:
-    """Overwrite one 8-byte field of one signal's header in place."""
-    data = bytearray(path.read_bytes())
-    at = 256 + FIELDS[field] * _n_signals(data) + 8 * signal
-    data[at : at + 8] = value.ljust(8).encode("ascii")
-    path.write_bytes(bytes(data))
-
-
-def get_field(path: Path, signal: int, field: str) -> str:
-    data = path.read_bytes()
-    at = 256 + FIELDS[field] * _n_signals(data) + 8 * signal
-    return data[at : at + 8].decode("ascii").strip()
-
-
-def make_constant(
-    path: Path, value: int = 1234, *, blips: bool = False, only: set[str] | None = None
-) -> None:
-    """Set every sample of every data signal (not the annotations; ``only`` those named) to
-    one digital value.
-
-    With ``blips`` the first, middle and last samples are one quantum off (so the probe at
-    scan time sees a non-constant channel, and only the scale floor can tell it is flat).
-    """
-    data = bytearray(path.read_bytes())
-    ns = _n_signals(data)
-    labels = [data[256 + 16 * i : 256 + 16 * (i + 1)].decode().strip() for i in range(ns)]
-    spr = [int(data[256 + 216 * ns + 8 * i : 256 + 216 * ns + 8 * (i + 1)]) for i in range(ns)]
-    n_records = int(data[236:244])
-    record = sum(spr)
-    offset = 256 * (ns + 1)
-    samples = np.frombuffer(data, dtype="<i2", offset=offset, count=n_records * record).copy()
-    samples = samples.reshape(n_records, record)
-    start = 0
-    for label, n in zip(labels, spr, strict=True):
-        if label != "EDF Annotations" and (only is None or label in only):
-            samples[:, start : start + n] = value
-            if blips:
-                total = n_records * n
-                for idx in (0, total // 2, total - 1):
-                    samples[idx // n, start + idx % n] = value + 1
-        start += n
-    data[offset : offset + samples.nbytes] = samples.tobytes()
-    path.write_bytes(bytes(data))
-
-
-def degenerate_file(path: Path) -> Path:
-    """LA2: digital min = max; LA3: physical min = max; LA1 and LA4 intact."""
-    write_edf(path, NAMES, seconds=8.0)
-    set_field(path, 1, "digital_min", get_field(path, 1, "digital_max"))
-    set_field(path, 2, "physical_max", get_field(path, 2, "physical_min"))
-    return path
 
 
 def test_degenerate_header_channels_are_marked_bad_with_a_warning(tmp_path):
@@ -115,7 +61,7 @@ def test_constant_contacts_are_marked_bad_and_an_all_constant_file_fails(tmp_pat
     path = tmp_path / "p.edf"
     write_edf(path, NAMES, seconds=8.0)
     data = bytearray(path.read_bytes())  # LA4: every sample 0 (a disconnected contact)
-    ns, spr = _n_signals(data), 256
+    ns, spr = n_signals(data), 256
     n_records = int(data[236:244])
     record = int(
         sum(int(data[256 + 216 * ns + 8 * i : 256 + 216 * ns + 8 * i + 8]) for i in range(ns))
