@@ -270,6 +270,12 @@ def _requests(data: Path, outside: Path, bids: dict) -> dict[str, list[tuple]]:
     }
 
 
+def _label(ctype: str, params: dict, body) -> str:
+    """A short name of one probe for the JSON (what was sent, not all of it)."""
+    what = body if isinstance(body, dict) else repr(body[:60])
+    return f"{ctype} {params or ''} {what}"[:120]
+
+
 def _send(client, ctype: str, params: dict, body) -> int:
     import httpx
 
@@ -384,8 +390,10 @@ def bench_service(work: Path, big: int) -> dict:
             time.sleep(1.0)
         startup_s = time.monotonic() - t0
         by_kind: dict[str, dict] = {}
+        answers: dict[str, list] = {}
         for kind, reqs in _requests(data, outside, bids).items():
-            by_kind[kind] = dict(Counter(str(_send(client, *r)) for r in reqs))
+            answers[kind] = [[_label(*r), _send(client, *r)] for r in reqs]
+            by_kind[kind] = dict(Counter(str(status) for _, status in answers[kind]))
         bodies = {
             k: _big_body(client, proc.pid, k, big) for k in ("json", "octet-stream", "multipart")
         }
@@ -436,6 +444,7 @@ def bench_service(work: Path, big: int) -> dict:
             "big_body_bytes": big,
             "upload_cap_mib": UPLOAD_CAP_MB,
             "bodies": bodies,
+            "answers": answers,
             "health_under_slow": {
                 "clients": N_SLOW,
                 "n": len(lat),

@@ -177,6 +177,12 @@ def test_deeply_nested_json_is_a_400(service):
         assert "JSON" in r.json()["detail"]
 
 
+def test_unknown_json_fields_are_a_400_not_ignored(service):
+    r = service["client"].post("/score", json={"path": "p1.edf", "model": 7, "fold": -3})
+    assert r.status_code == 400, r.text
+    assert "unknown field(s) model, fold" in r.json()["detail"], r.json()
+
+
 @pytest.mark.parametrize("which", ["notobject", "comma", "utf16"])
 def test_malformed_sidecars_are_422_with_the_message(service, which):
     r = service["client"].post("/score", json={"path": service["bids"][which]})
