@@ -131,6 +131,10 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
     one = clips.channels(["cohort__oneflat"])
     assert one["flat"].tolist() == [False, True, False, False]
     assert float(one["scale"].iloc[1]) == 1.0
+    # scoring from the store knows it too (soz score --store): no probability for LA2
+    from serving.preprocess import StoredRecordingStream
+
+    assert StoredRecordingStream(clips, "cohort__oneflat").flat.tolist() == [0, 1, 0, 0]
     warns = clips.warnings()
     (flat_note,) = warns[(warns["recording_id"] == "cohort__oneflat")]["message"]
     assert flat_note.startswith("1 of 4 contacts are flat (scale below 0.01 uV): LA2;")
@@ -173,3 +177,19 @@ def test_scoring_never_returns_a_probability_for_a_flat_contact(tmp_path):
     assert any(
         "1 flat contact(s) carry no signal and were not scored: LA3" in w for w in result.warnings
     )
+
+
+def test_without_flat_drops_probability_label_and_says_so():
+    from serving.engine import without_flat
+    from serving.results import ScoreResult
+
+    r = ScoreResult(
+        recording_id="r", subject="s", cohort="c", model="m", folds=(0,), threshold=0.5,
+        channels=("A1", "A2", "A3"), probabilities=np.array([0.1, 0.9, 0.4]),
+        soz_labels=(False, True, False),
+    )  # fmt: skip
+    assert without_flat(r, np.zeros(3, bool)) is r and without_flat(r, None) is r
+    out = without_flat(r, np.array([False, True, False]))
+    assert out.channels == ("A1", "A3") and out.soz_labels == (False, False)
+    np.testing.assert_array_equal(out.probabilities, [0.1, 0.4])
+    assert out.warnings[-1] == "1 flat contact(s) carry no signal and were not scored: A2"
