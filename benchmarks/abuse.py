@@ -171,6 +171,7 @@ def bench_cohorts(work: Path) -> dict:
         cases["signals:oneflat"] = (
             "clean" if one["flat"].tolist() == [False, True, False, False] else "unclean"
         )
+    cases.update(_label_cases(work / "labels", write_edf))
     counts = Counter(v.split(":")[0] for v in cases.values())
     return {
         "tried": len(cases),
@@ -180,6 +181,31 @@ def bench_cohorts(work: Path) -> dict:
         "ingest_bids_s": round(bids_s, 1),
         "ingest_signals_s": round(signals_s, 1),
         "cases": cases,
+    }
+
+
+def _label_cases(work: Path, write_edf) -> dict[str, str]:
+    """Silent label loss: a sheet naming no contact of a subject, a sheet subject with no file."""
+    from ingest.store import ClipStore
+
+    folder = work / "CHUL"
+    folder.mkdir(parents=True)
+    for k, subject in enumerate(("CHUL01", "CHUL02")):
+        write_edf(
+            folder / f"{subject}_night1.edf", ["LA1", "LA2", "RH1", "RH2"], seconds=4.0, seed=k
+        )
+    sheet = work / "labels.csv"
+    sheet.write_text('participant_id,soz_contacts\nCHUL01,"LA1-2"\nCHUL02,"T1-3"\nCHUL99,"A1"\n')
+    proc = _ingest(folder, work / "store", "--line-freq", "50", "--label-sheet", str(sheet))
+    if "Traceback" in proc.stderr or proc.returncode not in (0, 1):
+        return {"labels:empty-soz": "crashed", "labels:unused-sheet-subject": "crashed"}
+    s = ClipStore.open(str(work / "store"))
+    f, w = s.failures(), s.warnings()
+    refused = len(f) == 1 and "--allow-empty-soz" in f.iloc[0]["fix"]
+    unused = w["message"].str.contains("CHUL99").any() and "CHUL99" in proc.stdout
+    return {
+        "labels:empty-soz": "clean" if refused else f"unclean: {f.to_dict('records')}",
+        "labels:unused-sheet-subject": "clean" if unused else "unclean",
     }
 
 
@@ -467,7 +493,6 @@ def bench_service(work: Path, big: int) -> dict:
 
 # ------------------------------------------------------------------------- resume equality
 def bench_resume(work: Path) -> dict:
-    import pandas as pd
     import torch
 
     from tests.trainer.conftest import build_store
@@ -495,9 +520,9 @@ def bench_resume(work: Path) -> dict:
         pass
     torch.rand(100)  # draws in between must not matter
     resumed = fit_fold("sozformer", fold_data, resume=torch.load(saved, weights_only=False))
-    same_preds = resumed.test_predictions.equals(straight.test_predictions) and isinstance(
-        resumed.val_predictions, pd.DataFrame
-    ) and resumed.val_predictions.equals(straight.val_predictions)  # fmt: skip
+    same_preds = resumed.test_predictions.equals(straight.test_predictions) and (
+        resumed.val_predictions.equals(straight.val_predictions)
+    )
     a = validation_metrics(straight.test_predictions)
     b = validation_metrics(resumed.test_predictions)
     return {
