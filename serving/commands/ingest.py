@@ -16,12 +16,7 @@ from functools import partial
 
 from ingest.config import IngestConfig
 from serving.cli import command, progress_bar
-from serving.commands.options import (
-    add_beam_args,
-    add_progress_arg,
-    config_from_args,
-    config_option,
-)
+from serving.commands import options
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="BIDS root, folder or file")
     p.add_argument("--out", required=True, metavar="STORE", help="store path or fsspec URL")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (non-BIDS sources)")
-    opt = partial(config_option, p, IngestConfig)
+    opt = partial(options.config_option, p, IngestConfig)
     opt("--sfreq", "sfreq", "stored rate, Hz (%(default)s)")
     opt("--clip-s", "clip_s", "clip length, s (%(default)s)")
     opt("--block-clips", "block_clips", "clips per block/shard (%(default)s)")
@@ -39,21 +34,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt("--line-freq", "line_freq", "line frequency where a source has none", type=float)
     opt("--dtype", "dtype", None, choices=("float16", "float32"))
     opt("--workers", "num_workers", "local workers (0: one per core)")
-    add_beam_args(p, what="the ingest")
+    options.add_beam_args(p, what="the ingest")
     p.add_argument(
         "--allow-empty-soz",
         action="store_true",
         help="accept label-sheet entries that leave a recording with no SOZ contact "
         "(default: such a recording fails, its contacts would all train as negatives)",
     )
-    add_progress_arg(p)
+    options.add_progress_arg(p)
 
 
 @command("ingest", "Ingest cohorts into a Zarr clip store (Apache Beam)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from ingest.driver import run_ingest
 
-    cfg = config_from_args(IngestConfig, args)
+    cfg = options.config_from_args(IngestConfig, args)
     with progress_bar("block", "ingest", enabled=not args.no_progress) as progress:
         report = run_ingest(
             args.sources,

@@ -13,38 +13,35 @@ from functools import partial
 from pathlib import Path
 
 from serving.cli import command, progress_bar, ray_session
-from serving.commands.options import (
-    add_progress_arg,
-    add_run_args,
-    config_from_args,
-    config_option,
-)
+from serving.commands import options
 from serving.config import BulkConfig
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_run_args(p, BulkConfig, model_help="sozformer | dcgru | svm | all", use="score with")
+    options.add_run_args(
+        p, BulkConfig, model_help="sozformer | dcgru | svm | all", use="score with"
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="BIDS root, folder, file or store")
     p.add_argument("--out", required=True, metavar="FILE", help="results .parquet")
     p.add_argument("--workers", type=int, default=None, help="parallel recordings (CPU count)")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet for folder inputs")
-    opt = partial(config_option, p, BulkConfig)
+    opt = partial(options.config_option, p, BulkConfig)
     opt("--batch-size", "batch_size", "sequences per forward pass (%(default)s)")
     opt(
         "--flush-every", "flush_every",
         "rewrite --out after this many recordings, so a killed run keeps them (%(default)s)",
     )  # fmt: skip
     p.add_argument("--no-resume", action="store_true", help="rewrite --out instead of appending")
-    add_progress_arg(p)
+    options.add_progress_arg(p)
 
 
 @command("score", "Score archived recordings in bulk on Ray (results to Parquet)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from serving.bulk import run_bulk
 
-    cfg = config_from_args(
+    cfg = options.config_from_args(
         BulkConfig,
         args,
         run_dir=str(Path(args.run_dir).resolve()),
