@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.fileio import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 N_CHANS = 128
@@ -465,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
     return 0
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ingest.errors import SozkitError
+from ingest.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +182,7 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(payload, f))
     logger.debug("wrote %s (%s, threshold %.3f)", path, model_name, threshold)
     return path
 
