@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.fileio import write_json
+from ingest.ownership import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,20 +130,8 @@ def _child(edf: str, store: str) -> None:
 
 def _tree_rss_bytes(root: int) -> int:
     """Sum of VmRSS over ``root`` and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+    total = 0
+    for pid in [root, *descendants(root)]:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
