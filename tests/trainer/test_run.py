@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -110,26 +111,13 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
 @pytest.mark.slow
 def test_simulated_cohort_through_soz_ingest_and_soz_train(ray_local, tmp_path, capsys):
     """The real chain: simulator -> Beam ingest -> `soz train --model all` (slow: ~2-3 min)."""
-    from ingest.simulate import SimulationConfig, simulate_cohort
+    from ingest.simulate import simulate_cohort
     from serving.cli import main
+    from tests.cohorts import smallest_cohort
 
-    bids = simulate_cohort(
-        tmp_path / "bids",
-        SimulationConfig(
-            n_subjects=4,
-            n_ictal_runs=1,
-            n_interictal_runs=1,
-            ictal_duration_s=90.0,
-            interictal_duration_s=40.0,
-            onset_window_s=(20.0, 25.0),
-            min_postictal_s=5.0,
-            sfreqs=(256.0,),
-            n_centres=2,
-            n_regions=(8, 8),
-            n_shafts=(3, 3),
-            contacts_per_shaft=(6, 6),
-        ),
-    )
+    cohort = smallest_cohort(n_subjects=4, n_centres=2, ictal_duration_s=90.0)
+    cohort = replace(cohort, interictal_duration_s=40.0, onset_window_s=(20.0, 25.0))
+    bids = simulate_cohort(tmp_path / "bids", cohort)
     store = tmp_path / "store.zarr"
     argv = ["ingest", str(bids), "--out", str(store), "--sfreq", "250", "--block-clips", "4"]
     assert main([*argv, "--workers", "1", "--no-progress", "--line-freq", "50"]) == 0

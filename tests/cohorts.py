@@ -1,0 +1,16 @@
+"""Simulated cohorts small enough for a test: one configuration, overridden where a test needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingest.sim_config import SimulationConfig
+
+
+def smallest_cohort(**overrides: Any) -> SimulationConfig:
+    """One subject, one 75-s ictal and one 10-s interictal run, 3 shafts of 6 contacts, 256 Hz."""
+    base: dict[str, Any] = dict(n_subjects=1, n_ictal_runs=1, n_interictal_runs=1)
+    base.update(ictal_duration_s=75.0, interictal_duration_s=10.0, onset_window_s=(10.0, 10.0))
+    base.update(min_postictal_s=5.0, sfreqs=(256.0,), n_regions=(8, 8))
+    base.update(n_shafts=(3, 3), contacts_per_shaft=(6, 6))
+    return SimulationConfig(**{**base, **overrides})
