@@ -37,16 +37,6 @@ from ingest.sim_truth import clinical_labels, draw_targets, draw_zones
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CENTRES",
-    "GENERATORS",
-    "SimulationConfig",
-    "plan_subject",
-    "simulate_cohort",
-    "simulate_subject",
-    "synthesize_run",
-]
-
 
 def simulate_cohort(
     out_dir: str | os.PathLike,
