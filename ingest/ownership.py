@@ -68,6 +68,16 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, from /proc; [] elsewhere."""
+    members = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        fields = _proc_stat(int(entry)) if entry.isdigit() else None
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
 def process_start(pid: int) -> str:
     """The start time of ``pid`` in clock ticks since boot (``""`` where /proc has none)."""
     fields = _proc_stat(pid)
