@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from ingest.bids_writer import TRUTH_DIR
 from ingest.sim_config import SimulationConfig
 
 
@@ -14,3 +18,9 @@ def smallest_cohort(**overrides: Any) -> SimulationConfig:
     base.update(min_postictal_s=5.0, sfreqs=(256.0,), n_regions=(8, 8))
     base.update(n_shafts=(3, 3), contacts_per_shaft=(6, 6))
     return SimulationConfig(**{**base, **overrides})
+
+
+def truth_channels(root: Path, sub: str) -> pd.DataFrame:
+    """The simulator's truth table of subject ``sub`` (``derivatives/sozkit-truth``)."""
+    folder = root / TRUTH_DIR / f"sub-{sub}"
+    return pd.read_csv(folder / f"sub-{sub}_desc-truth_channels.tsv", sep="\t")
