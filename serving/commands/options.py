@@ -24,6 +24,8 @@ def config_option(
     value = default(config, name)
     if "action" not in kw and "type" not in kw and type(value) in (int, float, str):
         kw["type"] = type(value)
+    if "action" not in kw and "choices" not in kw:
+        kw.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())  # as without dest
     p.add_argument(flag, dest=name, default=value, help=help, **kw)
 
 
