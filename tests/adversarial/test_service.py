@@ -15,19 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import make_run_dir, write_edf
+from tests.serving.conftest import free_port, make_run_dir, served, write_edf
 from tests.serving.test_app import _write_bids
 
 UPLOAD_CAP = 3 * 1024**2
 MAX_UPLOADS = 4
 BODY_TIMEOUT_S = 6.0
 N_SLOW = 40
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _vhdr(path: Path, data_file: str, marker_file: str) -> Path:
@@ -43,9 +37,6 @@ def _vhdr(path: Path, data_file: str, marker_file: str) -> Path:
 
 @pytest.fixture(scope="module")
 def service(ray_local, tmp_path_factory):
-    from ray import serve
-
-    from serving.app import start
     from serving.config import ServeConfig
 
     root = tmp_path_factory.mktemp("adversarial")
@@ -73,19 +64,14 @@ def service(ray_local, tmp_path_factory):
     utf16 = next(ieeg["utf16"].glob("*_channels.tsv"))
     utf16.write_bytes(utf16.read_text().encode("utf-16"))
 
-    port = _free_port()
+    port = free_port()
     cfg = ServeConfig(
         run_dir=str(make_run_dir(root, svm=False)), port=port, data_roots=(str(data),),
         max_upload_bytes=UPLOAD_CAP, max_concurrent_uploads=MAX_UPLOADS,
         body_timeout_s=BODY_TIMEOUT_S, num_cpus=0.25, line_freq=50.0,
     )  # fmt: skip
-    start(cfg, name="sozkit-adv")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
+    with served(cfg, "sozkit-adv") as client:
         yield {"client": client, "port": port, "bids": bids, "data": data}
-    finally:
-        client.close()
-        serve.shutdown()
 
 
 def _trickle(port: int, statuses: list, stop: threading.Event) -> None:
