@@ -9,10 +9,6 @@ its scaled clips reached 3e6). A real ``soz ingest`` process and a real ``Scorer
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -31,7 +27,7 @@ from tests.adversarial.cohorts import (
     n_signals,
     set_field,
 )
-from tests.conftest import REPO
+from tests.conftest import QUICK_INGEST, run_soz
 from tests.ingest.signal_files import write_edf
 from tests.serving.conftest import make_run_dir
 
@@ -109,17 +105,7 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
     write_edf(folder / "oneflat.edf", NAMES, seconds=8.0, seed=4)
     make_constant(folder / "oneflat.edf", blips=True, only={"LA2"})  # only the floor sees it
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "serving", "ingest", str(folder), "--out", str(store)]
-        + ["--line-freq", "50", "--sfreq", "256", "--clip-s", "1", "--block-clips", "4"]
-        + ["--l-freq", "1", "--workers", "1", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    proc = run_soz("ingest", folder, "--out", store, "--line-freq", "50", *QUICK_INGEST)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 1 and "3 recordings ingested" in proc.stdout, proc.stdout
     clips = ClipStore.open(str(store))

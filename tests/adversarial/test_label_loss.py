@@ -9,10 +9,6 @@ real BIDS sidecars with BrainVision files, real EDF folders and a real ``soz ing
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from ingest.config import IngestConfig
@@ -22,7 +18,7 @@ from ingest.sources import scan_source
 from ingest.store import ClipStore
 from ingest.stream import plan_warnings
 from serving.cli import main
-from tests.conftest import REPO, SIDECARS
+from tests.conftest import QUICK_INGEST, SIDECARS, run_soz
 from tests.ingest.conftest import make_recording
 from tests.ingest.signal_files import build_bids_copy, write_edf
 
@@ -76,17 +72,8 @@ def test_soz_scan_shows_the_refusal_and_the_flag_turns_it_into_warnings(
 
 
 def _ingest(folder, sheet, store, *extra):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, "-m", "serving", "ingest", str(folder), "--out", str(store)]
-        + ["--label-sheet", str(sheet), "--line-freq", "50", "--sfreq", "256", "--clip-s", "1"]
-        + ["--block-clips", "4", "--l-freq", "1", "--workers", "1", "--no-progress", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    args = ["--label-sheet", sheet, "--line-freq", "50", *QUICK_INGEST, *extra]
+    return run_soz("ingest", folder, "--out", store, *args)
 
 
 def test_soz_ingest_refuses_an_empty_soz_unless_allowed(tmp_path):

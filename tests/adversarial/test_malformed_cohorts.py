@@ -9,10 +9,7 @@ one in ``failures.parquet`` and print no traceback.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +25,7 @@ from tests.adversarial.cohorts import (
     reencode,
     run_base,
 )
-from tests.conftest import REPO, SIDECARS
+from tests.conftest import QUICK_INGEST, SIDECARS, run_soz
 from tests.ingest.signal_files import build_bids_copy
 
 
@@ -90,17 +87,7 @@ def test_ingest_subprocess_on_a_cohort_with_every_malformation(hup190, tmp_path)
     good = slots[len(MALFORMATIONS) + 1 :]
     assert len(good) == 5
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "serving", "ingest", str(root), "--out", str(store)]
-        + ["--sfreq", "256", "--clip-s", "1", "--block-clips", "4", "--l-freq", "1"]
-        + ["--workers", "1", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    proc = run_soz("ingest", root, "--out", store, *QUICK_INGEST)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr[-2000:])  # 1: failures
     assert "5 recordings ingested" in proc.stdout, proc.stdout

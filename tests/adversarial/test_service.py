@@ -5,7 +5,6 @@ real sockets on 127.0.0.1; every loop is bounded and stops by itself."""
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.adversarial.probes import descendants_rss, service_data, trickle
-from tests.serving.conftest import make_run_dir
+from tests.serving.conftest import free_port, make_run_dir, served
 
 UPLOAD_CAP = 3 * 1024**2
 MAX_UPLOADS = 4
@@ -21,35 +20,21 @@ BODY_TIMEOUT_S = 6.0
 N_SLOW = 40
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def service(ray_local, tmp_path_factory):
-    from ray import serve
-
-    from serving.app import start
     from serving.config import ServeConfig
 
     root = tmp_path_factory.mktemp("adversarial")
     data, _, bids = service_data(root)
 
-    port = _free_port()
+    port = free_port()
     cfg = ServeConfig(
         run_dir=str(make_run_dir(root, svm=False)), port=port, data_roots=(str(data),),
         max_upload_bytes=UPLOAD_CAP, max_concurrent_uploads=MAX_UPLOADS,
         body_timeout_s=BODY_TIMEOUT_S, num_cpus=0.25, line_freq=50.0,
     )  # fmt: skip
-    start(cfg, name="sozkit-adv")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
+    with served(cfg, "sozkit-adv") as client:
         yield {"client": client, "port": port, "bids": bids, "data": data}
-    finally:
-        client.close()
-        serve.shutdown()
 
 
 def test_slow_uploads_do_not_take_health_or_scoring_down(service):
