@@ -36,7 +36,7 @@ lint: venv
 
 # Every benchmark (tens of minutes: the ingest one writes 4.5 GB of EDF under /tmp).
 bench: venv
-	for b in simulate ingest beam_runners training neural_models gpu serving accuracy demo; do \
+	for b in simulate ingest beam_runners training neural_models gpu serving abuse accuracy demo; do \
 	  $(BIN)/python -m benchmarks.$$b || exit 1; done
 
 clean:

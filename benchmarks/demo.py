@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ingest.fileio import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "demo.json"
 TARGET_S = 20 * 60
@@ -85,7 +87,7 @@ def main() -> None:
         "python": platform.python_version(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(RESULTS, result)
     print(json.dumps({k: v for k, v in result.items() if k != "progress"}, indent=2))
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)

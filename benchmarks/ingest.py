@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.fileio import write_json
+from ingest.ownership import descendants
+
 REPO = Path(__file__).resolve().parents[1]
 
 N_CHANS = 128
@@ -127,20 +130,8 @@ def _child(edf: str, store: str) -> None:
 
 def _tree_rss_bytes(root: int) -> int:
     """Sum of VmRSS over ``root`` and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+    total = 0
+    for pid in [root, *descendants(root)]:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
@@ -465,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
     return 0
 

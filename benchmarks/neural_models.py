@@ -18,7 +18,6 @@ Prints a table and writes ``benchmarks/results/neural_models.json``::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ingest.fileio import write_json
 from models.registry import build_model, list_models
 from models.spectral import spectral_features
 
@@ -116,7 +116,7 @@ def main() -> None:
         device=args.device,
         device_name=device_name or platform.machine(),
     )
-    args.out.write_text(json.dumps(dict(meta=meta, results=rows), indent=2))
+    write_json(args.out, dict(meta=meta, results=rows))
     print(f"wrote {args.out}")
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import ingest as bench_ingest
+from ingest.fileio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def make_run_dir(root: Path) -> Path:
         threshold=0.5, feature_config=features, sfreq=icfg.sfreq,
         clip_samples=icfg.clip_samples, ingest_config=icfg.to_dict(), fold=0,
     )  # fmt: skip
-    (run_dir / "card.json").write_text(json.dumps({"config": tcfg.to_dict()}))
+    write_json(run_dir / "card.json", {"config": tcfg.to_dict()})
     return run_dir
 
 
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     out = REPO / "benchmarks" / "results" / ("serving-quick.json" if args.quick else "serving.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result)
     print(f"saved {out}")
     return 0
 

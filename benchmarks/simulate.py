@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ingest.fileio import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -99,7 +101,7 @@ def main() -> None:
     }
     out = REPO / "benchmarks" / "results" / "simulate.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(json.dumps(result, indent=2))
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)

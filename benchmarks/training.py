@@ -25,7 +25,6 @@ Usage: ``python -m benchmarks.training [--quick] [--out PATH]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from ingest.config import IngestConfig
+from ingest.fileio import write_json
 from ingest.manifests import commit_manifests
 from ingest.store import ClipStore
 from ingest.synthetic import synthetic_recording, write_recording_clips
@@ -286,7 +286,7 @@ def main() -> None:
         f"projected 5-fold CV, 100 patients, 1 CPU worker: {res['projection_100_patients_5fold_cpu_1_worker_h']:.1f} h"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, res)
     print(f"wrote {args.out}")
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from benchmarks import ingest as bench_ingest
 from benchmarks.serving import make_run_dir
 from ingest.fileio import write_json
+from ingest.ownership import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 LINE_FREQ = 60.0  # the line noise write_edf_streamed adds
@@ -59,23 +60,6 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 def _events(journal: Path) -> list[dict]:
@@ -199,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             reported = [e for e in _events(journal) if e["state"] == "reported"]
             if len(reported) > seen:
                 seen = len(reported)
-                fam = [proc.pid, *_descendants(proc.pid)]
+                fam = [proc.pid, *descendants(proc.pid)]
                 rss.append({
                     "arrivals": seen,
                     "watcher_mb": round(_rss_mb(proc.pid), 1),

@@ -76,6 +76,7 @@ from ingest.labels import (
     find_seizures,
     match_contacts,
     read_label_sheet,
+    unused_sheet_warnings,
 )
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.sidecars import (
@@ -359,7 +360,8 @@ def read_bids(
                 logger.debug("%s: %s", rec.recording_id, note)
             recordings.append(rec)
     recordings.sort(key=lambda r: r.recording_id)
-    return CohortScan(recordings=tuple(recordings), problems=tuple(problems))
+    unused = unused_sheet_warnings(sheet, by_subject, label_sheet) if sheet else ()
+    return CohortScan(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
 
 
 def _recording(

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import edfio
 import numpy as np
 
+from ingest.fileio import write_text
+
 if TYPE_CHECKING:
     from ingest.implant import Anatomy, Implantation
 
@@ -236,12 +238,12 @@ def write_dataset_files(root: Path, subjects: list[SubjectData], cfg: Any) -> No
             "GeneratedBy": [{"Name": "sozkit.ingest.simulate", "Description": json.dumps(config)}],
         },
     )
-    (root / "README").write_text(
+    write_text(
+        root / "README",
         "Synthetic stereo-EEG cohort (Epileptor network + simulated SEEG implantation), written "
         "with the conventions of OpenNeuro ds004100. Clinical SOZ / resection labels are in "
         "channels.tsv status_description; the true onset contacts are in "
         "derivatives/sozkit-truth.\n",
-        encoding="utf-8",
     )
     _write_tsv(
         root / "participants.tsv",
@@ -340,12 +342,12 @@ def _num(v: float) -> str:
 
 def _write_tsv(path: Path, header: list[str], rows: list[list[str]]) -> None:
     lines = ["\t".join(header)] + ["\t".join(str(v) for v in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(obj, indent=4, ensure_ascii=False) + "\n")
 
 
 def _jsonable(obj: Any) -> Any:

@@ -44,6 +44,7 @@ from ingest.labels import (
     find_seizures,
     match_contacts,
     read_label_sheet,
+    unused_sheet_warnings,
 )
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.signals import EXTENSIONS, format_of, read_header
@@ -288,12 +289,13 @@ def read_folder(
         raise ConfigError(
             f"{root} holds no signal file ({', '.join(sorted(EXTENSIONS))}); check the path."
         )
-    recordings, problems, seen = [], [], {}
+    recordings, problems, seen, subjects = [], [], {}, set()
     for path in files:
         ext = next(e for e in EXTENSIONS if path.name.lower().endswith(e))
         rel = str(path.relative_to(base))[: -len(ext)]
         stem = path.name[: -len(ext)]
         subject = _subject_for(stem, rel, sheet)
+        subjects.add(subject)
         entry = sheet.get(subject)
         soz = entry.soz_for(rel) if entry else None
         if entry is not None and entry.soz_for(stem) is not None:
@@ -330,7 +332,8 @@ def read_folder(
         seen[rec.recording_id] = str(path)
         recordings.append(rec)
     recordings.sort(key=lambda r: r.recording_id)
-    return CohortScan(recordings=tuple(recordings), problems=tuple(problems))
+    unused = unused_sheet_warnings(sheet, subjects, label_sheet) if sheet else ()
+    return CohortScan(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
 
 
 def _with_note(rec: Recording, note: str) -> Recording:

@@ -461,6 +461,30 @@ OFFSET_PATTERN = re.compile(
 )
 
 
+def unused_sheet_warnings(
+    sheet: dict[str, LabelEntry], subjects: Iterable[str], label_sheet: str | os.PathLike
+) -> tuple[str, ...]:
+    """A scan-level warning naming the sheet's subjects that no recording of the cohort has.
+
+    Their SOZ labels are read and used nowhere: usually a misspelt subject (``HUP-190`` for
+    ``HUP190``) that leaves that subject's recordings unlabelled.
+
+    Returns
+    -------
+    warnings : tuple of str
+        Empty, or one line naming them.
+    """
+    unused = sorted(set(sheet) - set(subjects))
+    if not unused:
+        return ()
+    shown = ", ".join(unused[:12]) + (" ..." if len(unused) > 12 else "")
+    return (
+        f"label sheet {Path(label_sheet).name}: {len(unused)} of its {len(sheet)} subject(s) "
+        f"match no recording of the cohort, their labels are unused: {shown}. Check the "
+        "subjects' spelling against the file or sub- folder names.",
+    )
+
+
 def find_seizures(
     events: Iterable[tuple[float, str]], *, duration_s: float | None = None
 ) -> tuple[tuple[SeizureEvent, ...], tuple[str, ...]]:

@@ -32,10 +32,16 @@ import pandas as pd
 from ingest.config import IngestConfig
 from ingest.errors import RecordingError
 from ingest.fileio import atomic_write
-from ingest.preprocessing import channel_scale
+from ingest.preprocessing import channel_scale, flat_channels
 from ingest.recording import Recording
 from ingest.store import ClipStore, failures_frame, make_failure, warnings_frame
-from ingest.stream import channel_rows, clip_labels, recording_plan
+from ingest.stream import (
+    channel_rows,
+    clip_labels,
+    plan_warnings,
+    recording_plan,
+    scale_warnings,
+)
 
 ROWS = "rows"
 FAILURE = "failure"
@@ -203,10 +209,21 @@ def manifest_rows(rec: Recording, cfg: IngestConfig, clip_std: np.ndarray) -> di
     }
     return {
         "recording": row,
-        "channels": channel_rows(rec, scale),
+        "channels": channel_rows(rec, scale, flat=flat_channels(clip_std)),
         "clips": clip_labels(rec, cfg),
-        "warnings": recording_warnings(rec),
+        "warnings": recording_warnings(rec) + ingest_warnings(rec, cfg, clip_std),
     }
+
+
+def ingest_warnings(rec: Recording, cfg: IngestConfig, clip_std: np.ndarray) -> list[dict]:
+    """The warnings rows ingest itself finds in ``rec`` (beyond the readers' own): seizures
+    that no clip holds (:func:`ingest.stream.plan_warnings`, kind ``events``) and flat contacts
+    (:func:`ingest.stream.scale_warnings`, kind ``flat``)."""
+    rows = [warning_row(rec.recording_id, rec.path, w, "events") for w in plan_warnings(rec, cfg)]
+    rows += [
+        warning_row(rec.recording_id, rec.path, w, "flat") for w in scale_warnings(rec, clip_std)
+    ]
+    return rows
 
 
 def finalize_recording(

@@ -53,6 +53,31 @@ def _proc_stat(pid: int) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children, their children...), from /proc; [] elsewhere."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        fields = _proc_stat(int(entry)) if entry.isdigit() else None
+        if fields and len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, from /proc; [] elsewhere."""
+    members = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        fields = _proc_stat(int(entry)) if entry.isdigit() else None
+        if fields and len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
 def process_start(pid: int) -> str:
     """The start time of ``pid`` in clock ticks since boot (``""`` where /proc has none)."""
     fields = _proc_stat(pid)

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,131 +32,10 @@ from ingest.bids_writer import RunData, SubjectData, write_dataset_files, write_
 from ingest.epileptor import EpileptorParams, region_onsets, seizure_drive, simulate_network
 from ingest.errors import ConfigError
 from ingest.implant import Implantation, implant, lead_field, make_anatomy
-from ingest.sim_truth import corrupt_labels, resection, true_soz
+from ingest.sim_config import CENTRES, GENERATORS, SimulationConfig
+from ingest.sim_truth import clinical_labels, draw_targets, draw_zones
 
 logger = logging.getLogger(__name__)
-
-#: Generator families ``simulate_cohort(generator=...)`` / ``soz simulate --generator`` know.
-GENERATORS = ("epileptor", "wendling")
-
-#: Simulated centres: (site, line frequency, naming style, preferred sampling rates).
-CENTRES = (
-    ("centreA", 60.0, "padded", (512.0, 1024.0, 500.0, 256.0)),
-    ("centreB", 50.0, "plain", (1000.0, 2048.0, 512.0)),
-    ("centreC", 50.0, "prime", (1024.0, 500.0, 2048.0, 256.0, 1000.0)),
-)
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """Everything that defines a synthetic cohort (validated on construction).
-
-    Parameters
-    ----------
-    n_subjects : int
-        Number of subjects; each is seeded independently (``SeedSequence(seed).spawn``).
-    seed : int
-        Master seed: same seed, same bytes.
-    n_ictal_runs, n_interictal_runs : int
-        Runs per subject (``task-ictal`` / ``task-interictal``).
-    ictal_duration_s, interictal_duration_s : float
-        Run durations in whole seconds.
-    onset_window_s : tuple of float
-        Range of the electrographic seizure onset within an ictal run (seconds).
-    min_postictal_s : float
-        Shortest time between the seizure offset and the end of an ictal run.
-    sfreqs : tuple of float
-        Sampling rates a subject may get (drawn per subject, preferring its centre's rates).
-    n_centres : int
-        Number of centres (1-3) the subjects are spread over.
-    n_regions : tuple of int
-        Range of the number of brain regions (network nodes) per subject.
-    n_shafts, contacts_per_shaft : tuple of int
-        Ranges (inclusive) per subject / per shaft.
-    difficulty : float
-        0 (easy) .. 1 (hard). Raises the spread speed (coupling), the propagation zone's size
-        and its fast activity and spiking (PZ contacts look like onset contacts), lowers the EZ's
-        fast activity and the contrast of interictal spike rates, and adds noise.
-    label_agreement : float or None
-        Dice agreement of the clinical SOZ labels with the true onset contacts; ``None`` takes
-        ``1 - 0.4 * difficulty`` (0.8 at the default difficulty, the reported inter-rater
-        agreement).
-    epileptor : EpileptorParams
-        Neural-mass parameters (the coupling strength is set from ``difficulty``).
-    """
-
-    n_subjects: int = 6
-    seed: int = 0
-    n_ictal_runs: int = 2
-    n_interictal_runs: int = 1
-    ictal_duration_s: float = 180.0
-    interictal_duration_s: float = 300.0
-    onset_window_s: tuple[float, float] = (40.0, 90.0)
-    min_postictal_s: float = 30.0
-    sfreqs: tuple[float, ...] = (256.0, 500.0, 512.0, 1000.0, 1024.0, 2048.0)
-    n_centres: int = 3
-    n_regions: tuple[int, int] = (24, 36)
-    n_shafts: tuple[int, int] = (5, 8)
-    contacts_per_shaft: tuple[int, int] = (8, 12)
-    difficulty: float = 0.5
-    label_agreement: float | None = None
-    epileptor: EpileptorParams = field(default_factory=EpileptorParams)
-
-    def __post_init__(self) -> None:
-        if self.n_subjects < 1:
-            raise ConfigError(f"n_subjects={self.n_subjects} must be >= 1.")
-        if self.n_ictal_runs < 0 or self.n_interictal_runs < 0:
-            raise ConfigError(
-                f"n_ictal_runs={self.n_ictal_runs} and n_interictal_runs="
-                f"{self.n_interictal_runs} must be >= 0."
-            )
-        if self.n_ictal_runs + self.n_interictal_runs == 0:
-            raise ConfigError("n_ictal_runs + n_interictal_runs is 0: ask for at least one run.")
-        for name in ("ictal_duration_s", "interictal_duration_s"):
-            value = getattr(self, name)
-            if value <= 0 or float(value) != int(value):
-                raise ConfigError(
-                    f"{name}={value} must be a positive whole number of seconds (EDF data "
-                    "records are 1 s long)."
-                )
-        lo, hi = self.onset_window_s
-        if not 0 < lo <= hi:
-            raise ConfigError(f"onset_window_s={self.onset_window_s} must satisfy 0 < lo <= hi.")
-        needed = hi + 60.0 + self.min_postictal_s
-        if self.n_ictal_runs and self.ictal_duration_s < needed:
-            raise ConfigError(
-                f"ictal_duration_s={self.ictal_duration_s} is too short for an onset up to "
-                f"{hi} s, a seizure of up to 60 s and min_postictal_s={self.min_postictal_s}: "
-                f"use ictal_duration_s >= {needed:g} or an earlier onset_window_s."
-            )
-        if not self.sfreqs or any(s < 200 for s in self.sfreqs):
-            raise ConfigError(
-                f"sfreqs={self.sfreqs} must be non-empty and each >= 200 Hz (the line-noise "
-                "and fast ictal activity need it)."
-            )
-        if any(float(s) != int(s) for s in self.sfreqs):
-            raise ConfigError(f"sfreqs={self.sfreqs} must be whole numbers of Hz.")
-        if not 1 <= self.n_centres <= len(CENTRES):
-            raise ConfigError(f"n_centres={self.n_centres} must be in 1..{len(CENTRES)}.")
-        for name, low in (("n_regions", 8), ("n_shafts", 2), ("contacts_per_shaft", 4)):
-            a, b = getattr(self, name)
-            if not low <= a <= b:
-                raise ConfigError(
-                    f"{name}={(a, b)} must be a range (lo, hi) with {low} <= lo <= hi."
-                )
-        if self.n_shafts[1] > 20:
-            raise ConfigError(f"n_shafts={self.n_shafts}: at most 20 shafts per subject.")
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise ConfigError(f"difficulty={self.difficulty} must be in [0, 1].")
-        if self.label_agreement is not None and not 0.0 < self.label_agreement <= 1.0:
-            raise ConfigError(f"label_agreement={self.label_agreement} must be in (0, 1].")
-
-    @property
-    def agreement(self) -> float:
-        """The label agreement in effect (``label_agreement`` or its difficulty default)."""
-        if self.label_agreement is not None:
-            return self.label_agreement
-        return 1.0 - 0.4 * self.difficulty
 
 
 def simulate_cohort(
@@ -301,41 +180,17 @@ def plan_subject(index: int, cfg: SimulationConfig, rng: np.random.Generator) ->
     sfreq = float(choices[rng.integers(len(choices))])
     anatomy = make_anatomy(int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1)), rng=rng)
     n = anatomy.n_regions
-    w = anatomy.weights
-
-    # EZ: one region, sometimes with its strongest neighbour; PZ: the EZ's strongest partners.
-    ez = [int(rng.integers(n))]
-    if rng.random() < 0.5:
-        ez.append(int(np.argmax(np.where(np.isin(np.arange(n), ez), -1, w[ez[0]]))))
-    link = w[ez].sum(axis=0)
-    link[ez] = -1
-    n_pz = int(rng.integers(2, 4)) + int(round(2 * d))
-    pz = [int(j) for j in np.argsort(link)[::-1][:n_pz]]
-    role = np.array(["healthy"] * n, dtype=object)
-    role[pz] = "pz"
-    role[ez] = "ez"
+    ez, pz, role = draw_zones(anatomy.weights, d, rng, pair_p=0.5, n_pz=(2, 4))
     x0_rest = rng.uniform(-2.4, -2.2, n)
     x0_ictal = x0_rest.copy()
     x0_ictal[ez] = rng.uniform(-1.8, -1.6, len(ez))
     x0_ictal[pz] = rng.uniform(-2.10, -2.075, len(pz))
 
-    # Implantation: the clinical hypothesis puts one shaft per EZ region and on some PZ regions;
-    # the rest sample other regions, preferring the EZ's hemisphere.
-    n_shafts = int(rng.integers(cfg.n_shafts[0], cfg.n_shafts[1] + 1))
-    targets = list(dict.fromkeys(ez + pz[: max(1, n_shafts // 3)]))[:n_shafts]
-    rest = [j for j in range(n) if j not in targets]
-    same = np.sign(anatomy.positions[rest, 0]) == np.sign(anatomy.positions[ez[0], 0])
-    p = np.where(same, 3.0, 1.0)
-    targets += [
-        int(j) for j in rng.choice(rest, n_shafts - len(targets), replace=False, p=p / p.sum())
-    ]
-    counts = rng.integers(cfg.contacts_per_shaft[0], cfg.contacts_per_shaft[1] + 1, n_shafts)
+    targets, counts = draw_targets(anatomy.positions, ez, pz, cfg, rng, same_side=3.0)
     imp = implant(anatomy, np.asarray(targets), counts, naming=naming, rng=rng)
     gain = lead_field(imp.positions, anatomy.positions)  # (n_contacts, n_regions)
 
-    soz_true = true_soz(gain, np.asarray(ez))
-    soz_label = corrupt_labels(soz_true, imp, cfg.agreement, rng)
-    resected = resection(soz_label, imp, rng)
+    soz_true, soz_label, resected = clinical_labels(gain, ez, imp, cfg.agreement, rng)
     return SubjectData(
         subject=f"sim{index + 1:03d}",
         site=site,

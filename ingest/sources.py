@@ -33,10 +33,14 @@ class CohortScan:
         Readable recordings, sorted by ``recording_id``.
     problems : tuple of RecordingError
         Recordings that could not be read, one entry each (``source`` = the file).
+    warnings : tuple of str
+        Warnings about the cohort as a whole (a label sheet's subjects that match no
+        recording); each recording's own are in ``Recording.warnings``.
     """
 
     recordings: tuple[Recording, ...]
     problems: tuple[RecordingError, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         counts = Counter(r.recording_id for r in self.recordings)
@@ -239,7 +243,7 @@ def scan_sources(
                 reason, fix = reason.split(" Fix: ", 1)
             problems.append(SourceProblem(os.fspath(source), reason, fix, whole_source=True))
             continue
-        warnings += [(os.fspath(source), w) for w in getattr(scan, "warnings", ())]
+        warnings += [(os.fspath(source), w) for w in scan.warnings]
         problems += [SourceProblem(p.source, p.reason, p.fix) for p in scan.problems]
         for rec in scan.recordings:
             if rec.recording_id in seen:

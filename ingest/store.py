@@ -13,8 +13,10 @@ Layout of a store at ``STORE`` (a local path or any fsspec URL: ``s3://bucket/st
                              sequence of clips without decoding whole shards; Blosc-zstd with
                              byte shuffle
       recordings.parquet     one row per COMPLETE recording (RECORDINGS_SCHEMA)
-      channels.parquet       one row per stored channel, with SOZ / resected labels and the
-                             per-channel ``scale`` (CHANNELS_SCHEMA)
+      channels.parquet       one row per stored channel, with SOZ / resected labels, the
+                             per-channel ``scale`` and ``flat`` (no usable signal: scale set
+                             to 1.0, scaled clips ~0; null in stores older than the column)
+                             (CHANNELS_SCHEMA)
       clips.parquet          one row per clip: start, ictal, seizure number, time from onset
       failures.parquet       recordings that could not be ingested: file, stage, reason, fix
       warnings.parquet       what the readers warned about (WARNINGS_SCHEMA): recording_id (null
@@ -47,6 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
@@ -106,6 +109,7 @@ CHANNELS_SCHEMA = pa.schema(
         ("soz", pa.bool_()),
         ("resected", pa.bool_()),
         ("scale", pa.float32()),
+        ("flat", pa.bool_()),
     ]
 )
 CLIPS_SCHEMA = pa.schema(
@@ -153,7 +157,13 @@ _SORT_KEYS = {
     "recordings": ("recording_id",),
 }
 #: Nullable columns read back as pandas' nullable dtypes.
-_NULLABLE = {"soz": "boolean", "resected": "boolean", "seizure": "Int64", "line_freq": "Float64"}
+_NULLABLE = {
+    "soz": "boolean",
+    "resected": "boolean",
+    "flat": "boolean",
+    "seizure": "Int64",
+    "line_freq": "Float64",
+}
 _NULLABLE_FLOAT = {"seconds_from_onset": "Float64"}
 
 
@@ -484,8 +494,10 @@ class ClipStore:
 
         Rows of recordings in ``attempted`` (this run's recordings, done or failed) replace
         whatever an earlier, killed or failed, run left for them; so do failures of the same
-        source file, and warnings about the same whole source. ``recordings.parquet`` is
-        written last: it marks completion.
+        source file, and warnings about the same whole source. A recording committed complete
+        supersedes the failures an earlier run left without an id for its files (a malformed
+        sidecar of its run, its source folder): :func:`superseded_failures`.
+        ``recordings.parquet`` is written last: it marks completion.
         """
         self._check_writable()
         attempted = set(attempted) | (set(recordings["recording_id"]) if len(recordings) else set())
@@ -494,6 +506,7 @@ class ClipStore:
         if len(warnings):
             whole = warnings[warnings["recording_id"].isna()]
             new_sources |= set(whole["source"])
+        done_paths = list(recordings["source_path"]) if len(recordings) else []
         new = {
             "channels": channels,
             "clips": clips,
@@ -514,6 +527,9 @@ class ClipStore:
                 if name == "warnings":  # only warnings about a whole source go by source
                     other = pc.or_(other, pc.is_valid(old["recording_id"]))
                 keep = pc.and_(keep, other)
+            if name == "failures" and done_paths:
+                stale = superseded_failures(old.to_pandas(), done_paths)
+                keep = pc.and_(keep, pa.array(~stale.to_numpy(dtype=bool)))
             merged = pa.concat_tables([old.filter(keep), _to_table(new[name], schema)])
             # Sorted, so a store's files do not depend on the order its recordings finished in.
             merged = merged.sort_by([(k, "ascending") for k in _SORT_KEYS[name]])
@@ -543,6 +559,43 @@ def _zarr_store(url: str, mode: str) -> zarr.abc.store.Store:
     if "file" in _protocols(fs):
         return zarr.storage.LocalStore(root, read_only=read_only)
     return zarr.storage.FsspecStore.from_url(url, read_only=read_only)
+
+
+def _run_stem(path: str) -> str:
+    """The part of a file name that names its run: ``sub-01_task-x_run-1`` of
+    ``sub-01_task-x_run-1_ieeg.json`` (BIDS: the entities before the suffix), else the name
+    without its extension."""
+    name = posixpath.basename(path.rstrip("/"))
+    if name.startswith("sub-") and "_" in name:
+        return name.rsplit("_", 1)[0]
+    return name.split(".", 1)[0]
+
+
+def superseded_failures(failures: pd.DataFrame, done_paths: Iterable[str]) -> pd.Series:
+    """Which ``failures`` rows a complete recording of ``done_paths`` supersedes.
+
+    A row without a recording id (a file the scan could not read) is stale once a recording
+    of the same run commits: its source is the recording's signal file, a sidecar of the same
+    run (same folder and run stem), or a folder holding it (a source that once failed whole).
+
+    Returns
+    -------
+    Series of bool, aligned with ``failures``
+    """
+    done = [str(p) for p in done_paths]
+    runs = {(posixpath.dirname(p), _run_stem(p)) for p in done}
+
+    def stale(row) -> bool:
+        if isinstance(row.recording_id, str):
+            return False  # rows with an id are replaced by the id (``attempted``)
+        src = str(row.source).rstrip("/")
+        if (posixpath.dirname(src), _run_stem(src)) in runs:
+            return True
+        return any(p.startswith(src + "/") for p in done)
+
+    if not len(failures):
+        return pd.Series([], dtype=bool)
+    return pd.Series([stale(r) for r in failures.itertuples()], index=failures.index, dtype=bool)
 
 
 def make_failure(

@@ -493,7 +493,9 @@ def scale_warnings(rec: Recording, clip_std: np.ndarray) -> tuple[str, ...]:
     )
 
 
-def channel_rows(rec: Recording, scale: np.ndarray) -> pd.DataFrame:
+def channel_rows(
+    rec: Recording, scale: np.ndarray, *, flat: np.ndarray | None = None
+) -> pd.DataFrame:
     """The rows of ``channels.parquet`` for ``rec``'s stored contacts.
 
     Parameters
@@ -501,16 +503,22 @@ def channel_rows(rec: Recording, scale: np.ndarray) -> pd.DataFrame:
     rec : Recording
     scale : ndarray, shape (n_contacts,)
         Per-channel scale (:func:`ingest.preprocessing.channel_scale`).
+    flat : ndarray of bool, shape (n_contacts,), or None
+        Contacts with no usable signal (:func:`ingest.preprocessing.flat_channels`: stored,
+        scale 1.0, scaled clips ~0); ``None``: none.
 
     Returns
     -------
     DataFrame
         recording_id, channel_index, name, shaft, soz, resected (nullable booleans: null where
-        the recording has no labels), scale.
+        the recording has no labels), scale, flat.
     """
     contacts = rec.contacts
     if len(scale) != len(contacts):
         raise ValueError(f"{len(scale)=} must equal the {len(contacts)} contacts of the recording.")
+    flat = np.zeros(len(contacts), bool) if flat is None else np.asarray(flat, dtype=bool)
+    if flat.shape != (len(contacts),):
+        raise ValueError(f"{flat.shape=} must be ({len(contacts)},), one per contact.")
 
     def flags(marked: frozenset[str] | None) -> pd.arrays.BooleanArray:
         values = [None if marked is None else name in marked for name in contacts]
@@ -525,5 +533,6 @@ def channel_rows(rec: Recording, scale: np.ndarray) -> pd.DataFrame:
             "soz": flags(rec.soz),
             "resected": flags(rec.resected),
             "scale": np.asarray(scale, dtype=np.float32),
+            "flat": pd.array(flat, dtype="boolean"),
         }
     )

@@ -44,7 +44,8 @@ from ingest import waveforms as wf
 from ingest.bids_writer import RunData, SubjectData, write_run, write_subject
 from ingest.fileio import write_json, write_text
 from ingest.implant import BRAIN_SEMI_AXES, SHAFT_CODES, Anatomy, Implantation
-from ingest.sim_truth import corrupt_labels, resection, true_soz
+from ingest.sim_config import SimulationConfig
+from ingest.sim_truth import clinical_labels, draw_targets, draw_zones
 from ingest.wendling import FAST_ONSET, WendlingParams, seizure_schedule, simulate_network
 
 logger = logging.getLogger(__name__)
@@ -64,30 +65,13 @@ UV_PER_MV = (40.0, 60.0)
 def simulate_subject(
     root: Path,
     index: int,
-    cfg,
+    cfg: SimulationConfig,
     seq: np.random.SeedSequence,
     *,
     on_run: Callable[[], None] | None = None,
 ) -> SubjectData:
-    """Simulate and write every run of one subject (see :func:`ingest.simulate.simulate_subject`).
-
-    Parameters
-    ----------
-    root : Path
-        BIDS root.
-    index : int
-        Subject index (id ``sim001``..., centre ``index % n_centres``).
-    cfg : ingest.simulate.SimulationConfig
-        Cohort configuration (durations, run counts, ranges, difficulty, label agreement).
-    seq : numpy.random.SeedSequence
-        This subject's seed sequence.
-    on_run : callable or None
-        Called after each written run.
-
-    Returns
-    -------
-    SubjectData
-    """
+    """Simulate and write every run of one subject: :func:`ingest.simulate.simulate_subject`'s
+    contract (same parameters, same return), drawn by this family."""
     plan_seq, model_seq, *run_seqs = seq.spawn(2 + cfg.n_ictal_runs + cfg.n_interictal_runs)
     subject, montage, lead = plan_subject(index, cfg, np.random.default_rng(plan_seq))
     write_subject(root, subject)
@@ -108,7 +92,7 @@ def simulate_subject(
 
 
 def plan_subject(
-    index: int, cfg, rng: np.random.Generator
+    index: int, cfg: SimulationConfig, rng: np.random.Generator
 ) -> tuple[SubjectData, np.ndarray, np.ndarray]:
     """Draw one subject: centre, anatomy, EZ/PZ, implant, montage, truth and clinical labels.
 
@@ -126,15 +110,7 @@ def plan_subject(
     sfreq = float(rng.choice(_rates(cfg, preferred)))
     anatomy = _anatomy(int(rng.integers(cfg.n_regions[0], cfg.n_regions[1] + 1)), rng)
     n = anatomy.n_regions
-    ez = [int(rng.integers(n))]
-    if rng.random() < 0.4:
-        ez.append(int(np.argmax(np.where(np.isin(np.arange(n), ez), -1, anatomy.weights[ez[0]]))))
-    link = anatomy.weights[ez].sum(axis=0)
-    link[ez] = -1
-    pz = [int(j) for j in np.argsort(link)[::-1][: int(rng.integers(2, 5)) + int(round(2 * d))]]
-    role = np.array(["healthy"] * n, dtype=object)
-    role[pz] = "pz"
-    role[ez] = "ez"
+    ez, pz, role = draw_zones(anatomy.weights, d, rng, pair_p=0.4, n_pz=(2, 5))
     # Resting excitatory gain: the EZ sits just above the sporadic-spike threshold (A ~ 4.3),
     # the PZ below it (closer with difficulty), healthy regions in the background regime.
     a_rest = rng.uniform(3.3, 3.8, n)
@@ -143,15 +119,7 @@ def plan_subject(
     a_ictal = a_rest.copy()
     a_ictal[ez + pz] = FAST_ONSET[0]
 
-    n_shafts = int(rng.integers(cfg.n_shafts[0], cfg.n_shafts[1] + 1))
-    targets = list(dict.fromkeys(ez + pz[: max(1, n_shafts // 3)]))[:n_shafts]
-    rest = [j for j in range(n) if j not in targets]
-    same = np.sign(anatomy.positions[rest, 0]) == np.sign(anatomy.positions[ez[0], 0])
-    p = np.where(same, 2.0, 1.0)
-    targets += [
-        int(j) for j in rng.choice(rest, n_shafts - len(targets), replace=False, p=p / p.sum())
-    ]
-    counts = rng.integers(cfg.contacts_per_shaft[0], cfg.contacts_per_shaft[1] + 1, n_shafts)
+    targets, counts = draw_targets(anatomy.positions, ez, pz, cfg, rng, same_side=2.0)
     contacts = _implant(anatomy, targets, counts, naming, pitch, rng)
     contact_gain = rng.lognormal(0.0, 0.25, contacts.n_contacts)
     lead = lead_field(contacts.positions, anatomy.positions, rng=rng) * contact_gain[:, None]
@@ -160,9 +128,7 @@ def plan_subject(
     channels, montage = apply_montage(contacts, montage_kind, reference=quiet)
     gain = montage @ lead  # (n_channels, n_regions)
 
-    soz_true = true_soz(np.abs(gain), np.asarray(ez))
-    soz_label = corrupt_labels(soz_true, channels, cfg.agreement, rng)
-    resected = resection(soz_label, channels, rng)
+    soz_true, soz_label, resected = clinical_labels(np.abs(gain), ez, channels, cfg.agreement, rng)
     subject = SubjectData(
         subject=f"sim{index + 1:03d}",
         site=site,
@@ -401,8 +367,6 @@ def describe_dataset(root: Path, cfg) -> None:
 
 def _rates(cfg, preferred: tuple[float, ...]) -> list[float]:
     """The centre's own rates, unless the configuration asks for other rates."""
-    from ingest.simulate import SimulationConfig
-
     if tuple(cfg.sfreqs) == SimulationConfig.__dataclass_fields__["sfreqs"].default:
         return list(preferred)
     return [s for s in cfg.sfreqs if s in preferred] or list(cfg.sfreqs)

@@ -36,6 +36,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from ingest.fileio import atomic_write
+
 logger = logging.getLogger(__name__)
 
 #: Version of the file layout :meth:`SOZSVM.save` writes.
@@ -317,7 +319,7 @@ class SOZSVM:
             "feature_names": self.feature_names,
             "model": model,
         }
-        joblib.dump(payload, path)
+        atomic_write(path, lambda f: joblib.dump(payload, f))
         return path
 
     @classmethod

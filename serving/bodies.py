@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 #: Largest JSON body of ``POST /score`` (bytes).
@@ -39,7 +39,10 @@ class RequestError(Exception):
 
 
 class ScoreRequest(BaseModel):
-    """JSON body of ``POST /score``."""
+    """JSON body of ``POST /score``. Unknown fields are refused (a misspelt or unsupported
+    option such as ``"model"`` would otherwise be ignored silently)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="Recording file, relative to a data root or inside one.")
     line_freq: float | None = Field(
@@ -109,6 +112,14 @@ async def read_json(request) -> ScoreRequest:
                 'send {"path": "<file under a data root>"}.',
             ) from None  # fmt: skip
         fields = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors)
+        unknown = [str(err["loc"][0]) for err in errors if err["type"] == "extra_forbidden"]
+        if unknown:
+            raise RequestError(
+                400, "unknown field", f"the JSON body has unknown field(s) {', '.join(unknown)}; "
+                'it takes "path" and "line_freq" only.',
+                "drop them (the model and folds are chosen when the service starts: soz serve "
+                "--model/--fold).",
+            ) from None  # fmt: skip
         raise RequestError(
             400, "missing path", f'the JSON body needs a string field "path" ({fields}).',
             'send {"path": "sub-01/ieeg/sub-01_task-ictal_ieeg.edf"}.',

@@ -24,6 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -124,8 +125,35 @@ def score_recording(rec: Recording, consumers: Sequence[Consumer], *, stream=Non
                 consumers[i].add(clip_start, clips)
         for i in members:
             timings = {**src.timings.as_dict(), "total": time.perf_counter() - t0}
-            results[i] = consumers[i].finish(rec, src.contacts, timings)
+            results[i] = without_flat(
+                consumers[i].finish(rec, src.contacts, timings), getattr(src, "flat", None)
+            )
     return results
+
+
+def without_flat(result: Any, flat: np.ndarray | None) -> Any:
+    """``result`` without the contacts that carry no signal: no probability is returned for a
+    flat contact (:func:`ingest.preprocessing.flat_channels`), a warning names them instead.
+
+    Results other than :class:`ScoreResult` (explanations ...) are returned as they are.
+    """
+    if not isinstance(result, ScoreResult) or flat is None or not np.any(flat):
+        return result
+    flat = np.asarray(flat, dtype=bool)
+    keep = ~flat
+    names = [c for c, f in zip(result.channels, flat, strict=True) if f]
+    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    labels = result.soz_labels
+    return replace(
+        result,
+        channels=tuple(c for c, k in zip(result.channels, keep, strict=True) if k),
+        probabilities=np.asarray(result.probabilities)[keep],
+        soz_labels=None if labels is None else tuple(np.asarray(labels)[keep].tolist()),
+        warnings=(
+            *result.warnings,
+            f"{len(names)} flat contact(s) carry no signal and were not scored: {shown}",
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------- preprocessing

@@ -94,6 +94,8 @@ class RecordingStream:
         self.n_clips: int = plan.n_clips
         self.blocks = plan_blocks(rec, cfg)
         self.scale: np.ndarray | None = None
+        #: Contacts with no usable signal (set by pass 1, :func:`ingest.preprocessing.flat_channels`).
+        self.flat: np.ndarray | None = None
         self.timings = StreamTimings()
         self._cache: dict[int, np.ndarray] | None = None
 
@@ -119,6 +121,7 @@ class RecordingStream:
                     cache[block.index] = res.clips
                 del res
         self.scale = pp.channel_scale(stds)
+        self.flat = pp.flat_channels(stds)
         self._cache = cache if keep else None
         self.timings.pass1 = time.perf_counter() - t0
         self.timings.cached = keep
@@ -202,6 +205,8 @@ class StoredRecordingStream:
         self.recording_id = recording_id
         chans = store.channels([recording_id]).sort_values("channel_index")
         self.contacts: tuple[str, ...] = tuple(chans["name"].astype(str))
+        # null in stores written before the column: no contact known flat
+        self.flat = chans["flat"].fillna(False).to_numpy(dtype=bool)
         self.n_clips: int = int(store.array(recording_id).shape[0])
         self.block_clips = int(block_clips)
         self.timings = StreamTimings(cached=True)

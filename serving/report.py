@@ -31,6 +31,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ingest.errors import ConfigError, SozkitError  # noqa: E402
+from ingest.fileio import write_text  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
 from serving import report_sections as sections_mod  # noqa: E402
 from serving.report_sections import safe_name as _safe_name  # noqa: E402
@@ -541,7 +542,7 @@ def write_report(
             f"{_meta_table(rows, by)}{''.join(sections)}"
         )
         page = out / f"{name}.html"
-        page.write_text(_page(title, body), encoding="utf-8")
+        write_text(page, _page(title, body))
         if pdf:
             from serving.pdf import print_pdf
 
@@ -552,9 +553,8 @@ def write_report(
         for k, p, n in links
     )
     index = out / "index.html"
-    index.write_text(
-        _page("SOZ reports", f"<h1>SOZ reports ({len(links)} {by}s)</h1><ul>{items}</ul>"),
-        encoding="utf-8",
+    write_text(
+        index, _page("SOZ reports", f"<h1>SOZ reports ({len(links)} {by}s)</h1><ul>{items}</ul>")
     )
     logger.info("wrote %d report page(s) to %s", len(links), out)
     return index

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -16,6 +18,18 @@ REPO = Path(__file__).resolve().parents[1]
 SIDECARS = REPO / "tests" / "data" / "bids-sidecars"
 #: Every sidecar of both datasets (all but electrodes/coordsystem files), unchanged, xz-packed.
 SIDECARS_ARCHIVE = REPO / "tests" / "data" / "bids-sidecars-all.tar.xz"
+#: Options of a small, quick ``soz ingest`` in a test: 256 Hz, 1-s clips, 4 per block, 1 worker.
+QUICK_INGEST = ["--sfreq", "256", "--clip-s", "1", "--block-clips", "4", "--l-freq", "1"]
+QUICK_INGEST += ["--workers", "1", "--no-progress"]
+
+
+def run_soz(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``soz ARGS`` (``python -m serving``) in a child process on this checkout, output captured."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *map(str, args)],
+        capture_output=True, text=True, env=env, timeout=timeout, check=False,
+    )  # fmt: skip
 
 
 def _full_sidecars() -> Path:

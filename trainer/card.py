@@ -22,6 +22,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
+from ingest.fileio import write_text
 from trainer.splits import Fold
 
 logger = logging.getLogger(__name__)
@@ -194,11 +195,8 @@ def training_card(
 def write_card(card: Mapping, path: str | Path) -> Path:
     """Write a card as indented JSON (parent folders created); return its path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(card), indent=2, allow_nan=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: a killed run never leaves half a card
+    write_text(path, text + "\n")  # atomic: a killed run never leaves half a card
     return path
 
 

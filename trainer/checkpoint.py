@@ -33,15 +33,14 @@ from typing import Any
 import torch
 
 from ingest.errors import SozkitError
+from ingest.fileio import atomic_write
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
-_REQUIRED = (
-    "format_version",
+#: Keys every checkpoint holds: those its metadata is read from, and those of the weights.
+_META_KEYS = (
     "model_name",
-    "hparams",
-    "state_dict",
     "threshold",
     "feature_config",
     "seq_len",
@@ -49,6 +48,7 @@ _REQUIRED = (
     "sfreq",
     "clip_samples",
 )
+_REQUIRED = ("format_version", "hparams", "state_dict", *_META_KEYS)
 
 
 @dataclass(frozen=True)
@@ -181,10 +181,7 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(payload, f))
     logger.debug("wrote %s (%s, threshold %.3f)", path, model_name, threshold)
     return path
 
@@ -195,6 +192,41 @@ _LEGACY_HPARAMS: dict[str, dict[str, Any]] = {
     "dcgru": {"standardize": False},
     "dcgru_ssl": {"standardize": False},
 }
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> FoldCheckpoint:
+    """A checkpoint's metadata without its weights (memory-mapped: the tensors are not read)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise SozkitError(
+            f"{path} is not a readable sozkit checkpoint ({e}); retrain that fold."
+        ) from e
+    _check_keys(path, payload, _META_KEYS)
+    return _meta(payload, dict(payload.get("hparams") or {}))
+
+
+def _check_keys(path: Path, payload: Mapping, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in payload]
+    if missing:
+        raise SozkitError(f"{path} is not a sozkit checkpoint: keys {missing} are missing.")
+
+
+def _meta(payload: Mapping, hparams: dict[str, Any]) -> FoldCheckpoint:
+    return FoldCheckpoint(
+        model_name=payload["model_name"],
+        hparams=hparams,
+        threshold=float(payload["threshold"]),
+        feature_config=dict(payload["feature_config"]),
+        seq_len=int(payload["seq_len"]),
+        n_feats=int(payload["n_feats"]),
+        sfreq=float(payload["sfreq"]),
+        clip_samples=int(payload["clip_samples"]),
+        ingest_config=dict(payload.get("ingest_config") or {}),
+        fold=payload.get("fold"),
+        extra=dict(payload.get("extra") or {}),
+    )
 
 
 def load_checkpoint(
@@ -225,9 +257,7 @@ def load_checkpoint(
             "RUN_DIR/<model>/fold_<k>/checkpoint.pt."
         )
     payload = torch.load(path, map_location=map_location, weights_only=True)
-    missing = [k for k in _REQUIRED if k not in payload]
-    if missing:
-        raise SozkitError(f"{path} is not a sozkit checkpoint: keys {missing} are missing.")
+    _check_keys(path, payload, _REQUIRED)
     if payload["format_version"] > CHECKPOINT_VERSION:
         raise SozkitError(
             f"{path} has format_version={payload['format_version']}, newer than this sozkit "
@@ -237,17 +267,5 @@ def load_checkpoint(
     model = build_model(payload["model_name"], **hparams)
     model.load_state_dict(payload["state_dict"])
     model.to(map_location).eval()
-    meta = FoldCheckpoint(
-        model_name=payload["model_name"],
-        hparams=hparams,
-        threshold=float(payload["threshold"]),
-        feature_config=dict(payload["feature_config"]),
-        seq_len=int(payload["seq_len"]),
-        n_feats=int(payload["n_feats"]),
-        sfreq=float(payload["sfreq"]),
-        clip_samples=int(payload["clip_samples"]),
-        ingest_config=dict(payload.get("ingest_config") or {}),
-        fold=payload.get("fold"),
-        extra=dict(payload.get("extra") or {}),
-    )
+    meta = _meta(payload, hparams)
     return model, meta

@@ -213,7 +213,9 @@ def youden_threshold(y_true, y_score) -> float:
             "or check the labels."
         )
     fpr, tpr, thresholds = roc_curve(y_true, y_score, drop_intermediate=False)
-    j = tpr - fpr
+    n_pos = int(y_true.sum())
+    n_neg = y_true.size - n_pos
+    j = np.rint(tpr * n_pos) * n_neg - np.rint(fpr * n_neg) * n_pos  # J * P * N: exact ties
     best = int(np.argmax(j[1:])) + 1  # thresholds[0] is +inf (nothing called positive)
     return float(thresholds[best])
 

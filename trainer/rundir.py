@@ -328,31 +328,6 @@ def checkpoint_meta(path: str | os.PathLike):
     -------
     trainer.checkpoint.FoldCheckpoint
     """
-    import torch
+    from trainer.checkpoint import read_checkpoint_meta
 
-    from trainer.checkpoint import FoldCheckpoint
-
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise SozkitError(
-            f"{path} is not a readable sozkit checkpoint ({e}); retrain that fold."
-        ) from e
-    missing = [k for k in ("model_name", "threshold", "feature_config", "seq_len", "n_feats",
-                           "sfreq", "clip_samples") if k not in payload]  # fmt: skip
-    if missing:
-        raise SozkitError(f"{path} is not a sozkit checkpoint: keys {missing} are missing.")
-    return FoldCheckpoint(
-        model_name=payload["model_name"],
-        hparams=dict(payload.get("hparams") or {}),
-        threshold=float(payload["threshold"]),
-        feature_config=dict(payload["feature_config"]),
-        seq_len=int(payload["seq_len"]),
-        n_feats=int(payload["n_feats"]),
-        sfreq=float(payload["sfreq"]),
-        clip_samples=int(payload["clip_samples"]),
-        ingest_config=dict(payload.get("ingest_config") or {}),
-        fold=payload.get("fold"),
-        extra=dict(payload.get("extra") or {}),
-    )
+    return read_checkpoint_meta(path)

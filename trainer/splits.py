@@ -151,6 +151,23 @@ def _stratified_order(
     return order
 
 
+def _draw_validation(
+    rest: list[str], n_val: int, groups: Mapping[str, str] | None, rng: np.random.Generator
+) -> list[str]:
+    """``n_val`` patients of ``rest``: drawn per group in proportion to its size, or plainly."""
+    if groups is None:
+        return [rest[i] for i in rng.choice(len(rest), size=n_val, replace=False)]
+    by_group: dict[str, list[str]] = {}
+    for p in rest:
+        by_group.setdefault(groups[p], []).append(p)
+    quota = _allocate({g: len(m) for g, m in by_group.items()}, n_val)
+    val = []
+    for g in sorted(by_group):
+        members = by_group[g]
+        val.extend(members[i] for i in rng.choice(len(members), quota[g], replace=False))
+    return val
+
+
 def _allocate(counts: Mapping[str, int], total: int) -> dict[str, int]:
     """Split ``total`` among groups in proportion to ``counts`` (largest remainder)."""
     n = sum(counts.values())
@@ -237,17 +254,7 @@ def patient_folds(
         test = sorted(p for p in patients if test_of[p] == k)
         rest = sorted(p for p in patients if test_of[p] != k)
         n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
-        if groups is None:
-            val = [rest[i] for i in rng.choice(len(rest), size=n_val, replace=False)]
-        else:
-            by_group: dict[str, list[str]] = {}
-            for p in rest:
-                by_group.setdefault(groups[p], []).append(p)
-            quota = _allocate({g: len(m) for g, m in by_group.items()}, n_val)
-            val = []
-            for g in sorted(by_group):
-                members = by_group[g]
-                val.extend(members[i] for i in rng.choice(len(members), quota[g], replace=False))
+        val = _draw_validation(rest, n_val, groups, rng)
         val_set = set(val)
         train = [p for p in rest if p not in val_set]
         folds.append(Fold(index=k, train=tuple(train), val=tuple(sorted(val)), test=tuple(test)))
@@ -313,14 +320,7 @@ def group_folds(
                 "least 1 training and 1 validation patient from the other groups."
             )
         n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
-        by_group: dict[str, list[str]] = {}
-        for p in rest:
-            by_group.setdefault(groups[p], []).append(p)
-        quota = _allocate({g: len(m) for g, m in by_group.items()}, n_val)
-        val = []
-        for g in sorted(by_group):
-            members = by_group[g]
-            val.extend(members[i] for i in rng.choice(len(members), quota[g], replace=False))
+        val = _draw_validation(rest, n_val, groups, rng)
         train = [p for p in rest if p not in set(val)]
         folds.append(Fold(index=k, train=tuple(train), val=tuple(sorted(val)), test=tuple(test)))
     return folds

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ingest.fileio import write_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["REFERENCE", "render_summary", "write_summary"]
@@ -272,9 +274,6 @@ def write_summary(
     """
     run_dir = Path(run_dir)
     text = render_summary(results, run_dir=run_dir, title=title, sites=sites, split=split)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "summary.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, text)
     return path

@@ -31,6 +31,7 @@ import pandas as pd
 import ray
 
 from ingest.errors import SozkitError
+from ingest.fileio import write_parquet
 from models.features import RecordingFeatureMean, feature_names, svm_bands
 from models.svm import SOZSVM
 from trainer.datasets import RecordingInfo
@@ -115,11 +116,7 @@ def _features_task(store_url: str, recording_id: str, path: str, max_clips: int 
         df = recording_features(ClipStore.open(store_url), recording_id, max_clips=max_clips)
     except Exception as e:
         raise SozkitError(f"{recording_id}: SVM features failed: {e}") from e
-    fs.makedirs(fs_path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = f"{fs_path}.tmp-{os.getpid()}"
-    with fs.open(tmp, "wb") as f:
-        df.to_parquet(f, index=False)
-    fs.mv(tmp, fs_path)
+    write_parquet(path, df)
     return path
 
 

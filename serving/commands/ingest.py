@@ -16,7 +16,8 @@ import shlex
 from functools import partial
 
 from ingest.config import IngestConfig
-from serving.cli import command, default, progress_bar
+from serving.cli import command, progress_bar
+from serving.commands import options
 
 logger = logging.getLogger(__name__)
 
@@ -25,53 +26,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="BIDS root, folder or file")
     p.add_argument("--out", required=True, metavar="STORE", help="store path or fsspec URL")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (non-BIDS sources)")
-    d = partial(default, IngestConfig)
-    p.add_argument("--sfreq", type=float, default=d("sfreq"), help="stored rate, Hz (%(default)s)")
-    p.add_argument("--clip-s", type=float, default=d("clip_s"), help="clip length, s (%(default)s)")
-    p.add_argument(
-        "--block-clips", type=int, default=d("block_clips"),
-        help="clips per block/shard (%(default)s)",
-    )  # fmt: skip
-    p.add_argument("--l-freq", type=float, default=d("l_freq"), help="high-pass, Hz (%(default)s)")
-    p.add_argument("--h-freq", type=float, default=d("h_freq"), help="low-pass edge in Hz")
-    p.add_argument(
-        "--line-freq", type=float, default=d("line_freq"),
-        help="line frequency where a source has none",
-    )  # fmt: skip
-    p.add_argument("--dtype", choices=("float16", "float32"), default=d("dtype"))
-    p.add_argument(
-        "--workers", type=int, default=d("num_workers"), help="local workers (0: one per core)"
-    )
-    p.add_argument(
-        "--beam-args",
-        default="",
-        metavar="'OPTIONS'",
-        help="Beam pipeline options, quoted: '--runner=FlinkRunner --flink_master=host:8081' "
-        "(default: local FnApiRunner over every core)",
-    )
+    opt = partial(options.config_option, p, IngestConfig)
+    opt("--sfreq", "sfreq", "stored rate, Hz (%(default)s)")
+    opt("--clip-s", "clip_s", "clip length, s (%(default)s)")
+    opt("--block-clips", "block_clips", "clips per block/shard (%(default)s)")
+    opt("--l-freq", "l_freq", "high-pass, Hz (%(default)s)", type=float)
+    opt("--h-freq", "h_freq", "low-pass edge in Hz", type=float)
+    opt("--line-freq", "line_freq", "line frequency where a source has none", type=float)
+    opt("--dtype", "dtype", None, choices=("float16", "float32"))
+    opt("--workers", "num_workers", "local workers (0: one per core)")
+    options.add_beam_args(p, what="the ingest")
     p.add_argument(
         "--allow-empty-soz",
         action="store_true",
         help="accept label-sheet entries that leave a recording with no SOZ contact "
         "(default: such a recording fails, its contacts would all train as negatives)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add_progress_arg(p)
 
 
 @command("ingest", "Ingest cohorts into a Zarr clip store (Apache Beam)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from ingest.driver import run_ingest
 
-    cfg = IngestConfig(
-        sfreq=args.sfreq,
-        clip_s=args.clip_s,
-        block_clips=args.block_clips,
-        l_freq=args.l_freq,
-        h_freq=args.h_freq,
-        line_freq=args.line_freq,
-        dtype=args.dtype,
-        num_workers=args.workers,
-    )
+    cfg = options.config_from_args(IngestConfig, args)
     with progress_bar("block", "ingest", enabled=not args.no_progress) as progress:
         report = run_ingest(  # absolute paths: a distributed runner's workers have another cwd
             [_absolute(s) for s in args.sources],

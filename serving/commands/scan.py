@@ -28,7 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 )
 def run(args: argparse.Namespace) -> int:
     from ingest.errors import SozkitError
+    from ingest.manifests import recording_warnings, warning_row
     from ingest.sources import scan_source
+    from ingest.store import warnings_frame
+    from serving.commands.ingest import print_warnings
 
     status = 0
     for source in args.sources:
@@ -51,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"  {rec.recording_id}: {rec.sfreq:g} Hz, {rec.duration_s:.0f} s, "
                     f"{len(rec.contacts)} contacts, {soz}, {len(rec.seizures)} seizures"
-                    + "".join(f"\n    warning: {w}" for w in rec.warnings)
+                    + (f", {len(rec.warnings)} warnings" if rec.warnings else "")
                 )
+        # grouped with counts, exactly as soz ingest prints (and stores) them
+        rows = [warning_row(None, str(source), w) for w in scan.warnings]
+        print_warnings(
+            warnings_frame(rows + [w for r in scan.recordings for w in recording_warnings(r)])
+        )
     return status

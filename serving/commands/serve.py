@@ -12,31 +12,25 @@ from functools import partial
 from pathlib import Path
 
 from serving.cli import command, default, ray_session
+from serving.commands.options import add_run_args, config_from_args, config_option
 from serving.config import ServeConfig
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="training run directory (soz train --out)")
-    d = partial(default, ServeConfig)
-    p.add_argument("--model", default=d("model"), help="model to serve (%(default)s)")
-    p.add_argument("--fold", type=int, default=None, help="one fold (default: fold ensemble)")
-    p.add_argument("--host", default=d("host"), help="listen address (%(default)s)")
-    p.add_argument("--port", type=int, default=d("port"), help="port (%(default)s)")
-    p.add_argument("--replicas", type=int, default=d("replicas"), help="model replicas")
-    p.add_argument(
-        "--ingress-replicas", type=int, default=d("ingress_replicas"),
-        help="HTTP/preprocessing replicas",
-    )  # fmt: skip
+    add_run_args(p, ServeConfig, model_help="model to serve", use="serve")
+    opt = partial(config_option, p, ServeConfig)
+    opt("--host", "host", "listen address (%(default)s)")
+    opt("--port", "port", "port (%(default)s)")
+    opt("--replicas", "replicas", "model replicas")
+    opt("--ingress-replicas", "ingress_replicas", "HTTP/preprocessing replicas")
     p.add_argument(
         "--data-root", action="append", default=[], metavar="DIR",
         help="folder whose recordings POST /score {'path': ...} may read (repeatable)",
     )  # fmt: skip
-    p.add_argument(
-        "--max-batch-size", type=int, default=d("max_batch_size"),
-        help="sequences per batch (%(default)s)",
-    )  # fmt: skip
+    opt("--max-batch-size", "max_batch_size", "sequences per batch (%(default)s)")
+    d = partial(default, ServeConfig)
     p.add_argument(
         "--batch-wait-ms", type=float, default=d("batch_wait_timeout_s") * 1000,
         help="batch fill wait in ms (%(default)s)",
@@ -45,23 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-upload-mb", type=float, default=d("max_upload_bytes") / 2**20,
         help="upload cap in MB (%(default)s)",
     )  # fmt: skip
-    p.add_argument(
-        "--max-uploads", type=int, default=d("max_concurrent_uploads"),
-        help="uploads received at once; more get 503 (%(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--body-timeout-s", type=float, default=d("body_timeout_s"),
-        help="longest time to receive a request body; slower ones get 408 (%(default)s)",
+    opt("--max-uploads", "max_concurrent_uploads", "uploads at once; more get 503 (%(default)s)")
+    opt(
+        "--body-timeout-s", "body_timeout_s",
+        "longest time to receive a request body; slower ones get 408 (%(default)s)",
     )  # fmt: skip
     p.add_argument("--gpus-per-replica", type=float, default=None, help="default: 1 if CUDA")
-    p.add_argument("--line-freq", type=float, default=None, help="for files that state none")
-    p.add_argument(
-        "--cache-mb", type=float, default=d("cache_mb"),
-        help="per request, memory for keeping clips between the two preprocessing passes",
-    )  # fmt: skip
-    p.add_argument(
-        "--allow-incomplete", action="store_true",
-        help="serve the finished folds of a run whose other folds did not finish",
+    opt(
+        "--cache-mb", "cache_mb",
+        "per request, memory for keeping clips between the two preprocessing passes",
     )  # fmt: skip
 
 
@@ -74,24 +60,14 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         gpus = 1.0 if torch.cuda.is_available() else 0.0
-    cfg = ServeConfig(
+    cfg = config_from_args(
+        ServeConfig,
+        args,
         run_dir=str(Path(args.run_dir).resolve()),
-        model=args.model,
-        fold=args.fold,
-        host=args.host,
-        port=args.port,
-        replicas=args.replicas,
-        ingress_replicas=args.ingress_replicas,
         data_roots=tuple(str(Path(r).resolve()) for r in args.data_root),
-        max_batch_size=args.max_batch_size,
         batch_wait_timeout_s=args.batch_wait_ms / 1000.0,
         max_upload_bytes=int(args.max_upload_mb * 1024**2),
-        max_concurrent_uploads=args.max_uploads,
-        body_timeout_s=args.body_timeout_s,
         num_gpus=gpus,
-        line_freq=args.line_freq,
-        cache_mb=args.cache_mb,
-        allow_incomplete=args.allow_incomplete,
     )
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
     with ray_session():

@@ -13,7 +13,8 @@ import sys
 import time
 from functools import partial
 
-from serving.cli import command, default, json_arg, ray_session
+from serving.cli import command, json_arg, ray_session
+from serving.commands.options import add_progress_arg, config_from_args, config_option
 from trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -28,66 +29,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="model to cross-validate; 'all' = every model and the classical baseline",
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write")
-    d = partial(default, TrainConfig)
-    p.add_argument("--folds", type=int, default=d("n_folds"), help="CV folds (%(default)s)")
-    p.add_argument(
-        "--split",
-        default=d("split"),
-        choices=("patient", "centre", "cohort"),
+    opt = partial(config_option, p, TrainConfig)
+    opt("--folds", "n_folds", "CV folds (%(default)s)")
+    opt(
+        "--split", "split", choices=("patient", "centre", "cohort"),
         help="patient: --folds patient-wise folds; centre: leave one centre out (the "
         "cross-site figure); cohort: leave one cohort out",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=d("epochs"), help="maximum epochs per fold (%(default)s)"
-    )
-    p.add_argument(
-        "--patience", type=int, default=d("patience"), help="early-stopping patience (%(default)s)"
-    )
-    p.add_argument(
-        "--workers", type=int, default=d("num_workers"), help="Ray Train workers (DDP) per fold"
-    )
-    p.add_argument(
-        "--cpus-per-worker", type=int, default=d("cpus_per_worker"),
-        help="CPUs (torch threads) per worker",
     )  # fmt: skip
-    p.add_argument(
-        "--gpus-per-worker", type=float, default=d("gpus_per_worker"),
-        help="GPUs per worker (0: CPU training)",
-    )  # fmt: skip
-    p.add_argument(
-        "--no-bf16", dest="bf16", action="store_false",
-        help="train in float32 on GPU too (default: bfloat16 autocast where the GPU supports it)",
-    )  # fmt: skip
-    p.add_argument(
-        "--batch-size", type=int, default=d("batch_size"),
-        help="sequences per step and worker (%(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--seqs-per-recording", type=int, default=d("seqs_per_recording"),
-        help="sequences per recording and epoch (%(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--n-bands", type=int, default=d("n_bands"),
-        help="spectral bands per clip (0: every FFT bin; %(default)s)",
-    )  # fmt: skip
-    p.add_argument("--lr", type=float, default=d("lr"), help="AdamW learning rate (%(default)s)")
-    p.add_argument(
-        "--ssl-epochs", type=int, default=d("ssl_epochs"), help="DCGRU self-supervised epochs"
+    opt("--epochs", "epochs", "maximum epochs per fold (%(default)s)")
+    opt("--patience", "patience", "early-stopping patience (%(default)s)")
+    add_ray_args(p)
+    opt("--batch-size", "batch_size", "sequences per step and worker (%(default)s)")
+    opt(
+        "--seqs-per-recording", "seqs_per_recording", "sequences per recording, epoch (%(default)s)"
     )
-    p.add_argument(
-        "--parallel-folds", type=int, default=None, help="folds at once (default: as many as fit)"
-    )
+    opt("--n-bands", "n_bands", "spectral bands per clip (0: every FFT bin; %(default)s)")
+    opt("--lr", "lr", "AdamW learning rate (%(default)s)")
+    opt("--ssl-epochs", "ssl_epochs", "DCGRU self-supervised epochs")
     p.add_argument(
         "--hparams",
         default=None,
         metavar="JSON",
         help='model keyword arguments, e.g. \'{"sozformer": {"d_model": 128}}\'',
     )
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
-    p.add_argument(
-        "--seed", type=int, default=d("seed"), help="seed of splits, sampling, models (%(default)s)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no per-fold progress lines")
+    opt("--resume", "resume", "continue an interrupted run in RUN_DIR", action="store_true")
+    opt("--seed", "seed", "seed of splits, sampling, models (%(default)s)")
+    add_progress_arg(p, "per-fold progress lines")
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """What each fold asks of the Ray cluster."""
+    opt = partial(config_option, p, TrainConfig)
+    opt("--workers", "num_workers", "Ray Train workers (DDP) per fold")
+    opt("--cpus-per-worker", "cpus_per_worker", "CPUs (torch threads) per worker")
+    opt("--gpus-per-worker", "gpus_per_worker", "GPUs per worker (0: CPU training)")
+    opt(
+        "--no-bf16", "bf16", "train in float32 on GPU too (default: bfloat16 autocast where "
+        "the GPU supports it)", action="store_false",
+    )  # fmt: skip
+    opt("--parallel-folds", "max_parallel_folds", "folds at once (default: all that fit)", type=int)
 
 
 @command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
@@ -95,25 +75,12 @@ def run(args: argparse.Namespace) -> int:
     from trainer.config import ALL_MODELS
     from trainer.run import run_training
 
-    cfg = TrainConfig(
+    cfg = config_from_args(
+        TrainConfig,
+        args,
         models=ALL_MODELS if args.model == "all" else (args.model,),
-        n_folds=args.folds,
-        split=args.split,
-        epochs=args.epochs,
-        patience=args.patience,
-        num_workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker,
-        bf16=args.bf16,
-        batch_size=args.batch_size,
-        seqs_per_recording=args.seqs_per_recording,
         n_bands=args.n_bands or None,
-        lr=args.lr,
-        ssl_epochs=args.ssl_epochs,
-        max_parallel_folds=args.parallel_folds,
         model_hparams=json_arg(args.hparams, "--hparams"),
-        resume=args.resume,
-        seed=args.seed,
     )
     t0 = time.perf_counter()
 

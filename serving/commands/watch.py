@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from serving.cli import command, ray_session
+from serving.commands.options import LINE_FREQ_HELP, add_beam_args
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", required=True, metavar="RESULTS", help="results .parquet")
     p.add_argument("--reports", required=True, metavar="DIR", help="report pages + index")
     p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (plain recordings)")
-    p.add_argument(
-        "--line-freq", type=float, default=None, help="line frequency where a file states none"
-    )
+    p.add_argument("--line-freq", type=float, default=None, help=LINE_FREQ_HELP)
     p.add_argument("--poll-s", type=float, default=5.0, help="seconds between polls (5)")
     p.add_argument(
         "--stable-s", type=float, default=30.0, help="seconds files must stay unchanged (30)"
     )
     p.add_argument("--once", action="store_true", help="take what is complete now, then exit")
-    p.add_argument(
-        "--beam-args",
-        default="",
-        metavar="'OPTIONS'",
-        help="Beam pipeline options for each ingest, quoted (default: local FnApiRunner)",
-    )
+    add_beam_args(p, what="each ingest")
 
 
 @command("watch", "Ingest, score and report recordings as they land in folders", add_arguments)

@@ -9,11 +9,6 @@ its scaled clips reached 3e6). A real ``soz ingest`` process and a real ``Scorer
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -24,67 +19,17 @@ from ingest.sources import scan_source
 from ingest.store import ClipStore
 from ingest.stream import scale_warnings
 from serving.scoring import Scorer
-from tests.conftest import REPO
+from tests.adversarial.cohorts import (
+    NAMES,
+    degenerate_file,
+    get_field,
+    make_constant,
+    n_signals,
+    set_field,
+)
+from tests.conftest import QUICK_INGEST, run_soz
 from tests.ingest.signal_files import write_edf
 from tests.serving.conftest import make_run_dir
-
-NAMES = ["LA1", "LA2", "LA3", "LA4"]
-#: Bytes per signal before each field of the EDF signal header (after the 256 fixed bytes).
-FIELDS = {"physical_min": 104, "physical_max": 112, "digital_min": 120, "digital_max": 128}
-
-
-def _n_signals(data: bytes | bytearray) -> int:
-    return int(data[252:256].decode("ascii"))
-
-
-def set_field(path: Path, signal: int, field: str, value: str) -> None:
-    """Overwrite one 8-byte field of one signal's header in place."""
-    data = bytearray(path.read_bytes())
-    at = 256 + FIELDS[field] * _n_signals(data) + 8 * signal
-    data[at : at + 8] = value.ljust(8).encode("ascii")
-    path.write_bytes(bytes(data))
-
-
-def get_field(path: Path, signal: int, field: str) -> str:
-    data = path.read_bytes()
-    at = 256 + FIELDS[field] * _n_signals(data) + 8 * signal
-    return data[at : at + 8].decode("ascii").strip()
-
-
-def make_constant(path: Path, value: int = 1234, *, blips: bool = False) -> None:
-    """Set every sample of every data signal (not the annotations) to one digital value.
-
-    With ``blips`` the first, middle and last samples are one quantum off (so the probe at
-    scan time sees a non-constant channel, and only the scale floor can tell it is flat).
-    """
-    data = bytearray(path.read_bytes())
-    ns = _n_signals(data)
-    labels = [data[256 + 16 * i : 256 + 16 * (i + 1)].decode().strip() for i in range(ns)]
-    spr = [int(data[256 + 216 * ns + 8 * i : 256 + 216 * ns + 8 * (i + 1)]) for i in range(ns)]
-    n_records = int(data[236:244])
-    record = sum(spr)
-    offset = 256 * (ns + 1)
-    samples = np.frombuffer(data, dtype="<i2", offset=offset, count=n_records * record).copy()
-    samples = samples.reshape(n_records, record)
-    start = 0
-    for label, n in zip(labels, spr, strict=True):
-        if label != "EDF Annotations":
-            samples[:, start : start + n] = value
-            if blips:
-                total = n_records * n
-                for idx in (0, total // 2, total - 1):
-                    samples[idx // n, start + idx % n] = value + 1
-        start += n
-    data[offset : offset + samples.nbytes] = samples.tobytes()
-    path.write_bytes(bytes(data))
-
-
-def degenerate_file(path: Path) -> Path:
-    """LA2: digital min = max; LA3: physical min = max; LA1 and LA4 intact."""
-    write_edf(path, NAMES, seconds=8.0)
-    set_field(path, 1, "digital_min", get_field(path, 1, "digital_max"))
-    set_field(path, 2, "physical_max", get_field(path, 2, "physical_min"))
-    return path
 
 
 def test_degenerate_header_channels_are_marked_bad_with_a_warning(tmp_path):
@@ -112,7 +57,7 @@ def test_constant_contacts_are_marked_bad_and_an_all_constant_file_fails(tmp_pat
     path = tmp_path / "p.edf"
     write_edf(path, NAMES, seconds=8.0)
     data = bytearray(path.read_bytes())  # LA4: every sample 0 (a disconnected contact)
-    ns, spr = _n_signals(data), 256
+    ns, spr = n_signals(data), 256
     n_records = int(data[236:244])
     record = int(
         sum(int(data[256 + 216 * ns + 8 * i : 256 + 216 * ns + 8 * i + 8]) for i in range(ns))
@@ -157,24 +102,32 @@ def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
     make_constant(folder / "flat.edf")
     write_edf(folder / "nearflat.edf", NAMES, seconds=8.0, seed=3)
     make_constant(folder / "nearflat.edf", blips=True)
+    write_edf(folder / "oneflat.edf", NAMES, seconds=8.0, seed=4)
+    make_constant(folder / "oneflat.edf", blips=True, only={"LA2"})  # only the floor sees it
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "serving", "ingest", str(folder), "--out", str(store)]
-        + ["--line-freq", "50", "--sfreq", "256", "--clip-s", "1", "--block-clips", "4"]
-        + ["--l-freq", "1", "--workers", "1", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    proc = run_soz("ingest", folder, "--out", store, "--line-freq", "50", *QUICK_INGEST)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 1 and "2 recordings ingested" in proc.stdout, proc.stdout
+    assert proc.returncode == 1 and "3 recordings ingested" in proc.stdout, proc.stdout
     clips = ClipStore.open(str(store))
-    assert clips.complete_ids() == {"cohort__good", "cohort__degenerate"}
+    assert clips.complete_ids() == {"cohort__good", "cohort__degenerate", "cohort__oneflat"}
     channels = clips.channels(["cohort__degenerate"])
     assert channels["name"].tolist() == ["LA1", "LA4"]
+    assert not channels["flat"].any()
+    # the almost-flat contact is stored, flagged in channels.parquet, named in warnings.parquet
+    one = clips.channels(["cohort__oneflat"])
+    assert one["flat"].tolist() == [False, True, False, False]
+    assert float(one["scale"].iloc[1]) == 1.0
+    # scoring from the store knows it too (soz score --store): no probability for LA2
+    from serving.preprocess import StoredRecordingStream
+
+    assert StoredRecordingStream(clips, "cohort__oneflat").flat.tolist() == [0, 1, 0, 0]
+    warns = clips.warnings()
+    (flat_note,) = warns[(warns["recording_id"] == "cohort__oneflat")]["message"]
+    assert flat_note.startswith("1 of 4 contacts are flat (scale below 0.01 uV): LA2;")
+    assert flat_note in proc.stdout
+    # the contacts dropped as degenerate are named there with their reason
+    dropped = " ".join(warns[warns["recording_id"] == "cohort__degenerate"]["message"])
+    assert "LA2 (" in dropped and "LA3 (" in dropped and "dropped as bad" in dropped
     stored = clips.read_clips("cohort__degenerate", 0, 8, scaled=False)
     assert np.abs(np.asarray(stored, dtype=np.float32)).max() < 1000  # nothing saturated
     failures = {row.source: row for row in clips.failures().itertuples()}
@@ -196,3 +149,33 @@ def test_scoring_an_all_flat_recording_raises(tmp_path):
     with pytest.raises(RecordingError, match="every one of its 4 channels is flat") as info:
         scorer.score(rec)
     assert "no signal to score" in info.value.reason
+
+
+def test_scoring_never_returns_a_probability_for_a_flat_contact(tmp_path):
+    path = tmp_path / "oneflat.edf"
+    write_edf(path, NAMES, sfreq=1024.0, seconds=30.0)
+    make_constant(path, blips=True, only={"LA3"})
+    rec = recording_from_file(path, line_freq=50)
+    assert rec.contacts == tuple(NAMES)  # the scan-time probe cannot see it: the floor must
+    result = Scorer.from_run(make_run_dir(tmp_path, svm=False)).score(rec)
+    assert result.channels == ("LA1", "LA2", "LA4")
+    assert result.probabilities.shape == (3,) and np.isfinite(result.probabilities).all()
+    assert any(
+        "1 flat contact(s) carry no signal and were not scored: LA3" in w for w in result.warnings
+    )
+
+
+def test_without_flat_drops_probability_label_and_says_so():
+    from serving.engine import without_flat
+    from serving.results import ScoreResult
+
+    r = ScoreResult(
+        recording_id="r", subject="s", cohort="c", model="m", folds=(0,), threshold=0.5,
+        channels=("A1", "A2", "A3"), probabilities=np.array([0.1, 0.9, 0.4]),
+        soz_labels=(False, True, False),
+    )  # fmt: skip
+    assert without_flat(r, np.zeros(3, bool)) is r and without_flat(r, None) is r
+    out = without_flat(r, np.array([False, True, False]))
+    assert out.channels == ("A1", "A3") and out.soz_labels == (False, False)
+    np.testing.assert_array_equal(out.probabilities, [0.1, 0.4])
+    assert out.warnings[-1] == "1 flat contact(s) carry no signal and were not scored: A2"

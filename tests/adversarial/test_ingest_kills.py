@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest.config import IngestConfig
+from ingest.ownership import group_members
 from ingest.store import ClipStore
 from tests.ingest.conftest import make_recording
 
@@ -42,38 +43,22 @@ def _ingest(source: Path, store: Path, log: Path) -> subprocess.Popen:
     )
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().decode("ascii", "replace").rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
-
-
 def _kill_and_check_group(
     proc: subprocess.Popen, timeout_s: float = 20.0, *, whole_group: bool = False
 ) -> None:
     """SIGKILL the driver only (or, ``whole_group``, every process of the ingest at once, as
     the OOM killer or a lost machine would), then require its whole process group gone."""
     pgid = proc.pid
-    workers = [p for p in _group_members(pgid) if p != pgid]
+    workers = [p for p in group_members(pgid) if p != pgid]
     if whole_group:
         os.killpg(pgid, signal.SIGKILL)
     else:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + timeout_s
-    while _group_members(pgid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = _group_members(pgid)
+    survivors = group_members(pgid)
     assert workers, "the ingest had no worker processes when it was killed"
     assert not survivors, f"processes {survivors} outlived their killed driver"
 

@@ -9,19 +9,16 @@ real BIDS sidecars with BrainVision files, real EDF folders and a real ``soz ing
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from ingest.config import IngestConfig
+from ingest.driver import ingest_recordings
 from ingest.recording import SeizureEvent
 from ingest.sources import scan_source
 from ingest.store import ClipStore
 from ingest.stream import plan_warnings
 from serving.cli import main
-from tests.conftest import REPO, SIDECARS
+from tests.conftest import QUICK_INGEST, SIDECARS, run_soz
 from tests.ingest.conftest import make_recording
 from tests.ingest.signal_files import build_bids_copy, write_edf
 
@@ -71,21 +68,12 @@ def test_soz_scan_shows_the_refusal_and_the_flag_turns_it_into_warnings(
     assert main([*args, "--allow-empty-soz"]) == 0
     out = capsys.readouterr().out
     assert "0 unreadable" in out
-    assert out.count("warning: label sheet SOZ name(s) XQ1, XQ2, XQ3, XQ4, ZZ2") == 4
+    assert out.count("label sheet SOZ name(s) XQ1, XQ2, XQ3, XQ4, ZZ2") == 4  # grouped, once each
 
 
 def _ingest(folder, sheet, store, *extra):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, "-m", "serving", "ingest", str(folder), "--out", str(store)]
-        + ["--label-sheet", str(sheet), "--line-freq", "50", "--sfreq", "256", "--clip-s", "1"]
-        + ["--block-clips", "4", "--l-freq", "1", "--workers", "1", "--no-progress", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    args = ["--label-sheet", sheet, "--line-freq", "50", *QUICK_INGEST, *extra]
+    return run_soz("ingest", folder, "--out", store, *args)
 
 
 def test_soz_ingest_refuses_an_empty_soz_unless_allowed(tmp_path):
@@ -128,3 +116,15 @@ def test_a_seizure_no_clip_can_hold_is_a_warning(tmp_path):
     assert "the last whole 5-s clip ends at 20 s" in note and "no clip is labelled ictal" in note
     fine = make_recording(tmp_path, "p2", seconds=23.0, seizures=(SeizureEvent(7.0, 12.5),))
     assert plan_warnings(fine, cfg) == ()
+
+    # ingest keeps it in the store's warnings table (kind events), not only printed
+    store = tmp_path / "store"
+    report = ingest_recordings(
+        [rec, fine], store, cfg, pipeline_args=["--direct_running_mode=in_memory"]
+    )
+    assert report.n_ingested == 2
+    stored = ClipStore.open(store).warnings()
+    events = stored[stored["kind"] == "events"]
+    assert list(events["recording_id"]) == [rec.recording_id]
+    assert list(events["message"]) == [note]
+    assert note in set(report.warnings["message"])

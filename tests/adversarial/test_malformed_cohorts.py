@@ -9,193 +9,24 @@ one in ``failures.parquet`` and print no traceback.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ingest.sources import scan_source
 from ingest.store import ClipStore
-from tests.conftest import REPO, SIDECARS
+from tests.adversarial.cohorts import (
+    MALFORMATIONS,
+    RUNS,
+    Malformation,
+    clone_subject,
+    edit_json,
+    reencode,
+    run_base,
+)
+from tests.conftest import QUICK_INGEST, SIDECARS, run_soz
 from tests.ingest.signal_files import build_bids_copy
-
-RUNS = (
-    ("ictal", "01"),
-    ("ictal", "02"),
-    ("ictal", "03"),
-    ("interictal", "01"),
-    ("interictal", "02"),
-)
-
-
-def run_base(root: Path, subject: str, task: str, run: str) -> Path:
-    """Path prefix of one run's files (``..._acq-seeg_run-01``)."""
-    return (
-        root
-        / f"sub-{subject}/ses-presurgery/ieeg"
-        / f"sub-{subject}_ses-presurgery_task-{task}_acq-seeg_run-{run}"
-    )
-
-
-def clone_subject(root: Path, src: str, dst: str) -> None:
-    """Copy ``sub-<src>`` to ``sub-<dst>``: file names and scans.tsv renamed, contents kept."""
-    shutil.copytree(root / f"sub-{src}", root / f"sub-{dst}")
-    for path in sorted((root / f"sub-{dst}").rglob(f"*{src}*")):
-        new = path.with_name(path.name.replace(f"sub-{src}", f"sub-{dst}"))
-        path.rename(new)
-        if new.name.endswith("_scans.tsv"):
-            new.write_text(new.read_text("utf-8-sig").replace(src, dst), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# The malformations: each rewrites one file of one run.
-
-
-def _edit_json(path: Path, **fields) -> None:
-    meta = json.loads(path.read_text("utf-8-sig"))
-    meta.update(fields)
-    path.write_text(json.dumps(meta), encoding="utf-8")
-
-
-def _edit_first_onset(path: Path, value: str) -> None:
-    lines = path.read_text("utf-8-sig").splitlines()
-    cells = lines[1].split("\t")
-    cells[0] = value
-    lines[1] = "\t".join(cells)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _drop_column(path: Path, column: str) -> None:
-    rows = [line.split("\t") for line in path.read_text("utf-8-sig").splitlines()]
-    k = rows[0].index(column)
-    path.write_text("\n".join("\t".join(r[:k] + r[k + 1 :]) for r in rows) + "\n", "utf-8")
-
-
-def _short_row(path: Path) -> None:
-    lines = path.read_text("utf-8-sig").splitlines()
-    lines[4] = lines[4].split("\t")[0]  # line 5 of the file: the name only
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _reencode(path: Path, encoding: str) -> None:
-    path.write_bytes(path.read_text("utf-8-sig").encode(encoding))
-
-
-@dataclass(frozen=True)
-class Malformation:
-    name: str
-    suffix: str  # the file of the run that is broken
-    apply: Callable[[Path], None]
-    reason: tuple[str, ...]  # substrings the reason must hold (field, value)
-    fix: str  # a substring of the fix
-
-
-MALFORMATIONS = (
-    Malformation(
-        "events-decimal-comma",
-        "_events.tsv",
-        lambda p: _edit_first_onset(p, "1,75"),
-        ("line 2, column 'onset'", "'1,75' is not a number"),
-        "write 1.75 (a decimal point, not a comma)",
-    ),
-    Malformation(
-        "events-onset-text",
-        "_events.tsv",
-        lambda p: _edit_first_onset(p, "soon"),
-        ("column 'onset'", "'soon' is not a number"),
-        "or n/a",
-    ),
-    Malformation(
-        "json-sfreq-text",
-        "_ieeg.json",
-        lambda p: _edit_json(p, SamplingFrequency="abc"),
-        ("SamplingFrequency is 'abc'", "not a number"),
-        '"SamplingFrequency": 1024',
-    ),
-    Malformation(
-        "json-sfreq-list",
-        "_ieeg.json",
-        lambda p: _edit_json(p, SamplingFrequency=[1024]),
-        ("SamplingFrequency is [1024]",),
-        "plain number in Hz",
-    ),
-    Malformation(
-        "json-sfreq-zero",
-        "_ieeg.json",
-        lambda p: _edit_json(p, SamplingFrequency=0),
-        ("SamplingFrequency is 0", "above 0"),
-        "plain number in Hz",
-    ),
-    Malformation(
-        "json-linefreq-unit",
-        "_ieeg.json",
-        lambda p: _edit_json(p, PowerLineFrequency="60 Hz"),
-        ("PowerLineFrequency is '60 Hz'", "not a number"),
-        "PowerLineFrequency",
-    ),
-    Malformation(
-        "json-duration-bool",
-        "_ieeg.json",
-        lambda p: _edit_json(p, RecordingDuration=True),
-        ("RecordingDuration is true",),
-        "plain number in s",
-    ),
-    Malformation(
-        "json-list",
-        "_ieeg.json",
-        lambda p: p.write_text('[{"SamplingFrequency": 1024}]', encoding="utf-8"),
-        ("the JSON holds a list",),
-        "one JSON object",
-    ),
-    Malformation(
-        "json-number",
-        "_ieeg.json",
-        lambda p: p.write_text("1024", encoding="utf-8"),
-        ("the JSON holds a number (1024)",),
-        "one JSON object",
-    ),
-    Malformation(
-        "json-invalid",
-        "_ieeg.json",
-        lambda p: p.write_text('{"SamplingFrequency": 1024,', encoding="utf-8"),
-        ("invalid JSON", "line 1"),
-        "syntax",
-    ),
-    Malformation(
-        "channels-utf16",
-        "_channels.tsv",
-        lambda p: _reencode(p, "utf-16"),
-        ("UTF-16",),
-        "iconv -f UTF-16 -t UTF-8",
-    ),
-    Malformation(
-        "channels-latin1",
-        "_channels.tsv",
-        lambda p: _reencode(p, "latin-1"),
-        ("not UTF-8: byte 0xb5",),  # the micro sign of the units column
-        "iconv -f latin1",
-    ),
-    Malformation(
-        "channels-no-type-column",
-        "_channels.tsv",
-        lambda p: _drop_column(p, "type"),
-        ("lacks the column(s) 'type'",),
-        "name, type, units, status",
-    ),
-    Malformation(
-        "channels-short-row",
-        "_channels.tsv",
-        _short_row,
-        ("line 5 has no value in column(s) 'type'",),
-        "name, type, units, status",
-    ),
-)
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +60,7 @@ def test_one_malformed_file_fails_only_its_run(hup190, tmp_path, m):
 def test_unreadable_participants_tsv_is_a_warning_not_a_failure(hup190, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(hup190, root)
-    _reencode(root / "participants.tsv", "utf-16")
+    reencode(root / "participants.tsv", "utf-16")
     scan = scan_source(root)
     assert scan.problems == () and len(scan.recordings) == 5
     assert all(any("participants.tsv unreadable" in w for w in r.warnings) for r in scan.recordings)
@@ -252,21 +83,11 @@ def test_ingest_subprocess_on_a_cohort_with_every_malformation(hup190, tmp_path)
     # --line-freq a failure of that run when it is planned, not a crash
     na_subject, na_task, na_run = slots[len(MALFORMATIONS)]
     na_json = Path(f"{run_base(root, na_subject, na_task, na_run)}_ieeg.json")
-    _edit_json(na_json, PowerLineFrequency="n/a")
+    edit_json(na_json, PowerLineFrequency="n/a")
     good = slots[len(MALFORMATIONS) + 1 :]
     assert len(good) == 5
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "serving", "ingest", str(root), "--out", str(store)]
-        + ["--sfreq", "256", "--clip-s", "1", "--block-clips", "4", "--l-freq", "1"]
-        + ["--workers", "1", "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+    proc = run_soz("ingest", root, "--out", store, *QUICK_INGEST)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr[-2000:])  # 1: failures
     assert "5 recordings ingested" in proc.stdout, proc.stdout

@@ -5,18 +5,14 @@ real sockets on 127.0.0.1; every loop is bounded and stops by itself."""
 from __future__ import annotations
 
 import os
-import select
-import shutil
-import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.serving.conftest import make_run_dir, write_edf
-from tests.serving.test_app import _write_bids
+from tests.adversarial.probes import descendants_rss, service_data, trickle
+from tests.serving.conftest import free_port, make_run_dir, served
 
 UPLOAD_CAP = 3 * 1024**2
 MAX_UPLOADS = 4
@@ -24,91 +20,21 @@ BODY_TIMEOUT_S = 6.0
 N_SLOW = 40
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _vhdr(path: Path, data_file: str, marker_file: str) -> Path:
-    path.write_text(
-        "Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\nCodepage=UTF-8\n"
-        f"DataFile={data_file}\nMarkerFile={marker_file}\nDataFormat=BINARY\n"
-        "DataOrientation=MULTIPLEXED\nNumberOfChannels=2\nSamplingInterval=1000\n"
-        "[Binary Infos]\nBinaryFormat=IEEE_FLOAT_32\n[Channel Infos]\nCh1=LA1,,1,µV\n"
-        "Ch2=LA2,,1,µV\n"
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def service(ray_local, tmp_path_factory):
-    from ray import serve
-
-    from serving.app import start
     from serving.config import ServeConfig
 
     root = tmp_path_factory.mktemp("adversarial")
-    data, outside = root / "data", root / "outside"
-    data.mkdir()
-    outside.mkdir()
-    write_edf(data / "p1.edf", seconds=30.0)
-    (outside / "secret.eeg").write_bytes(os.urandom(8 * 1000 * 10))
-    _vhdr(data / "abs.vhdr", str(outside / "secret.eeg"), "abs.vmrk")
-    _vhdr(data / "rel.vhdr", "../outside/secret.eeg", "rel.vmrk")
-    _vhdr(data / "marker.vhdr", "marker.eeg", "../outside/secret.vmrk")
-    # BIDS runs: one whose channels.tsv is a symlink out of the root, malformed sidecars
-    bids = {}
-    for name in ("escape", "notobject", "comma", "utf16"):
-        rel = _write_bids(data / name)
-        bids[name] = f"{name}/{rel.split('/', 1)[1]}"
-    ieeg = {k: (data / v).parent for k, v in bids.items()}
-    chans = next(ieeg["escape"].glob("*_channels.tsv"))
-    shutil.move(chans, outside / chans.name)
-    chans.symlink_to(outside / chans.name)
-    next(ieeg["notobject"].glob("*_ieeg.json")).write_text("[50, 1024]")
-    next(ieeg["comma"].glob("*_events.tsv")).write_text(
-        "onset\tduration\ttrial_type\n12,5\t0\tsz onset\n30,0\t0\tsz offset\n"
-    )
-    utf16 = next(ieeg["utf16"].glob("*_channels.tsv"))
-    utf16.write_bytes(utf16.read_text().encode("utf-16"))
+    data, _, bids = service_data(root)
 
-    port = _free_port()
+    port = free_port()
     cfg = ServeConfig(
         run_dir=str(make_run_dir(root, svm=False)), port=port, data_roots=(str(data),),
         max_upload_bytes=UPLOAD_CAP, max_concurrent_uploads=MAX_UPLOADS,
         body_timeout_s=BODY_TIMEOUT_S, num_cpus=0.25, line_freq=50.0,
     )  # fmt: skip
-    start(cfg, name="sozkit-adv")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
+    with served(cfg, "sozkit-adv") as client:
         yield {"client": client, "port": port, "bids": bids, "data": data}
-    finally:
-        client.close()
-        serve.shutdown()
-
-
-def _trickle(port: int, statuses: list, stop: threading.Event) -> None:
-    """An upload that declares 2 MB and sends 10 bytes every 0.1 s until answered (<= 30 s)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(
-            b"POST /score?filename=slow.edf HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/octet-stream\r\nContent-Length: 2000000\r\n\r\n"
-        )
-        for _ in range(300):
-            if stop.is_set():
-                break
-            ready, _, _ = select.select([s], [], [], 0.1)
-            if ready:
-                head = s.recv(4096)
-                statuses.append(int(head.split()[1]) if head.startswith(b"HTTP/") else 0)
-                return
-            try:
-                s.sendall(b"0" * 10)
-            except OSError:
-                statuses.append(-1)
-                return
-        statuses.append(None)  # never answered
 
 
 def test_slow_uploads_do_not_take_health_or_scoring_down(service):
@@ -121,7 +47,7 @@ def test_slow_uploads_do_not_take_health_or_scoring_down(service):
     statuses: list = []
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_trickle, args=(port, statuses, stop), daemon=True)
+        threading.Thread(target=trickle, args=(port, statuses, stop), daemon=True)
         for _ in range(N_SLOW)
     ]
     for t in threads:
@@ -154,32 +80,6 @@ def test_slow_uploads_do_not_take_health_or_scoring_down(service):
     assert statuses.count(408) == MAX_UPLOADS, statuses  # held, then timed out: slots back
 
 
-def _descendants_rss(names: tuple[str, ...]) -> dict[int, int]:
-    """RSS (bytes) of this test's Ray processes whose command line names one of ``names``."""
-    parents = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    mine = {os.getpid()}
-    for _ in range(8):  # raylet -> workers: a few generations
-        mine |= {p for p, pp in parents.items() if pp in mine}
-    out = {}
-    for pid in mine:
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        if any(n in cmd for n in names):
-            rss_kb = next(int(line.split()[1]) for line in status.splitlines()
-                          if line.startswith("VmRSS:"))  # fmt: skip
-            out[pid] = rss_kb * 1024
-    return out
-
-
 @pytest.mark.parametrize(
     ("content_type", "params"),
     [("application/json", {}), ("application/octet-stream", {"filename": "big.edf"}),
@@ -199,14 +99,14 @@ def test_a_body_far_over_the_cap_is_refused_while_read(service, content_type, pa
     warm = b"[" * (UPLOAD_CAP + 1)  # first requests of a kind pay one-off allocations
     service["client"].post("/score", content=warm, params=params,
                            headers={"content-type": content_type})  # fmt: skip
-    before = _descendants_rss(names)
+    before = descendants_rss(os.getpid(), names)
     assert len(before) >= 2, before
     peak = dict(before)
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
-            for pid, rss in _descendants_rss(names).items():
+            for pid, rss in descendants_rss(os.getpid(), names).items():
                 peak[pid] = max(peak.get(pid, 0), rss)
             time.sleep(0.05)
 
@@ -260,6 +160,12 @@ def test_deeply_nested_json_is_a_400(service):
         )
         assert r.status_code == 400, r.text
         assert "JSON" in r.json()["detail"]
+
+
+def test_unknown_json_fields_are_a_400_not_ignored(service):
+    r = service["client"].post("/score", json={"path": "p1.edf", "model": 7, "fold": -3})
+    assert r.status_code == 400, r.text
+    assert "unknown field(s) model, fold" in r.json()["detail"], r.json()
 
 
 @pytest.mark.parametrize("which", ["notobject", "comma", "utf16"])

@@ -3,6 +3,8 @@ readers' warnings are printed grouped by kind and kept in the store's warnings t
 
 from __future__ import annotations
 
+import pandas as pd
+
 from ingest.store import ClipStore
 from serving.cli import main
 from tests.ingest.conftest import make_recording
@@ -31,11 +33,20 @@ def test_an_empty_source_is_reported_and_the_good_one_ingested(tmp_path, capsys)
     assert list(s.recordings()["recording_id"]) == ["good__g1"]
     f = s.failures()
     assert list(f["stage"]) == ["source"] and list(f["source"]) == [str(empty)]
-    # the warning soz scan shows (subject absent from the sheet) is printed and stored
-    w = s.warnings()
-    assert len(w) == 1 and w.loc[0, "kind"] == "labels"
-    assert "not in the label sheet" in w.loc[0, "message"]
-    assert "1 warnings: labels 1" in out and w.loc[0, "message"] in out
+    # the warnings soz scan shows (subject absent from the sheet; a sheet subject matching no
+    # recording, a warning about the whole source) are printed grouped and stored
+    w = s.warnings().sort_values("message").reset_index(drop=True)
+    assert list(w["kind"]) == ["labels", "labels"]
+    assert pd.isna(w.loc[0, "recording_id"])
+    assert w.loc[0, "source"] == str(good)
+    assert "1 of its 1 subject(s) match no recording" in w.loc[0, "message"]
+    assert "someone_else" in w.loc[0, "message"]
+    assert "not in the label sheet" in w.loc[1, "message"]
+    assert "2 warnings: labels 2" in out
+    assert all(m in out for m in w["message"])
+    assert main(["scan", str(good), "--label-sheet", str(sheet), "--line-freq", "50"]) == 0
+    scanned = capsys.readouterr().out
+    assert "2 warnings: labels 2" in scanned and all(m in scanned for m in w["message"])
 
 
 def test_nothing_ingestible_exits_2(tmp_path, capsys):

@@ -19,6 +19,7 @@ from ingest.ownership import (
     Owner,
     acquire_leases,
     check_lease,
+    group_members,
     lease_holder,
     pid_alive,
     process_start,
@@ -112,25 +113,11 @@ def test_a_worker_dies_with_its_killed_driver(tmp_path):
     while not ready.exists():
         assert time.monotonic() < deadline and driver.poll() is None
         time.sleep(0.02)
-    group = _group(driver.pid)
+    group = group_members(driver.pid)
     assert len(group) >= 2  # the driver and its worker (and maybe the sh between)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     deadline = time.monotonic() + 10
-    while _group(driver.pid) and time.monotonic() < deadline:
+    while group_members(driver.pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _group(driver.pid), "the worker outlived its driver"
-
-
-def _group(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().decode("ascii", "replace").rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                out.append(int(entry))
-    return out
+    assert not group_members(driver.pid), "the worker outlived its driver"

@@ -222,21 +222,10 @@ def test_local_runner_multiprocess(tiny_cohort, tmp_path, capfd):
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    from ingest.simulate import SimulationConfig, simulate_cohort
+    from ingest.simulate import simulate_cohort
+    from tests.cohorts import smallest_cohort
 
-    cfg = SimulationConfig(
-        n_subjects=1,
-        n_ictal_runs=1,
-        n_interictal_runs=0,
-        ictal_duration_s=75.0,
-        onset_window_s=(5.0, 6.0),
-        min_postictal_s=5.0,
-        sfreqs=(256.0,),
-        n_centres=1,
-        n_regions=(8, 8),
-        n_shafts=(3, 3),
-        contacts_per_shaft=(6, 6),
-    )
+    cfg = smallest_cohort(n_interictal_runs=0, onset_window_s=(5.0, 6.0), n_centres=1)
     return simulate_cohort(tmp_path_factory.mktemp("sim"), cfg)
 
 

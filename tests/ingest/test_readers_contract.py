@@ -87,20 +87,9 @@ def simulated_scan(tmp_path_factory):
 
 def _simulated(tmp_path):
     simulate = pytest.importorskip("ingest.simulate")
-    cfg = simulate.SimulationConfig(
-        n_subjects=1,
-        n_ictal_runs=1,
-        n_interictal_runs=1,
-        ictal_duration_s=75,
-        interictal_duration_s=10,
-        onset_window_s=(10.0, 10.0),
-        min_postictal_s=5.0,
-        sfreqs=(256.0,),
-        n_shafts=(3, 3),
-        contacts_per_shaft=(6, 6),
-        n_regions=(8, 8),
-    )
-    return scan_source(simulate.simulate_cohort(tmp_path / "sim", cfg))
+    from tests.cohorts import smallest_cohort
+
+    return scan_source(simulate.simulate_cohort(tmp_path / "sim", smallest_cohort()))
 
 
 @pytest.mark.parametrize("make", [_ds004100, _ds003029, _folder, "simulated_scan"])

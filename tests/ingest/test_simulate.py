@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from ingest.epileptor import X0_CRITICAL
 from ingest.errors import ConfigError
 from ingest.simulate import SimulationConfig, plan_subject, simulate_cohort
+from tests.cohorts import truth_channels
 
 #: A tiny cohort: 1 subject, 2 short ictal runs and 1 interictal run at 256 Hz.
 TINY = SimulationConfig(
@@ -40,10 +41,7 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def _truth(root: Path, sub: str = SUB) -> pd.DataFrame:
-    path = (
-        root / "derivatives" / "sozkit-truth" / f"sub-{sub}" / f"sub-{sub}_desc-truth_channels.tsv"
-    )
-    return pd.read_csv(path, sep="\t")
+    return truth_channels(root, sub)
 
 
 def _regions(root: Path, sub: str = SUB) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from ingest.wendling import (
     simulate_network,
 )
 from ingest.wendling_cohort import apply_montage, knee_noise
+from tests.cohorts import truth_channels
 
 #: Three subjects (sites D and E: bipolar montages; F: a white-matter reference), one ictal and one interictal run, at 512 Hz.
 TINY = SimulationConfig(
@@ -138,14 +139,7 @@ def test_readers_take_the_family_unchanged(tiny):
     description = json.loads((tiny / "dataset_description.json").read_text("utf-8"))
     assert "Wendling" in description["Name"]
     for sub, rec in by_sub.items():
-        truth = pd.read_csv(
-            tiny
-            / "derivatives"
-            / "sozkit-truth"
-            / f"sub-{sub}"
-            / f"sub-{sub}_desc-truth_channels.tsv",
-            sep="\t",
-        )
+        truth = truth_channels(tiny, sub)
         labelled = set(truth.loc[truth["soz_label"] == 1, "name"]) & set(rec.contacts)
         assert labelled and set(rec.soz) & set(rec.contacts) == labelled
         assert len(rec.seizures) == 1
@@ -159,14 +153,7 @@ def test_soz_channels_carry_the_seizure(tiny):
         raw = mne.io.read_raw_edf(ieeg / f"{stem}_ieeg.edf", preload=True, verbose="error")
         events = pd.read_csv(ieeg / f"{stem}_events.tsv", sep="\t")
         onset = float(events.loc[events["trial_type"] == "sz onset", "onset"].iloc[0])
-        truth = pd.read_csv(
-            tiny
-            / "derivatives"
-            / "sozkit-truth"
-            / f"sub-{sub}"
-            / f"sub-{sub}_desc-truth_channels.tsv",
-            sep="\t",
-        ).set_index("name")
+        truth = truth_channels(tiny, sub).set_index("name")
         chans = pd.read_csv(ieeg / f"{stem}_channels.tsv", sep="\t")
         good = [n for n in chans.loc[chans["status"] == "good", "name"] if n in truth.index]
         sf = raw.info["sfreq"]

@@ -8,6 +8,9 @@ fast: a stored rate of 512 Hz, 4-clip sequences (20 s), 16 spectral bands.
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mne
@@ -29,6 +32,30 @@ INGEST = IngestConfig(sfreq=512.0, block_clips=4, line_freq=50.0, trans_bandwidt
 CONTACTS = ("LA1", "LA2", "LA3", "LA4", "RH1", "RH2", "RH3")
 ALL_CHANNELS = (*CONTACTS, "BAD1", "EKG")
 SOZ = frozenset({"LA1", "LA2"})
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(cfg, name: str) -> Iterator:
+    """The Serve app of ``cfg`` running as ``name``; an HTTP client of it; shut down after."""
+    import httpx
+    from ray import serve
+
+    from serving.app import start
+
+    start(cfg, name=name)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{cfg.port}", timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+        serve.shutdown()
 
 
 def write_edf(

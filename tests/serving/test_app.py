@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 
 import httpx
 import numpy as np
@@ -22,15 +21,9 @@ from serving.inputs import (
 )
 from serving.scoring import Scorer
 
-from .conftest import ALL_CHANNELS, CONTACTS, SOZ, write_edf
+from .conftest import ALL_CHANNELS, CONTACTS, SOZ, free_port, served, write_edf
 
 UPLOAD_CAP = 3 * 1024**2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_bids(root) -> str:
@@ -61,10 +54,6 @@ def _write_bids(root) -> str:
 
 @pytest.fixture(scope="module")
 def server(ray_local, serving_data, tmp_path_factory):
-    from ray import serve
-
-    from serving.app import start
-
     data = serving_data["data"]
     bids_rel = _write_bids(data / "bids") if not (data / "bids").exists() else None
     # files a user might point at: corrupt, truncated, a symlink escaping the root
@@ -75,18 +64,13 @@ def server(ray_local, serving_data, tmp_path_factory):
     shutil.copy(serving_data["long_edf"], outside / "secret.edf")
     if not (data / "escape.edf").exists():
         (data / "escape.edf").symlink_to(outside / "secret.edf")
-    port = _free_port()
+    port = free_port()
     cfg = ServeConfig(
         run_dir=str(serving_data["run_dir"]), port=port, data_roots=(str(data),),
         max_batch_size=8, max_upload_bytes=UPLOAD_CAP, num_cpus=0.25, line_freq=50.0,
     )  # fmt: skip
-    start(cfg, name="sozkit-test")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
+    with served(cfg, "sozkit-test") as client:
         yield {"client": client, "port": port, "outside": outside, "bids": bids_rel}
-    finally:
-        client.close()
-        serve.shutdown()
 
 
 def _still_serving(client) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import numpy as np
 import pandas as pd
@@ -13,13 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from ingest.errors import ConfigError
 from serving.demo import DemoConfig, run_demo
+from tests.serving.conftest import free_port
 from tests.trainer.conftest import TINY_HPARAMS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_local, tmp_path):
@@ -35,7 +29,7 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
         epochs=1,
         models=("sozformer", "baseline"),
         n_jobs=1,
-        port=_free_port(),
+        port=free_port(),
         train_overrides={
             "batch_size": 4,
             "seqs_per_recording": 4,

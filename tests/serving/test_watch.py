@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from ingest.landing import edf_state, find_arrivals, fingerprint
+from ingest.ownership import descendants
 from ingest.store import ClipStore
 from serving.journal import Journal
 from serving.watch import merge_results
@@ -160,23 +161,6 @@ def _state(journal: Path, name: str, state: str) -> bool:
     return any(e["key"].endswith(name) and e["state"] == state for e in _events(journal))
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def _copy_slowly(src: bytes, dst: Path, pieces: int, pause_s: float) -> None:
     step = len(src) // pieces + 1
     with open(dst, "wb") as f:
@@ -254,7 +238,7 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
         # kill -9 while a recording is in flight: the moment its journal line appears
         (plain / "kill.edf").write_bytes(blobs["kill"])
         _wait(lambda: _state(journal, "kill.edf", "taken"), "kill.edf taken", proc)
-        family = _descendants(proc.pid)
+        family = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

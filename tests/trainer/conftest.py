@@ -17,6 +17,7 @@ from ingest.config import IngestConfig
 from ingest.manifests import commit_manifests
 from ingest.store import ClipStore
 from ingest.synthetic import synthetic_recording, write_recording_clips
+from trainer.config import ALL_MODELS, TrainConfig
 
 SFREQ = 256.0
 CLIP_S = 4.0
@@ -35,6 +36,37 @@ TINY_HPARAMS = {
     "dcgru": {"seq_len": 4, "hidden": 8, "top_k": 2},
     "baseline": {"pre_s": 24.0, "post_s": 24.0, "interictal_clips": 8},
 }
+
+
+def tiny_train_config(**kw) -> TrainConfig:
+    """A TrainConfig small enough for a 2-fold run of every model in a minute; ``kw`` override."""
+    base = dict(models=ALL_MODELS, n_folds=2, epochs=1, batch_size=4, seqs_per_recording=4)
+    base.update(n_bands=8, ssl_epochs=1, model_hparams=TINY_HPARAMS, max_eval_seqs=4)
+    return TrainConfig(**{**base, **kw})
+
+
+def channel_table(preds):
+    """Per (patient, channel): label (SOZ in any recording) and mean score over recordings.
+
+    Written here with pandas, apart from trainer.metrics, so tests can check the engine's
+    figures against it (prediction files hold one row per recording x channel).
+    """
+    keys = ["patient", "channel"]
+    return preds.groupby(keys).agg(y_true=("y_true", "max"), score=("score", "mean")).reset_index()
+
+
+def brute_force_youden(y_true, score) -> float:
+    """The threshold maximising TPR - FPR (``score >= t`` is positive), trying every score.
+
+    Ties go to the highest threshold. Independent of sklearn's roc_curve.
+    """
+    y, s = np.asarray(y_true).astype(bool), np.asarray(score, dtype=float)
+    best_j, best_t = -np.inf, None
+    for t in sorted(set(s.tolist()), reverse=True):
+        j = (s[y] >= t).mean() - (s[~y] >= t).mean()
+        if j > best_j + 1e-12:
+            best_j, best_t = j, t
+    return float(best_t)
 
 
 def _signal(rng, n_chans, n_times, soz, *, onset=None):

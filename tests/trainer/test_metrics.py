@@ -17,6 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from tests.trainer.conftest import brute_force_youden, channel_table
 from trainer.metrics import (
     aggregate_channel_scores,
     channel_metrics,
@@ -109,6 +110,28 @@ def test_aggregation_label_or_across_recordings_and_errors(caplog):
     nan.loc[0, "score"] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         aggregate_channel_scores(nan)
+
+
+def _two_step_table(preds: pd.DataFrame) -> pd.DataFrame:
+    per_rec = preds.groupby(["patient", "recording_id", "channel"], as_index=False).agg(
+        y_true=("y_true", "max"), score=("score", "mean")
+    )
+    return channel_table(per_rec)
+
+
+def test_brute_force_youden_knows_the_hand_made_answer():
+    # scores 0.2 0.4 0.5 0.7 0.9, labels 0 1 0 1 1: J at 0.7 = 2/3 - 0, at 0.4 = 1 - 1/2
+    assert brute_force_youden([0, 1, 0, 1, 1], [0.2, 0.4, 0.5, 0.7, 0.9]) == 0.7
+
+
+def test_youden_threshold_equals_brute_force_with_ties():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(4, 30))
+        y = rng.integers(0, 2, n)
+        y[:2] = (0, 1)
+        s = np.round(rng.random(n) * 0.5 + 0.3 * y, 1)  # rounded: many tied scores
+        assert youden_threshold(y, s) == pytest.approx(brute_force_youden(y, s)), (y, s)
 
 
 def test_youden_threshold_hand_made():
@@ -227,8 +250,10 @@ def test_evaluate_and_summarise_folds():
         val = preds[preds["patient"].isin(val_p)]
         test = preds[preds["patient"].isin(test_p)]
         r = evaluate_fold(val, test)
-        table = aggregate_channel_scores(val)
-        assert r["threshold"] == youden_threshold(table["y_true"], table["score"])
+        # the threshold is Youden's on the validation patients, recomputed by brute force from
+        # a channel table aggregated here (two-step mean: sequences, then recordings)
+        table = _two_step_table(val)
+        assert r["threshold"] == pytest.approx(brute_force_youden(table["y_true"], table["score"]))
         test_table = aggregate_channel_scores(test)
         assert r["test"]["roc_auc"] == pytest.approx(
             roc_auc_score(test_table["y_true"], test_table["score"])

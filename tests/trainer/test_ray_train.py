@@ -5,14 +5,16 @@ sizing."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 import ray.train
 import torch
+from sklearn.metrics import roc_auc_score
 
 from models.registry import build_model
-from tests.trainer.conftest import PATIENTS, TINY_HPARAMS
+from tests.trainer.conftest import PATIENTS, TINY_HPARAMS, channel_table, tiny_train_config
 from trainer.config import TrainConfig
 from trainer.loop import TIMING_KEYS, validation_metrics
 from trainer.ray_train import folds_in_parallel, scaling_config, train_fold
@@ -28,19 +30,10 @@ def test_ddp_fold_killed_after_first_checkpoint_resumes_and_completes(
     ray_local, tiny_store, tmp_path
 ):
     fold = _folds()[0]
-    cfg = TrainConfig(
-        models=("sozformer",),
-        n_folds=2,
-        epochs=2,
-        patience=5,
-        batch_size=2,
-        seqs_per_recording=4,
-        n_bands=8,
-        # Dropout draws from each rank's torch generator: resuming exactly needs their states.
-        model_hparams={**TINY_HPARAMS, "sozformer": {**TINY_HPARAMS["sozformer"], "dropout": 0.2}},
-        max_eval_seqs=3,
-        num_workers=2,
-    )
+    # Dropout draws from each rank's torch generator: resuming exactly needs their states.
+    hparams = {**TINY_HPARAMS, "sozformer": {**TINY_HPARAMS["sozformer"], "dropout": 0.2}}
+    cfg = tiny_train_config(models=("sozformer",), epochs=2, patience=5, batch_size=2)
+    cfg = replace(cfg, model_hparams=hparams, max_eval_seqs=3, num_workers=2)
     log = tmp_path / "reports.jsonl"
 
     class KillAfterFirstCheckpoint(ray.train.UserCallback):
@@ -75,6 +68,8 @@ def test_ddp_fold_killed_after_first_checkpoint_resumes_and_completes(
     assert res.best_val_auc == max(aucs) and res.best_epoch == aucs.index(max(aucs))
     # The validation predictions handed back are the best epoch's: recomputing gives its AUC.
     assert validation_metrics(res.val_predictions)["val_auc"] == pytest.approx(res.best_val_auc)
+    val = channel_table(res.val_predictions)  # the same figure from sklearn, aggregated apart
+    assert roc_auc_score(val["y_true"], val["score"]) == pytest.approx(res.best_val_auc)
     # Complete, valid predictions: every channel of every val / test recording, once.
     for preds, patients in ((res.val_predictions, fold.val), (res.test_predictions, fold.test)):
         assert sorted(preds["patient"].unique()) == sorted(patients)

@@ -33,7 +33,9 @@ def test_marker_is_written_after_the_model_file(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_fold(run.path, "sozformer", fold, _preds(0), _preds(1, ("d", "e", "f")), save_model=killed)
+        write_fold(
+            run.path, "sozformer", fold, _preds(0), _preds(1, ("d", "e", "f")), save_model=killed
+        )
     assert (run.fold_dir("sozformer", 0) / "test_predictions.parquet").is_file()
     assert not run.fold_finished("sozformer", 0)  # --resume trains it again
 
@@ -41,7 +43,9 @@ def test_marker_is_written_after_the_model_file(tmp_path):
         assert not run.marker_path("sozformer", 0).exists()  # the marker is not there yet
         run.checkpoint_path("sozformer", 0).write_bytes(b"weights")
 
-    out = write_fold(run.path, "sozformer", fold, _preds(0), _preds(1, ("d", "e", "f")), save_model=save)
+    out = write_fold(
+        run.path, "sozformer", fold, _preds(0), _preds(1, ("d", "e", "f")), save_model=save
+    )
     assert run.fold_finished("sozformer", 0)
     assert run.fold_metrics("sozformer", 0)["threshold"] == pytest.approx(out["threshold"])
     assert run.threshold("sozformer", 0) == pytest.approx(out["threshold"])
