@@ -257,3 +257,89 @@ def _onsets(clips) -> tuple[float, ...]:
 
 def _mask(x: torch.Tensor) -> torch.Tensor:
     return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+
+def explain_results(
+    results,
+    run_dir: str | os.PathLike,
+    *,
+    store=None,
+    models: tuple[str, ...] | None = None,
+    line_freq: float | None = None,
+    progress=None,
+    **kwargs,
+) -> tuple[dict[tuple[str, str], RecordingExplanation], list[str]]:
+    """Explain every recording of a results table with the run's neural models.
+
+    A recording is read from ``store`` when it is complete there and the store has the model's
+    preprocessing (rate and clip length), else from its ``source_path`` signal file. The SVM
+    and the baseline have no sequences to occlude and are left out (said in the notes).
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table (:func:`serving.report.load_results`).
+    run_dir : path-like
+        The training run the models come from.
+    store : ingest.store.ClipStore or None
+    models : tuple of str or None
+        Models to explain (default: every neural model of the results the run holds).
+    line_freq : float or None
+        For signal files that state none.
+    progress : callable (done, total) or None
+    **kwargs
+        Passed to :func:`explain_sequences` (``n_explained``, ``top_contacts``).
+
+    Returns
+    -------
+    explanations : dict (recording_id, model) -> RecordingExplanation
+    notes : list of str
+        What could not be explained, and why.
+    """
+    from serving.inputs import recording_for_path
+    from serving.scoring import Scorer, run_models
+
+    available = run_models(run_dir)
+    wanted = models or tuple(sorted(set(results["model"].astype(str))))
+    notes, todo = [], []
+    for model in wanted:
+        if model in ("svm", "baseline"):
+            notes.append(f"{model}: no sequences to occlude (clip-feature model), not explained")
+        elif model not in available:
+            notes.append(f"{model}: not in {run_dir}, not explained")
+        else:
+            rids = results.loc[results["model"].astype(str) == model, "recording_id"]
+            todo += [(model, str(r)) for r in dict.fromkeys(rids.astype(str))]
+    out: dict[tuple[str, str], RecordingExplanation] = {}
+    scorers: dict[str, Scorer] = {}
+    stored = store.complete_ids() if store is not None else set()
+    for done, (model, rid) in enumerate(todo, start=1):
+        scorer = scorers.get(model) or scorers.setdefault(model, Scorer.from_run(run_dir, model))
+        cfg = scorer.ingest_config
+        same = store is not None and (store.sfreq, store.clip_samples) == (
+            cfg.sfreq, cfg.clip_samples,
+        )  # fmt: skip
+        if rid in stored and same:
+            out[(rid, model)] = explain_stored(scorer, store, rid, **kwargs)
+        else:
+            rows = results[results["recording_id"].astype(str) == rid]
+            paths = rows["source_path"].dropna().astype(str) if "source_path" in rows else []
+            path = next((p for p in paths if p and Path(p).is_file()), None)
+            if path is None:
+                notes.append(f"{rid}: not in the store given and no signal file, not explained")
+            else:
+                rec = recording_for_path(path, line_freq=line_freq)
+                rec = _with_id(rec, rid)
+                out[(rid, model)] = explain_recording(scorer, rec, **kwargs)
+        if progress is not None:
+            progress(done, len(todo))
+    for key, e in out.items():
+        logger.info("explained %s with %s in %.1f s", key[0], key[1], e.seconds)
+    return out, notes
+
+
+def _with_id(rec, recording_id: str):
+    """The recording under the id the results give it (the report joins on it)."""
+    from dataclasses import replace
+
+    return rec if rec.recording_id == recording_id else replace(rec, recording_id=recording_id)

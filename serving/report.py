@@ -331,6 +331,15 @@ def _units(
     return {k: results[key == k] for k in sorted(key.unique())}
 
 
+def select_rows(
+    results: pd.DataFrame, by: Literal["recording", "patient"], select: str | None
+) -> pd.DataFrame:
+    """The rows of the page(s) ``write_report(by=by, select=select)`` writes."""
+    if select is None:
+        return results
+    return pd.concat(list(_units(_complete(results), by, select).values()))
+
+
 def _patient_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Average a patient's recordings per model and contact; a contact is labelled SOZ if any."""
     agg = rows.groupby(["model", "channel"], sort=False).agg(

@@ -182,3 +182,45 @@ def test_patient_page_renders_in_chromium_with_every_figure_and_a_pdf(patient, t
     blue = (img[..., 2] > 150) & (img[..., 0] < 80)  # clinical SOZ rings / labels
     assert blue.sum() > 200
     shutil.copy(shot, tmp_path / "keep.png")
+
+
+def _soz(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-m", "serving", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env=env)  # fmt: skip
+
+
+def test_soz_report_explain_and_pdf_in_a_real_process(patient, tmp_path):
+    results = tmp_path / "results.parquet"
+    patient["results"].to_parquet(results)
+    run_dir, store = patient["root"] / "run", patient["root"] / "store"
+    args = [str(results), "--out", str(tmp_path / "rep"), "--patient", "p1", "--explain",
+            "--run", str(run_dir), "--store", str(store)]  # fmt: skip
+    if CHROMIUM is not None:
+        args.append("--pdf")
+    done = _soz("report", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "explain: 2 recording(s) x model explained" in done.stdout
+    assert "svm: no sequences to occlude" in done.stdout
+    page = (tmp_path / "rep" / "test-p1.html").read_text()
+    srcs = re.findall(r"src='figures/([^']+)'", page)
+    kinds = {s.rsplit("__", 1)[-1] for s in srcs}
+    assert {"heatmap.png", "traces.png", "folds.png", "brain.png"} <= kinds
+    for s in srcs:
+        assert (tmp_path / "rep" / "figures" / s).stat().st_size > 1000, s
+    if CHROMIUM is not None:
+        assert (tmp_path / "rep" / "test-p1.pdf").read_bytes()[:5] == b"%PDF-"
+    # The explanation the command made is the one explain_stored gives in this process.
+    rid = patient["recs"]["ictal"].recording_id
+    assert f"{rid} (ictal)" in page and "around the seizure onset" in page
+
+
+def test_soz_report_explain_needs_the_run(patient, tmp_path):
+    results = tmp_path / "results.parquet"
+    patient["results"].to_parquet(results)
+    done = _soz("report", str(results), "--out", str(tmp_path / "rep"), "--explain", cwd=tmp_path)
+    assert done.returncode == 2 and "--run RUN_DIR" in done.stderr, done.stderr
+    assert not (tmp_path / "rep").exists()
