@@ -235,8 +235,8 @@ def explain_recording(scorer, rec, **kwargs) -> RecordingExplanation:
     **kwargs
         Passed to :func:`explain_sequences`.
     """
-    stream = scorer.stream(rec)
-    seqs = np.stack(list(scorer.prepare(rec, stream=stream)))
+    stream = scorer.stream(rec)  # contacts and clip count (the header only)
+    seqs = np.stack(list(scorer.prepare(rec)))
     starts = scorer.sequence_starts(stream.n_clips)
     onsets = tuple(float(e.onset_s) for e in rec.seizures)
     return explain_sequences(
