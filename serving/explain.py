@@ -235,14 +235,36 @@ def explain_recording(scorer, rec, **kwargs) -> RecordingExplanation:
     **kwargs
         Passed to :func:`explain_sequences`.
     """
+    return score_and_explain(scorer, rec, **kwargs)[1]
+
+
+def score_and_explain(scorer, rec, **kwargs):
+    """Score a recording file and explain it from the same pass over the signal.
+
+    The file is read and preprocessed once (:func:`serving.engine.score_recording`, the
+    sequences kept), so explaining costs only the networks' extra passes (every window by each
+    fold model, and the occluded copies of the explained windows).
+
+    Returns
+    -------
+    result : serving.results.ScoreResult
+        What :meth:`serving.scoring.Scorer.score` returns.
+    explanation : RecordingExplanation
+    """
+    from serving.engine import score_recording
+
     stream = scorer.stream(rec)  # contacts and clip count (the header only)
-    seqs = np.stack(list(scorer.prepare(rec)))
+    consumer = scorer.consumer()
+    consumer.sequences_seen = []
+    (result,) = score_recording(rec, [consumer])
+    seqs = np.stack(consumer.sequences_seen)
     starts = scorer.sequence_starts(stream.n_clips)
     onsets = tuple(float(e.onset_s) for e in rec.seizures)
-    return explain_sequences(
-        scorer, seqs, starts, recording_id=rec.recording_id, channels=tuple(stream.contacts),
+    expl = explain_sequences(
+        scorer, seqs, starts, recording_id=rec.recording_id, channels=tuple(result.channels),
         onsets_s=onsets, **kwargs,
     )  # fmt: skip
+    return result, expl
 
 
 def _onsets(clips) -> tuple[float, ...]:

@@ -32,6 +32,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from ingest.errors import ConfigError, SozkitError  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
+from serving import report_context  # noqa: E402
 from serving import report_sections as sections_mod  # noqa: E402
 from serving.report_sections import safe_name as _safe_name  # noqa: E402
 from serving.results import RESULT_COLUMNS  # noqa: E402
@@ -542,6 +543,7 @@ def write_report(
         sections.append(
             sections_mod.across_models(key, name, across, across_thr, rows, out / "figures")
         )
+        sections.append(report_context.context_section(rows, by=by, store=store, top_n=top_n))
         title = f"SOZ report: {key}"
         body = (
             f"<h1>{html.escape(title)}</h1>"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.signal import lfilter
 
 from ingest.pipeline import commit_manifests
 from ingest.store import ClipStore
@@ -50,7 +51,7 @@ def _bids_sidecars(root: Path) -> dict[str, Path]:
         ch = ["name\ttype\tstatus\tstatus_description"] + [
             f"{c}\tSEEG\tgood\t{'resect,soz' if c in SOZ else ('resect' if c == 'LA3' else 'n/a')}"
             for c in CONTACTS
-        ]
+        ] + ["BAD1\tSEEG\tbad\tnoisy, disconnected"]
         (ieeg / f"{stem}_channels.tsv").write_text("\n".join(ch) + "\n", encoding="utf-8")
         paths[task] = ieeg / f"{stem}_ieeg.edf"
     return paths
@@ -59,11 +60,16 @@ def _bids_sidecars(root: Path) -> dict[str, Path]:
 def _clips(seed: int, ictal: bool) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(INGEST.clip_samples) / INGEST.sfreq
-    clips = rng.normal(0, 10, (N_CLIPS, len(CONTACTS), INGEST.clip_samples))
-    if ictal:  # a 12 Hz discharge on the SOZ contacts from the onset clip on
-        for k in range(int(ONSET // 5), N_CLIPS):
+    # A continuous 1/f^2 background (leaky random walk, 10 uV), cut into clips.
+    walk = lfilter([1.0], [1.0, -0.99], rng.normal(0, 1, (len(CONTACTS), N_CLIPS * len(t))))
+    walk *= 10 / walk.std(axis=1, keepdims=True)
+    clips = walk.reshape(len(CONTACTS), N_CLIPS, len(t)).transpose(1, 0, 2).copy()
+    if ictal:  # a 12 Hz discharge on the SOZ contacts from the onset clip on, with fast
+        for k in range(int(ONSET // 5), N_CLIPS):  # activity (40 Hz, 150 uV) from 25 s on LA1
             for c in (0, 1):
                 clips[k, c] += 60 * np.sin(2 * np.pi * 12 * t)
+            if k * 5 >= 25:
+                clips[k, 0] += 150 * np.sin(2 * np.pi * 40 * t)
     return clips.astype(np.float32)
 
 
@@ -144,6 +150,13 @@ def test_patient_page_has_every_section(patient, tmp_path):
         "__interictal__seeg__01 (interictal)"
     )
     assert "Across models" in page and "Spread across fold models" in page
+    # Compared with what: the recordings, the contact dropped as bad and why, EI timing.
+    assert "Compared with what" in page and "BAD1: noisy, disconnected" in page
+    assert re.search(r"<td>512 / 512 Hz</td><td>0:01:00</td><td>7</td><td>1</td>", page)
+    timing = re.search(r"<table class='eitiming'>.*?</table>", page).group(0)
+    first = re.search(r"<tr><td>(\w+)</td><td>([+-][\d.]+) s</td><td>([\d.]+)</td>", timing)
+    assert first and first.group(1) == "LA1" and first.group(3) == "1.00", timing  # earliest
+    assert 0.0 <= float(first.group(2)) <= 6.0  # the fast activity starts 3 s after the onset
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
