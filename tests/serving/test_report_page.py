@@ -48,10 +48,14 @@ def _bids_sidecars(root: Path) -> dict[str, Path]:
     paths = {}
     for task in ("ictal", "interictal"):
         stem = f"sub-p1_ses-presurgery_task-{task}_acq-seeg_run-01"
-        ch = ["name\ttype\tstatus\tstatus_description"] + [
-            f"{c}\tSEEG\tgood\t{'resect,soz' if c in SOZ else ('resect' if c == 'LA3' else 'n/a')}"
-            for c in CONTACTS
-        ] + ["BAD1\tSEEG\tbad\tnoisy, disconnected"]
+        ch = (
+            ["name\ttype\tstatus\tstatus_description"]
+            + [
+                f"{c}\tSEEG\tgood\t{'resect,soz' if c in SOZ else ('resect' if c == 'LA3' else 'n/a')}"
+                for c in CONTACTS
+            ]
+            + ["BAD1\tSEEG\tbad\tnoisy, disconnected"]
+        )
         (ieeg / f"{stem}_channels.tsv").write_text("\n".join(ch) + "\n", encoding="utf-8")
         paths[task] = ieeg / f"{stem}_ieeg.edf"
     return paths
