@@ -140,6 +140,7 @@ def explain_sequences(
     onsets_s: tuple[float, ...] = (),
     n_explained: int = 2,
     top_contacts: int = 5,
+    window_probs: np.ndarray | None = None,
 ) -> RecordingExplanation:
     """Explain a recording given its sequences (the core of both entry points).
 
@@ -159,6 +160,9 @@ def explain_sequences(
         Windows explained when there is no onset (highest probability on the top contacts).
     top_contacts : int
         How many top contacts pick those windows.
+    window_probs : ndarray, shape (n_folds, n_windows, n_chans), or None
+        Each fold model's probabilities of these sequences when the caller has them (the
+        scoring pass of :func:`score_and_explain`); None: computed here.
     """
     import time
 
@@ -166,10 +170,13 @@ def explain_sequences(
     clip_s = float(scorer.ingest_config.clip_s)
     seq_len = int(scorer.seq_len)
     n_w = len(sequences)
-    per_fold = np.zeros((len(scorer.models), n_w, len(channels)), np.float32)
     bs = max(1, int(scorer.batch_size))
+    if window_probs is not None:
+        per_fold = np.asarray(window_probs, np.float32)
+    else:
+        per_fold = np.zeros((len(scorer.models), n_w, len(channels)), np.float32)
     with torch.no_grad():
-        for i, net in enumerate(scorer.models):
+        for i, net in enumerate(scorer.models if window_probs is None else ()):
             for a in range(0, n_w, bs):
                 x = torch.from_numpy(np.ascontiguousarray(sequences[a : a + bs])).to(scorer.device)
                 per_fold[i, a : a + bs] = torch.sigmoid(net(x, _mask(x)).float()).cpu().numpy()
@@ -242,8 +249,8 @@ def score_and_explain(scorer, rec, **kwargs):
     """Score a recording file and explain it from the same pass over the signal.
 
     The file is read and preprocessed once (:func:`serving.engine.score_recording`, the
-    sequences kept), so explaining costs only the networks' extra passes (every window by each
-    fold model, and the occluded copies of the explained windows).
+    sequences and each fold model's probabilities kept), so explaining costs only the occluded
+    copies of the explained windows through the fold models.
 
     Returns
     -------
@@ -251,10 +258,14 @@ def score_and_explain(scorer, rec, **kwargs):
         What :meth:`serving.scoring.Scorer.score` returns.
     explanation : RecordingExplanation
     """
-    from serving.engine import score_recording
+    from serving.engine import SequenceConsumer, score_recording
 
     stream = scorer.stream(rec)  # contacts and clip count (the header only)
-    consumer = scorer.consumer()
+    keep = _FoldKeeping(scorer.networks)
+    consumer = SequenceConsumer(
+        scorer.name, scorer.prep, scorer.folds, scorer.threshold, keep,
+        batch_size=scorer.batch_size,
+    )  # fmt: skip
     consumer.sequences_seen = []
     (result,) = score_recording(rec, [consumer])
     seqs = np.stack(consumer.sequences_seen)
@@ -262,9 +273,23 @@ def score_and_explain(scorer, rec, **kwargs):
     onsets = tuple(float(e.onset_s) for e in rec.seizures)
     expl = explain_sequences(
         scorer, seqs, starts, recording_id=rec.recording_id, channels=tuple(result.channels),
-        onsets_s=onsets, **kwargs,
+        onsets_s=onsets, window_probs=np.concatenate(keep.per_fold, axis=1), **kwargs,
     )  # fmt: skip
     return result, expl
+
+
+class _FoldKeeping:
+    """A :class:`serving.engine.Predictor` keeping each fold model's probabilities."""
+
+    def __init__(self, networks) -> None:
+        self.networks, self.per_fold = networks, []
+
+    def submit(self, batch):
+        from serving.scoring import _Done
+
+        probs = self.networks.predict_folds(batch)  # (F, B, C)
+        self.per_fold.append(probs)
+        return _Done(probs.mean(axis=0))
 
 
 def _onsets(clips) -> tuple[float, ...]:

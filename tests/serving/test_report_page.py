@@ -199,6 +199,16 @@ def test_patient_page_renders_in_chromium_with_every_figure_and_a_pdf(patient, t
     blue = (img[..., 2] > 150) & (img[..., 0] < 80)  # clinical SOZ rings / labels
     assert blue.sum() > 200
     shutil.copy(shot, tmp_path / "keep.png")
+    # One screenshot per figure kind (what the demo saves), each the figure's own size.
+    from serving.pdf import FIGURE_KINDS, screenshot_figures
+
+    shots = screenshot_figures(page, tmp_path / "shots")
+    assert set(shots) == set(FIGURE_KINDS)
+    for kind, png in shots.items():
+        src = re.search(rf"src='(figures/[^']+__{kind}\.png)'", page.read_text()).group(1)
+        shot_img = Image.open(png)
+        assert shot_img.size == Image.open(page.parent / src).size, kind
+        assert np.asarray(shot_img.convert("L"), dtype=float).std() > 5, kind
 
 
 def _soz(*args: str, cwd: Path) -> subprocess.CompletedProcess:
