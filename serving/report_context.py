@@ -35,6 +35,14 @@ def _num(v, fmt: str = "{:g}") -> str:
     return "n/a" if v is None or pd.isna(v) else fmt.format(float(v))
 
 
+def _text(v) -> str:
+    return "n/a" if v is None or (not isinstance(v, str) and pd.isna(v)) or v == "" else str(v)
+
+
+def _float(v) -> float:
+    return np.nan if v is None or pd.isna(v) else float(v)
+
+
 def _stored(store, rid: str) -> pd.Series | None:
     if store is None or rid not in store.complete_ids():
         return None
@@ -55,13 +63,13 @@ def recordings_table(rows: pd.DataFrame, store=None) -> str:
         s = _stored(store, str(rid))
         orig = r.get("sfreq") if s is None else s["orig_sfreq"]
         stored = "" if s is None else f" / {_num(s['sfreq'])}"
-        dur = r.get("duration_s") if s is None or pd.isna(s["duration_s"]) else s["duration_s"]
+        dur = _float(r.get("duration_s") if s is None else s["duration_s"])
         n_sz = "n/a" if s is None else str(int(s["n_seizures"]))
         centre = r.get("centre") if s is None or pd.isna(s["centre"]) else s["centre"]
         body.append(
-            f"<tr><td>{_esc(rid)}</td><td>{_esc(r.get('task') or 'n/a')}</td>"
-            f"<td>{_esc('n/a' if centre is None or pd.isna(centre) else centre)}</td>"
-            f"<td>{_num(orig)}{stored} Hz</td><td>{_fmt_duration(float(dur or np.nan))}</td>"
+            f"<tr><td>{_esc(rid)}</td><td>{_esc(_text(r.get('task')))}</td>"
+            f"<td>{_esc(_text(centre))}</td>"
+            f"<td>{_num(orig)}{stored} Hz</td><td>{_fmt_duration(dur)}</td>"
             f"<td>{rows.loc[rows['recording_id'] == rid, 'channel'].nunique()}</td>"
             f"<td>{n_sz}</td></tr>"
         )
