@@ -11,6 +11,11 @@
    preprocessing in the ingress + 2 sequences on the model deployment) and, separately, the
    model deployment alone (8 clients submitting ready sequences through a handle), where
    ``@serve.batch`` acts. p50 / p99 latency of each. Target: batching >= 2x.
+3. **Cost of explanation**: the same recording scored by a 5-fold ensemble, alone
+   (:meth:`serving.scoring.Scorer.score`) and scored and explained from the same pass
+   (:func:`serving.explain.score_and_explain`: every window by each fold model, occlusion of the
+   explained windows), each in its own child process. Target: scored and explained in < 2x the
+   scoring time on 2 cores. ``--explain-only`` runs this part alone (``serving-explain.json``).
 
 The model is SOZFormer with its default size (d_model 64, 2 + 2 layers, 64 spectral bands),
 **untrained** weights saved through the real checkpoint code (:mod:`trainer.checkpoint`): scoring
@@ -47,8 +52,8 @@ N_CHANS_REQ = 64
 REQ_SECONDS = 250
 
 
-def make_run_dir(root: Path) -> Path:
-    """A run directory with one untrained default-size SOZFormer fold (real checkpoint code)."""
+def make_run_dir(root: Path, n_folds: int = 1) -> Path:
+    """A run directory with untrained default-size SOZFormer folds (real checkpoint code)."""
     import torch
 
     from ingest.config import IngestConfig
@@ -61,14 +66,16 @@ def make_run_dir(root: Path) -> Path:
     icfg = IngestConfig()
     features = tcfg.feature_config()
     n_feats = n_spectral_features(icfg.clip_samples, icfg.sfreq, **features)
-    torch.manual_seed(0)
-    net = build_model("sozformer", n_feats=n_feats)
-    run_dir = root / "run"
-    save_checkpoint(
-        run_dir / "sozformer" / "fold_0" / "checkpoint.pt", net, model_name="sozformer",
-        threshold=0.5, feature_config=features, sfreq=icfg.sfreq,
-        clip_samples=icfg.clip_samples, ingest_config=icfg.to_dict(), fold=0,
-    )  # fmt: skip
+    run_dir = root / ("run" if n_folds == 1 else f"run{n_folds}")
+    for fold in range(n_folds):
+        torch.manual_seed(fold)
+        net = build_model("sozformer", n_feats=n_feats)
+        save_checkpoint(
+            run_dir / "sozformer" / f"fold_{fold}" / "checkpoint.pt", net,
+            model_name="sozformer", threshold=0.5, feature_config=features, sfreq=icfg.sfreq,
+            clip_samples=icfg.clip_samples, ingest_config=icfg.to_dict(), fold=fold,
+        )  # fmt: skip
+        write_json(run_dir / "sozformer" / f"fold_{fold}" / "metrics.json", {})
     write_json(run_dir / "card.json", {"config": tcfg.to_dict()})
     return run_dir
 
@@ -80,10 +87,11 @@ def write_edf(path: Path, seconds: int, n_chans: int, seed: int) -> Path:
     return path
 
 
-def _child(run_dir: str, edf: str, cache_mb: float) -> None:
-    """Score one recording end to end (measured by the parent); prints RESULT json."""
+def _child(run_dir: str, edf: str, cache_mb: float, explain: bool = False) -> None:
+    """Score (and explain) one recording end to end (measured by the parent); prints RESULT."""
     import torch
 
+    from serving.explain import score_and_explain
     from serving.scoring import Scorer
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -91,7 +99,11 @@ def _child(run_dir: str, edf: str, cache_mb: float) -> None:
     scorer = Scorer.from_run(run_dir, cache_bytes=int(cache_mb * 2**20))
     rec = bench_ingest._recording(Path(edf))  # every channel SEEG, 60 Hz line
     t_load = time.perf_counter() - t0
-    res = scorer.score(rec)
+    expl = None
+    if explain:
+        res, expl = score_and_explain(scorer, rec)
+    else:
+        res = scorer.score(rec)
     out = {
         "load_s": t_load,
         "score_s": res.timings["total"],
@@ -103,13 +115,19 @@ def _child(run_dir: str, edf: str, cache_mb: float) -> None:
         # CPU seconds (user + sys) of the child: what the scoring costs whatever else loads
         # the machine (wall times on a shared 2-core box vary with the other processes).
         "child_cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+        "n_folds": len(scorer.folds),
     }
+    if expl is not None:
+        out["explain_s"] = expl.seconds
+        out["explained_windows"] = len(expl.explained)
+        out["seq_len"] = int(scorer.seq_len)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def measure_e2e(run_dir: Path, edf: Path, cache_mb: float) -> dict:
+def measure_e2e(run_dir: Path, edf: Path, cache_mb: float, explain: bool = False) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.serving", "--child", str(run_dir), str(edf), str(cache_mb)],
+        [sys.executable, "-m", "benchmarks.serving", "--child", str(run_dir), str(edf),
+         str(cache_mb), "1" if explain else "0"],
         cwd=REPO,
         capture_output=True, text=True,
     )  # fmt: skip
@@ -211,16 +229,40 @@ def measure_serving(run_dir: Path, data: Path, rel_path: str, *, quick: bool) ->
     return out
 
 
+def measure_explain(root: Path, edf: Path) -> dict:
+    """Scoring alone vs scoring and explaining, 5-fold ensemble, alternated twice."""
+    run5 = make_run_dir(root, n_folds=5)
+    runs = {"score": [], "score_and_explain": []}
+    for _ in range(2):  # alternated, so a change of the machine's load hits both alike
+        runs["score"].append(measure_e2e(run5, edf, 1024.0))
+        runs["score_and_explain"].append(measure_e2e(run5, edf, 1024.0, explain=True))
+    best = {k: min(v, key=lambda r: r["end_to_end_s"]) for k, v in runs.items()}
+    score_s = best["score"]["end_to_end_s"]
+    both_s = best["score_and_explain"]["end_to_end_s"]
+    cpu = {k: best[k]["child_cpu_s"] for k in best}
+    return {
+        "runs": runs,
+        "score_s": score_s,
+        "score_and_explain_s": both_s,
+        "explain_s": best["score_and_explain"]["explain_s"],
+        "ratio_wall": both_s / score_s,
+        "ratio_cpu": cpu["score_and_explain"] / cpu["score"],
+        "target_ratio": 2.0,
+        "n_folds": 5,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5-minute recording, fewer requests")
     parser.add_argument("--workdir", default=None, help="where to write the EDFs (tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--skip-serving", action="store_true", help="end-to-end part only")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--explain-only", action="store_true", help="the cost of explanation alone")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child[0], args.child[1], float(args.child[2]))
+        _child(args.child[0], args.child[1], float(args.child[2]), args.child[3] == "1")
         return 0
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sozkit-bench-serving-"))
@@ -244,16 +286,21 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         edf = write_edf(data / "long.edf", seconds, N_CHANS_E2E, seed=0)
         result["write_edf_s"] = time.perf_counter() - t0
-        e2e = {
-            "recording": f"{seconds} s x {N_CHANS_E2E} contacts at 1024 Hz",
-            "file_mb": edf.stat().st_size / 2**20,
-            "default_cache_1GiB": measure_e2e(run_dir, edf, 1024.0),
-            "no_cache_two_passes": measure_e2e(run_dir, edf, 0.0),
-            "target_s": 30.0,
-        }
-        result["end_to_end"] = e2e
-        print(json.dumps(e2e, indent=2), flush=True)
-        if not args.skip_serving:
+        recording = f"{seconds} s x {N_CHANS_E2E} contacts at 1024 Hz"
+        if not args.explain_only:
+            e2e = {
+                "recording": recording,
+                "file_mb": edf.stat().st_size / 2**20,
+                "default_cache_1GiB": measure_e2e(run_dir, edf, 1024.0),
+                "no_cache_two_passes": measure_e2e(run_dir, edf, 0.0),
+                "target_s": 30.0,
+            }
+            result["end_to_end"] = e2e
+            print(json.dumps(e2e, indent=2), flush=True)
+        result["explain"] = {"recording": recording, **measure_explain(work, edf)}
+        print(json.dumps({k: v for k, v in result["explain"].items() if k != "runs"}, indent=2),
+              flush=True)  # fmt: skip
+        if not args.skip_serving and not args.explain_only:
             write_edf(data / "req.edf", REQ_SECONDS, N_CHANS_REQ, seed=1)
             result["serving"] = measure_serving(run_dir, data, "req.edf", quick=args.quick)
             print(json.dumps(result["serving"], indent=2), flush=True)
@@ -261,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    out = REPO / "benchmarks" / "results" / ("serving-quick.json" if args.quick else "serving.json")
+    name = "serving-explain" if args.explain_only else "serving"
+    out = REPO / "benchmarks" / "results" / (f"{name}-quick.json" if args.quick else f"{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, result)
     print(f"saved {out}")

@@ -205,7 +205,8 @@ def epileptogenicity_index(
     post_s: float | None = 60.0,
     lead_s: float = 5.0,
     bands: Mapping[str, tuple[float, float]] = EI_BANDS,
-) -> np.ndarray:
+    return_detection: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Epileptogenicity Index of every channel around one seizure (Bartolomei et al., 2008).
 
     Parameters
@@ -240,12 +241,17 @@ def epileptogenicity_index(
         annotated onset by a few seconds).
     bands : mapping
         Bands of :func:`energy_ratio`.
+    return_detection : bool
+        Also return each channel's detection time ``N_d``.
 
     Returns
     -------
     ei : ndarray, shape (n_chans,)
         EI in [0, 1], 1 for the most epileptogenic channel, 0 for channels the detector did not
         flag. All zeros when no channel is flagged.
+    detection_s : ndarray, shape (n_chans,)
+        Only with ``return_detection``: the detection time of each channel (centre of its
+        energy-ratio window), seconds from the start of ``signal``; NaN where not flagged.
 
     Notes
     -----
@@ -273,16 +279,19 @@ def epileptogenicity_index(
     detection, _ = page_hinkley(er, bias=bias, threshold=threshold, start=start)
     ei = np.zeros(signal.shape[0])
     flagged = np.flatnonzero(detection >= 0)
+    detection_s = np.full(signal.shape[0], np.nan)
+    detection_s[flagged] = times[detection[flagged]] + first / sfreq
     if flagged.size == 0:
         logger.info("no channel crossed the Page-Hinkley threshold %g: EI is all zeros", threshold)
-        return ei
+        return (ei, detection_s) if return_detection else ei
     n_h = round(h_s / step_s)
     t0 = times[detection[flagged]].min()
     for c in flagged:
         d = detection[c]
         ei[c] = er[c, d : d + n_h + 1].mean() / (times[d] - t0 + tau_s)
     top = ei.max()
-    return ei / top if top > 0 else ei
+    ei = ei / top if top > 0 else ei
+    return (ei, detection_s) if return_detection else ei
 
 
 def interictal_ranking(

@@ -54,6 +54,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from ingest.errors import RecordingError, SozkitError
+from serving import answer_extras
 from serving.bodies import (
     MultipartUpload,
     RequestError,
@@ -102,6 +103,8 @@ class ScoreResponse(BaseModel):
     metadata: dict[str, Any]
     timings: dict[str, float]
     warnings: list[str]
+    uncertainty: answer_extras.Uncertainty | None = None
+    explanation: answer_extras.Explanation | None = None
 
 
 class ErrorOut(BaseModel):
@@ -190,22 +193,40 @@ def _line_freq(value: Any) -> float | None:
 
 
 class _Responses:
-    def __init__(self, responses: list) -> None:
-        self.responses = responses
+    def __init__(self, responses: list, owner: "_RemotePredictor") -> None:
+        self.responses, self.owner = responses, owner
 
     def result(self) -> np.ndarray:
-        return np.stack([r.result() for r in self.responses])
+        per_fold = [r.result() for r in self.responses]  # each (n_folds, C)
+        self.owner.add_folds(per_fold)
+        return np.stack([p.mean(axis=0) for p in per_fold])
 
 
 class _RemotePredictor:
     """:class:`serving.engine.Predictor` on the model deployment (one call per sequence, so
-    ``@serve.batch`` can batch them with other requests')."""
+    ``@serve.batch`` can batch them with other requests'). Keeps the sum of each fold model's
+    probabilities, for the answer's ``uncertainty``."""
 
     def __init__(self, handle) -> None:
         self.handle = handle
+        self.fold_sum: np.ndarray | None = None
+        self.n = 0
 
     def submit(self, batch: list[np.ndarray]) -> _Responses:
-        return _Responses([self.handle.remote(seq) for seq in batch])
+        return _Responses([self.handle.folds.remote(seq) for seq in batch], self)
+
+    def add_folds(self, per_fold: list[np.ndarray]) -> None:
+        for p in per_fold:
+            self.fold_sum = p.astype(np.float64) if self.fold_sum is None else self.fold_sum + p
+            self.n += 1
+
+
+class _KeepingConsumer(SequenceConsumer):
+    """Remembers the recording's clip count (the explanation needs the sequences' starts)."""
+
+    def start(self, rec, contacts, n_clips: int) -> None:
+        self.n_clips = int(n_clips)
+        super().start(rec, contacts, n_clips)
 
 
 # ---------------------------------------------------------------------------- model
@@ -241,6 +262,7 @@ class SequenceModel:
         scorer = Scorer.from_run(
             run_dir, model=model, fold=fold, device=device, allow_incomplete=allow_incomplete
         )
+        self.scorer = scorer  # for explain()
         self.networks = scorer.networks
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -248,13 +270,29 @@ class SequenceModel:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def predict(self, sequences: list[np.ndarray]) -> list[np.ndarray]:
-        """Probabilities of each sequence's channels, shape (n_chans_i,) each."""
-        probs = self.networks.predict(sequences)  # (B, C_max)
+        """Each fold model's probabilities of each sequence's channels: (n_folds, n_chans_i)."""
+        probs = self.networks.predict_folds(sequences)  # (F, B, C_max)
         self.batch_sizes.append(len(sequences))
-        return [probs[i, : seq.shape[0]] for i, seq in enumerate(sequences)]
+        return [probs[:, i, : seq.shape[0]] for i, seq in enumerate(sequences)]
 
     async def __call__(self, sequence: np.ndarray) -> np.ndarray:
+        """Probabilities of the sequence's channels (mean over the fold models): (n_chans,)."""
+        return (await self.predict(sequence)).mean(axis=0)
+
+    async def folds(self, sequence: np.ndarray) -> np.ndarray:
+        """Each fold model's probabilities (batched with every other call): (n_folds, n_chans)."""
         return await self.predict(sequence)
+
+    async def explain(self, sequences, starts, channels, onsets_s, top_contacts: int = 5):
+        """:func:`serving.explain.explain_sequences` of one recording's sequences (in a worker
+        thread: the replica keeps batching other requests' sequences meanwhile)."""
+        from serving.explain import explain_sequences
+
+        return await asyncio.to_thread(
+            explain_sequences, self.scorer, np.stack(sequences), np.asarray(starts),
+            recording_id="request", channels=tuple(channels), onsets_s=tuple(onsets_s),
+            top_contacts=top_contacts,
+        )  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         """Forward passes and sequences so far, batch sizes, the device (benchmarks, tests)."""
@@ -333,10 +371,14 @@ class ScoreIngress:
         t0 = time.perf_counter()
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         line_freq = _line_freq(request.query_params.get("line_freq"))
+        explain = request.query_params.get("explain", "").lower() in ("1", "true", "yes")
+        contacts = [c for c in request.query_params.get("explain_contacts", "").split(",") if c]
         with tempfile.TemporaryDirectory(prefix="sozkit-upload-") as tmp:
             if ctype == "application/json":
                 body = await read_json(request)
                 line_freq = _line_freq(body.line_freq) or line_freq
+                explain = explain or body.explain or bool(body.explain_contacts)
+                contacts = body.explain_contacts or contacts
                 path = resolve_under_roots(body.path, self.cfg.data_roots)
                 check_pulled_in_files(path, self.cfg.data_roots)
                 root = next(
@@ -354,8 +396,8 @@ class ScoreIngress:
                 )  # fmt: skip
             lf = line_freq if line_freq is not None else self.cfg.line_freq
             rec = await asyncio.to_thread(recording_for_path, path, line_freq=lf, root=root)
-            result = await self._score_recording(rec)
-        answer = result.to_dict()
+            result, extras = await self._score_recording(rec, explain, contacts)
+        answer = {**result.to_dict(), **extras}
         answer["timings"]["request_total"] = round(time.perf_counter() - t0, 4)
         if ctype != "application/json":
             answer["metadata"]["source_path"] = None  # a temporary file: meaningless to the client
@@ -393,14 +435,45 @@ class ScoreIngress:
             sink=sink, what="the upload",
         )  # fmt: skip
 
-    async def _score_recording(self, rec):
-        """The engine in a worker thread; sequences batched on the model deployment."""
-        consumer = SequenceConsumer(
-            self.cfg.model, self.prep, self.folds, self.threshold, _RemotePredictor(self.model),
+    async def _score_recording(self, rec, explain: bool = False, contacts=()):
+        """The engine in a worker thread; sequences batched on the model deployment.
+
+        Returns the result and the answer's extra fields: ``uncertainty`` (from the fold
+        models' probabilities of the scoring pass) and, when asked, ``explanation``.
+        """
+        predictor = _RemotePredictor(self.model)
+        consumer = _KeepingConsumer(
+            self.cfg.model, self.prep, self.folds, self.threshold, predictor,
             batch_size=1, max_in_flight=MAX_IN_FLIGHT,
         )  # fmt: skip
+        if explain:
+            consumer.sequences_seen = []
         (result,) = await asyncio.to_thread(score_recording, rec, [consumer])
-        return result
+        ranked = [c.channel for c in result.ranked()]
+        extras: dict[str, Any] = {"uncertainty": None, "explanation": None}
+        if predictor.n:
+            n = len(result.channels)
+            extras["uncertainty"] = answer_extras.uncertainty(
+                result.channels, predictor.fold_sum[:, :n] / predictor.n, self.folds,
+                [m.threshold for m in self.metas], self.threshold, order=ranked,
+            )  # fmt: skip
+        if explain:
+            clinical = [c for c, s in zip(result.channels, result.soz_labels or (), strict=False)
+                        if s]  # fmt: skip
+            try:
+                picks = answer_extras.explained_contacts(contacts, ranked, clinical)
+            except KeyError as e:
+                raise RequestError(
+                    400, "unknown contact", f"explain_contacts names {e.args[0]}, not scored.",
+                    f"use names among the answer's contacts ({', '.join(ranked[:8])} ...).",
+                ) from None  # fmt: skip
+            starts = self.prep.sequence_starts(consumer.n_clips)
+            onsets = [float(s.onset_s) for s in rec.seizures]
+            expl = await self.model.explain.remote(
+                consumer.sequences_seen, starts, result.channels, onsets
+            )
+            extras["explanation"] = answer_extras.explanation(expl, picks)
+        return result, extras
 
 
 # ---------------------------------------------------------------------------- building

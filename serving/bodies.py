@@ -48,6 +48,14 @@ class ScoreRequest(BaseModel):
     line_freq: float | None = Field(
         default=None, description="Power-line frequency (50/60 Hz) if the file has none."
     )
+    explain: bool = Field(
+        default=False,
+        description="Also return the occlusion attribution per window (costs about one more "
+        "scoring pass; query ?explain=true for uploads).",
+    )
+    explain_contacts: list[str] | None = Field(
+        default=None, description="Contacts to explain (default: the top 5 and clinical SOZ)."
+    )
 
 
 def too_large(size: int, cap: int, what: str = "the upload") -> RequestError:

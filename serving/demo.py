@@ -20,6 +20,8 @@ Everything lands under ``DemoConfig.out_dir``::
       run/             the training run (card.json, summary.md, per-model metrics, checkpoints)
       scores/          the service's answers (one JSON per held-out recording) + results.parquet
       report/          clinician reports of the held-out patients (index.html)
+      heldout-store/   with ``explain``: the held-out patients' clip store (their traces)
+      screenshots/     with ``explain``: one Chromium screenshot per figure kind
       demo.json        headline figures and where everything is
 
 A running Ray is needed (the CLI starts a local one or joins ``RAY_ADDRESS``).
@@ -86,6 +88,10 @@ class DemoConfig:
         Port of the Serve HTTP proxy (127.0.0.1).
     train_overrides : dict
         Further :class:`~trainer.config.TrainConfig` fields (``{"batch_size": 16}``...).
+    explain : bool
+        Also ingest the held-out patients, explain the first one's recordings with the served
+        model (per-fold probabilities, occlusion) and save one screenshot per figure kind
+        (opt-in: it adds to the demo's time, which the default keeps under 15 min on 2 cores).
     """
 
     out_dir: str = "demo-output"
@@ -106,6 +112,7 @@ class DemoConfig:
     n_jobs: int = 2
     port: int = 8000
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    explain: bool = False
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -242,7 +249,11 @@ def run_demo(cfg: DemoConfig, *, progress: Progress | None = None) -> DemoResult
 
     results = pd.concat([ScoreResult.from_dict(a).to_frame() for a in answers], ignore_index=True)
     write_parquet(out / "scores" / "results.parquet", results)
-    index = write_report(results, out / "report", by="patient")
+    if cfg.explain:
+        timings.update(_explained_report(cfg, run_dir, heldout, results, out, say))
+    else:
+        write_report(results, out / "report", by="patient")
+    index = out / "report" / "index.html"
     timings["report"] = time.perf_counter() - t
 
     headline = {
@@ -296,6 +307,46 @@ def _score_through_service(
     finally:
         serve.shutdown()
     return answers
+
+
+def _explained_report(cfg, run_dir: Path, heldout: Path, results, out: Path, say) -> dict:
+    """Reports with explanations of the first held-out patient, and the figure screenshots.
+
+    Returns the seconds of each step (``explain_ingest``, ``explain``, ``screenshots``).
+    """
+    from serving.explain import explain_results
+    from serving.pdf import find_chromium, screenshot_figures
+    from serving.report import write_report
+
+    times = {}
+    t = time.perf_counter()
+    store_url = str(out / "heldout-store")
+    run_ingest([str(heldout)], store_url, cfg.ingest_config())
+    from ingest.store import ClipStore
+
+    store = ClipStore.open(store_url)
+    times["explain_ingest"] = time.perf_counter() - t
+    t = time.perf_counter()
+    first = sorted(results["subject"].astype(str).unique())[0]
+    rows = results[results["subject"].astype(str) == first]
+    say("report", f"explaining {rows['recording_id'].nunique()} recording(s) of {first}")
+    explanations, _ = explain_results(rows, run_dir, store=store, models=(cfg.serve_model,))
+    times["explain"] = time.perf_counter() - t
+    index = write_report(
+        results, out / "report", by="patient", store=store, explanations=explanations
+    )
+    t = time.perf_counter()
+    if find_chromium() is None:
+        logger.warning("no Chromium: no screenshots (apt-get install chromium)")
+    else:
+        cohort = rows["cohort"].dropna().astype(str)
+        key = f"{cohort.iloc[0]}/{first}" if len(cohort) else first
+        from serving.report_sections import safe_name
+
+        shots = screenshot_figures(index.parent / f"{safe_name(key)}.html", out / "screenshots")
+        say("report", f"{len(shots)} screenshots in {out / 'screenshots'}")
+    times["screenshots"] = time.perf_counter() - t
+    return times
 
 
 def _heldout_summary(answer: dict[str, Any]) -> dict[str, Any]:

@@ -140,6 +140,7 @@ def explain_sequences(
     onsets_s: tuple[float, ...] = (),
     n_explained: int = 2,
     top_contacts: int = 5,
+    window_probs: np.ndarray | None = None,
 ) -> RecordingExplanation:
     """Explain a recording given its sequences (the core of both entry points).
 
@@ -159,6 +160,9 @@ def explain_sequences(
         Windows explained when there is no onset (highest probability on the top contacts).
     top_contacts : int
         How many top contacts pick those windows.
+    window_probs : ndarray, shape (n_folds, n_windows, n_chans), or None
+        Each fold model's probabilities of these sequences when the caller has them (the
+        scoring pass of :func:`score_and_explain`); None: computed here.
     """
     import time
 
@@ -166,10 +170,13 @@ def explain_sequences(
     clip_s = float(scorer.ingest_config.clip_s)
     seq_len = int(scorer.seq_len)
     n_w = len(sequences)
-    per_fold = np.zeros((len(scorer.models), n_w, len(channels)), np.float32)
     bs = max(1, int(scorer.batch_size))
+    if window_probs is not None:
+        per_fold = np.asarray(window_probs, np.float32)
+    else:
+        per_fold = np.zeros((len(scorer.models), n_w, len(channels)), np.float32)
     with torch.no_grad():
-        for i, net in enumerate(scorer.models):
+        for i, net in enumerate(scorer.models if window_probs is None else ()):
             for a in range(0, n_w, bs):
                 x = torch.from_numpy(np.ascontiguousarray(sequences[a : a + bs])).to(scorer.device)
                 per_fold[i, a : a + bs] = torch.sigmoid(net(x, _mask(x)).float()).cpu().numpy()
@@ -235,14 +242,54 @@ def explain_recording(scorer, rec, **kwargs) -> RecordingExplanation:
     **kwargs
         Passed to :func:`explain_sequences`.
     """
-    stream = scorer.stream(rec)
-    seqs = np.stack(list(scorer.prepare(rec, stream=stream)))
+    return score_and_explain(scorer, rec, **kwargs)[1]
+
+
+def score_and_explain(scorer, rec, **kwargs):
+    """Score a recording file and explain it from the same pass over the signal.
+
+    The file is read and preprocessed once (:func:`serving.engine.score_recording`, the
+    sequences and each fold model's probabilities kept), so explaining costs only the occluded
+    copies of the explained windows through the fold models.
+
+    Returns
+    -------
+    result : serving.results.ScoreResult
+        What :meth:`serving.scoring.Scorer.score` returns.
+    explanation : RecordingExplanation
+    """
+    from serving.engine import SequenceConsumer, score_recording
+
+    stream = scorer.stream(rec)  # contacts and clip count (the header only)
+    keep = _FoldKeeping(scorer.networks)
+    consumer = SequenceConsumer(
+        scorer.name, scorer.prep, scorer.folds, scorer.threshold, keep,
+        batch_size=scorer.batch_size,
+    )  # fmt: skip
+    consumer.sequences_seen = []
+    (result,) = score_recording(rec, [consumer])
+    seqs = np.stack(consumer.sequences_seen)
     starts = scorer.sequence_starts(stream.n_clips)
     onsets = tuple(float(e.onset_s) for e in rec.seizures)
-    return explain_sequences(
-        scorer, seqs, starts, recording_id=rec.recording_id, channels=tuple(stream.contacts),
-        onsets_s=onsets, **kwargs,
+    expl = explain_sequences(
+        scorer, seqs, starts, recording_id=rec.recording_id, channels=tuple(result.channels),
+        onsets_s=onsets, window_probs=np.concatenate(keep.per_fold, axis=1), **kwargs,
     )  # fmt: skip
+    return result, expl
+
+
+class _FoldKeeping:
+    """A :class:`serving.engine.Predictor` keeping each fold model's probabilities."""
+
+    def __init__(self, networks) -> None:
+        self.networks, self.per_fold = networks, []
+
+    def submit(self, batch):
+        from serving.scoring import _Done
+
+        probs = self.networks.predict_folds(batch)  # (F, B, C)
+        self.per_fold.append(probs)
+        return _Done(probs.mean(axis=0))
 
 
 def _onsets(clips) -> tuple[float, ...]:
@@ -257,3 +304,89 @@ def _onsets(clips) -> tuple[float, ...]:
 
 def _mask(x: torch.Tensor) -> torch.Tensor:
     return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+
+def explain_results(
+    results,
+    run_dir: str | os.PathLike,
+    *,
+    store=None,
+    models: tuple[str, ...] | None = None,
+    line_freq: float | None = None,
+    progress=None,
+    **kwargs,
+) -> tuple[dict[tuple[str, str], RecordingExplanation], list[str]]:
+    """Explain every recording of a results table with the run's neural models.
+
+    A recording is read from ``store`` when it is complete there and the store has the model's
+    preprocessing (rate and clip length), else from its ``source_path`` signal file. The SVM
+    and the baseline have no sequences to occlude and are left out (said in the notes).
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table (:func:`serving.report.load_results`).
+    run_dir : path-like
+        The training run the models come from.
+    store : ingest.store.ClipStore or None
+    models : tuple of str or None
+        Models to explain (default: every neural model of the results the run holds).
+    line_freq : float or None
+        For signal files that state none.
+    progress : callable (done, total) or None
+    **kwargs
+        Passed to :func:`explain_sequences` (``n_explained``, ``top_contacts``).
+
+    Returns
+    -------
+    explanations : dict (recording_id, model) -> RecordingExplanation
+    notes : list of str
+        What could not be explained, and why.
+    """
+    from serving.inputs import recording_for_path
+    from serving.scoring import Scorer, run_models
+
+    available = run_models(run_dir)
+    wanted = models or tuple(sorted(set(results["model"].astype(str))))
+    notes, todo = [], []
+    for model in wanted:
+        if model in ("svm", "baseline"):
+            notes.append(f"{model}: no sequences to occlude (clip-feature model), not explained")
+        elif model not in available:
+            notes.append(f"{model}: not in {run_dir}, not explained")
+        else:
+            rids = results.loc[results["model"].astype(str) == model, "recording_id"]
+            todo += [(model, str(r)) for r in dict.fromkeys(rids.astype(str))]
+    out: dict[tuple[str, str], RecordingExplanation] = {}
+    scorers: dict[str, Scorer] = {}
+    stored = store.complete_ids() if store is not None else set()
+    for done, (model, rid) in enumerate(todo, start=1):
+        scorer = scorers.get(model) or scorers.setdefault(model, Scorer.from_run(run_dir, model))
+        cfg = scorer.ingest_config
+        same = store is not None and (store.sfreq, store.clip_samples) == (
+            cfg.sfreq, cfg.clip_samples,
+        )  # fmt: skip
+        if rid in stored and same:
+            out[(rid, model)] = explain_stored(scorer, store, rid, **kwargs)
+        else:
+            rows = results[results["recording_id"].astype(str) == rid]
+            paths = rows["source_path"].dropna().astype(str) if "source_path" in rows else []
+            path = next((p for p in paths if p and Path(p).is_file()), None)
+            if path is None:
+                notes.append(f"{rid}: not in the store given and no signal file, not explained")
+            else:
+                rec = recording_for_path(path, line_freq=line_freq)
+                rec = _with_id(rec, rid)
+                out[(rid, model)] = explain_recording(scorer, rec, **kwargs)
+        if progress is not None:
+            progress(done, len(todo))
+    for key, e in out.items():
+        logger.info("explained %s with %s in %.1f s", key[0], key[1], e.seconds)
+    return out, notes
+
+
+def _with_id(rec, recording_id: str):
+    """The recording under the id the results give it (the report joins on it)."""
+    from dataclasses import replace
+
+    return rec if rec.recording_id == recording_id else replace(rec, recording_id=recording_id)

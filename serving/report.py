@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from ingest.errors import ConfigError, SozkitError  # noqa: E402
 from ingest.fileio import write_text  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
+from serving import report_context  # noqa: E402
 from serving import report_sections as sections_mod  # noqa: E402
 from serving.report_sections import safe_name as _safe_name  # noqa: E402
 from serving.results import RESULT_COLUMNS  # noqa: E402
@@ -332,6 +333,15 @@ def _units(
     return {k: results[key == k] for k in sorted(key.unique())}
 
 
+def select_rows(
+    results: pd.DataFrame, by: Literal["recording", "patient"], select: str | None
+) -> pd.DataFrame:
+    """The rows of the page(s) ``write_report(by=by, select=select)`` writes."""
+    if select is None:
+        return results
+    return pd.concat(list(_units(_complete(results), by, select).values()))
+
+
 def _patient_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Average a patient's recordings per model and contact; a contact is labelled SOZ if any."""
     agg = rows.groupby(["model", "channel"], sort=False).agg(
@@ -534,6 +544,7 @@ def write_report(
         sections.append(
             sections_mod.across_models(key, name, across, across_thr, rows, out / "figures")
         )
+        sections.append(report_context.context_section(rows, by=by, store=store, top_n=top_n))
         title = f"SOZ report: {key}"
         body = (
             f"<h1>{html.escape(title)}</h1>"

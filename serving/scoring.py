@@ -130,14 +130,16 @@ class Networks:
         probs : ndarray, shape (B, max n_chans), float32
             Padded slots hold 0.
         """
+        return self.predict_folds(batch).mean(axis=0)
+
+    @torch.no_grad()
+    def predict_folds(self, batch: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """As :meth:`predict`, each fold model apart: shape (n_folds, B, max n_chans)."""
         x, mask = pad_sequences(batch, seq_len=self.seq_len, n_feats=self.n_feats)
         xt = torch.from_numpy(x).to(self.device)
         mt = torch.from_numpy(mask).to(self.device)
-        total = torch.zeros(mt.shape, dtype=torch.float32, device=self.device)
-        for net in self.models:
-            total += torch.sigmoid(net(xt, mt).float())
-        probs = (total / len(self.models)).cpu().numpy()
-        return np.where(mask, probs, 0.0).astype(np.float32)
+        probs = torch.stack([torch.sigmoid(net(xt, mt).float()) for net in self.models])
+        return np.where(mask[None], probs.cpu().numpy(), 0.0).astype(np.float32)
 
     def submit(self, batch: list[np.ndarray]) -> _Done:
         """:class:`serving.engine.Predictor` in this process: scores at once."""

@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker")
     p.add_argument("--port", type=int, default=None, help="Serve HTTP port on 127.0.0.1")
     p.add_argument(
+        "--explain", action="store_true",
+        help="also explain the first held-out patient's recordings (occlusion) and save one "
+        "screenshot per figure kind; adds to the demo's time",
+    )  # fmt: skip
+    p.add_argument(
         "--train-json",
         default=None,
         metavar="JSON",
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "gpus_per_worker": args.gpus_per_worker,
         "port": args.port,
+        "explain": args.explain or None,
     }
     cfg = DemoConfig(
         **{k: v for k, v in given.items() if v is not None},

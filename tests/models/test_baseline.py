@@ -50,6 +50,17 @@ def test_ei_orders_early_fast_channels_first(seed):
     assert max(ei[2], ei[3], ei[4]) < 0.05
 
 
+def test_ei_detection_times_follow_the_fast_activity():
+    """Channel 0 is detected near the onset, channel 1 about its 6 s delay later (the ramp
+    takes 2 s), the uninvolved channels not at all; times from the start of the signal."""
+    x, _ = simulate_seizure(0)
+    ei, det = epileptogenicity_index(x, SFREQ, ONSET_S, return_detection=True)
+    np.testing.assert_array_equal(ei, epileptogenicity_index(x, SFREQ, ONSET_S))
+    assert abs(det[0] - ONSET_S) < 3.0
+    assert 3.0 < det[1] - det[0] < 9.0
+    assert np.isnan(det[2]) == (ei[2] == 0) and np.isnan(det[4]) == (ei[4] == 0)
+
+
 def test_ei_ignores_channel_scaling():
     x, gains = simulate_seizure(0)
     ref = epileptogenicity_index(x, SFREQ, ONSET_S)

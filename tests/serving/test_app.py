@@ -219,3 +219,68 @@ def test_serve_config_validation():
     with pytest.raises(ConfigError, match="serves one model"):
         ServeConfig(run_dir="r", model="all")
     assert ServeConfig(run_dir="r", max_batch_size=8).ongoing_requests == 16
+
+
+def test_answer_has_each_fold_models_spread(server, serving_data):
+    from serving.explain import explain_recording
+
+    body = server["client"].post("/score", json={"path": "p1_ictal.edf"}).json()
+    assert body["explanation"] is None  # opt-in
+    unc = body["uncertainty"]
+    assert unc["folds"] == [0, 1] and unc["fold_thresholds"] == [0.45, 0.55]
+    assert [c["channel"] for c in unc["contacts"]] == [c["channel"] for c in body["contacts"]]
+    # The fold models run apart in this process give the same per-fold probabilities.
+    rec = recording_for_path(serving_data["long_edf"], line_freq=50.0)
+    e = explain_recording(Scorer.from_run(serving_data["run_dir"]), rec)
+    want = dict(zip(e.channels, e.window_probs.mean(axis=1).T, strict=True))  # (folds,) each
+    probs = {c["channel"]: c["probability"] for c in body["contacts"]}
+    for c in unc["contacts"]:
+        np.testing.assert_allclose(c["fold_probabilities"], want[c["channel"]], rtol=1e-4)
+        p = np.array(c["fold_probabilities"])
+        assert c["min"] == pytest.approx(p.min()) and c["max"] == pytest.approx(p.max())
+        assert c["std"] == pytest.approx(p.std(), abs=1e-6)
+        assert np.mean(p) == pytest.approx(probs[c["channel"]], rel=1e-4)
+        calls = p >= np.array([0.45, 0.55])
+        ensemble = probs[c["channel"]] >= body["threshold"]
+        assert c["agreement"] == pytest.approx(np.mean(calls == ensemble))
+        assert c["disagree"] == (c["agreement"] < 1)
+    assert unc["n_disagree"] == sum(c["disagree"] for c in unc["contacts"])
+    schemas = server["client"].get("/openapi.json").json()["components"]["schemas"]
+    assert {"Uncertainty", "ContactUncertainty", "Explanation", "ContactExplanation"} <= set(
+        schemas
+    )
+    assert {"uncertainty", "explanation"} <= set(schemas["ScoreResponse"]["properties"])
+    spec = server["client"].get("/openapi.json").json()["paths"]["/score"]["post"]
+    request = spec["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"explain", "explain_contacts"} <= set(request)
+
+
+def test_explanation_on_request_is_the_library_occlusion(server, serving_data):
+    from serving.explain import explain_recording
+
+    c = server["client"]
+    r = c.post("/score", json={"path": server["bids"], "explain": True})
+    assert r.status_code == 200, r.text
+    ex = r.json()["explanation"]
+    ranked = [x["channel"] for x in r.json()["contacts"]]
+    names = [x["channel"] for x in ex["contacts"]]  # the top 5, then the clinical SOZ
+    assert names[:5] == ranked[:5] and set(names) == {*ranked[:5], *SOZ} == set(names[:7])
+    assert ex["method"] == "occlusion" and ex["onsets_s"] == [12.0]
+    assert ex["window_start_s"] == [0.0, 20.0] and ex["explained_windows"] == [0]  # the onset's
+    rec = recording_for_path(serving_data["data"] / server["bids"], root=serving_data["data"])
+    e = explain_recording(Scorer.from_run(serving_data["run_dir"]), rec)
+    for x in ex["contacts"]:
+        k = e.channels.index(x["channel"])
+        np.testing.assert_allclose(x["attribution"], e.attribution[:, k], atol=1e-5)
+        np.testing.assert_allclose(x["window_probability"], e.window_probs.mean(0)[:, k],
+                                   rtol=1e-4)  # fmt: skip
+        assert len(x["attribution"]) == 1 and len(x["attribution"][0]) == 4
+    # Chosen contacts, also for uploads (query), and an unknown one is a 400 with the names.
+    edf = serving_data["long_edf"].read_bytes()
+    r = c.post("/score?filename=x.edf&line_freq=50&explain=true&explain_contacts=LA1,RH2",
+               content=edf, headers={"content-type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert [x["channel"] for x in r.json()["explanation"]["contacts"]] == ["LA1", "RH2"]
+    r = c.post("/score", json={"path": "p1_ictal.edf", "explain_contacts": ["NOPE1"]})
+    assert r.status_code == 400 and "NOPE1" in r.json()["detail"], r.text
+    _still_serving(c)

@@ -30,6 +30,7 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
         models=("sozformer", "baseline"),
         n_jobs=1,
         port=free_port(),
+        explain=True,
         train_overrides={
             "batch_size": 4,
             "seqs_per_recording": 4,
@@ -79,7 +80,17 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
     # The clinicians' baseline finds the simulated onset zone (a broken pipeline gives ~0.5).
     assert result.headline["baseline"]["roc_auc"] > 0.7
     saved = json.loads((out / "demo.json").read_text())
-    assert set(saved["timings"]) == {"simulate", "ingest", "train", "serve", "report"}
+    assert set(saved["timings"]) == {"simulate", "ingest", "train", "serve", "report",
+                                     "explain_ingest", "explain", "screenshots"}  # fmt: skip
+    # explain=True: the held-out patient's page shows the signal behind the calls, and one
+    # screenshot per figure kind is saved (the glass brain: the simulator writes electrodes.tsv).
+    page = next((out / "report").glob("*sim005.html")).read_text()
+    assert "The signal behind the calls" in page and "No traces" not in page
+    from serving.pdf import find_chromium
+
+    if find_chromium() is not None:
+        shots = {p.stem for p in (out / "screenshots").glob("*.png")}
+        assert {"brain", "traces", "heatmap", "folds", "shafts"} <= shots, shots
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.signal import lfilter
 
 from ingest.pipeline import commit_manifests
 from ingest.store import ClipStore
@@ -47,10 +48,14 @@ def _bids_sidecars(root: Path) -> dict[str, Path]:
     paths = {}
     for task in ("ictal", "interictal"):
         stem = f"sub-p1_ses-presurgery_task-{task}_acq-seeg_run-01"
-        ch = ["name\ttype\tstatus\tstatus_description"] + [
-            f"{c}\tSEEG\tgood\t{'resect,soz' if c in SOZ else ('resect' if c == 'LA3' else 'n/a')}"
-            for c in CONTACTS
-        ]
+        ch = (
+            ["name\ttype\tstatus\tstatus_description"]
+            + [
+                f"{c}\tSEEG\tgood\t{'resect,soz' if c in SOZ else ('resect' if c == 'LA3' else 'n/a')}"
+                for c in CONTACTS
+            ]
+            + ["BAD1\tSEEG\tbad\tnoisy, disconnected"]
+        )
         (ieeg / f"{stem}_channels.tsv").write_text("\n".join(ch) + "\n", encoding="utf-8")
         paths[task] = ieeg / f"{stem}_ieeg.edf"
     return paths
@@ -59,11 +64,16 @@ def _bids_sidecars(root: Path) -> dict[str, Path]:
 def _clips(seed: int, ictal: bool) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(INGEST.clip_samples) / INGEST.sfreq
-    clips = rng.normal(0, 10, (N_CLIPS, len(CONTACTS), INGEST.clip_samples))
-    if ictal:  # a 12 Hz discharge on the SOZ contacts from the onset clip on
-        for k in range(int(ONSET // 5), N_CLIPS):
+    # A continuous 1/f^2 background (leaky random walk, 10 uV), cut into clips.
+    walk = lfilter([1.0], [1.0, -0.99], rng.normal(0, 1, (len(CONTACTS), N_CLIPS * len(t))))
+    walk *= 10 / walk.std(axis=1, keepdims=True)
+    clips = walk.reshape(len(CONTACTS), N_CLIPS, len(t)).transpose(1, 0, 2).copy()
+    if ictal:  # a 12 Hz discharge on the SOZ contacts from the onset clip on, with fast
+        for k in range(int(ONSET // 5), N_CLIPS):  # activity (40 Hz, 150 uV) from 25 s on LA1
             for c in (0, 1):
                 clips[k, c] += 60 * np.sin(2 * np.pi * 12 * t)
+            if k * 5 >= 25:
+                clips[k, 0] += 150 * np.sin(2 * np.pi * 40 * t)
     return clips.astype(np.float32)
 
 
@@ -144,6 +154,13 @@ def test_patient_page_has_every_section(patient, tmp_path):
         "__interictal__seeg__01 (interictal)"
     )
     assert "Across models" in page and "Spread across fold models" in page
+    # Compared with what: the recordings, the contact dropped as bad and why, EI timing.
+    assert "Compared with what" in page and "BAD1: noisy, disconnected" in page
+    assert re.search(r"<td>512 / 512 Hz</td><td>0:01:00</td><td>7</td><td>1</td>", page)
+    timing = re.search(r"<table class='eitiming'>.*?</table>", page).group(0)
+    first = re.search(r"<tr><td>(\w+)</td><td>([+-][\d.]+) s</td><td>([\d.]+)</td>", timing)
+    assert first and first.group(1) == "LA1" and first.group(3) == "1.00", timing  # earliest
+    assert 0.0 <= float(first.group(2)) <= 6.0  # the fast activity starts 3 s after the onset
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
@@ -182,3 +199,55 @@ def test_patient_page_renders_in_chromium_with_every_figure_and_a_pdf(patient, t
     blue = (img[..., 2] > 150) & (img[..., 0] < 80)  # clinical SOZ rings / labels
     assert blue.sum() > 200
     shutil.copy(shot, tmp_path / "keep.png")
+    # One screenshot per figure kind (what the demo saves), each the figure's own size.
+    from serving.pdf import FIGURE_KINDS, screenshot_figures
+
+    shots = screenshot_figures(page, tmp_path / "shots")
+    assert set(shots) == set(FIGURE_KINDS)
+    for kind, png in shots.items():
+        src = re.search(rf"src='(figures/[^']+__{kind}\.png)'", page.read_text()).group(1)
+        shot_img = Image.open(png)
+        assert shot_img.size == Image.open(page.parent / src).size, kind
+        assert np.asarray(shot_img.convert("L"), dtype=float).std() > 5, kind
+
+
+def _soz(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-m", "serving", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env=env)  # fmt: skip
+
+
+def test_soz_report_explain_and_pdf_in_a_real_process(patient, tmp_path):
+    results = tmp_path / "results.parquet"
+    patient["results"].to_parquet(results)
+    run_dir, store = patient["root"] / "run", patient["root"] / "store"
+    args = [str(results), "--out", str(tmp_path / "rep"), "--patient", "p1", "--explain",
+            "--run", str(run_dir), "--store", str(store)]  # fmt: skip
+    if CHROMIUM is not None:
+        args.append("--pdf")
+    done = _soz("report", *args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "explain: 2 recording(s) x model explained" in done.stdout
+    assert "svm: no sequences to occlude" in done.stdout
+    page = (tmp_path / "rep" / "test-p1.html").read_text()
+    srcs = re.findall(r"src='figures/([^']+)'", page)
+    kinds = {s.rsplit("__", 1)[-1] for s in srcs}
+    assert {"heatmap.png", "traces.png", "folds.png", "brain.png"} <= kinds
+    for s in srcs:
+        assert (tmp_path / "rep" / "figures" / s).stat().st_size > 1000, s
+    if CHROMIUM is not None:
+        assert (tmp_path / "rep" / "test-p1.pdf").read_bytes()[:5] == b"%PDF-"
+    # The explanation the command made is the one explain_stored gives in this process.
+    rid = patient["recs"]["ictal"].recording_id
+    assert f"{rid} (ictal)" in page and "around the seizure onset" in page
+
+
+def test_soz_report_explain_needs_the_run(patient, tmp_path):
+    results = tmp_path / "results.parquet"
+    patient["results"].to_parquet(results)
+    done = _soz("report", str(results), "--out", str(tmp_path / "rep"), "--explain", cwd=tmp_path)
+    assert done.returncode == 2 and "--run RUN_DIR" in done.stderr, done.stderr
+    assert not (tmp_path / "rep").exists()
