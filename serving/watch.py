@@ -191,11 +191,11 @@ class Watcher:
 
     def __init__(self, cfg: WatchConfig, *, say: Callable[[str], None] | None = None) -> None:
         from ingest.store import ClipStore
-        from serving.classical import run_ingest_config
+        from trainer.rundir import RunDir
 
         self.cfg = cfg
         self.say = say or (lambda line: None)
-        self.ingest_cfg = run_ingest_config(cfg.run_dir)
+        self.ingest_cfg = RunDir.open(cfg.run_dir).ingest_config()
         # The run's preprocessing, so the stored clips are what its models were trained on;
         # creates the store, or refuses one built with other settings (ConfigError) now.
         ClipStore.open(cfg.store, "a", config=self.ingest_cfg)

@@ -186,7 +186,7 @@ def _copy_slowly(src: bytes, dst: Path, pieces: int, pause_s: float) -> None:
             time.sleep(pause_s)
 
 
-# slow: fails on merged main (the watcher exits 1 before starting); see the issue 15 note.
+# slow: a real watcher killed and restarted, 143 s measured with the machine loaded ~10x (2 cores).
 @pytest.mark.slow
 def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     run_dir = make_run_dir(tmp_path, svm=True)
