@@ -40,7 +40,7 @@ from ingest.fileio import write_parquet, write_text
 from ingest.landing import Arrival, find_arrivals, fingerprint
 from ingest.recording import Recording
 from serving.journal import Journal, journal_path
-from serving.results import RESULT_COLUMNS
+from serving.results import RESULT_COLUMNS, failures_frame, failures_path
 from serving.watch_outputs import (
     WATCH_COLUMNS,
     index_page,
@@ -470,13 +470,21 @@ class Watcher:
         merged = merge_results(existing, new)
         if new is not None:
             write_parquet(self.cfg.results, merged)
-        failed_ids = {f.get("recording_id") for f in failures}
+        fails_of: dict[str, list[dict[str, Any]]] = {}
+        for f in failures:
+            f["source_path"] = by_job[f["recording_id"]].key
+            f["fix"] = f.get("fix") or SCORE_FIX
+            fails_of.setdefault(f["recording_id"], []).append(f)
+        if failures:  # before the journal's lines: a replay rewrites the same keys
+            self._write_failures(failures)
         scored = []
         for j in jobs:
             rows = merged[merged["recording_id"] == j.recording_id]
-            if j.recording_id in failed_ids and rows.empty:
-                f = next(f for f in failures if f.get("recording_id") == j.recording_id)
-                self._failed(j, "score", str(f.get("reason")), str(f.get("fix") or ""))
+            for f in fails_of.get(j.recording_id, []) if not rows.empty else []:
+                self.say(f"warning   {j.name} [score {f['model']}]: {f['reason']} Fix: {f['fix']}")
+            if j.recording_id in fails_of and rows.empty:
+                f = fails_of[j.recording_id][0]
+                self._failed(j, "score", str(f["reason"]), str(f["fix"]))
                 continue
             j.timings["score"] = elapsed.get(j.recording_id, 0.0)
             j.patient = j.patient or patient_of(rows)
@@ -491,6 +499,15 @@ class Watcher:
                     self.summary.superseded += 1
             scored.append(j)
         return scored
+
+    def _write_failures(self, rows: list[dict[str, Any]]) -> None:
+        """Merge scoring failures into ``RESULTS.failures.parquet`` (the table of ``soz score``),
+        one row per recording x model x stage (a replayed step replaces its row)."""
+        path = failures_path(self.cfg.results)
+        old = pd.read_parquet(path) if Path(path).is_file() else failures_frame([])
+        merged = pd.concat([old, failures_frame(rows)], ignore_index=True)
+        merged = merged.drop_duplicates(["recording_id", "model", "stage"], keep="last")
+        write_parquet(path, merged.reset_index(drop=True))
 
     def _read_results(self) -> pd.DataFrame:
         if Path(self.cfg.results).is_file():
@@ -535,6 +552,12 @@ class Watcher:
         write_text(index, index_page(self.journal))
         return index
 
+
+#: The fix hint of a scoring failure whose reason carries none (an unexpected error).
+SCORE_FIX = (
+    "run `soz score` on this recording with -v to see the traceback; the recording stays in "
+    "the store, so once fixed, `soz score STORE` scores it."
+)
 
 #: Times a version left in flight by an engine error is retried before it is ``failed``.
 MAX_ATTEMPTS = 3
