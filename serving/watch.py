@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,8 @@ import pandas as pd
 
 from ingest.errors import ConfigError, RecordingError, SozkitError
 from ingest.fileio import write_parquet, write_text
-from ingest.landing import Arrival, find_arrivals, fingerprint
+from ingest.landing import Arrival, RemoteLanding, find_arrivals, fingerprint, is_url
+from ingest.landing import local_landing
 from ingest.recording import Recording
 from serving.journal import Journal, journal_path
 from serving.results import RESULT_COLUMNS, failures_frame, failures_path
@@ -61,7 +63,9 @@ class WatchConfig:
     Parameters
     ----------
     landings : tuple of str
-        Landing folders (BIDS roots or folders of plain recordings).
+        Landing folders (BIDS roots or folders of plain recordings), local or fsspec URLs
+        (``file://``, ``memory://``, ``gs://`` ... : mirrored locally, see
+        :class:`ingest.landing.RemoteLanding`).
     store : str
         The clip store recordings are ingested into (created with the run's ingest config).
     run_dir : str
@@ -123,14 +127,17 @@ class WatchConfig:
         if self.num_workers < 1 or self.top_n < 1:
             raise ConfigError(f"{self.num_workers=} and {self.top_n=} must be >= 1.")
         for landing in self.landings:
-            if "://" in landing:
-                raise ConfigError(
-                    f"{landing}: only local (or mounted) landing folders are watched; the "
-                    "readers open signal files by path. Mount the bucket (gcsfuse, s3fs) and "
-                    "watch the mount point."
-                )
-            if not Path(landing).is_dir():
+            if is_url(local_landing(landing)):
+                if not RemoteLanding(landing, ".").exists():
+                    raise ConfigError(f"landing URL {landing} is not a folder; create it first.")
+            elif not Path(local_landing(landing)).is_dir():
                 raise ConfigError(f"landing folder {landing} does not exist; create it first.")
+
+    def mirror(self, url: str) -> Path:
+        """The local copy of a landing URL, beside the results (``r.landing/<url>``)."""
+        proto, _, rest = url.partition("://")
+        rest = re.sub(r"[^A-Za-z0-9._/-]+", "_", rest).strip("/")  # keeps the folder's name
+        return Path(str(self.results)[: -len(".parquet")] + ".landing") / proto / rest
 
 
 @dataclass
@@ -200,6 +207,11 @@ class Watcher:
         # creates the store, or refuses one built with other settings (ConfigError) now.
         ClipStore.open(cfg.store, "a", config=self.ingest_cfg)
         self.journal = Journal(journal_path(cfg.results))
+        # fsspec URLs are mirrored into a local folder the readers open by path
+        self._landings = [
+            RemoteLanding(u, cfg.mirror(u)) if is_url(local_landing(u)) else local_landing(u)
+            for u in cfg.landings
+        ]
         self.summary = WatchSummary()
         self._told: dict[str, str] = {}
         self._attempts: dict[tuple[str, str], int] = {}
@@ -313,7 +325,12 @@ class Watcher:
             self.replay()  # a batch an engine error left in flight
         now = time.time()
         arrivals: list[Arrival] = []
-        for landing in self.cfg.landings:
+        remote_settling = 0  # files of landing URLs not copied yet
+        for landing in self._landings:
+            if isinstance(landing, RemoteLanding):
+                folder = landing.sync(now=now, stable_s=self.cfg.stable_s)
+                remote_settling += landing.settling
+                landing = folder
             arrivals += find_arrivals(landing, now=now, stable_s=self.cfg.stable_s)
         jobs, settling = [], 0
         self.summary.waiting = {}
@@ -344,7 +361,7 @@ class Watcher:
             self._told.pop(a.key, None)
         if jobs:
             self.process(jobs, files={a.key: a.files for a in arrivals})
-        return settling
+        return settling + remote_settling
 
     def process(self, jobs: Sequence[Job], *, files: dict[str, tuple[str, ...]]) -> None:
         """Take, ingest, score and report a batch of new recording versions."""
