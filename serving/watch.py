@@ -38,8 +38,7 @@ import pandas as pd
 
 from ingest.errors import ConfigError, RecordingError, SozkitError
 from ingest.fileio import write_parquet, write_text
-from ingest.landing import Arrival, RemoteLanding, find_arrivals, fingerprint, is_url
-from ingest.landing import local_landing
+from ingest.landing import Arrival, RemoteLanding, find_arrivals, fingerprint, is_url, local_landing
 from ingest.recording import Recording
 from serving.journal import Journal, journal_path
 from serving.results import RESULT_COLUMNS, failures_frame, failures_path
@@ -49,6 +48,7 @@ from serving.watch_outputs import (
     merge_results,
     page_name,
     patient_of,
+    release_memory,
     scan_arrival,
     top_line,
 )
@@ -380,6 +380,7 @@ class Watcher:
                 complete_at=job.complete_at,
             )  # fmt: skip
         self._report(self._score(self._ingest(list(jobs))))
+        release_memory()
 
     # ------------------------------------------------------------------ stages
     def _scan(self, job: Job) -> None:
