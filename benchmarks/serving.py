@@ -55,6 +55,7 @@ def make_run_dir(root: Path) -> Path:
     from models.spectral import n_spectral_features
     from trainer.checkpoint import save_checkpoint
     from trainer.config import TrainConfig
+    from trainer.rundir import RunDir
 
     tcfg = TrainConfig()
     icfg = IngestConfig()
@@ -69,6 +70,7 @@ def make_run_dir(root: Path) -> Path:
         clip_samples=icfg.clip_samples, ingest_config=icfg.to_dict(), fold=0,
     )  # fmt: skip
     (run_dir / "card.json").write_text(json.dumps({"config": tcfg.to_dict()}))
+    RunDir(run_dir).mark_finished("sozformer", 0, {"threshold": 0.5})  # the fold's marker, last
     return run_dir
 
 
