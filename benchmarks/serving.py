@@ -61,6 +61,7 @@ def make_run_dir(root: Path, n_folds: int = 1) -> Path:
     from models.spectral import n_spectral_features
     from trainer.checkpoint import save_checkpoint
     from trainer.config import TrainConfig
+    from trainer.rundir import RunDir
 
     tcfg = TrainConfig()
     icfg = IngestConfig()
@@ -75,7 +76,7 @@ def make_run_dir(root: Path, n_folds: int = 1) -> Path:
             model_name="sozformer", threshold=0.5, feature_config=features, sfreq=icfg.sfreq,
             clip_samples=icfg.clip_samples, ingest_config=icfg.to_dict(), fold=fold,
         )  # fmt: skip
-        write_json(run_dir / "sozformer" / f"fold_{fold}" / "metrics.json", {})
+        RunDir(run_dir).mark_finished("sozformer", fold, {"threshold": 0.5})  # the marker, last
     write_json(run_dir / "card.json", {"config": tcfg.to_dict()})
     return run_dir
 

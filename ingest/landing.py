@@ -264,3 +264,114 @@ def find_arrivals(landing: str | os.PathLike, *, now: float, stable_s: float) ->
         fp = fingerprint(run_files) if state != "waiting" else ""
         arrivals.append(Arrival(**common, state=state, detail=detail, fingerprint=fp))
     return sorted(arrivals, key=lambda a: a.key)
+
+
+# ------------------------------------------------------------------------------ fsspec URLs
+def is_url(landing: str) -> bool:
+    """Whether ``landing`` is an fsspec URL (``file://``, ``memory://``, ``gs://`` ...)."""
+    return "://" in str(landing)
+
+
+class RemoteLanding:
+    """A landing URL mirrored into a local folder, so the readers can open its files by path.
+
+    :meth:`sync` lists the URL (``fs.find``) and copies every file whose size and
+    modification stamp (``mtime``, ``LastModified``, ``updated`` or ``created``, and the ETag
+    when there is one) have not changed for ``stable_s`` seconds *as seen from here* (object
+    stores do not all keep a stamp that moves while a file grows) into ``local``, under the
+    same relative path. A copy is written as a hidden ``.name.part`` and renamed, its mtime
+    set to when its content was first seen, so :func:`find_arrivals` on ``local`` applies
+    the usual checks (EDF record count, BIDS sidecars) without a second stable window; a file
+    that changes again later is copied again (a new version, a new fingerprint).
+
+    Parameters
+    ----------
+    url : str
+        The landing URL; ``file://`` URLs need no mirror (see :func:`local_landing`).
+    local : path-like
+        The mirror folder (``soz watch`` keeps it beside the results).
+    """
+
+    def __init__(self, url: str, local: str | os.PathLike) -> None:
+        import fsspec
+
+        self.url = url
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as e:
+            from ingest.errors import ConfigError
+
+            raise ConfigError(
+                f"{url}: no filesystem for this URL ({e}); install it, or mount the bucket and "
+                "watch the mount point."
+            ) from e
+        self.root = self.root.rstrip("/")
+        self.local = Path(local)
+        self._seen: dict[str, tuple[tuple, float]] = {}  # remote path -> (stamp, first seen)
+        self._copied: dict[str, tuple] = {}  # remote path -> stamp of the local copy
+        self.settling = 0  # files left to settle at the last sync
+
+    def exists(self) -> bool:
+        return bool(self.fs.isdir(self.root))
+
+    @staticmethod
+    def _stamp(info: dict) -> tuple:
+        when = next((info[k] for k in ("mtime", "LastModified", "updated", "created") if k in info),
+                    None)  # fmt: skip
+        return (info.get("size"), str(when), str(info.get("ETag") or info.get("etag") or ""))
+
+    @staticmethod
+    def _when(info: dict) -> float | None:
+        for k in ("mtime", "LastModified", "updated", "created"):
+            v = info.get(k)
+            if isinstance(v, int | float):
+                return float(v)
+            if hasattr(v, "timestamp"):
+                return float(v.timestamp())
+        return None
+
+    def sync(self, *, now: float, stable_s: float) -> Path:
+        """Copy what has settled; returns the mirror folder for :func:`find_arrivals`
+        (:attr:`settling` then counts the files not copied yet)."""
+        self.local.mkdir(parents=True, exist_ok=True)
+        self.settling = 0
+        listing = self.fs.find(self.root, detail=True)
+        for path, info in sorted(listing.items()):
+            if info.get("type") == "directory":
+                continue
+            rel = os.path.relpath(path.rstrip("/"), self.root)
+            if any(part.startswith(".") for part in Path(rel).parts):
+                continue  # a partial upload, as in a local landing folder
+            stamp = self._stamp(info)
+            seen = self._seen.get(path)
+            if seen is None or seen[0] != stamp:
+                self._seen[path] = seen = (stamp, now)
+            if self._copied.get(path) == stamp:
+                continue
+            if now - seen[1] < stable_s:
+                self.settling += 1
+                continue
+            dest = self.local / rel
+            # the remote's own time when it has one: a copy made again (a restarted watcher)
+            # has the same mtime, so the same fingerprint, and is not taken as a new version
+            when = self._when(info)
+            when = seen[1] if when is None else when
+            try:
+                st = dest.stat()
+                if st.st_size == info.get("size") and abs(st.st_mtime - when) < 1e-3:
+                    self._copied[path] = stamp  # copied by an earlier watcher
+                    continue
+            except FileNotFoundError:
+                pass
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            part = dest.with_name(f".{dest.name}.part")
+            self.fs.get_file(path, str(part))
+            os.utime(part, (when, when))
+            os.replace(part, dest)
+            self._copied[path] = stamp
+        return self.local
+
+
+def local_landing(landing: str) -> str:
+    """A ``file://`` URL as a local path; anything else unchanged."""
+    return landing[len("file://") :] if str(landing).startswith("file://") else landing

@@ -226,7 +226,9 @@ class BulkConfig:
     @property
     def failures_path(self) -> str:
         """Where failed recordings are recorded (``results.parquet`` -> ``results.failures.parquet``)."""
-        return str(self.out)[: -len(".parquet")] + ".failures.parquet"
+        from serving.results import failures_path
+
+        return failures_path(self.out)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -281,6 +281,11 @@ def empty_results() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in RESULT_COLUMNS})
 
 
+def failures_path(results: str) -> str:
+    """The failures table beside a results file (``r.parquet`` -> ``r.failures.parquet``)."""
+    return str(results)[: -len(".parquet")] + ".failures.parquet"
+
+
 def failures_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Failures table (columns :data:`FAILURE_COLUMNS`) from a list of row dicts."""
     frame = pd.DataFrame([{c: row.get(c) for c in FAILURE_COLUMNS} for row in rows])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,16 +38,17 @@ import pandas as pd
 
 from ingest.errors import ConfigError, RecordingError, SozkitError
 from ingest.fileio import write_parquet, write_text
-from ingest.landing import Arrival, find_arrivals, fingerprint
+from ingest.landing import Arrival, RemoteLanding, find_arrivals, fingerprint, is_url, local_landing
 from ingest.recording import Recording
 from serving.journal import Journal, journal_path
-from serving.results import RESULT_COLUMNS
+from serving.results import RESULT_COLUMNS, failures_frame, failures_path
 from serving.watch_outputs import (
     WATCH_COLUMNS,
     index_page,
     merge_results,
     page_name,
     patient_of,
+    release_memory,
     scan_arrival,
     top_line,
 )
@@ -61,7 +63,9 @@ class WatchConfig:
     Parameters
     ----------
     landings : tuple of str
-        Landing folders (BIDS roots or folders of plain recordings).
+        Landing folders (BIDS roots or folders of plain recordings), local or fsspec URLs
+        (``file://``, ``memory://``, ``gs://`` ... : mirrored locally, see
+        :class:`ingest.landing.RemoteLanding`).
     store : str
         The clip store recordings are ingested into (created with the run's ingest config).
     run_dir : str
@@ -123,14 +127,17 @@ class WatchConfig:
         if self.num_workers < 1 or self.top_n < 1:
             raise ConfigError(f"{self.num_workers=} and {self.top_n=} must be >= 1.")
         for landing in self.landings:
-            if "://" in landing:
-                raise ConfigError(
-                    f"{landing}: only local (or mounted) landing folders are watched; the "
-                    "readers open signal files by path. Mount the bucket (gcsfuse, s3fs) and "
-                    "watch the mount point."
-                )
-            if not Path(landing).is_dir():
+            if is_url(local_landing(landing)):
+                if not RemoteLanding(landing, ".").exists():
+                    raise ConfigError(f"landing URL {landing} is not a folder; create it first.")
+            elif not Path(local_landing(landing)).is_dir():
                 raise ConfigError(f"landing folder {landing} does not exist; create it first.")
+
+    def mirror(self, url: str) -> Path:
+        """The local copy of a landing URL, beside the results (``r.landing/<url>``)."""
+        proto, _, rest = url.partition("://")
+        rest = re.sub(r"[^A-Za-z0-9._/-]+", "_", rest).strip("/")  # keeps the folder's name
+        return Path(str(self.results)[: -len(".parquet")] + ".landing") / proto / rest
 
 
 @dataclass
@@ -191,15 +198,20 @@ class Watcher:
 
     def __init__(self, cfg: WatchConfig, *, say: Callable[[str], None] | None = None) -> None:
         from ingest.store import ClipStore
-        from serving.classical import run_ingest_config
+        from trainer.rundir import RunDir
 
         self.cfg = cfg
         self.say = say or (lambda line: None)
-        self.ingest_cfg = run_ingest_config(cfg.run_dir)
+        self.ingest_cfg = RunDir.open(cfg.run_dir).ingest_config()
         # The run's preprocessing, so the stored clips are what its models were trained on;
         # creates the store, or refuses one built with other settings (ConfigError) now.
         ClipStore.open(cfg.store, "a", config=self.ingest_cfg)
         self.journal = Journal(journal_path(cfg.results))
+        # fsspec URLs are mirrored into a local folder the readers open by path
+        self._landings = [
+            RemoteLanding(u, cfg.mirror(u)) if is_url(local_landing(u)) else local_landing(u)
+            for u in cfg.landings
+        ]
         self.summary = WatchSummary()
         self._told: dict[str, str] = {}
         self._attempts: dict[tuple[str, str], int] = {}
@@ -313,7 +325,12 @@ class Watcher:
             self.replay()  # a batch an engine error left in flight
         now = time.time()
         arrivals: list[Arrival] = []
-        for landing in self.cfg.landings:
+        remote_settling = 0  # files of landing URLs not copied yet
+        for landing in self._landings:
+            if isinstance(landing, RemoteLanding):
+                folder = landing.sync(now=now, stable_s=self.cfg.stable_s)
+                remote_settling += landing.settling
+                landing = folder
             arrivals += find_arrivals(landing, now=now, stable_s=self.cfg.stable_s)
         jobs, settling = [], 0
         self.summary.waiting = {}
@@ -344,7 +361,7 @@ class Watcher:
             self._told.pop(a.key, None)
         if jobs:
             self.process(jobs, files={a.key: a.files for a in arrivals})
-        return settling
+        return settling + remote_settling
 
     def process(self, jobs: Sequence[Job], *, files: dict[str, tuple[str, ...]]) -> None:
         """Take, ingest, score and report a batch of new recording versions."""
@@ -363,6 +380,7 @@ class Watcher:
                 complete_at=job.complete_at,
             )  # fmt: skip
         self._report(self._score(self._ingest(list(jobs))))
+        release_memory()
 
     # ------------------------------------------------------------------ stages
     def _scan(self, job: Job) -> None:
@@ -470,13 +488,21 @@ class Watcher:
         merged = merge_results(existing, new)
         if new is not None:
             write_parquet(self.cfg.results, merged)
-        failed_ids = {f.get("recording_id") for f in failures}
+        fails_of: dict[str, list[dict[str, Any]]] = {}
+        for f in failures:
+            f["source_path"] = by_job[f["recording_id"]].key
+            f["fix"] = f.get("fix") or SCORE_FIX
+            fails_of.setdefault(f["recording_id"], []).append(f)
+        if failures:  # before the journal's lines: a replay rewrites the same keys
+            self._write_failures(failures)
         scored = []
         for j in jobs:
             rows = merged[merged["recording_id"] == j.recording_id]
-            if j.recording_id in failed_ids and rows.empty:
-                f = next(f for f in failures if f.get("recording_id") == j.recording_id)
-                self._failed(j, "score", str(f.get("reason")), str(f.get("fix") or ""))
+            for f in fails_of.get(j.recording_id, []) if not rows.empty else []:
+                self.say(f"warning   {j.name} [score {f['model']}]: {f['reason']} Fix: {f['fix']}")
+            if j.recording_id in fails_of and rows.empty:
+                f = fails_of[j.recording_id][0]
+                self._failed(j, "score", str(f["reason"]), str(f["fix"]))
                 continue
             j.timings["score"] = elapsed.get(j.recording_id, 0.0)
             j.patient = j.patient or patient_of(rows)
@@ -491,6 +517,15 @@ class Watcher:
                     self.summary.superseded += 1
             scored.append(j)
         return scored
+
+    def _write_failures(self, rows: list[dict[str, Any]]) -> None:
+        """Merge scoring failures into ``RESULTS.failures.parquet`` (the table of ``soz score``),
+        one row per recording x model x stage (a replayed step replaces its row)."""
+        path = failures_path(self.cfg.results)
+        old = pd.read_parquet(path) if Path(path).is_file() else failures_frame([])
+        merged = pd.concat([old, failures_frame(rows)], ignore_index=True)
+        merged = merged.drop_duplicates(["recording_id", "model", "stage"], keep="last")
+        write_parquet(path, merged.reset_index(drop=True))
 
     def _read_results(self) -> pd.DataFrame:
         if Path(self.cfg.results).is_file():
@@ -535,6 +570,12 @@ class Watcher:
         write_text(index, index_page(self.journal))
         return index
 
+
+#: The fix hint of a scoring failure whose reason carries none (an unexpected error).
+SCORE_FIX = (
+    "run `soz score` on this recording with -v to see the traceback; the recording stays in "
+    "the store, so once fixed, `soz score STORE` scores it."
+)
 
 #: Times a version left in flight by an engine error is retried before it is ``failed``.
 MAX_ATTEMPTS = 3

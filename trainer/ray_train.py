@@ -232,20 +232,34 @@ def _fmt(resources: Mapping[str, float], keys: Sequence[str]) -> str:
     return ", ".join(f"{k} {resources.get(k, 0.0):g}" for k in keys)
 
 
+#: Seconds a wait for resources lasts before it is reported (see :class:`_ResourceGate`).
+WAIT_GRACE_S = 10.0
+
+
 class _ResourceGate:
     """Let work start once the cluster has ``need`` free, saying what it waits for.
 
     While none of this gate's work is running and the cluster lacks ``need`` (another job or a
-    Serve app holds it), a warning says what is needed and what is free, at once and then every
-    ``report_s`` seconds. :meth:`stop` (Ctrl-C in the driver) ends every wait.
+    Serve app holds it), a warning says what is needed and what is free, then every
+    ``report_s`` seconds. The first warning comes only once a wait has lasted ``grace_s`` with
+    Ray's available resources short of ``need`` at every poll: between two folds, or right
+    after the feature tasks, Ray takes a moment to hand back the CPUs it freed, and a wait
+    that short is normal start-up, not something to tell. :meth:`stop` (Ctrl-C in the
+    driver) ends every wait.
     """
 
     def __init__(
-        self, need: Mapping[str, float], *, report_s: float = 30.0, poll_s: float = 0.5
+        self,
+        need: Mapping[str, float],
+        *,
+        report_s: float = 30.0,
+        poll_s: float = 0.5,
+        grace_s: float = WAIT_GRACE_S,
     ) -> None:
         self.need = {k: float(v) for k, v in need.items() if v > 0}
         self.report_s = report_s
         self.poll_s = poll_s
+        self.grace_s = grace_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._running = 0
@@ -259,10 +273,15 @@ class _ResourceGate:
 
     def wait(self, label: str) -> None:
         """Block until ``label`` can start; KeyboardInterrupt once stopped."""
+        short_since = time.monotonic()  # every poll below saw the cluster short of need
         while not self._fits(ray.available_resources()):
             with self._lock:
                 now = time.monotonic()
-                if self._running == 0 and now - self._last_report >= self.report_s:
+                if (
+                    self._running == 0
+                    and now - short_since >= self.grace_s
+                    and now - self._last_report >= self.report_s
+                ):
                     self._last_report = now
                     keys = list(self.need)
                     logger.warning(
@@ -284,13 +303,20 @@ class _ResourceGate:
             self._running += delta
 
 
-def wait_for_resources(need: Mapping[str, float], label: str, *, report_s: float = 30.0) -> None:
+def wait_for_resources(
+    need: Mapping[str, float],
+    label: str,
+    *,
+    report_s: float = 30.0,
+    grace_s: float = WAIT_GRACE_S,
+) -> None:
     """Block until the cluster has ``need`` (e.g. ``{"CPU": 1}``) free, warning while it waits.
 
-    The warning names ``label``, what it needs and what the cluster has free; it repeats every
-    ``report_s`` seconds. Ctrl-C (KeyboardInterrupt) ends the wait.
+    The warning names ``label``, what it needs and what the cluster has free; it comes once the
+    wait has lasted ``grace_s`` and repeats every ``report_s`` seconds. Ctrl-C
+    (KeyboardInterrupt) ends the wait.
     """
-    _ResourceGate(need, report_s=report_s).wait(label)
+    _ResourceGate(need, report_s=report_s, grace_s=grace_s).wait(label)
 
 
 def train_folds(

@@ -23,7 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("landings", nargs="+", metavar="LANDING", help="landing folder(s) to watch")
+    p.add_argument(
+        "landings",
+        nargs="+",
+        metavar="LANDING",
+        help="landing folder(s) or fsspec URL(s) (file://, memory://, gs://...) to watch",
+    )
     p.add_argument("--store", required=True, metavar="STORE", help="clip store to ingest into")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="training run (soz train)")
     p.add_argument("--results", required=True, metavar="RESULTS", help="results .parquet")

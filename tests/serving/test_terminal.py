@@ -76,10 +76,7 @@ def test_ingest_terminal_shows_engine_logs_only_with_v(edf_cohort, tmp_path, ver
 
 
 @pytest.mark.parametrize(
-    # both slow: beside the session's Ray the quiet run can print the waiting-for-CPUs line
-    "verbose",
-    [pytest.param(False, marks=pytest.mark.slow), pytest.param(True, marks=pytest.mark.slow)],
-    ids=["quiet", "-v"],
+    "verbose", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["quiet", "-v"]
 )
 def test_train_terminal_shows_engine_logs_only_with_v(tmp_path_factory, verbose):
     store = build_store(tmp_path_factory.mktemp("terminal") / "store.zarr", n_ictal_clips=8)

@@ -109,7 +109,7 @@ def test_watch_mistakes_are_one_clear_line(tmp_path, capsys):
     assert main(["watch", str(tmp_path), *common, "--results", "r.csv"]) == 2
     assert "must be a .parquet file" in capsys.readouterr().err
     assert main(["watch", "s3://bucket/in", *common, "--results", "r.parquet"]) == 2
-    assert "Mount the bucket" in capsys.readouterr().err
+    assert "Install s3fs" in capsys.readouterr().err  # no s3fs here: a clear line, no traceback
 
 
 # ------------------------------------------------------------------------------ the process
@@ -170,7 +170,7 @@ def _copy_slowly(src: bytes, dst: Path, pieces: int, pause_s: float) -> None:
             time.sleep(pause_s)
 
 
-# slow: fails on merged main (the watcher exits 1 before starting); see the issue 15 note.
+# slow: a real watcher killed and restarted, 143 s measured with the machine loaded ~10x (2 cores).
 @pytest.mark.slow
 def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     run_dir = make_run_dir(tmp_path, svm=True)
