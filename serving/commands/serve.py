@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from serving.cli import command, default, ray_session
-from serving.config import ServeConfig
+from serving.config import PROXY_LOCATIONS, ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="per request, memory for keeping clips between the two preprocessing passes",
     )  # fmt: skip
     p.add_argument(
+        "--max-replicas-per-node", type=int, default=d("max_replicas_per_node"),
+        help="cap on model replicas per Ray node (1: one per node; default no cap)",
+    )  # fmt: skip
+    p.add_argument(
+        "--proxy-location", default=d("proxy_location"), choices=PROXY_LOCATIONS,
+        help="where Serve runs HTTP proxies (%(default)s; EveryNode: on every node)",
+    )  # fmt: skip
+    p.add_argument(
         "--allow-incomplete", action="store_true",
         help="serve the finished folds of a run whose other folds did not finish",
     )  # fmt: skip
@@ -92,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
         line_freq=args.line_freq,
         cache_mb=args.cache_mb,
         allow_incomplete=args.allow_incomplete,
+        max_replicas_per_node=args.max_replicas_per_node,
+        proxy_location=args.proxy_location,
     )
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
-    with ray_session():
+    with ray_session(shared=(cfg.run_dir, *cfg.data_roots)):
         try:
             start(cfg, blocking=True)
         except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import time
 from functools import partial
 
 from serving.cli import command, default, json_arg, ray_session
-from trainer.config import TrainConfig
+from trainer.config import PLACEMENT_STRATEGIES, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='model keyword arguments, e.g. \'{"sozformer": {"d_model": 128}}\'',
     )
+    p.add_argument(
+        "--max-failures", type=int, default=d("max_failures"),
+        help="restarts of a fold after a lost worker or node, from its last epoch (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--placement", default=d("placement_strategy"), choices=PLACEMENT_STRATEGIES,
+        help="where a fold's workers go: PACK few nodes, SPREAD different nodes (%(default)s)",
+    )  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     p.add_argument(
         "--seed", type=int, default=d("seed"), help="seed of splits, sampling, models (%(default)s)"
@@ -108,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         max_parallel_folds=args.parallel_folds,
         model_hparams=json_arg(args.hparams, "--hparams"),
         resume=args.resume,
+        max_failures=args.max_failures,
+        placement_strategy=args.placement,
         seed=args.seed,
     )
     t0 = time.perf_counter()
@@ -116,10 +126,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {done}/{total} {label}", file=sys.stderr)
 
     try:
-        with ray_session():  # on the way out it stops this session's trainers with Ray
+        store, out_dir = _absolute(args.store), _absolute(args.out)
+        if "://" not in out_dir:
+            os.makedirs(out_dir, exist_ok=True)  # so that every node can be checked to see it
+        # On the way out it stops this session's trainers with Ray.
+        with ray_session(shared=(store, out_dir)):
             out = run_training(
-                _absolute(args.store),
-                _absolute(args.out),
+                store,
+                out_dir,
                 cfg,
                 progress=None if args.no_progress else progress,
             )
