@@ -185,8 +185,15 @@ def _start_node(root: Path, state: dict[str, Any], index: int) -> None:
     node = state["nodes"][index]
     log = open(root / f"{node['name']}.log", "ab")  # noqa: SIM115 - handed to the child
     args = _node_args(index, state["port"], node["cpus"], node["object_store_mb"], root)
+    cmd = [sys.executable, "-c", _RAY_START, "start", *args]
+    if node.get("hidden"):
+        # Its own mount namespace, an empty tmpfs over each hidden folder: this node does not
+        # see what the driver writes there (a node without the shared mount). Linux, root.
+        mounts = " && ".join(f'mount -t tmpfs tmpfs "{h}"' for h in node["hidden"])
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+               f'{mounts} && exec "$@"', "sh", *cmd]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RAY_START, "start", *args],
+        cmd,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -260,6 +267,7 @@ def up(
     cpus: tuple[int, ...] = (1, 1),
     object_store_mb: tuple[int, ...] | None = None,
     port: int = DEFAULT_PORT,
+    hidden: dict[int, tuple[str, ...]] | None = None,
     timeout_s: float = 90.0,
 ) -> dict[str, Any]:
     """Start a cluster of ``len(cpus)`` nodes (the first is the head); return its state.
@@ -274,6 +282,10 @@ def up(
         Object store of each node in MiB (default 160 for the head, 120 for the others).
     port : int
         GCS port; the other ports follow it.
+    hidden : dict of int to tuple of str, optional
+        Existing folders that node ``i`` (``i >= 1``) must not see: it runs in its own mount
+        namespace with an empty tmpfs over each (needs Linux and root; for tests of
+        :mod:`serving.shared_paths`).
     """
     root = Path(root or default_dir())
     if not cpus or len(cpus) > 8:
@@ -282,6 +294,8 @@ def up(
         object_store_mb = (160,) + (120,) * (len(cpus) - 1)
     if len(object_store_mb) != len(cpus):
         raise SozkitError(f"object_store_mb={object_store_mb} must give one size per node.")
+    if (hidden or {}).get(0):
+        raise SozkitError("the head node (0) cannot hide folders: the driver runs beside it.")
     if (root / _STATE).is_file():
         old = _read_state(root)
         if any(n.get("pid") and _alive(n["pid"]) for n in old["nodes"]):
@@ -293,7 +307,13 @@ def up(
         "address": address(port),
         "root": str(root),
         "nodes": [
-            {"name": node_name(i), "cpus": int(c), "object_store_mb": int(m), "pid": None}
+            {
+                "name": node_name(i),
+                "cpus": int(c),
+                "object_store_mb": int(m),
+                "pid": None,
+                "hidden": [str(Path(h).resolve()) for h in (hidden or {}).get(i, ())],
+            }
             for i, (c, m) in enumerate(zip(cpus, object_store_mb, strict=True))
         ],
     }
@@ -403,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("up", help="start the head and the worker nodes")
     u.add_argument("--cpus", default="1,1", help="CPUs per node, head first (%(default)s: 2 nodes)")
     u.add_argument("--object-store-mb", default=None, help="MiB per node, head first")
+    u.add_argument(
+        "--hide", action="append", default=[], metavar="N:DIR",
+        help="node N (1 = node_b) does not see DIR (own mount namespace; tests)",
+    )  # fmt: skip
     sub.add_parser("down", help="stop this cluster's processes")
     sub.add_parser("env", help="print the exports a driver needs: eval $(... env)")
     sub.add_parser("status", help="nodes, alive or dead, and their resources")
@@ -419,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.object_store_mb
                 else None
             )
-            state = up(root, cpus=cpus, object_store_mb=mb, port=args.port)
+            hidden: dict[int, tuple[str, ...]] = {}
+            for h in args.hide:
+                n, _, d = h.partition(":")
+                hidden[int(n)] = (*hidden.get(int(n), ()), d)
+            state = up(root, cpus=cpus, object_store_mb=mb, port=args.port, hidden=hidden)
             names = ", ".join(f"{n['name']} ({n['cpus']} CPU)" for n in state["nodes"])
             print(f"cluster up: {names}; RAY_ADDRESS={state['address']}")
         elif args.cmd == "down":
