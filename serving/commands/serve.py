@@ -60,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="per request, memory for keeping clips between the two preprocessing passes",
     )  # fmt: skip
     p.add_argument(
+        "--cpus-per-replica", type=float, default=d("num_cpus"),
+        help="CPUs reserved by each replica of each deployment (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
         "--max-replicas-per-node", type=int, default=d("max_replicas_per_node"),
         help="cap on model replicas per Ray node (1: one per node; default no cap)",
     )  # fmt: skip
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         max_concurrent_uploads=args.max_uploads,
         body_timeout_s=args.body_timeout_s,
         num_gpus=gpus,
+        num_cpus=args.cpus_per_replica,
         line_freq=args.line_freq,
         cache_mb=args.cache_mb,
         allow_incomplete=args.allow_incomplete,
