@@ -124,6 +124,9 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env.setdefault("RAY_AUTH_MODE", "disabled")
+    # A node started on a busy machine: give its agents and raylet time to come up.
+    env.setdefault("RAY_agent_register_timeout_ms", "120000")
+    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     return env
 
 
@@ -183,7 +186,9 @@ def _descendants(pid: int, procs: dict[int, tuple[int, str]]) -> list[int]:
 
 def _start_node(root: Path, state: dict[str, Any], index: int) -> None:
     node = state["nodes"][index]
-    log = open(root / f"{node['name']}.log", "ab")  # noqa: SIM115 - handed to the child
+    path = root / f"{node['name']}.log"
+    node["log_offset"] = path.stat().st_size if path.is_file() else 0
+    log = open(path, "ab")  # noqa: SIM115 - handed to the child
     args = _node_args(index, state["port"], node["cpus"], node["object_store_mb"], root)
     cmd = [sys.executable, "-c", _RAY_START, "start", *args]
     if node.get("hidden"):
@@ -211,7 +216,7 @@ def _wait_started(root: Path, state: dict[str, Any], index: int, timeout_s: floa
     log = root / f"{node['name']}.log"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.is_file() else ""
+        text = log.read_bytes()[node.get("log_offset", 0) :].decode(errors="replace")
         if "Ray runtime started" in text or "This command will now block" in text:
             return
         if not _alive(node["pid"]):
@@ -361,6 +366,10 @@ def start(node: str, root: Path | None = None, timeout_s: float = 90.0) -> None:
     old = state["nodes"][index].get("pid")
     if old and _alive(old):
         _stop_tree(old)
+    # What the lost raylet left running (its agents, workers) still holds the node's ports.
+    marker = f"{root / string.ascii_lowercase[index]}/"
+    me = os.getpid()
+    _signal_all([p for p, (_, cmd) in _processes().items() if marker in cmd and p != me], 8.0)
     _start_node(root, state, index)
     _wait_started(root, state, index, timeout_s)
 
