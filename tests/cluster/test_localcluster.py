@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from ingest.errors import ConfigError
+from serving.cli import _load_commands, build_parser
+from serving.config import ServeConfig
 from tests.cluster.conftest import run_module
 
 _PLACED = """
@@ -77,3 +82,19 @@ def test_soz_score_refuses_inputs_a_node_cannot_see_before_any_work(cluster, tmp
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("soz score: Ray node") and "node_b" in last and str(data) in last
     assert not out.exists()
+
+
+def test_cluster_options_reach_the_configs_and_are_checked():
+    _load_commands()
+    p = build_parser()
+    a = p.parse_args(["train", "S", "--out", "R", "--placement", "SPREAD", "--max-failures", "2"])
+    assert (a.placement, a.max_failures) == ("SPREAD", 2)
+    assert p.parse_args(["train", "S", "--out", "R"]).placement == "PACK"  # the config's default
+    a = p.parse_args(
+        ["serve", "R", "--max-replicas-per-node", "1", "--proxy-location", "EveryNode"]
+    )
+    assert (a.max_replicas_per_node, a.proxy_location) == (1, "EveryNode")
+    with pytest.raises(ConfigError, match="proxy_location='Anywhere'"):
+        ServeConfig(run_dir="r", proxy_location="Anywhere")
+    with pytest.raises(ConfigError, match="max_replicas_per_node=0"):
+        ServeConfig(run_dir="r", max_replicas_per_node=0)
