@@ -163,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
         entry["load_after"] = _load()
         results[name] = entry
         print(f"[{name}] {json.dumps(entry)}", flush=True)
+        _save(args, size, results, _derived(results))  # what is measured so far survives a kill
+
+    derived = _derived(results)
+    _save(args, size, results, derived)
+    print(json.dumps(derived, indent=1))
+    print(f"wrote {args.out}")
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _derived(results: dict[str, dict]) -> dict[str, dict]:
+    """Speed-ups and scaling efficiencies against 1x1, overheads against the local Ray."""
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a and b else None
@@ -189,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             derived[name]["cluster_overhead_score"] = ratio(
                 r["score"]["wall_s"], loc["score"]["wall_s"]
             )
+    return derived
+
+
+def _save(args: argparse.Namespace, size: dict, results: dict, derived: dict) -> None:
     report = {
         "benchmark": "cluster",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -202,11 +219,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(derived, indent=1))
-    print(f"wrote {args.out}")
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
