@@ -481,6 +481,7 @@ def build_app(cfg: ServeConfig) -> serve.Application:
     """The bound application: ingress + batched model deployment, configured by ``cfg``."""
     model = SequenceModel.options(
         num_replicas=cfg.replicas,
+        max_replicas_per_node=cfg.max_replicas_per_node,
         max_ongoing_requests=cfg.ongoing_requests,
         ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
     ).bind(
@@ -509,5 +510,7 @@ def start(cfg: ServeConfig, *, name: str = "sozkit", blocking: bool = False):
     RunDir.open(cfg.run_dir).serving_folds(
         cfg.model, cfg.fold, allow_incomplete=cfg.allow_incomplete
     )
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(
+        http_options={"host": cfg.host, "port": cfg.port}, proxy_location=cfg.proxy_location
+    )
     return serve.run(build_app(cfg), name=name, route_prefix=cfg.route_prefix, blocking=blocking)

@@ -66,12 +66,18 @@ class BulkReport:
     n_rows: int = 0
     seconds: float = 0.0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: Recordings handled per Ray node id (a cluster spreads the workers over its nodes).
+    by_node: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for the CLI."""
+        nodes = ""
+        if len(self.by_node) > 1:
+            per = ", ".join(f"{n[:12]}: {k}" for n, k in sorted(self.by_node.items()))
+            nodes = f" on {len(self.by_node)} Ray nodes ({per})"
         return (
             f"{self.n_scored} recording(s) scored, {self.n_skipped} already done, "
-            f"{self.n_failed} failed, in {self.seconds:.1f} s -> {self.out}"
+            f"{self.n_failed} failed, in {self.seconds:.1f} s{nodes} -> {self.out}"
             + (f" (failures: {self.failures_path})" if self.n_failed else "")
         )
 
@@ -183,6 +189,10 @@ class ScoringWorker:
 
     def models(self) -> list[str]:
         return [s.name for s in self.scorers]
+
+    def score_on_node(self, item: WorkItem) -> tuple[pd.DataFrame | None, list, str]:
+        """:meth:`score` and the id of the Ray node it ran on."""
+        return (*self.score(item), ray.get_runtime_context().get_node_id())
 
     def score(self, item: WorkItem) -> tuple[pd.DataFrame | None, list[dict[str, Any]]]:
         """Score ``item`` with the models it still needs; return (rows, failure rows)."""
@@ -307,9 +317,10 @@ def run_bulk(cfg: BulkConfig, *, progress: Callable[[int, int], None] | None = N
         ]
         pool = ray.util.ActorPool(workers)
         flushed = 0
-        for done, (frame, fails) in enumerate(
-            pool.map_unordered(lambda w, it: w.score.remote(it), todo), start=1
+        for done, (frame, fails, node) in enumerate(
+            pool.map_unordered(lambda w, it: w.score_on_node.remote(it), todo), start=1
         ):
+            report.by_node[node] = report.by_node.get(node, 0) + 1
             if frame is not None:
                 new_frames.append(frame)
                 report.n_scored += 1

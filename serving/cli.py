@@ -212,8 +212,13 @@ def progress_bar(
 
 
 @contextmanager
-def ray_session(*, log_to_driver: bool | None = None) -> Iterator[None]:
+def ray_session(*, log_to_driver: bool | None = None, shared: Sequence[str] = ()) -> Iterator[None]:
     """A Ray for one command: join ``RAY_ADDRESS``'s cluster, or start a local one.
+
+    ``shared``: folders every node's workers read or write (store, run directory); on a
+    cluster of more than one node, each node is checked to see them first
+    (:func:`serving.shared_paths.check_shared_paths`), so a path missing on one node is one
+    clear error before any work starts rather than a failure deep inside a job.
 
     The local Ray uses every core, no dashboard and no auth token file; it is shut down on exit.
     The output of Ray's worker and actor processes (Ray Train's controller and workers, Serve's
@@ -244,6 +249,10 @@ def ray_session(*, log_to_driver: bool | None = None) -> Iterator[None]:
                 logging_level=ray_level,
             )
     try:
+        if shared and sum(bool(n.get("Alive")) for n in ray.nodes()) > 1:
+            from serving.shared_paths import check_shared_paths
+
+            check_shared_paths(shared)
         yield
     finally:
         if started:

@@ -15,6 +15,9 @@ from ingest.errors import ConfigError
 #: ``--model all``: every model the run directory holds.
 ALL_MODELS = "all"
 
+#: Where Ray Serve may run its HTTP proxies (``ServeConfig.proxy_location``).
+PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
+
 #: Default cap on an uploaded EDF (bytes): 2 GiB is ~ 2 h of 128 contacts at 1 kHz in 16 bit.
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 
@@ -82,6 +85,13 @@ class ServeConfig:
     allow_incomplete : bool
         Serve the complete folds of a model whose other folds did not finish (logged), instead
         of refusing to start (:class:`trainer.rundir.IncompleteRun`).
+    max_replicas_per_node : int | None
+        Cap on the model replicas one Ray node holds (1 puts ``replicas`` on as many nodes);
+        ``None``: no cap.
+    proxy_location : str
+        Where Ray Serve runs HTTP proxies: ``"HeadOnly"`` (one, on the head node),
+        ``"EveryNode"`` (one per node holding a replica: any node's address answers) or
+        ``"Disabled"``.
     """
 
     run_dir: str
@@ -104,12 +114,20 @@ class ServeConfig:
     route_prefix: str = "/"
     cache_mb: float = 256.0
     allow_incomplete: bool = False
+    max_replicas_per_node: int | None = None
+    proxy_location: str = "HeadOnly"
 
     def __post_init__(self) -> None:
         if not str(self.run_dir):
             raise ConfigError(
                 "run_dir is empty; give the training run directory (soz train --out)."
             )
+        if self.proxy_location not in PROXY_LOCATIONS:
+            raise ConfigError(
+                f"proxy_location={self.proxy_location!r} must be one of {PROXY_LOCATIONS}."
+            )
+        if self.max_replicas_per_node is not None:
+            _check_positive("max_replicas_per_node", self.max_replicas_per_node)
         if self.model == ALL_MODELS:
             raise ConfigError(
                 f"model={self.model!r}: the service serves one model; pick one of the run's models "

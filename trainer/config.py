@@ -18,6 +18,8 @@ from ingest.errors import ConfigError
 NEURAL_MODELS = ("sozformer", "dcgru")
 CLASSICAL_MODELS = ("svm", "baseline")
 ALL_MODELS = NEURAL_MODELS + CLASSICAL_MODELS
+#: Ray placement group strategies of a fold's workers (``TrainConfig.placement_strategy``).
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,13 @@ class TrainConfig:
     resume : bool
         Continue an interrupted run in the same run directory: finished folds are kept, a fold
         cut short restarts from its last checkpoint.
+    max_failures : int
+        Times Ray Train restarts a fold's workers after one of them (or its node) is lost; the
+        fold continues from its last checkpoint (epoch) each time. 0: the first loss ends it.
+    placement_strategy : str
+        How a fold's workers are placed on the cluster's nodes (:data:`PLACEMENT_STRATEGIES`,
+        Ray placement group strategies): ``"PACK"`` (as few nodes as possible), ``"SPREAD"``
+        (different nodes where they can be), ``"STRICT_PACK"`` / ``"STRICT_SPREAD"`` (only so).
     split : str
         How test patients are held out (:data:`trainer.splits.SPLITS`): ``"patient"``
         (``n_folds`` patient-wise folds), ``"centre"`` (leave one centre out: one fold per
@@ -131,6 +140,8 @@ class TrainConfig:
     loader_workers: int = 0
     max_parallel_folds: int | None = None
     resume: bool = False
+    max_failures: int = 0
+    placement_strategy: str = "PACK"
     split: str = "patient"
 
     def __post_init__(self) -> None:
@@ -144,6 +155,13 @@ class TrainConfig:
                 f"split={self.split!r} must be 'patient', 'centre' or 'cohort' (leave one "
                 "centre / cohort out)."
             )
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ConfigError(
+                f"placement_strategy={self.placement_strategy!r} must be one of "
+                f"{PLACEMENT_STRATEGIES} (SPREAD puts a fold's workers on different nodes)."
+            )
+        if self.max_failures < 0:
+            raise ConfigError(f"{self.max_failures=} must be >= 0 (restarts after a lost worker).")
         if not models:
             raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
         unknown = [m for m in models if m not in ALL_MODELS]

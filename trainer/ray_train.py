@@ -65,6 +65,8 @@ logger = logging.getLogger(__name__)
 _STATE = "state.pt"
 _VAL = "val_predictions.parquet"
 _TEST = "test_predictions.parquet"
+#: Key of the checkpointed state listing the Ray nodes of every rank, per epoch.
+_EPOCH_NODES = "epoch_nodes"
 
 
 @dataclass
@@ -84,6 +86,9 @@ class FoldTrainResult:
         score, n_sequences``.
     history : list of dict
         Per-epoch metrics (``stage`` "ssl" or "train", ``epoch``, ``train_loss``, ``val_auc``...).
+    epoch_nodes : list of dict
+        Where each epoch ran: ``stage``, ``epoch`` and ``nodes``, the Ray node id of every rank
+        (in rank order), across restarts after a lost worker or node.
     best_epoch : int
     best_val_auc : float
     """
@@ -97,6 +102,7 @@ class FoldTrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = -1
     best_val_auc: float = math.nan
+    epoch_nodes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def scaling_config(cfg: TrainConfig) -> ScalingConfig:
@@ -108,7 +114,10 @@ def scaling_config(cfg: TrainConfig) -> ScalingConfig:
     if use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
     return ScalingConfig(
-        num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        num_workers=cfg.num_workers,
+        use_gpu=use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=cfg.placement_strategy,
     )
 
 
@@ -158,7 +167,7 @@ def train_fold(
             name=f"fold_{fold.index}",
             storage_path=str(Path(storage_path).resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=list(callbacks) or None,
         ),
     )
@@ -197,6 +206,7 @@ def train_fold(
         history=state["history"],
         best_epoch=int(state["best_epoch"]),
         best_val_auc=float(state["best_auc"]),
+        epoch_nodes=list(state.get(_EPOCH_NODES, [])),
     )
 
 
@@ -452,16 +462,34 @@ def _train_worker(config: dict) -> None:
             saved["epoch"] if saved["stage"] == "train" else saved["ssl_epoch"],
         )
 
+    nodes = _rank_nodes(world)
+    epoch_nodes = list((saved or {}).get(_EPOCH_NODES, []))
+
+    def on_epoch(row: dict, state: dict) -> None:
+        epoch_nodes.append({"stage": row.get("stage"), "epoch": row.get("epoch"), "nodes": nodes})
+        _report(row, {**state, _EPOCH_NODES: list(epoch_nodes)}, rank)
+
     fit = fit_fold(
         model_name,
         data,
         device=ray.train.torch.get_device(),
         prepare=partial(ray.train.torch.prepare_model, parallel_strategy="ddp"),
         resume=saved,
-        on_epoch=lambda row, state: _report(row, state, rank),
+        on_epoch=on_epoch,
     )
     frames = {_VAL: fit.val_predictions, _TEST: fit.test_predictions}
-    _report(_done_row(fit.state), fit.state, rank, frames)
+    state = {**fit.state, _EPOCH_NODES: epoch_nodes}
+    _report(_done_row(state), state, rank, frames)
+
+
+def _rank_nodes(world: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (gathered over the process group)."""
+    me = ray.get_runtime_context().get_node_id()
+    if world == 1 or not torch.distributed.is_initialized():
+        return [me]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, me)
+    return [str(n) for n in out]
 
 
 def _done_row(state: Mapping[str, Any]) -> dict:

@@ -322,6 +322,7 @@ def run_training(
                 "history": res.history,
                 "best_epoch": res.best_epoch,
                 "best_val_auc": res.best_val_auc,
+                "epoch_nodes": res.epoch_nodes,
             },
             save_model=save_model,  # the checkpoint before the finished marker
         )

@@ -51,9 +51,15 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
     )
     with progress_bar("rec", "score", enabled=not args.no_progress) as progress:
-        with ray_session(log_to_driver=False):
+        shared = (cfg.run_dir, *map(_folder, cfg.inputs))  # what the workers read
+        with ray_session(log_to_driver=False, shared=shared):
             report = run_bulk(cfg, progress=progress)
     print(report.summary())
     for f in report.failures[:20]:
         print(f"  failed: {f.get('source_path')}: {f.get('reason')}")
     return 0 if report.n_failed == 0 else 1
+
+
+def _folder(path: str) -> str:
+    """The folder a worker reads ``path`` from (itself, or a file's parent)."""
+    return path if os.path.isdir(path) else os.path.dirname(path)

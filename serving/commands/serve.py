@@ -13,7 +13,7 @@ from pathlib import Path
 
 from serving.cli import command, default, ray_session
 from serving.commands.options import add_run_args, config_from_args, config_option
-from serving.config import ServeConfig
+from serving.config import PROXY_LOCATIONS, ServeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--gpus-per-replica", type=float, default=None, help="default: 1 if CUDA")
     opt(
+        "--cpus-per-replica",
+        "num_cpus",
+        "CPUs reserved by each replica of each deployment (%(default)s)",
+    )
+    opt(
+        "--max-replicas-per-node", "max_replicas_per_node",
+        "cap on model replicas per Ray node (1: one per node; default no cap)", type=int,
+    )  # fmt: skip
+    opt(
+        "--proxy-location", "proxy_location",
+        "where Serve runs HTTP proxies (%(default)s; EveryNode: on every node)",
+        choices=PROXY_LOCATIONS,
+    )  # fmt: skip
+    opt(
         "--cache-mb", "cache_mb",
         "per request, memory for keeping clips between the two preprocessing passes",
     )  # fmt: skip
@@ -70,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         num_gpus=gpus,
     )
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
-    with ray_session():
+    with ray_session(shared=(cfg.run_dir, *cfg.data_roots)):
         try:
             start(cfg, blocking=True)
         except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from functools import partial
 
 from serving.cli import command, json_arg, ray_session
 from serving.commands.options import add_progress_arg, config_from_args, config_option
-from trainer.config import TrainConfig
+from trainer.config import PLACEMENT_STRATEGIES, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,15 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
         "the GPU supports it)", action="store_false",
     )  # fmt: skip
     opt("--parallel-folds", "max_parallel_folds", "folds at once (default: all that fit)", type=int)
+    opt(
+        "--max-failures", "max_failures",
+        "restarts of a fold after a lost worker or node, from its last epoch (%(default)s)",
+    )  # fmt: skip
+    opt(
+        "--placement", "placement_strategy",
+        "where a fold's workers go: PACK few nodes, SPREAD different nodes (%(default)s)",
+        choices=PLACEMENT_STRATEGIES,
+    )  # fmt: skip
 
 
 @command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
@@ -88,10 +97,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - t0:6.0f} s] {done}/{total} {label}", file=sys.stderr)
 
     try:
-        with ray_session():  # on the way out it stops this session's trainers with Ray
+        store, out_dir = _absolute(args.store), _absolute(args.out)
+        if "://" not in out_dir:
+            os.makedirs(out_dir, exist_ok=True)  # so that every node can be checked to see it
+        # On the way out it stops this session's trainers with Ray.
+        with ray_session(shared=(store, out_dir)):
             out = run_training(
-                _absolute(args.store),
-                _absolute(args.out),
+                store,
+                out_dir,
                 cfg,
                 progress=None if args.no_progress else progress,
             )

@@ -147,6 +147,8 @@ def test_simulated_cohort_through_soz_ingest_and_soz_train(ray_local, tmp_path, 
         ({"model_hparams": {"resnet": {}}}, "no model"),
         ({"pos_weight": 0.0}, "pos_weight=0.0"),
         ({"max_parallel_folds": 0}, "max_parallel_folds=0"),
+        ({"placement_strategy": "ANYWHERE"}, "SPREAD puts a fold's workers"),
+        ({"max_failures": -1}, "max_failures=-1 must be >= 0"),
     ],
 )
 def test_config_rejects_bad_values_with_the_fix(kw, match):
