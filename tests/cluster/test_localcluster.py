@@ -88,8 +88,10 @@ def test_cluster_options_reach_the_configs_and_are_checked():
     _load_commands()
     p = build_parser()
     a = p.parse_args(["train", "S", "--out", "R", "--placement", "SPREAD", "--max-failures", "2"])
-    assert (a.placement, a.max_failures) == ("SPREAD", 2)
-    assert p.parse_args(["train", "S", "--out", "R"]).placement == "PACK"  # the config's default
+    assert (a.placement_strategy, a.max_failures) == ("SPREAD", 2)  # dest: the config field
+    assert (
+        p.parse_args(["train", "S", "--out", "R"]).placement_strategy == "PACK"
+    )  # the config's default
     a = p.parse_args(
         ["serve", "R", "--max-replicas-per-node", "1", "--proxy-location", "EveryNode"]
     )
