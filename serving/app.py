@@ -72,7 +72,14 @@ from serving.inputs import (
 )
 from serving.preprocess import RecordingTooShort
 from serving.results import ContactScore
-from serving.scoring import Scorer, describe_neural, ensemble, load_preprocessing, run_models
+from serving.scoring import (
+    Scorer,
+    describe_neural,
+    ensemble,
+    load_calibration,
+    load_preprocessing,
+    run_models,
+)
 from trainer.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -93,6 +100,8 @@ class ScoreResponse(BaseModel):
     model: str
     folds: list[int]
     threshold: float
+    threshold_raw: float | None = None
+    calibration: str | None = None
     n_contacts: int
     n_soz_calls: int
     n_sequences: int
@@ -295,6 +304,9 @@ class ScoreIngress:
             cache_bytes=int(self.cfg.cache_mb * 2**20),
         )
         self.folds, self.threshold = ensemble(self.metas)
+        self.calibration = load_calibration(
+            RunDir.open(self.cfg.run_dir), self.cfg.model, self.folds
+        )
         self.started = time.time()
         self._uploads = 0  # uploads being received now
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
@@ -397,7 +409,7 @@ class ScoreIngress:
         """The engine in a worker thread; sequences batched on the model deployment."""
         consumer = SequenceConsumer(
             self.cfg.model, self.prep, self.folds, self.threshold, _RemotePredictor(self.model),
-            batch_size=1, max_in_flight=MAX_IN_FLIGHT,
+            batch_size=1, max_in_flight=MAX_IN_FLIGHT, calibration=self.calibration,
         )  # fmt: skip
         (result,) = await asyncio.to_thread(score_recording, rec, [consumer])
         return result

@@ -375,6 +375,8 @@ class SequenceConsumer(Consumer):
         Sequences per ``predictor.submit``.
     max_in_flight : int
         Submissions left running before waiting for the oldest (``0``: wait at once).
+    calibration : trainer.calibration.EnsembleCalibration, optional
+        Applied to the channel probabilities and the threshold (:func:`make_result`).
     """
 
     def __init__(
@@ -387,6 +389,7 @@ class SequenceConsumer(Consumer):
         *,
         batch_size: int = 8,
         max_in_flight: int = 0,
+        calibration=None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"{batch_size=} must be >= 1.")
@@ -396,6 +399,7 @@ class SequenceConsumer(Consumer):
         self.batch_size, self.max_in_flight = int(batch_size), int(max_in_flight)
         self.ingest_config, self.cache_bytes = prep.ingest_config, prep.cache_bytes
         self.min_clips = prep.min_clips
+        self.calibration = calibration
         self.sequences_seen: list[np.ndarray] | None = None  # set to a list to keep them
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
@@ -441,7 +445,7 @@ class SequenceConsumer(Consumer):
             raise SozkitError(f"{rec.recording_id}: no sequence was scored.")
         return make_result(
             rec, self.name, self.folds, self.threshold, contacts, self._sum / self._n,
-            n_sequences=self._n, warnings=scoring_warnings(rec),
+            n_sequences=self._n, warnings=scoring_warnings(rec), calibration=self.calibration,
             timings={**timings, "features": self._t_features, "model": self._t_model},
         )  # fmt: skip
 
@@ -477,9 +481,23 @@ def make_result(
     n_sequences: int = 0,
     timings: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
+    calibration=None,
 ) -> ScoreResult:
-    """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known."""
+    """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known.
+
+    ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing)
+    maps the raw probabilities and threshold onto calibrated ones; the raw ones are kept.
+    """
     labels = None if rec.soz is None else tuple(c in rec.soz for c in channels)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    cal = {}
+    if calibration is not None:
+        cal = {
+            "raw_probabilities": probs,
+            "raw_threshold": float(threshold),
+            "calibration": calibration.method,
+        }
+        probs, threshold = calibration(probs), float(calibration(np.array([threshold]))[0])
     return ScoreResult(
         recording_id=rec.recording_id,
         subject=rec.subject,
@@ -488,7 +506,7 @@ def make_result(
         folds=tuple(int(f) for f in folds),
         threshold=float(threshold),
         channels=tuple(channels),
-        probabilities=np.asarray(probabilities, dtype=np.float64),
+        probabilities=probs,
         soz_labels=labels,
         n_sequences=int(n_sequences),
         duration_s=rec.duration_s,
@@ -496,4 +514,5 @@ def make_result(
         metadata=recording_metadata(rec),
         timings=dict(timings or {}),
         warnings=tuple(warnings),
+        **cal,
     )

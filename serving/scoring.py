@@ -42,6 +42,7 @@ from serving.engine import (
 )
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream
 from serving.results import ScoreResult
+from trainer.calibration import EnsembleCalibration
 from trainer.checkpoint import FoldCheckpoint, load_checkpoint
 from trainer.rundir import REFERENCE_MODELS, RunDir, checkpoint_meta
 
@@ -69,6 +70,11 @@ def ensemble(metas: Sequence[FoldCheckpoint]) -> tuple[tuple[int, ...], float]:
     """``(folds, threshold)`` of a fold ensemble: the fold indices and their mean threshold."""
     folds = tuple(int(m.fold) if m.fold is not None else i for i, m in enumerate(metas))
     return folds, float(np.mean([m.threshold for m in metas]))
+
+
+def load_calibration(run: RunDir, model: str, folds: Sequence[int]) -> EnsembleCalibration:
+    """The calibration of a fold ensemble: each fold's ``calibration.json``, averaged."""
+    return EnsembleCalibration([run.calibrator(model, k) for k in folds])
 
 
 def load_preprocessing(
@@ -173,6 +179,9 @@ class Scorer:
         Memory budget for keeping a recording's clips between the two preprocessing passes.
     line_freq : float | None
         Power-line frequency used for recordings that do not state one.
+    calibration : EnsembleCalibration, optional
+        The folds' calibration (:func:`load_calibration`; ``from_run`` loads it); ``None``
+        reports the raw probabilities.
 
     Attributes
     ----------
@@ -197,6 +206,7 @@ class Scorer:
         eval_stride: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         line_freq: float | None = None,
+        calibration: EnsembleCalibration | None = None,
     ) -> None:
         if not models or len(models) != len(metas):
             raise SozkitError(
@@ -215,6 +225,7 @@ class Scorer:
         self.metas = tuple(metas)
         self.folds, self.threshold = ensemble(metas)
         self.batch_size = int(batch_size)
+        self.calibration = calibration
 
     @classmethod
     def from_run(
@@ -252,6 +263,7 @@ class Scorer:
             models.append(net)
             metas.append(meta)
         kwargs.setdefault("eval_stride", run.eval_stride())
+        kwargs.setdefault("calibration", load_calibration(run, model, list(paths)))
         return cls(model, models, metas, **kwargs)
 
     # -- the two halves, for callers that use them directly ----------------------------------
@@ -285,7 +297,7 @@ class Scorer:
         """A fresh engine consumer scoring one recording with these networks."""
         return SequenceConsumer(
             self.name, self.prep, self.folds, self.threshold, self.networks,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size, calibration=self.calibration,
         )  # fmt: skip
 
     def score(self, rec: Recording) -> ScoreResult:

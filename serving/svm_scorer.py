@@ -53,6 +53,8 @@ class SVMScorer:
         Preprocessing of the training store.
     cache_bytes : int
         Memory budget between the two preprocessing passes.
+    calibration : trainer.calibration.EnsembleCalibration, optional
+        The folds' calibration (``from_run`` loads it); ``None`` reports the raw probabilities.
     """
 
     name = "svm"
@@ -66,6 +68,7 @@ class SVMScorer:
         *,
         ingest_config: IngestConfig,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        calibration=None,
     ) -> None:
         if not svms or not len(svms) == len(thresholds) == len(folds):
             raise SozkitError(
@@ -85,6 +88,7 @@ class SVMScorer:
         self.threshold = float(np.mean(thresholds))
         self.ingest_config = ingest_config
         self.cache_bytes = int(cache_bytes)
+        self.calibration = calibration
 
     @classmethod
     def from_run(
@@ -96,11 +100,13 @@ class SVMScorer:
         line_freq: float | None = None,
         **kwargs: Any,
     ) -> SVMScorer:
-        """Load ``RUN_DIR/svm/fold_<k>/svm.pkl`` and its threshold (every fold if None).
+        """Load ``RUN_DIR/svm/fold_<k>/svm.pkl``, its threshold and calibration (every fold if None).
 
         ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
         in :meth:`serving.scoring.Scorer.from_run`.
         """
+        from serving.scoring import load_calibration
+
         run = RunDir.open(run_dir)
         paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
         svms = [SOZSVM.load(path) for path in paths.values()]
@@ -108,6 +114,7 @@ class SVMScorer:
         cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
         if line_freq is not None and cfg.line_freq is None:
             cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        kwargs.setdefault("calibration", load_calibration(run, "svm", list(paths)))
         return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -163,5 +170,5 @@ class SVMConsumer(Consumer):
         return make_result(
             rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
             timings={**timings, "features": self._t, "model": t_model},
-            warnings=scoring_warnings(rec),
+            warnings=scoring_warnings(rec), calibration=s.calibration,
         )  # fmt: skip

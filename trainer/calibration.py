@@ -6,8 +6,10 @@ trained with a weighted loss over-calls, an SVM's Platt scaling saw other patien
 **validation** patients (never its test patients): isotonic regression (a monotone step
 function), Platt scaling (a logistic curve on the logit), or the identity. :func:`fit_calibrator`
 fits both and keeps the one whose Brier score is lowest on patients it was not fitted on
-(leave-one-validation-patient-out), the identity when neither helps. Both maps are monotone, so
-the channel ranking, the ROC-AUC and the SOZ calls (made on the raw score) do not change.
+(leave-one-validation-patient-out), the identity when neither helps. Every map is **strictly**
+increasing (the isotonic steps get a slope of :data:`TIE_SLOPE`, so no two raw scores become a
+tie), so the channel ranking and the ROC-AUC do not change, and a call ``raw >= t`` is exactly
+the call ``calibrated >= calibrated(t)``: serving reports the threshold calibrated too.
 
 A calibrator is a small JSON object (:meth:`Calibrator.to_dict`), kept per fold in the run
 directory (:meth:`trainer.rundir.RunDir.write_calibration`) and applied by serving to every
@@ -29,6 +31,7 @@ import numpy as np
 
 __all__ = [
     "METHODS",
+    "TIE_SLOPE",
     "Calibrator",
     "EnsembleCalibration",
     "brier_skill_score",
@@ -39,6 +42,8 @@ __all__ = [
 #: Calibration maps; ``"auto"`` (the default of :func:`fit_calibrator`) picks one of them.
 METHODS = ("identity", "platt", "isotonic")
 _EPS = 1e-6
+#: Weight of the raw score blended into an isotonic map: keeps it strictly increasing.
+TIE_SLOPE = 1e-6
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -67,8 +72,10 @@ class Calibrator:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"calibration method {self.method!r} is not one of {METHODS}.")
-        if self.method == "platt" and not {"a", "b"} <= set(self.params):
-            raise ValueError(f"a Platt calibrator needs params a and b; got {dict(self.params)}.")
+        if self.method == "platt" and (
+            not {"a", "b"} <= set(self.params) or not float(self.params["a"]) > 0
+        ):
+            raise ValueError(f"a Platt calibrator needs a > 0 and b; got {dict(self.params)}.")
         if self.method == "isotonic":
             x, y = self.params.get("x"), self.params.get("y")
             if not x or y is None or len(x) != len(y):
@@ -81,7 +88,8 @@ class Calibrator:
             z = float(self.params["a"]) * _logit(p) + float(self.params["b"])
             return 1.0 / (1.0 + np.exp(-z))
         if self.method == "isotonic":
-            return np.interp(p, self.params["x"], self.params["y"])
+            step = np.interp(p, self.params["x"], self.params["y"])
+            return (1.0 - TIE_SLOPE) * step + TIE_SLOPE * np.clip(p, 0.0, 1.0)
         return p.copy()
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,9 +109,10 @@ def _fit(method: str, y: np.ndarray, p: np.ndarray) -> Calibrator:
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=1e4).fit(_logit(p)[:, None], y)
-        a = max(float(lr.coef_[0, 0]), 0.0)  # a negative slope would invert the ranking
-        b = float(lr.intercept_[0]) if a > 0 else float(_logit(np.array([y.mean()]))[0])
-        return Calibrator("platt", {"a": a, "b": b})
+        a = float(lr.coef_[0, 0])
+        if not a > 0:  # a flat or negative slope would tie or invert the ranking
+            return Calibrator("identity")
+        return Calibrator("platt", {"a": a, "b": float(lr.intercept_[0])})
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)

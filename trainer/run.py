@@ -29,6 +29,7 @@ import pandas as pd
 
 from ingest.errors import ConfigError, SozkitError
 from ingest.fileio import json_safe, write_json, write_parquet
+from trainer.calibration import Calibrator
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.datasets import recording_table
@@ -111,6 +112,7 @@ def write_fold(
         _plot(plots.plot_roc_through_training, per_epoch, d / "roc_through_training.png")
     out = {"model": model, "fold": fold.index, **result, **dict(extra or {})}
     write_json(d / "threshold.json", {"threshold": result["threshold"]})
+    run.write_calibration(model, fold.index, Calibrator.from_dict(result["calibration"]))
     if save_model is not None:
         save_model(out)
     run.mark_finished(model, fold.index, out)  # last: the fold is finished only now
