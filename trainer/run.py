@@ -357,14 +357,19 @@ def run_training(
 
 
 def _site_figures(run_dir: Path, models, recordings: pd.DataFrame) -> dict:
-    """Test ROC-AUC by centre and run kind per model (:mod:`trainer.sites`), to sites.json."""
+    """Test figures by centre and run kind per model (:mod:`trainer.sites`), to sites.json."""
     from trainer.sites import site_figures
 
     centres = patient_groups(recordings, "centre")
-    sites = {
-        m: site_figures(pd.read_parquet(run_dir / m / "predictions.parquet"), recordings, centres)
-        for m in models
-    }
+    run = RunDir(run_dir)
+    sites = {}
+    for m in models:
+        preds = pd.read_parquet(run.predictions_path(m))
+        folds = {
+            int(k): (run.threshold(m, int(k)), run.calibrator(m, int(k)))
+            for k in preds["fold"].unique()
+        }
+        sites[m] = site_figures(preds, recordings, centres, folds)
     write_json(Path(run_dir) / "sites.json", sites)
     return sites
 

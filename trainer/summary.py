@@ -2,7 +2,8 @@
 
 The summary shows, per model, the test metrics as mean +- std over the cross-validation folds
 (channel ROC-AUC, PR-AUC with the SOZ prevalence that is its chance level, patient-wise macro
-recall / specificity / precision / F1, Brier score), the same pooled over all test patients,
+recall / specificity / precision / F1, Brier score and its skill against the prevalence, of the
+probabilities calibrated on each fold's validation patients), the same pooled over all test patients,
 links to the plots, and, clearly apart, the reference figures of the original work on real data.
 """
 
@@ -43,6 +44,7 @@ _COLUMNS = (
     ("macro_precision", "macro precision", True),
     ("macro_f1", "macro F1", True),
     ("brier", "Brier", False),
+    ("bss", "Brier skill", True),
 )
 
 
@@ -118,8 +120,11 @@ def render_summary(
         "probabilities (a recording's mean over sequences, then the mean over a patient's",
         "recordings); the SOZ call uses the threshold maximising Youden's J on each fold's",
         "validation patients. Macro metrics are computed per patient, then averaged. Cells are",
-        "mean ± std over folds; PR-AUC's chance level is the SOZ prevalence; lower Brier is",
-        "better. Bold: best model per column.",
+        "mean ± std over folds; PR-AUC's chance level is the SOZ prevalence. Brier is that of the",
+        "probabilities **calibrated** on each fold's validation patients (isotonic / Platt /",
+        "none, chosen leaving one validation patient out); lower is better. Brier skill =",
+        "1 - Brier / Brier of the constant prevalence: > 0 beats knowing the prevalence only.",
+        "Bold: best model per column.",
         "",
         "## Cross-validation (mean ± std over folds)",
         "",
@@ -157,6 +162,8 @@ def render_summary(
         "macro recall",
         "macro precision",
         "macro F1",
+        "Brier (raw)",
+        "Brier skill",
         "patients",
     ]
     rows = []
@@ -174,6 +181,8 @@ def render_summary(
                 f"{_pm(m['recall']['mean'], m['recall']['std'])} (n={m['recall']['n']})",
                 f"{_pm(m['precision']['mean'], m['precision']['std'])} (n={m['precision']['n']})",
                 f"{_pm(m['f1']['mean'], m['f1']['std'])} (n={m['f1']['n']})",
+                f"{_fmt(p.get('brier'))} ({_fmt(p.get('brier_raw'))})",
+                _fmt(p.get("bss")),
                 str(m["n_patients"]),
             ]
         )
