@@ -78,6 +78,7 @@ from serving.scoring import (
     ensemble,
     load_calibration,
     load_preprocessing,
+    load_relative_k,
     run_models,
 )
 from trainer.rundir import RunDir
@@ -304,9 +305,9 @@ class ScoreIngress:
             cache_bytes=int(self.cfg.cache_mb * 2**20),
         )
         self.folds, self.threshold = ensemble(self.metas)
-        self.calibration = load_calibration(
-            RunDir.open(self.cfg.run_dir), self.cfg.model, self.folds
-        )
+        run = RunDir.open(self.cfg.run_dir)
+        self.calibration = load_calibration(run, self.cfg.model, self.folds)
+        self.relative_k = load_relative_k(run, self.cfg.model, self.folds)
         self.started = time.time()
         self._uploads = 0  # uploads being received now
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
@@ -410,6 +411,7 @@ class ScoreIngress:
         consumer = SequenceConsumer(
             self.cfg.model, self.prep, self.folds, self.threshold, _RemotePredictor(self.model),
             batch_size=1, max_in_flight=MAX_IN_FLIGHT, calibration=self.calibration,
+            relative_k=self.relative_k,
         )  # fmt: skip
         (result,) = await asyncio.to_thread(score_recording, rec, [consumer])
         return result

@@ -34,6 +34,7 @@ from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.spectral import spectral_features
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
 from serving.results import ScoreResult, recording_metadata
+from trainer.call_rules import relative_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +378,8 @@ class SequenceConsumer(Consumer):
         Submissions left running before waiting for the oldest (``0``: wait at once).
     calibration : trainer.calibration.EnsembleCalibration, optional
         Applied to the channel probabilities and the threshold (:func:`make_result`).
+    relative_k : float, optional
+        The patient-relative call rule's ``k`` (:func:`make_result`); ``None`` = ``threshold``.
     """
 
     def __init__(
@@ -390,6 +393,7 @@ class SequenceConsumer(Consumer):
         batch_size: int = 8,
         max_in_flight: int = 0,
         calibration=None,
+        relative_k: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"{batch_size=} must be >= 1.")
@@ -400,6 +404,7 @@ class SequenceConsumer(Consumer):
         self.ingest_config, self.cache_bytes = prep.ingest_config, prep.cache_bytes
         self.min_clips = prep.min_clips
         self.calibration = calibration
+        self.relative_k = relative_k
         self.sequences_seen: list[np.ndarray] | None = None  # set to a list to keep them
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
@@ -446,6 +451,7 @@ class SequenceConsumer(Consumer):
         return make_result(
             rec, self.name, self.folds, self.threshold, contacts, self._sum / self._n,
             n_sequences=self._n, warnings=scoring_warnings(rec), calibration=self.calibration,
+            relative_k=self.relative_k,
             timings={**timings, "features": self._t_features, "model": self._t_model},
         )  # fmt: skip
 
@@ -482,14 +488,19 @@ def make_result(
     timings: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
     calibration=None,
+    relative_k: float | None = None,
 ) -> ScoreResult:
     """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known.
 
     ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing)
     maps the raw probabilities and threshold onto calibrated ones; the raw ones are kept.
+    ``relative_k`` replaces ``threshold`` by the patient-relative rule's threshold of this
+    recording's contacts (:func:`trainer.call_rules.relative_threshold`, on the raw scores).
     """
     labels = None if rec.soz is None else tuple(c in rec.soz for c in channels)
     probs = np.asarray(probabilities, dtype=np.float64)
+    if relative_k is not None:
+        threshold = relative_threshold(probs, relative_k)
     cal = {}
     if calibration is not None:
         cal = {

@@ -77,6 +77,13 @@ def load_calibration(run: RunDir, model: str, folds: Sequence[int]) -> EnsembleC
     return EnsembleCalibration([run.calibrator(model, k) for k in folds])
 
 
+def load_relative_k(run: RunDir, model: str, folds: Sequence[int]) -> float | None:
+    """The ensemble's relative-rule ``k`` (mean over the folds), ``None`` when it calls with
+    the Youden threshold (any fold trained with it)."""
+    ks = [run.relative_k(model, k) for k in folds]
+    return None if any(k is None for k in ks) else float(np.mean(ks))
+
+
 def load_preprocessing(
     run_dir: str | os.PathLike,
     model: str = "sozformer",
@@ -182,6 +189,9 @@ class Scorer:
     calibration : EnsembleCalibration, optional
         The folds' calibration (:func:`load_calibration`; ``from_run`` loads it); ``None``
         reports the raw probabilities.
+    relative_k : float, optional
+        Call with the patient-relative rule (:mod:`trainer.call_rules`) at this ``k``, each
+        recording against its own contacts; ``None`` = the Youden threshold.
 
     Attributes
     ----------
@@ -207,6 +217,7 @@ class Scorer:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         line_freq: float | None = None,
         calibration: EnsembleCalibration | None = None,
+        relative_k: float | None = None,
     ) -> None:
         if not models or len(models) != len(metas):
             raise SozkitError(
@@ -226,6 +237,7 @@ class Scorer:
         self.folds, self.threshold = ensemble(metas)
         self.batch_size = int(batch_size)
         self.calibration = calibration
+        self.relative_k = relative_k
 
     @classmethod
     def from_run(
@@ -264,6 +276,7 @@ class Scorer:
             metas.append(meta)
         kwargs.setdefault("eval_stride", run.eval_stride())
         kwargs.setdefault("calibration", load_calibration(run, model, list(paths)))
+        kwargs.setdefault("relative_k", load_relative_k(run, model, list(paths)))
         return cls(model, models, metas, **kwargs)
 
     # -- the two halves, for callers that use them directly ----------------------------------
@@ -297,7 +310,7 @@ class Scorer:
         """A fresh engine consumer scoring one recording with these networks."""
         return SequenceConsumer(
             self.name, self.prep, self.folds, self.threshold, self.networks,
-            batch_size=self.batch_size, calibration=self.calibration,
+            batch_size=self.batch_size, calibration=self.calibration, relative_k=self.relative_k,
         )  # fmt: skip
 
     def score(self, rec: Recording) -> ScoreResult:

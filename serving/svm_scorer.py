@@ -55,6 +55,8 @@ class SVMScorer:
         Memory budget between the two preprocessing passes.
     calibration : trainer.calibration.EnsembleCalibration, optional
         The folds' calibration (``from_run`` loads it); ``None`` reports the raw probabilities.
+    relative_k : float, optional
+        The patient-relative call rule's ``k`` (``from_run`` loads it); ``None`` = Youden.
     """
 
     name = "svm"
@@ -69,6 +71,7 @@ class SVMScorer:
         ingest_config: IngestConfig,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         calibration=None,
+        relative_k: float | None = None,
     ) -> None:
         if not svms or not len(svms) == len(thresholds) == len(folds):
             raise SozkitError(
@@ -89,6 +92,7 @@ class SVMScorer:
         self.ingest_config = ingest_config
         self.cache_bytes = int(cache_bytes)
         self.calibration = calibration
+        self.relative_k = relative_k
 
     @classmethod
     def from_run(
@@ -105,7 +109,7 @@ class SVMScorer:
         ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
         in :meth:`serving.scoring.Scorer.from_run`.
         """
-        from serving.scoring import load_calibration
+        from serving.scoring import load_calibration, load_relative_k
 
         run = RunDir.open(run_dir)
         paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
@@ -115,6 +119,7 @@ class SVMScorer:
         if line_freq is not None and cfg.line_freq is None:
             cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
         kwargs.setdefault("calibration", load_calibration(run, "svm", list(paths)))
+        kwargs.setdefault("relative_k", load_relative_k(run, "svm", list(paths)))
         return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -170,5 +175,5 @@ class SVMConsumer(Consumer):
         return make_result(
             rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
             timings={**timings, "features": self._t, "model": t_model},
-            warnings=scoring_warnings(rec), calibration=s.calibration,
+            warnings=scoring_warnings(rec), calibration=s.calibration, relative_k=s.relative_k,
         )  # fmt: skip

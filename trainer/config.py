@@ -94,6 +94,10 @@ class TrainConfig:
         How test patients are held out (:data:`trainer.splits.SPLITS`): ``"patient"``
         (``n_folds`` patient-wise folds), ``"centre"`` (leave one centre out: one fold per
         centre) or ``"cohort"`` (leave one cohort out).
+    call_rule : str
+        Which contacts are called SOZ (:mod:`trainer.call_rules`): ``"youden"`` (one
+        threshold for every patient) or ``"relative"`` (a contact standing out among its
+        patient's contacts); both chosen on validation patients, both reported.
     """
 
     models: tuple[str, ...] = ("sozformer",)
@@ -127,6 +131,7 @@ class TrainConfig:
     max_parallel_folds: int | None = None
     resume: bool = False
     split: str = "patient"
+    call_rule: str = "youden"
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
@@ -139,6 +144,8 @@ class TrainConfig:
                 f"split={self.split!r} must be 'patient', 'centre' or 'cohort' (leave one "
                 "centre / cohort out)."
             )
+        if self.call_rule not in ("youden", "relative"):
+            raise ConfigError(f"call_rule={self.call_rule!r} must be 'youden' or 'relative'.")
         if not models:
             raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
         unknown = [m for m in models if m not in ALL_MODELS]

@@ -33,6 +33,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from trainer.calibration import Calibrator, fit_calibrator
+from trainer.call_rules import CALL_RULES, fit_relative_k, relative_thresholds
 from trainer.channel_metrics import (
     _MACRO,
     _check_labels_scores,
@@ -223,6 +224,8 @@ def evaluate_fold(
     threshold: float | None = None,
     calibrator: Calibrator | None = None,
     calibration: str = "auto",
+    call_rule: str = "youden",
+    relative_k: float | None = None,
 ) -> dict:
     """Evaluate one fold: threshold and calibration from the validation patients, metrics on test.
 
@@ -241,6 +244,11 @@ def evaluate_fold(
         (:func:`trainer.calibration.fit_calibrator`, method ``calibration``).
     calibration : {"auto", "identity", "platt", "isotonic"}
         The method fitted on the validation patients when no ``calibrator`` is given.
+    call_rule : {"youden", "relative"}
+        The rule the test calls (``test``, ``macro``) use (:mod:`trainer.call_rules`); both
+        rules' calls are reported under ``calls``.
+    relative_k : float, optional
+        The relative rule's ``k`` instead of fitting it on ``val``.
 
     Returns
     -------
@@ -251,6 +259,8 @@ def evaluate_fold(
         test table as records (``cohort, patient, channel, y_true, score, probability``: raw
         score and calibrated probability) so that :func:`summarise_folds` can pool folds;
         ``calibration``: the :meth:`~trainer.calibration.Calibrator.to_dict` of the fold;
+        ``call_rule``, ``relative_k``; ``calls``: ``{rule: macro / pooled precision and recall,
+        calls}`` of both rules on test;
         ``n_val_patients``, ``n_test_patients``.
     """
     val_t = _as_table(val, "the validation table")
@@ -266,6 +276,17 @@ def evaluate_fold(
     elif not math.isfinite(threshold):
         raise ValueError(f"{threshold=} must be a finite score threshold.")
     threshold = float(threshold)
+    if call_rule not in CALL_RULES:
+        raise ValueError(f"{call_rule=} must be one of {CALL_RULES}.")
+    if relative_k is None:
+        relative_k = fit_relative_k(val_t["y_true"], val_t["score"], val_t["patient"])
+    rules = {
+        "youden": (threshold, threshold),
+        "relative": tuple(
+            relative_thresholds(t["score"], t["patient"], relative_k) for t in (val_t, test_t)
+        ),
+    }
+    val_thr, test_thr = rules[call_rule]
     if calibrator is None:
         calibrator = fit_calibrator(
             val_t["y_true"], val_t["score"], val_t["patient"], method=calibration
@@ -285,19 +306,48 @@ def evaluate_fold(
     ]
     return {
         "threshold": threshold,
+        "call_rule": call_rule,
+        "relative_k": float(relative_k),
+        "calls": {rule: call_summary(test_t, thr) for rule, (_, thr) in rules.items()},
         "n_val_patients": int(val_t["patient"].nunique()),
         "n_test_patients": int(test_t["patient"].nunique()),
         "calibration": calibrator.to_dict(),
         "val": channel_metrics(
-            val_t["y_true"], val_t["score"], threshold, n_bins=n_bins, probability=val_p
+            val_t["y_true"], val_t["score"], val_thr, n_bins=n_bins, probability=val_p
         ),
         "test": channel_metrics(
-            test_t["y_true"], test_t["score"], threshold, n_bins=n_bins, probability=test_p
+            test_t["y_true"], test_t["score"], test_thr, n_bins=n_bins, probability=test_p
         ),
-        "macro": patient_macro_metrics(test_t, threshold),
+        "macro": patient_macro_metrics(test_t, test_thr),
         "roc_by_cohort": _curves_json(roc_curve_by_cohort(test_t, include_all=True)),
         "test_table": records,
     }
+
+
+def call_summary(table: pd.DataFrame, thresholds) -> dict:
+    """Calls of a rule on a (patient, channel) table: pooled and macro precision / recall."""
+    m = channel_metrics(table["y_true"], table["score"], thresholds)
+    macro = patient_macro_metrics(table, thresholds)
+    return {
+        "n_calls": m["tp"] + m["fp"],
+        "n_channels": m["n_channels"],
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "macro_precision": macro["precision"]["mean"],
+        "macro_recall": macro["recall"]["mean"],
+        "macro_f1": macro["f1"]["mean"],
+    }
+
+
+def _pooled_calls(pooled: pd.DataFrame, fold_results: Sequence[Mapping]) -> dict:
+    """Both call rules on all test patients, each fold's threshold / ``k`` on its own patients."""
+    youden = np.array([float(fold_results[i]["threshold"]) for i in pooled["fold"]])
+    out = {"youden": call_summary(pooled, youden)}
+    if pooled["relative_k"].notna().all():
+        out["relative"] = call_summary(
+            pooled, relative_thresholds(pooled["score"], pooled["patient"], pooled["relative_k"])
+        )
+    return out
 
 
 def fold_scalars(result: Mapping) -> dict[str, float | None]:
@@ -343,6 +393,9 @@ def summarise_folds(fold_results: Sequence[Mapping], *, n_bins: int = 10) -> dic
         if "probability" not in f:  # a run from before calibration: raw = calibrated
             f["probability"] = f["score"]
         f["threshold"] = float(r["threshold"])
+        if r.get("call_rule") == "relative":
+            f["threshold"] = relative_thresholds(f["score"], f["patient"], r["relative_k"])
+        f["relative_k"] = r.get("relative_k", float("nan"))
         f["fold"] = i
         frames.append(f)
     pooled = pd.concat(frames, ignore_index=True)
@@ -370,5 +423,6 @@ def summarise_folds(fold_results: Sequence[Mapping], *, n_bins: int = 10) -> dic
             probability=pooled["probability"],
         ),  # fmt: skip
         "pooled_macro": patient_macro_metrics(pooled, thresholds),
+        "pooled_calls": _pooled_calls(pooled, fold_results),
         "pooled_roc_by_cohort": _curves_json(roc_curve_by_cohort(pooled, include_all=True)),
     }

@@ -65,6 +65,7 @@ def write_fold(
     *,
     extra: Mapping[str, Any] | None = None,
     save_model: Callable[[Mapping[str, Any]], None] | None = None,
+    call_rule: str = "youden",
 ) -> dict:
     """Evaluate one fold and write its predictions, plots, model and, last, its ``metrics.json``.
 
@@ -80,6 +81,8 @@ def write_fold(
     save_model : callable, optional
         ``save_model(result)`` writes the fold's model file once the threshold is known; it
         runs before the finished marker, so a kill in between leaves an unfinished fold.
+    call_rule : {"youden", "relative"}
+        The call rule of the fold's test metrics and of serving (:mod:`trainer.call_rules`).
 
     Returns
     -------
@@ -93,7 +96,7 @@ def write_fold(
     d.mkdir(parents=True, exist_ok=True)
     write_parquet(d / "val_predictions.parquet", val)
     write_parquet(d / "test_predictions.parquet", test)
-    result = evaluate_fold(val, test)
+    result = evaluate_fold(val, test, call_rule=call_rule)
     history = list((extra or {}).get("history", []))
     _plot(
         plots.plot_confusion,
@@ -111,7 +114,10 @@ def write_fold(
     if per_epoch:
         _plot(plots.plot_roc_through_training, per_epoch, d / "roc_through_training.png")
     out = {"model": model, "fold": fold.index, **result, **dict(extra or {})}
-    write_json(d / "threshold.json", {"threshold": result["threshold"]})
+    write_json(
+        d / "threshold.json",
+        {k: result[k] for k in ("threshold", "call_rule", "relative_k")},
+    )
     run.write_calibration(model, fold.index, Calibrator.from_dict(result["calibration"]))
     if save_model is not None:
         save_model(out)
@@ -326,6 +332,7 @@ def run_training(
                 "best_val_auc": res.best_val_auc,
             },
             save_model=save_model,  # the checkpoint before the finished marker
+            call_rule=cfg.call_rule,
         )
         tick(_fold_label(res.model_name, fold, result))
 
@@ -418,6 +425,7 @@ def _run_svm(
         result = write_fold(
             run_dir, "svm", fold, res.val_predictions, res.test_predictions,
             save_model=lambda _result, m=res.model, k=fold.index: m.save(run.svm_path(k)),
+            call_rule=cfg.call_rule,
         )  # fmt: skip
         tick(_fold_label("svm", fold, result))
 
@@ -436,5 +444,5 @@ def _run_baseline(
     scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))
     for fold in todo:
         val, test = fold_predictions(scores, fold)
-        result = write_fold(run_dir, "baseline", fold, val, test)
+        result = write_fold(run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule)
         tick(_fold_label("baseline", fold, result))

@@ -20,7 +20,8 @@ Layout::
         fold_<k>/
           val_predictions.parquet     validation / test predictions of the fold
           test_predictions.parquet
-          threshold.json              {"threshold": t} (every model)
+          threshold.json              {"threshold": t, "call_rule": "youden"|"relative",
+                                      "relative_k": k} (every model; trainer.call_rules)
           calibration.json            trainer.calibration.Calibrator fitted on the fold's
                                       validation patients (every model; serving applies it)
           checkpoint.pt               neural models: trainer.checkpoint (weights, hparams,
@@ -309,6 +310,14 @@ class RunDir:
             raise SozkitError(
                 f"{path} is unreadable ({e}); retrain fold {fold} of {model!r}."
             ) from e
+
+    def relative_k(self, model: str, fold: int) -> float | None:
+        """The fold's ``k`` when it calls with the relative rule, else ``None`` (Youden)."""
+        path = self.fold_dir(model, fold) / THRESHOLD
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        if data.get("call_rule") == "relative":
+            return float(data["relative_k"])
+        return None
 
     def fold_metrics(self, model: str, fold: int) -> dict:
         """A finished fold's ``metrics.json``."""

@@ -38,6 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "cross-site figure); cohort: leave one cohort out",
     )
     p.add_argument(
+        "--call-rule",
+        default=d("call_rule"),
+        choices=("youden", "relative"),
+        help="youden: one threshold for every patient; relative: a contact standing out among "
+        "its patient's contacts (both chosen on validation patients; default %(default)s)",
+    )
+    p.add_argument(
         "--epochs", type=int, default=d("epochs"), help="maximum epochs per fold (%(default)s)"
     )
     p.add_argument(
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         models=ALL_MODELS if args.model == "all" else (args.model,),
         n_folds=args.folds,
         split=args.split,
+        call_rule=args.call_rule,
         epochs=args.epochs,
         patience=args.patience,
         num_workers=args.workers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -11,6 +12,7 @@ from serving.results import ScoreResult
 from serving.scoring import Scorer
 from serving.svm_scorer import SVMScorer
 from trainer.calibration import Calibrator
+from trainer.call_rules import relative_threshold
 from trainer.rundir import RunDir
 
 
@@ -55,3 +57,17 @@ def test_scores_are_calibrated_and_calls_unchanged(cls, serving_data, calibrated
     np.testing.assert_allclose(frame["p_raw"], cal.p_raw)
     assert (frame["calibration"] == "platt+isotonic").all()
     assert (frame["soz_call"] == (frame["probability"] >= frame["threshold"])).all()
+
+
+def test_relative_call_rule_thresholds_each_recording_against_itself(serving_data, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    for fold, k in ((0, 0.5), (1, 1.5)):
+        (run_dir / "svm" / f"fold_{fold}" / "threshold.json").write_text(
+            json.dumps({"threshold": 0.5, "call_rule": "relative", "relative_k": k})
+        )
+    res = SVMScorer.from_run(run_dir).score(serving_data["long_rec"])
+    t = relative_threshold(res.p_raw, 1.0)  # the mean of the folds' k
+    assert res.threshold == pytest.approx(t)  # identity calibration: raw = calibrated
+    assert res.soz_calls.sum() >= 1
+    np.testing.assert_array_equal(res.soz_calls, res.p_raw >= t)
