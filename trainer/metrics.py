@@ -357,6 +357,7 @@ def fold_scalars(result: Mapping) -> dict[str, float | None]:
     out.update({k: test[k] for k in _MACRO})
     out.update({f"macro_{k}": macro[k]["mean"] for k in _MACRO})
     out["threshold"] = result["threshold"]
+    out["call_rule"] = result.get("call_rule", "youden")
     return out
 
 

@@ -100,6 +100,35 @@ def _plot_links(run_dir: Path, name: str, res: Mapping) -> list[tuple[str, str]]
     return links
 
 
+def _call_rules_section(results: Mapping[str, Mapping]) -> list[str]:
+    """Both call rules side by side on all test patients (``pooled_calls``)."""
+    lines = ["", "## Call rules", ""]
+    lines += [
+        "The SOZ calls of the absolute Youden threshold and of the patient-relative rule (a",
+        "contact called when its score exceeds its patient's mean by k std, k chosen on the",
+        "validation patients; `soz train --call-rule`). The rule in use drives the tables above",
+        "and `soz score`. Macro = per patient, then the mean.",
+        "",
+    ]
+    header = ["model", "rule in use"]
+    for rule in ("youden", "relative"):
+        header += [f"{rule}: calls", f"{rule}: macro precision", f"{rule}: macro recall"]
+    rows = []
+    for name, res in results.items():
+        calls = res.get("pooled_calls") or {}
+        used = {f.get("call_rule") for f in res.get("folds", []) if f.get("call_rule")}
+        cells = [f"`{name}`", ", ".join(sorted(used)) or "youden"]
+        for rule in ("youden", "relative"):
+            c = calls.get(rule)
+            if c is None:
+                cells += ["n/a"] * 3
+                continue
+            cells += [f"{c['n_calls']} / {c['n_channels']}", _fmt(c["macro_precision"]),
+                      _fmt(c["macro_recall"])]  # fmt: skip
+        rows.append(cells)
+    return lines + _table(header, rows)
+
+
 def render_summary(
     results: Mapping[str, Mapping],
     *,
@@ -187,6 +216,9 @@ def render_summary(
             ]
         )
     lines += _table(header, rows)
+
+    if any("pooled_calls" in res for res in results.values()):
+        lines += _call_rules_section(results)
 
     cohorts = sorted(
         {c for res in results.values() for c in res.get("pooled_roc_by_cohort", {}) if c != "all"}

@@ -48,3 +48,15 @@ def test_relative_rule_survives_a_site_shift_that_breaks_youden():
     assert pooled["youden"]["n_calls"] == youden["n_calls"]
     with pytest.raises(ValueError, match="call_rule"):
         evaluate_fold(val, test, call_rule="top3")
+
+
+def test_summary_sets_both_rules_side_by_side():
+    from trainer.summary import render_summary
+
+    val, test = _patients("v", 6, 0), _patients("t", 6, 1, shift=0.12)
+    res = summarise_folds([evaluate_fold(val, test, call_rule="relative")])
+    text = render_summary({"svm": res})
+    section = text.split("## Call rules")[1].split("##")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| `svm`"))
+    assert "| relative |" in row and "1.000" in row
+    assert "Brier skill" in text and "calibrated" in text
