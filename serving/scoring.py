@@ -366,7 +366,9 @@ def load_scorers(
     ----------
     run_dir : path-like
     model : str
-        ``"sozformer"``, ``"dcgru"``, ``"svm"`` or ``"all"``.
+        ``"sozformer"``, ``"dcgru"``, ``"svm"``, ``"baseline"`` (the classical baseline with the
+        run's baseline thresholds, :mod:`serving.baseline_scorer`) or ``"all"`` (the fitted
+        models).
     fold : int | None
         One fold, or ``None`` for each model's fold ensemble.
     allow_incomplete : bool
@@ -394,7 +396,11 @@ def load_scorers(
     svm_kw = {k: v for k, v in kwargs.items() if k in ("cache_bytes", "line_freq")}
     out: list = []
     for name in names:
-        if name == "svm":
+        if name == "baseline":
+            from serving.baseline_scorer import BaselineScorer
+
+            out.append(BaselineScorer.from_run(run_dir, fold=fold, **svm_kw))
+        elif name == "svm":
             out.append(
                 SVMScorer.from_run(run_dir, fold=fold, allow_incomplete=allow_incomplete, **svm_kw)
             )

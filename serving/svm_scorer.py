@@ -10,9 +10,9 @@ calibrated probability; the ensemble averages the folds' probabilities and thres
 (:func:`serving.engine.score_recording`), so one pass over a recording feeds the SVM and the
 neural models alike.
 
-The classical *baseline* of training (Epileptogenicity Index on annotated seizures, interictal
-spike ranking) is an evaluation reference computed inside cross-validation; it has no fitted
-model to serve and is not scored here.
+The classical *baseline* (Epileptogenicity Index on annotated seizures, interictal spike
+ranking) has no fitted model; :mod:`serving.baseline_scorer` scores it with the run's baseline
+thresholds (``soz score --model baseline``).
 """
 
 from __future__ import annotations

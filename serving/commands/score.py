@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="results .parquet")
     p.add_argument(
         "--model", default=default(BulkConfig, "model"),
-        help="sozformer | dcgru | svm | all (%(default)s)",
+        help="sozformer | dcgru | svm | baseline (EI on ictal runs, interictal ranking "
+        "otherwise) | all fitted models (%(default)s)",
     )  # fmt: skip
     p.add_argument("--fold", type=int, default=None, help="one fold (default: fold ensemble)")
     p.add_argument("--workers", type=int, default=None, help="parallel recordings (CPU count)")
