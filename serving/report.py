@@ -416,7 +416,14 @@ def _meta_table(rows: pd.DataFrame, by: str) -> str:
 
 def _top_table(unit: pd.DataFrame, top_n: int) -> str:
     top = unit.sort_values("probability", ascending=False, kind="stable").head(top_n)
-    head = "<tr><th>rank</th><th>contact</th><th>shaft</th><th>probability</th>"
+    methods = unit["calibration"].dropna().astype(str).unique() if "calibration" in unit else []
+    methods = [m for m in methods if m and m != "<NA>"]
+    prob = "probability"
+    if methods:  # the run's calibration (trainer.calibration), fitted on validation patients
+        prob = f"probability (calibrated: {html.escape(', '.join(methods))})"
+    raw = bool(methods) and "p_raw" in unit
+    head = f"<tr><th>rank</th><th>contact</th><th>shaft</th><th>{prob}</th>"
+    head += "<th>raw</th>" if raw else ""
     head += "<th>model call</th><th>clinical SOZ</th></tr>"
     body = []
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
@@ -425,7 +432,9 @@ def _top_table(unit: pd.DataFrame, top_n: int) -> str:
         body.append(
             f"<tr><td>{rank}</td><td class='{'call' if r['soz_call'] else ''}'>"
             f"{html.escape(str(r['channel']))}</td><td>{html.escape(str(r['shaft']))}</td>"
-            f"<td>{float(r['probability']):.3f}</td><td>{'SOZ' if r['soz_call'] else '-'}</td>"
+            f"<td>{float(r['probability']):.3f}</td>"
+            + (f"<td>{float(r['p_raw']):.3f}</td>" if raw else "")
+            + f"<td>{'SOZ' if r['soz_call'] else '-'}</td>"
             f"<td class='{'clin' if lab_txt == 'yes' else ''}'>{lab_txt}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"

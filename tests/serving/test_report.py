@@ -193,3 +193,19 @@ def test_soz_report_cli(tmp_path, results, capsys):
     assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--patient", "p1"]) == 0
     assert "index.html" in capsys.readouterr().out
     assert (tmp_path / "rep" / "sim-p1.html").is_file()
+
+
+def test_report_says_the_probabilities_are_calibrated(tmp_path):
+    import dataclasses
+
+    res = _result("sim__p1__ictal__01", "p1", "sozformer", 0)
+    cal = dataclasses.replace(
+        res, probabilities=res.probabilities / 2, raw_probabilities=res.probabilities,
+        threshold=0.25, raw_threshold=0.5, calibration="platt+isotonic",
+    )  # fmt: skip
+    index = write_report(cal.to_frame(), tmp_path / "rep", top_n=5)
+    page = (index.parent / "sim__p1__ictal__01.html").read_text()
+    assert "probability (calibrated: platt+isotonic)" in page and "<th>raw</th>" in page
+    assert "<td>0.450</td><td>0.900</td>" in page  # LA2: calibrated, then raw
+    plain = write_report(res.to_frame(), tmp_path / "rep2", top_n=5)
+    assert "calibrated" not in (plain.parent / "sim__p1__ictal__01.html").read_text()
