@@ -102,7 +102,8 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
         for col in ("subject", "cohort", "soz_label"):
             if col in df:
                 agg[col] = "first" if col != "soz_label" else "max"
-        frames.append(df.groupby(keys, dropna=False, sort=False).agg(agg).reset_index())
+        per = df.groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
+        frames.append(_relative_calls(run, model, per))
     if not frames:
         raise SozkitError(
             f"{run_dir} holds no <model>/predictions.parquet; train first (soz train --out "
@@ -111,6 +112,23 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     out["soz_call"] = out["probability"] >= out["threshold"]
     return out
+
+
+def _relative_calls(run: RunDir, model: str, per: pd.DataFrame) -> pd.DataFrame:
+    """Folds trained with the patient-relative call rule: each recording's own threshold."""
+    from trainer.call_rules import relative_threshold
+
+    if "fold" not in per:
+        return per
+    for fold, idx in per.groupby("fold", dropna=True).groups.items():
+        k = run.relative_k(model, int(fold))
+        if k is None:
+            continue
+        part = per.loc[idx]
+        per.loc[idx, "threshold"] = part.groupby("recording_id")["probability"].transform(
+            lambda p, k=k: relative_threshold(p.to_numpy(float), k)
+        )
+    return per
 
 
 def _fold_threshold(run: RunDir, model: str, fold: object) -> float:

@@ -209,3 +209,23 @@ def test_report_says_the_probabilities_are_calibrated(tmp_path):
     assert "<td>0.450</td><td>0.900</td>" in page  # LA2: calibrated, then raw
     plain = write_report(res.to_frame(), tmp_path / "rep2", top_n=5)
     assert "calibrated" not in (plain.parent / "sim__p1__ictal__01.html").read_text()
+
+
+def test_report_from_a_run_dir_applies_the_relative_call_rule(tmp_path):
+    from trainer.call_rules import relative_threshold
+
+    run = tmp_path / "run"
+    d = run / "svm" / "fold_0"
+    d.mkdir(parents=True)
+    (d / "threshold.json").write_text(
+        json.dumps({"threshold": 0.05, "call_rule": "relative", "relative_k": 1.0})
+    )
+    scores = {"LA1": 0.9, "LA2": 0.5, "RH1": 0.1, "RH2": 0.12}
+    pd.DataFrame(
+        [{"fold": 0, "cohort": "sim", "patient": "sim/p1", "recording_id": "sim__p1__ictal",
+          "channel": ch, "y_true": int(ch == "LA1"), "score": s} for ch, s in scores.items()]
+    ).to_parquet(run / "svm" / "predictions.parquet")  # fmt: skip
+    res = load_results(run).set_index("channel")
+    t = relative_threshold(np.array(list(scores.values())), 1.0)
+    assert res["threshold"].to_numpy() == pytest.approx([t] * 4)
+    assert list(res.index[res["soz_call"]]) == ["LA1"]  # not all four, as 0.05 would call
