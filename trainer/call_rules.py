@@ -11,6 +11,10 @@ Two rules, both chosen on a fold's **validation** patients:
   A shift or a stretch of all of a patient's scores moves the threshold with them; the
   patient's top contact is always called.
 
+``"relative"`` is the default of ``soz train`` (``TrainConfig.call_rule``): trained on one
+simulator family and tested on the other, it gave every model a higher macro precision at an
+equal or higher macro recall than the Youden threshold (``benchmarks/results/cross_generator.md``).
+
 Both give a threshold per contact, so :func:`trainer.channel_metrics.channel_metrics` and
 :func:`~trainer.channel_metrics.patient_macro_metrics` evaluate either the same way.
 """

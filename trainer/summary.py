@@ -147,8 +147,8 @@ def render_summary(
     lines += [
         "Test-fold metrics of every model. Channel ROC-AUC / PR-AUC rank the per-channel SOZ",
         "probabilities (a recording's mean over sequences, then the mean over a patient's",
-        "recordings); the SOZ call uses the threshold maximising Youden's J on each fold's",
-        "validation patients. Macro metrics are computed per patient, then averaged. Cells are",
+        "recordings); the SOZ calls follow the run's call rule (see Call rules), chosen on each",
+        "fold's validation patients. Macro metrics are computed per patient, then averaged. Cells are",
         "mean ± std over folds; PR-AUC's chance level is the SOZ prevalence. Brier is that of the",
         "probabilities **calibrated** on each fold's validation patients (isotonic / Platt /",
         "none, chosen leaving one validation patient out); lower is better. Brier skill =",

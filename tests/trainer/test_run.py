@@ -58,6 +58,11 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
             fdir = mdir / f"fold_{k}"
             fm = json.loads((fdir / "metrics.json").read_text())
             assert 0.0 <= fm["threshold"] <= 1.0
+            rule = json.loads((fdir / "threshold.json").read_text())
+            assert rule["call_rule"] == "relative" and rule["relative_k"] == fm["relative_k"]
+            assert set(fm["calls"]) == {"youden", "relative"}
+            cal = json.loads((fdir / "calibration.json").read_text())
+            assert cal["method"] in ("identity", "platt", "isotonic") and "cv_brier" in cal["info"]
             if model in ("sozformer", "dcgru"):
                 net, meta = load_checkpoint(fdir / "checkpoint.pt")
                 assert meta.threshold == pytest.approx(fm["threshold"])
@@ -153,6 +158,7 @@ def test_simulated_cohort_through_soz_ingest_and_soz_train(ray_local, tmp_path, 
         ({"model_hparams": {"resnet": {}}}, "no model"),
         ({"pos_weight": 0.0}, "pos_weight=0.0"),
         ({"max_parallel_folds": 0}, "max_parallel_folds=0"),
+        ({"call_rule": "top3"}, "call_rule='top3'"),
     ],
 )
 def test_config_rejects_bad_values_with_the_fix(kw, match):
