@@ -259,7 +259,7 @@ def render_splits(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     splits = result["splits"]
-    models = [m for m in splits["patient"] if m not in ("wall_s", "n_folds")]
+    models = [m for m, f in splits["patient"].items() if isinstance(f, dict)]
     for m in models:
         for split in ("patient", "centre"):
             f, calls = splits[split][m], splits[split][m].get("calls") or {}
