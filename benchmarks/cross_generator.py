@@ -15,8 +15,11 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    normalisation of :class:`models.svm.SOZSVM` (``normalise="zscore"``, the default) against
    none (``normalise=None``, the SVM as it was) and ``"rank"``;
 5. **report** per model and direction: channel ROC-AUC (all recordings, ictal only, interictal
-   only), the calls at the validation Youden threshold (calls / channels, recall, precision),
-   Brier score and the prevalence's Brier.
+   only); the calls of both call rules chosen on the validation patients (the Youden threshold
+   and the patient-relative rule, :mod:`trainer.call_rules`: calls / channels, macro precision
+   and recall, all recordings and ictal / interictal apart); the Brier score of the
+   probabilities calibrated on the validation patients, its raw value and its skill against
+   the prevalence (BSS, all / ictal / interictal).
 
 Results: ``cross_generator.json`` / ``.md`` in ``--results`` (default
 ``benchmarks/results``; with ``--quick`` under ``--out``).
@@ -41,8 +44,9 @@ import pandas as pd
 from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.simulate import SimulationConfig, simulate_cohort
+from trainer.call_rules import relative_thresholds
 from trainer.config import TrainConfig
-from trainer.metrics import aggregate_channel_scores, evaluate_fold
+from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold
 from trainer.splits import Fold
 
 logger = logging.getLogger(__name__)
@@ -88,30 +92,43 @@ def direction_figures(
     -------
     dict
     """
+    from trainer.calibration import Calibrator, brier_skill_score
     from trainer.sites import site_figures
 
     result = evaluate_fold(val, test)
     t = result["test"]
-    table = aggregate_channel_scores(test)
-    y, p = table["y_true"].to_numpy(float), table["score"].to_numpy(float)
-    prevalence = float(y.mean())
-    kinds = site_figures(test, recordings, {})
-    return {
-        "roc_auc": kinds["all"]["roc_auc"],
-        "roc_auc_ictal": kinds["ictal"]["roc_auc"],
-        "roc_auc_interictal": kinds["interictal"]["roc_auc"],
+    cal = Calibrator.from_dict(result["calibration"])
+    seizures = dict(zip(recordings["recording_id"], recordings["n_seizures"], strict=True))
+    n_sz = test["recording_id"].map(seizures)
+    out: dict[str, Any] = {
         "threshold": result["threshold"],
-        "calls": int(t["tp"] + t["fp"]),
+        "relative_k": result["relative_k"],
+        "calibration": cal.method,
         "channels": int(t["n_channels"]),
         "soz": int(t["n_positive"]),
-        "recall": t["recall"],
-        "precision": t["precision"],
-        "macro_recall": result["macro"]["recall"]["mean"],
-        "macro_precision": result["macro"]["precision"]["mean"],
-        "brier": float(np.mean((p - y) ** 2)),
-        "brier_prevalence": prevalence * (1 - prevalence),
-        "prevalence": prevalence,
+        "prevalence": t["prevalence"],
+        "brier": t["brier"],
+        "brier_raw": t["brier_raw"],
+        "bss": t["bss"],
+        "bss_raw": brier_skill_score(t["brier_raw"], t["prevalence"]),
+        "calls": result["calls"],
     }
+    for kind, part in (("all", test), ("ictal", test[n_sz > 0]), ("interictal", test[n_sz == 0])):
+        if not len(part):
+            continue
+        fig = site_figures(part.assign(fold=0), recordings, {}, {0: (result["threshold"], cal)})
+        out[f"roc_auc_{kind}" if kind != "all" else "roc_auc"] = fig["all"]["roc_auc"]
+        out[f"bss_{kind}"] = fig["all"]["bss"]
+        table = aggregate_channel_scores(part)
+        for rule, thr in (
+            ("youden", result["threshold"]),
+            ("relative", relative_thresholds(table["score"], table["patient"],
+                                             result["relative_k"])),
+        ):  # fmt: skip
+            c = call_summary(table, thr)
+            out[f"{rule}_{kind}"] = {k: c[k] for k in ("n_calls", "macro_precision",
+                                                       "macro_recall")}  # fmt: skip
+    return out
 
 
 def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainConfig) -> dict:
@@ -151,9 +168,10 @@ def run(
     n_jobs: int,
 ) -> dict:
     """Simulate both families, ingest, train leave-one-cohort-out, evaluate (needs Ray)."""
-    from ingest.pipeline import run_ingest
+    from ingest.driver import run_ingest
     from ingest.store import ClipStore
-    from trainer.run import fold_dir, run_training
+    from trainer.run import run_training
+    from trainer.rundir import RunDir
 
     work.mkdir(parents=True, exist_ok=True)
     wall: dict[str, Any] = {"simulate": simulate_families(work, sim_cfg, n_jobs=n_jobs)}
@@ -175,7 +193,7 @@ def run(
     for name in cfg.models:
         models[name] = {}
         for fold in folds:
-            d = fold_dir(run_dir, name, fold.index)
+            d = RunDir(run_dir).fold_dir(name, fold.index)
             models[name][_direction(fold)] = direction_figures(
                 pd.read_parquet(d / "val_predictions.parquet"),
                 pd.read_parquet(d / "test_predictions.parquet"),
@@ -198,36 +216,144 @@ def run(
     }
 
 
+def split_comparison(store_url: str, work: Path, train_cfg: TrainConfig, *, n_folds: int) -> dict:
+    """Patient-wise CV against leave-one-centre-out on the same store (both families pooled).
+
+    Returns ``{split: {model: figures}}``: pooled ROC-AUC (all / ictal / interictal), calibrated
+    Brier skill score and both call rules' macro precision / recall (``sites.json`` and the
+    model's ``metrics.json``).
+    """
+    from trainer.run import run_training
+
+    out: dict[str, dict] = {}
+    for split in ("patient", "centre"):
+        run_dir = work / f"run_{split}"
+        cfg = train_cfg.replace(
+            split=split, n_folds=n_folds, resume=(run_dir / "card.json").is_file()
+        )
+        t = time.perf_counter()
+        trained = run_training(store_url, str(run_dir), cfg)
+        sites = json.loads((run_dir / "sites.json").read_text())
+        out[split] = {"wall_s": round(time.perf_counter() - t, 1), "n_folds": len(trained["folds"])}
+        for name in cfg.models:
+            summary = json.loads((run_dir / name / "metrics.json").read_text())
+            out[split][name] = {
+                "roc_auc": sites[name]["all"]["roc_auc"],
+                "roc_auc_ictal": sites[name]["ictal"]["roc_auc"],
+                "roc_auc_interictal": sites[name]["interictal"]["roc_auc"],
+                "bss": summary["pooled"].get("bss"),
+                "calls": summary.get("pooled_calls"),
+            }
+    return out
+
+
+def render_splits(result: dict) -> str:
+    """The patient-wise vs leave-one-centre-out table (the target: within 0.03 AUC)."""
+    lines = [
+        "# Leave-one-centre-out vs patient-wise CV (simulated data, both families pooled)",
+        "",
+        f"Command: `{result.get('command', '')}`; load average {result.get('load_avg', '')}.",
+        "",
+        "| model | split | folds | ROC-AUC | ictal | interictal | BSS | Youden calls "
+        "| relative calls |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    splits = result["splits"]
+    models = [m for m, f in splits["patient"].items() if isinstance(f, dict)]
+    for m in models:
+        for split in ("patient", "centre"):
+            f, calls = splits[split][m], splits[split][m].get("calls") or {}
+            lines.append(
+                f"| {m} | {split} | {splits[split]['n_folds']} | {_fmt(f['roc_auc'])} "
+                f"| {_fmt(f['roc_auc_ictal'])} | {_fmt(f['roc_auc_interictal'])} "
+                f"| {_fmt(f['bss'])} | {_calls(calls.get('youden'))} "
+                f"| {_calls(calls.get('relative'))} |"
+            )
+    lines += ["", "Target: leave-one-centre-out within 0.03 AUC of patient-wise CV.", ""]
+    for m in models:
+        a, b = splits["patient"][m]["roc_auc"], splits["centre"][m]["roc_auc"]
+        if a is None or b is None:
+            continue
+        lines.append(f"- {'met' if abs(a - b) <= 0.03 else 'NOT met'}: {m} patient "
+                     f"{_fmt(a)} vs centre {_fmt(b)} (difference {b - a:+.3f})")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
 
 
+def _calls(c: dict | None) -> str:
+    if not c:
+        return "n/a"
+    return f"{c['n_calls']} · {_fmt(c['macro_precision'])} / {_fmt(c['macro_recall'])}"
+
+
 def render_markdown(result: dict) -> str:
-    """The result tables (one row per model and direction)."""
+    """The result tables (one row per model and direction), and the issue's targets."""
     lines = [
         "# Cross-generator accuracy (simulated data)",
         "",
         f"Command: `{result.get('command', '')}`; load average {result.get('load_avg', '')}.",
-        "Train (and threshold on validation patients) on one simulator family, test on every",
-        "patient of the other. Channel ROC-AUC pooled over the test family's patients; ictal /",
-        "interictal: scores from that kind of recording only. Calls at the validation Youden",
-        "threshold. Brier of a constant prediction at the prevalence: p (1 - p).",
+        "Train (threshold, call rule and calibration on validation patients of the same family)",
+        "on one simulator family, test on every patient of the other. Channel ROC-AUC pooled",
+        "over the test family's patients; ictal / interictal: scores from that kind of",
+        "recording only. BSS: Brier skill score of the calibrated probabilities against the",
+        "constant prevalence (> 0 beats it; raw: before calibration). Calls: `calls · macro",
+        "precision / macro recall` of the Youden threshold and of the patient-relative rule.",
         "",
-        "| model | direction | ROC-AUC | ictal | interictal | calls / channels (SOZ) | recall "
-        "| precision | macro recall | macro precision | Brier | Brier (prevalence) |",
+        "| model | direction | ROC-AUC | ictal | interictal | BSS (raw) | BSS ictal | BSS "
+        "interictal | Youden calls | relative calls | relative ictal | relative interictal |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {**result["models"], **result.get("svm_variants", {})}
     for model, directions in rows.items():
         for direction, f in directions.items():
             lines.append(
-                f"| {model} | {direction} | {_fmt(f['roc_auc'])} | {_fmt(f['roc_auc_ictal'])} "
-                f"| {_fmt(f['roc_auc_interictal'])} | {f['calls']} / {f['channels']} "
-                f"({f['soz']}) | {_fmt(f['recall'])} | {_fmt(f['precision'])} "
-                f"| {_fmt(f['macro_recall'])} | {_fmt(f['macro_precision'])} "
-                f"| {_fmt(f['brier'])} | {_fmt(f['brier_prevalence'])} |"
+                f"| {model} | {direction} | {_fmt(f.get('roc_auc'))} "
+                f"| {_fmt(f.get('roc_auc_ictal'))} | {_fmt(f.get('roc_auc_interictal'))} "
+                f"| {_fmt(f.get('bss'))} ({_fmt(f.get('bss_raw'))}) "
+                f"| {_fmt(f.get('bss_ictal'))} | {_fmt(f.get('bss_interictal'))} "
+                f"| {_calls(f.get('youden_all'))} | {_calls(f.get('relative_all'))} "
+                f"| {_calls(f.get('relative_ictal'))} | {_calls(f.get('relative_interictal'))} |"
             )
+    lines += ["", "## Against the targets of issue 12", ""]
+    lines += targets(result)
     return "\n".join(lines) + "\n"
+
+
+def targets(result: dict) -> list[str]:
+    """Each target of the issue, met or not, from the figures of this run."""
+    models = result["models"]
+    out = []
+
+    def worst(model: str, key: str):
+        vals = [f.get(key) for f in models.get(model, {}).values()]
+        vals = [v for v in vals if v is not None]
+        return min(vals) if vals else None
+
+    def line(ok, text):
+        out.append(f"- {'met' if ok else 'NOT met'}: {text}")
+
+    if "sozformer" in models:
+        a = worst("sozformer", "roc_auc")
+        line(a is not None and a >= 0.95, f"SOZFormer ROC-AUC >= 0.95 both ways (worst {_fmt(a)})")
+    for m in models:
+        a = worst(m, "roc_auc")
+        line(a is not None and a >= 0.85, f"{m} ROC-AUC >= 0.85 both ways (worst {_fmt(a)})")
+    for m in models:
+        for rule in ("youden", "relative"):
+            p = [f[f"{rule}_all"]["macro_precision"] for f in models[m].values()]
+            r = [f[f"{rule}_all"]["macro_recall"] for f in models[m].values()]
+            ok = all(x is not None and x >= 0.5 for x in p) and all(
+                x is not None and x >= 0.8 for x in r
+            )
+            line(ok, f"{m} {rule} calls macro precision >= 0.5 at macro recall >= 0.8 "
+                     f"(precision {', '.join(map(_fmt, p))}; recall {', '.join(map(_fmt, r))})")  # fmt: skip
+    for m in models:
+        b = worst(m, "bss")
+        line(b is not None and b > 0, f"{m} Brier skill score > 0 (worst {_fmt(b)})")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="work folder (cohorts, store, run); reused")
     parser.add_argument("--results", default=None, help="folder of cross_generator.json / .md")
     parser.add_argument("--quick", action="store_true", help="3 patients, 1 epoch, short runs")
+    parser.add_argument(
+        "--splits",
+        type=int,
+        default=0,
+        metavar="K",
+        help="instead: patient-wise K-fold CV vs leave-one-centre-out on the store in --out "
+        "(made by a cross-generator run), to cross_generator_splits.json / .md",
+    )
     args = parser.parse_args(argv)
     sim_kw: dict[str, Any] = dict(
         n_subjects=3 if args.quick else args.subjects,
@@ -268,6 +402,25 @@ def main(argv: list[str] | None = None) -> int:
     from serving.cli import ray_session
 
     t = time.perf_counter()
+    if args.splits:
+        from trainer.run import json_safe
+
+        with ray_session(log_to_driver=False):
+            splits = split_comparison(str(work / "store"), work, train_cfg, n_folds=args.splits)
+        result = json_safe({
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["python -m benchmarks.cross_generator", *(argv or sys.argv[1:])]),
+            "data": "simulated",
+            "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
+            "total_wall_s": round(time.perf_counter() - t, 1),
+            "splits": splits,
+        })  # fmt: skip
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "cross_generator_splits.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = render_splits(result)
+        (results / "cross_generator_splits.md").write_text(text)
+        print(text)
+        return 0
     with ray_session(log_to_driver=False):
         result = run(
             work,

@@ -73,7 +73,15 @@ from serving.inputs import (
 )
 from serving.preprocess import RecordingTooShort
 from serving.results import ContactScore
-from serving.scoring import Scorer, describe_neural, ensemble, load_preprocessing, run_models
+from serving.scoring import (
+    Scorer,
+    describe_neural,
+    ensemble,
+    load_calibration,
+    load_preprocessing,
+    load_relative_k,
+    run_models,
+)
 from trainer.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -94,6 +102,8 @@ class ScoreResponse(BaseModel):
     model: str
     folds: list[int]
     threshold: float
+    threshold_raw: float | None = None
+    calibration: str | None = None
     n_contacts: int
     n_soz_calls: int
     n_sequences: int
@@ -333,6 +343,9 @@ class ScoreIngress:
             cache_bytes=int(self.cfg.cache_mb * 2**20),
         )
         self.folds, self.threshold = ensemble(self.metas)
+        run = RunDir.open(self.cfg.run_dir)
+        self.calibration = load_calibration(run, self.cfg.model, self.folds)
+        self.relative_k = load_relative_k(run, self.cfg.model, self.folds)
         self.started = time.time()
         self._uploads = 0  # uploads being received now
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
@@ -444,7 +457,8 @@ class ScoreIngress:
         predictor = _RemotePredictor(self.model)
         consumer = _KeepingConsumer(
             self.cfg.model, self.prep, self.folds, self.threshold, predictor,
-            batch_size=1, max_in_flight=MAX_IN_FLIGHT,
+            batch_size=1, max_in_flight=MAX_IN_FLIGHT, calibration=self.calibration,
+            relative_k=self.relative_k,
         )  # fmt: skip
         if explain:
             consumer.sequences_seen = []

@@ -272,11 +272,13 @@ def run_bulk(cfg: BulkConfig, *, progress: Callable[[int, int], None] | None = N
     BulkReport
     """
     from serving.scoring import run_models
-    from trainer.rundir import REFERENCE_MODELS
+    from trainer.rundir import REFERENCE_MODELS, RunDir
 
     t0 = time.perf_counter()
     available = [m for m in run_models(cfg.run_dir) if m not in REFERENCE_MODELS]
     wanted = available if cfg.model == "all" else [cfg.model]
+    if cfg.model == "baseline" and RunDir.open(cfg.run_dir).fold_indices("baseline"):
+        available = [*available, "baseline"]  # no model file: the run's thresholds
     if not wanted or any(m not in available for m in wanted):
         raise SozkitError(
             f"{cfg.run_dir} has no servable model {cfg.model!r}; it holds {available or 'none'}."

@@ -35,6 +35,7 @@ from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.spectral import spectral_features
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
 from serving.results import ScoreResult, recording_metadata
+from trainer.call_rules import relative_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -403,6 +404,10 @@ class SequenceConsumer(Consumer):
         Sequences per ``predictor.submit``.
     max_in_flight : int
         Submissions left running before waiting for the oldest (``0``: wait at once).
+    calibration : trainer.calibration.EnsembleCalibration, optional
+        Applied to the channel probabilities and the threshold (:func:`make_result`).
+    relative_k : float, optional
+        The patient-relative call rule's ``k`` (:func:`make_result`); ``None`` = ``threshold``.
     """
 
     def __init__(
@@ -415,6 +420,8 @@ class SequenceConsumer(Consumer):
         *,
         batch_size: int = 8,
         max_in_flight: int = 0,
+        calibration=None,
+        relative_k: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"{batch_size=} must be >= 1.")
@@ -424,6 +431,8 @@ class SequenceConsumer(Consumer):
         self.batch_size, self.max_in_flight = int(batch_size), int(max_in_flight)
         self.ingest_config, self.cache_bytes = prep.ingest_config, prep.cache_bytes
         self.min_clips = prep.min_clips
+        self.calibration = calibration
+        self.relative_k = relative_k
         self.sequences_seen: list[np.ndarray] | None = None  # set to a list to keep them
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
@@ -469,7 +478,8 @@ class SequenceConsumer(Consumer):
             raise SozkitError(f"{rec.recording_id}: no sequence was scored.")
         return make_result(
             rec, self.name, self.folds, self.threshold, contacts, self._sum / self._n,
-            n_sequences=self._n, warnings=scoring_warnings(rec),
+            n_sequences=self._n, warnings=scoring_warnings(rec), calibration=self.calibration,
+            relative_k=self.relative_k,
             timings={**timings, "features": self._t_features, "model": self._t_model},
         )  # fmt: skip
 
@@ -505,9 +515,28 @@ def make_result(
     n_sequences: int = 0,
     timings: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
+    calibration=None,
+    relative_k: float | None = None,
 ) -> ScoreResult:
-    """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known."""
+    """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known.
+
+    ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing)
+    maps the raw probabilities and threshold onto calibrated ones; the raw ones are kept.
+    ``relative_k`` replaces ``threshold`` by the patient-relative rule's threshold of this
+    recording's contacts (:func:`trainer.call_rules.relative_threshold`, on the raw scores).
+    """
     labels = None if rec.soz is None else tuple(c in rec.soz for c in channels)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if relative_k is not None:
+        threshold = relative_threshold(probs, relative_k)
+    cal = {}
+    if calibration is not None:
+        cal = {
+            "raw_probabilities": probs,
+            "raw_threshold": float(threshold),
+            "calibration": calibration.method,
+        }
+        probs, threshold = calibration(probs), float(calibration(np.array([threshold]))[0])
     return ScoreResult(
         recording_id=rec.recording_id,
         subject=rec.subject,
@@ -516,7 +545,7 @@ def make_result(
         folds=tuple(int(f) for f in folds),
         threshold=float(threshold),
         channels=tuple(channels),
-        probabilities=np.asarray(probabilities, dtype=np.float64),
+        probabilities=probs,
         soz_labels=labels,
         n_sequences=int(n_sequences),
         duration_s=rec.duration_s,
@@ -524,4 +553,5 @@ def make_result(
         metadata=recording_metadata(rec),
         timings=dict(timings or {}),
         warnings=tuple(warnings),
+        **cal,
     )

@@ -104,7 +104,8 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
         for col in ("subject", "cohort", "soz_label"):
             if col in df:
                 agg[col] = "first" if col != "soz_label" else "max"
-        frames.append(df.groupby(keys, dropna=False, sort=False).agg(agg).reset_index())
+        per = df.groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
+        frames.append(_relative_calls(run, model, per))
     if not frames:
         raise SozkitError(
             f"{run_dir} holds no <model>/predictions.parquet; train first (soz train --out "
@@ -113,6 +114,23 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
     out = pd.concat(frames, ignore_index=True)
     out["soz_call"] = out["probability"] >= out["threshold"]
     return out
+
+
+def _relative_calls(run: RunDir, model: str, per: pd.DataFrame) -> pd.DataFrame:
+    """Folds trained with the patient-relative call rule: each recording's own threshold."""
+    from trainer.call_rules import relative_threshold
+
+    if "fold" not in per:
+        return per
+    for fold, idx in per.groupby("fold", dropna=True).groups.items():
+        k = run.relative_k(model, int(fold))
+        if k is None:
+            continue
+        part = per.loc[idx]
+        per.loc[idx, "threshold"] = part.groupby("recording_id")["probability"].transform(
+            lambda p, k=k: relative_threshold(p.to_numpy(float), k)
+        )
+    return per
 
 
 def _fold_threshold(run: RunDir, model: str, fold: object) -> float:
@@ -427,7 +445,14 @@ def _meta_table(rows: pd.DataFrame, by: str) -> str:
 
 def _top_table(unit: pd.DataFrame, top_n: int) -> str:
     top = unit.sort_values("probability", ascending=False, kind="stable").head(top_n)
-    head = "<tr><th>rank</th><th>contact</th><th>shaft</th><th>probability</th>"
+    methods = unit["calibration"].dropna().astype(str).unique() if "calibration" in unit else []
+    methods = [m for m in methods if m and m != "<NA>"]
+    prob = "probability"
+    if methods:  # the run's calibration (trainer.calibration), fitted on validation patients
+        prob = f"probability (calibrated: {html.escape(', '.join(methods))})"
+    raw = bool(methods) and "p_raw" in unit
+    head = f"<tr><th>rank</th><th>contact</th><th>shaft</th><th>{prob}</th>"
+    head += "<th>raw</th>" if raw else ""
     head += "<th>model call</th><th>clinical SOZ</th></tr>"
     body = []
     for rank, (_, r) in enumerate(top.iterrows(), start=1):
@@ -436,7 +461,9 @@ def _top_table(unit: pd.DataFrame, top_n: int) -> str:
         body.append(
             f"<tr><td>{rank}</td><td class='{'call' if r['soz_call'] else ''}'>"
             f"{html.escape(str(r['channel']))}</td><td>{html.escape(str(r['shaft']))}</td>"
-            f"<td>{float(r['probability']):.3f}</td><td>{'SOZ' if r['soz_call'] else '-'}</td>"
+            f"<td>{float(r['probability']):.3f}</td>"
+            + (f"<td>{float(r['p_raw']):.3f}</td>" if raw else "")
+            + f"<td>{'SOZ' if r['soz_call'] else '-'}</td>"
             f"<td class='{'clin' if lab_txt == 'yes' else ''}'>{lab_txt}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"

@@ -33,7 +33,9 @@ RESULT_COLUMNS = (
     "fold",
     "folds",
     "probability",
+    "p_raw",
     "threshold",
+    "calibration",
     "soz_call",
     "soz_label",
     "rank",
@@ -58,7 +60,8 @@ class ContactScore:
     channel, shaft : str
         Contact name and its electrode shaft (:func:`ingest.recording.shaft_of`).
     probability : float
-        SOZ probability.
+        SOZ probability (calibrated on the training run's validation patients where the run
+        holds a calibration; :mod:`trainer.calibration`).
     soz_call : bool
         ``probability >= threshold``.
     rank : int
@@ -76,6 +79,7 @@ class ContactScore:
     rank: int
     soz_label: bool | None = None
     index: int = 0
+    p_raw: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ class ScoreResult:
     folds : tuple of int
         Folds whose models were averaged (one entry when a single fold scored).
     threshold : float
-        Decision threshold: ``probability >= threshold`` is a SOZ call.
+        Decision threshold: ``probability >= threshold`` is a SOZ call (calibrated like the
+        probabilities: the calibration is strictly increasing, so the call is the raw one).
     channels : tuple of str
         Scored contacts, in file order.
     probabilities : ndarray, shape (n_contacts,)
@@ -108,6 +113,13 @@ class ScoreResult:
         Seconds spent per stage (``read_preprocess``, ``features``, ``model``, ``total``).
     warnings : tuple of str
         Non-fatal problems (contacts dropped as bad, reader warnings ...).
+    raw_probabilities : ndarray, shape (n_contacts,), optional
+        The model's probabilities before calibration (``None``: not calibrated).
+    raw_threshold : float, optional
+        The threshold before calibration.
+    calibration : str, optional
+        The calibration method(s) of the folds (``"isotonic"``, ``"platt+isotonic"`` ...);
+        ``None`` when the probabilities are the model's raw ones.
     """
 
     recording_id: str
@@ -125,6 +137,9 @@ class ScoreResult:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    raw_probabilities: np.ndarray | None = None
+    raw_threshold: float | None = None
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         probs = np.asarray(self.probabilities, dtype=np.float64)
@@ -139,6 +154,16 @@ class ScoreResult:
                 "channels."
             )
         object.__setattr__(self, "probabilities", probs)
+        if self.raw_probabilities is not None:
+            raw = np.asarray(self.raw_probabilities, dtype=np.float64)
+            if raw.shape != probs.shape:
+                raise ValueError(f"{self.recording_id}: {raw.shape=} must be {probs.shape}.")
+            object.__setattr__(self, "raw_probabilities", raw)
+
+    @property
+    def p_raw(self) -> np.ndarray:
+        """Probabilities before calibration (the probabilities themselves when uncalibrated)."""
+        return self.probabilities if self.raw_probabilities is None else self.raw_probabilities
 
     @property
     def soz_calls(self) -> np.ndarray:
@@ -170,9 +195,10 @@ class ScoreResult:
                 rank=int(r),
                 soz_label=None if self.soz_labels is None else bool(self.soz_labels[i]),
                 index=i,
+                p_raw=float(q),
             )
-            for i, (ch, p, c, r) in enumerate(
-                zip(self.channels, self.probabilities, calls, ranks, strict=True)
+            for i, (ch, p, q, c, r) in enumerate(
+                zip(self.channels, self.probabilities, self.p_raw, calls, ranks, strict=True)
             )
         ]
         return sorted(out, key=lambda c: c.rank)
@@ -186,6 +212,10 @@ class ScoreResult:
             "model": self.model,
             "folds": list(self.folds),
             "threshold": float(self.threshold),
+            "threshold_raw": float(
+                self.threshold if self.raw_threshold is None else self.raw_threshold
+            ),
+            "calibration": self.calibration,
             "n_contacts": len(self.channels),
             "n_soz_calls": int(self.soz_calls.sum()),
             "n_sequences": int(self.n_sequences),
@@ -218,6 +248,11 @@ class ScoreResult:
             metadata=dict(d.get("metadata", {})),
             timings=dict(d.get("timings", {})),
             warnings=tuple(d.get("warnings", ())),
+            raw_probabilities=None
+            if d.get("calibration") is None
+            else np.array([c.get("p_raw", c["probability"]) for c in contacts], dtype=np.float64),
+            raw_threshold=d.get("threshold_raw"),
+            calibration=d.get("calibration"),
         )
 
     def to_frame(self) -> pd.DataFrame:
@@ -244,7 +279,9 @@ class ScoreResult:
                 "fold": pd.array([self.fold] * n, dtype="Int64"),
                 "folds": ",".join(str(f) for f in self.folds),
                 "probability": self.probabilities,
+                "p_raw": self.p_raw,
                 "threshold": float(self.threshold),
+                "calibration": self.calibration,
                 "soz_call": self.soz_calls,
                 "soz_label": labels,
                 "rank": self.ranks,
@@ -256,7 +293,7 @@ class ScoreResult:
             },
             index=pd.RangeIndex(n),
         )
-        for col in ("session", "task", "run", "centre", "source_path"):
+        for col in ("session", "task", "run", "centre", "source_path", "calibration"):
             frame[col] = frame[col].astype("string")
         return frame[list(RESULT_COLUMNS)]
 

@@ -42,6 +42,7 @@ from serving.engine import (
 )
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream
 from serving.results import ScoreResult
+from trainer.calibration import EnsembleCalibration
 from trainer.checkpoint import FoldCheckpoint, load_checkpoint
 from trainer.rundir import REFERENCE_MODELS, RunDir, checkpoint_meta
 
@@ -69,6 +70,18 @@ def ensemble(metas: Sequence[FoldCheckpoint]) -> tuple[tuple[int, ...], float]:
     """``(folds, threshold)`` of a fold ensemble: the fold indices and their mean threshold."""
     folds = tuple(int(m.fold) if m.fold is not None else i for i, m in enumerate(metas))
     return folds, float(np.mean([m.threshold for m in metas]))
+
+
+def load_calibration(run: RunDir, model: str, folds: Sequence[int]) -> EnsembleCalibration:
+    """The calibration of a fold ensemble: each fold's ``calibration.json``, averaged."""
+    return EnsembleCalibration([run.calibrator(model, k) for k in folds])
+
+
+def load_relative_k(run: RunDir, model: str, folds: Sequence[int]) -> float | None:
+    """The ensemble's relative-rule ``k`` (mean over the folds), ``None`` when it calls with
+    the Youden threshold (any fold trained with it)."""
+    ks = [run.relative_k(model, k) for k in folds]
+    return None if any(k is None for k in ks) else float(np.mean(ks))
 
 
 def load_preprocessing(
@@ -175,6 +188,12 @@ class Scorer:
         Memory budget for keeping a recording's clips between the two preprocessing passes.
     line_freq : float | None
         Power-line frequency used for recordings that do not state one.
+    calibration : EnsembleCalibration, optional
+        The folds' calibration (:func:`load_calibration`; ``from_run`` loads it); ``None``
+        reports the raw probabilities.
+    relative_k : float, optional
+        Call with the patient-relative rule (:mod:`trainer.call_rules`) at this ``k``, each
+        recording against its own contacts; ``None`` = the Youden threshold.
 
     Attributes
     ----------
@@ -199,6 +218,8 @@ class Scorer:
         eval_stride: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         line_freq: float | None = None,
+        calibration: EnsembleCalibration | None = None,
+        relative_k: float | None = None,
     ) -> None:
         if not models or len(models) != len(metas):
             raise SozkitError(
@@ -217,6 +238,8 @@ class Scorer:
         self.metas = tuple(metas)
         self.folds, self.threshold = ensemble(metas)
         self.batch_size = int(batch_size)
+        self.calibration = calibration
+        self.relative_k = relative_k
 
     @classmethod
     def from_run(
@@ -254,6 +277,8 @@ class Scorer:
             models.append(net)
             metas.append(meta)
         kwargs.setdefault("eval_stride", run.eval_stride())
+        kwargs.setdefault("calibration", load_calibration(run, model, list(paths)))
+        kwargs.setdefault("relative_k", load_relative_k(run, model, list(paths)))
         return cls(model, models, metas, **kwargs)
 
     # -- the two halves, for callers that use them directly ----------------------------------
@@ -287,7 +312,7 @@ class Scorer:
         """A fresh engine consumer scoring one recording with these networks."""
         return SequenceConsumer(
             self.name, self.prep, self.folds, self.threshold, self.networks,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size, calibration=self.calibration, relative_k=self.relative_k,
         )  # fmt: skip
 
     def score(self, rec: Recording) -> ScoreResult:
@@ -343,7 +368,9 @@ def load_scorers(
     ----------
     run_dir : path-like
     model : str
-        ``"sozformer"``, ``"dcgru"``, ``"svm"`` or ``"all"``.
+        ``"sozformer"``, ``"dcgru"``, ``"svm"``, ``"baseline"`` (the classical baseline with the
+        run's baseline thresholds, :mod:`serving.baseline_scorer`) or ``"all"`` (the fitted
+        models).
     fold : int | None
         One fold, or ``None`` for each model's fold ensemble.
     allow_incomplete : bool
@@ -371,7 +398,11 @@ def load_scorers(
     svm_kw = {k: v for k, v in kwargs.items() if k in ("cache_bytes", "line_freq")}
     out: list = []
     for name in names:
-        if name == "svm":
+        if name == "baseline":
+            from serving.baseline_scorer import BaselineScorer
+
+            out.append(BaselineScorer.from_run(run_dir, fold=fold, **svm_kw))
+        elif name == "svm":
             out.append(
                 SVMScorer.from_run(run_dir, fold=fold, allow_incomplete=allow_incomplete, **svm_kw)
             )

@@ -10,9 +10,9 @@ calibrated probability; the ensemble averages the folds' probabilities and thres
 (:func:`serving.engine.score_recording`), so one pass over a recording feeds the SVM and the
 neural models alike.
 
-The classical *baseline* of training (Epileptogenicity Index on annotated seizures, interictal
-spike ranking) is an evaluation reference computed inside cross-validation; it has no fitted
-model to serve and is not scored here.
+The classical *baseline* (Epileptogenicity Index on annotated seizures, interictal spike
+ranking) has no fitted model; :mod:`serving.baseline_scorer` scores it with the run's baseline
+thresholds (``soz score --model baseline``).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class SVMScorer:
         Preprocessing of the training store.
     cache_bytes : int
         Memory budget between the two preprocessing passes.
+    calibration : trainer.calibration.EnsembleCalibration, optional
+        The folds' calibration (``from_run`` loads it); ``None`` reports the raw probabilities.
+    relative_k : float, optional
+        The patient-relative call rule's ``k`` (``from_run`` loads it); ``None`` = Youden.
     """
 
     name = "svm"
@@ -66,6 +70,8 @@ class SVMScorer:
         *,
         ingest_config: IngestConfig,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        calibration=None,
+        relative_k: float | None = None,
     ) -> None:
         if not svms or not len(svms) == len(thresholds) == len(folds):
             raise SozkitError(
@@ -85,6 +91,8 @@ class SVMScorer:
         self.threshold = float(np.mean(thresholds))
         self.ingest_config = ingest_config
         self.cache_bytes = int(cache_bytes)
+        self.calibration = calibration
+        self.relative_k = relative_k
 
     @classmethod
     def from_run(
@@ -96,11 +104,13 @@ class SVMScorer:
         line_freq: float | None = None,
         **kwargs: Any,
     ) -> SVMScorer:
-        """Load ``RUN_DIR/svm/fold_<k>/svm.pkl`` and its threshold (every fold if None).
+        """Load ``RUN_DIR/svm/fold_<k>/svm.pkl``, its threshold and calibration (every fold if None).
 
         ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
         in :meth:`serving.scoring.Scorer.from_run`.
         """
+        from serving.scoring import load_calibration, load_relative_k
+
         run = RunDir.open(run_dir)
         paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
         svms = [SOZSVM.load(path) for path in paths.values()]
@@ -108,6 +118,8 @@ class SVMScorer:
         cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
         if line_freq is not None and cfg.line_freq is None:
             cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        kwargs.setdefault("calibration", load_calibration(run, "svm", list(paths)))
+        kwargs.setdefault("relative_k", load_relative_k(run, "svm", list(paths)))
         return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -163,5 +175,5 @@ class SVMConsumer(Consumer):
         return make_result(
             rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
             timings={**timings, "features": self._t, "model": t_model},
-            warnings=scoring_warnings(rec),
+            warnings=scoring_warnings(rec), calibration=s.calibration, relative_k=s.relative_k,
         )  # fmt: skip

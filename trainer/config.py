@@ -107,6 +107,12 @@ class TrainConfig:
         How test patients are held out (:data:`trainer.splits.SPLITS`): ``"patient"``
         (``n_folds`` patient-wise folds), ``"centre"`` (leave one centre out: one fold per
         centre) or ``"cohort"`` (leave one cohort out).
+    call_rule : str
+        Which contacts are called SOZ (:mod:`trainer.call_rules`): ``"youden"`` (one
+        threshold for every patient) or ``"relative"`` (a contact standing out among its
+        patient's contacts, the default: it transferred better across simulator families,
+        README "Calls and probabilities across generators"); both chosen on validation
+        patients, both reported.
     """
 
     models: tuple[str, ...] = ("sozformer",)
@@ -143,6 +149,7 @@ class TrainConfig:
     max_failures: int = 0
     placement_strategy: str = "PACK"
     split: str = "patient"
+    call_rule: str = "relative"
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
@@ -162,6 +169,8 @@ class TrainConfig:
             )
         if self.max_failures < 0:
             raise ConfigError(f"{self.max_failures=} must be >= 0 (restarts after a lost worker).")
+        if self.call_rule not in ("youden", "relative"):
+            raise ConfigError(f"call_rule={self.call_rule!r} must be 'youden' or 'relative'.")
         if not models:
             raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
         unknown = [m for m in models if m not in ALL_MODELS]

@@ -9,13 +9,17 @@ The protocol (SPEC, stage 3):
    PR-AUC with the SOZ prevalence, Brier score, reliability curve, channel-wise recall /
    specificity / precision / F1) and :func:`patient_macro_metrics` (the same four per patient,
    then mean and std across patients).
+   The Brier score, its skill against the prevalence and the reliability curve are those of the
+   probabilities **calibrated** on the validation patients (:mod:`trainer.calibration`); the
+   raw Brier is kept beside them (``brier_raw``).
 4. :func:`evaluate_fold` does 2-3 for one fold; :func:`summarise_folds` pools the folds and gives
    mean and std over folds.
 
 A channel is called SOZ when ``score >= threshold`` (the convention of
 :func:`sklearn.metrics.roc_curve`). Every dict returned here holds plain ``int`` / ``float`` /
 ``list`` / ``None`` only, ready for :func:`json.dump`; an undefined value (ROC-AUC of a set with
-one class, recall of a patient without SOZ contacts) is ``None``, never NaN.
+one class, recall of a patient without SOZ contacts) is ``None``, never NaN. The metrics of one
+set of channels live in :mod:`trainer.channel_metrics` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,7 +30,20 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from trainer.calibration import Calibrator, fit_calibrator
+from trainer.call_rules import CALL_RULES, fit_relative_k, relative_thresholds
+from trainer.channel_metrics import (
+    _MACRO,
+    _check_labels_scores,
+    _mean_std,
+    _require,
+    channel_metrics,
+    patient_macro_metrics,
+    reliability_curve,
+    youden_threshold,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +72,8 @@ FOLD_SCALARS = (
     "pr_auc",
     "prevalence",
     "brier",
+    "brier_raw",
+    "bss",
     "recall",
     "specificity",
     "precision",
@@ -65,44 +84,6 @@ FOLD_SCALARS = (
     "macro_f1",
     "threshold",
 )
-_MACRO = ("recall", "specificity", "precision", "f1")
-
-
-def _float(x) -> float | None:
-    """A JSON-safe float: None for NaN / inf / None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{what} is missing columns {missing}; it has {list(df.columns)}. Expected "
-            f"{list(columns)}."
-        )
-
-
-def _check_labels_scores(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true)
-    y_score = np.asarray(y_score, dtype=float)
-    if y_true.ndim != 1 or y_true.shape != y_score.shape:
-        raise ValueError(
-            f"y_true.shape={y_true.shape} and y_score.shape={y_score.shape} must be equal and 1-D "
-            "(one label and one score per channel)."
-        )
-    if y_true.size == 0:
-        raise ValueError("no channels to evaluate: y_true is empty.")
-    if not np.isin(y_true, (0, 1)).all():
-        raise ValueError(f"y_true must be 0/1; found values {np.unique(y_true)[:10].tolist()}.")
-    if not np.isfinite(y_score).all():
-        raise ValueError(
-            f"y_score has {int((~np.isfinite(y_score)).sum())} non-finite values; the model "
-            "produced NaN/inf probabilities (check the loss and the learning rate)."
-        )
-    return y_true.astype(int), y_score
 
 
 def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
@@ -187,252 +168,6 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
     return table.loc[:, list(TABLE_COLUMNS)].reset_index(drop=True)
 
 
-def youden_threshold(y_true, y_score) -> float:
-    """The score threshold maximising Youden's ``J = TPR - FPR`` (on the validation set).
-
-    Parameters
-    ----------
-    y_true : array-like of int, shape (n_channels,)
-        0/1 labels; both classes must be present.
-    y_score : array-like of float, shape (n_channels,)
-        Scores (probabilities).
-
-    Returns
-    -------
-    threshold : float
-        Always one of the scores (never the ``+inf`` that :func:`sklearn.metrics.roc_curve`
-        puts first): a channel is positive when ``score >= threshold``. Ties in J are broken
-        towards the highest threshold (fewest SOZ calls), as ``np.argmax`` does. When no score
-        beats J = 0 (scores inverted), that is the lowest score: every channel is called, J = 0.
-    """
-    y_true, y_score = _check_labels_scores(y_true, y_score)
-    if y_true.min() == y_true.max():
-        raise ValueError(
-            f"Youden's threshold needs SOZ and non-SOZ channels; all {y_true.size} validation "
-            f"channels have label {int(y_true[0])}. Use more validation patients (val_fraction) "
-            "or check the labels."
-        )
-    fpr, tpr, thresholds = roc_curve(y_true, y_score, drop_intermediate=False)
-    n_pos = int(y_true.sum())
-    n_neg = y_true.size - n_pos
-    j = np.rint(tpr * n_pos) * n_neg - np.rint(fpr * n_neg) * n_pos  # J * P * N: exact ties
-    best = int(np.argmax(j[1:])) + 1  # thresholds[0] is +inf (nothing called positive)
-    return float(thresholds[best])
-
-
-def reliability_curve(y_true, y_score, *, n_bins: int = 10) -> list[dict]:
-    """Calibration bins: mean predicted probability vs observed SOZ fraction.
-
-    Parameters
-    ----------
-    y_true : array-like of int, shape (n_channels,)
-    y_score : array-like of float, shape (n_channels,)
-        Probabilities in [0, 1].
-    n_bins : int
-        Number of equal-width bins on [0, 1].
-
-    Returns
-    -------
-    bins : list of dict
-        One dict per bin: ``lower``, ``upper``, ``count``, ``mean_score`` and ``fraction_positive``
-        (None for an empty bin). The last bin includes 1.0.
-    """
-    if n_bins < 1:
-        raise ValueError(f"{n_bins=} must be >= 1.")
-    y_true, y_score = _check_labels_scores(y_true, y_score)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, y_score, side="right") - 1, 0, n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        sel = idx == b
-        n = int(sel.sum())
-        bins.append(
-            {
-                "lower": float(edges[b]),
-                "upper": float(edges[b + 1]),
-                "count": n,
-                "mean_score": _float(y_score[sel].mean()) if n else None,
-                "fraction_positive": _float(y_true[sel].mean()) if n else None,
-            }
-        )
-    return bins
-
-
-def _ratio(num: float, den: float, zero_division: float | None) -> float | None:
-    return float(num) / float(den) if den > 0 else zero_division
-
-
-def _f1(precision: float | None, recall: float | None) -> float | None:
-    if precision is None or recall is None:
-        return None
-    s = precision + recall
-    return 2.0 * precision * recall / s if s > 0 else 0.0
-
-
-def _threshold_array(threshold, n: int) -> np.ndarray:
-    t = np.asarray(threshold, dtype=float)
-    if t.ndim == 0:
-        t = np.full(n, float(t))
-    if t.shape != (n,) or not np.isfinite(t).all():
-        raise ValueError(
-            f"threshold must be a finite float or one finite value per channel (shape ({n},)); "
-            f"got shape {t.shape}."
-        )
-    return t
-
-
-def channel_metrics(y_true, y_score, threshold, *, n_bins: int = 10) -> dict:
-    """Channel-wise metrics of one set of channels (pooled across patients).
-
-    Parameters
-    ----------
-    y_true : array-like of int, shape (n_channels,)
-        0/1 SOZ labels.
-    y_score : array-like of float, shape (n_channels,)
-        Probabilities.
-    threshold : float or array-like, shape (n_channels,)
-        SOZ call when ``score >= threshold``; one per channel when the channels come from folds
-        with different thresholds (pooled results).
-    n_bins : int
-        Bins of the reliability curve.
-
-    Returns
-    -------
-    metrics : dict
-        ``tn, fp, fn, tp`` and ``confusion`` (``[[tn, fp], [fn, tp]]``, rows = truth); ``roc_auc``
-        and ``pr_auc`` (average precision, whose chance level is ``prevalence``), None with one
-        class only; ``prevalence`` (SOZ fraction); ``brier`` score; ``reliability`` bins;
-        channel-wise ``recall``, ``specificity``, ``precision`` (0 when nothing is called, like
-        scikit-learn's ``zero_division=0``), ``f1``, ``balanced_accuracy`` (None where undefined);
-        ``threshold`` (a float, or None when per-channel); ``n_channels``, ``n_positive``.
-    """
-    y_true, y_score = _check_labels_scores(y_true, y_score)
-    if y_score.min() < 0.0 or y_score.max() > 1.0:
-        raise ValueError(
-            f"scores must be probabilities in [0, 1] (Brier score, reliability); found range "
-            f"[{y_score.min():.3g}, {y_score.max():.3g}]. Apply a sigmoid to logits first."
-        )
-    t = _threshold_array(threshold, y_true.size)
-    y_pred = (y_score >= t).astype(int)
-    tp = int(((y_pred == 1) & (y_true == 1)).sum())
-    fp = int(((y_pred == 1) & (y_true == 0)).sum())
-    fn = int(((y_pred == 0) & (y_true == 1)).sum())
-    tn = int(((y_pred == 0) & (y_true == 0)).sum())
-    both = 0 < y_true.sum() < y_true.size
-    recall = _ratio(tp, tp + fn, None)
-    specificity = _ratio(tn, tn + fp, None)
-    precision = _ratio(tp, tp + fp, 0.0)
-    return {
-        "n_channels": int(y_true.size),
-        "n_positive": int(y_true.sum()),
-        "threshold": float(t[0]) if np.all(t == t[0]) else None,
-        "tn": tn,
-        "fp": fp,
-        "fn": fn,
-        "tp": tp,
-        "confusion": [[tn, fp], [fn, tp]],
-        "roc_auc": _float(roc_auc_score(y_true, y_score)) if both else None,
-        "pr_auc": _float(average_precision_score(y_true, y_score)) if both else None,
-        "prevalence": float(y_true.mean()),
-        "brier": float(brier_score_loss(y_true, y_score)),
-        "reliability": reliability_curve(y_true, y_score, n_bins=n_bins),
-        "recall": recall,
-        "specificity": specificity,
-        "precision": precision,
-        "f1": _f1(precision, recall),
-        "balanced_accuracy": (recall + specificity) / 2.0
-        if recall is not None and specificity is not None
-        else None,
-    }
-
-
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
-    v = np.array([x for x in values if x is not None], dtype=float)
-    if v.size == 0:
-        return None, None, 0
-    return float(v.mean()), float(v.std(ddof=0)), int(v.size)
-
-
-def patient_macro_metrics(table: pd.DataFrame, threshold) -> dict:
-    """Patient-wise macro recall, specificity, precision and F1: per patient, then mean and std.
-
-    Parameters
-    ----------
-    table : DataFrame
-        Aggregated table (one row per patient x channel; :func:`aggregate_channel_scores`) with
-        columns ``patient``, ``y_true``, ``score`` (``cohort`` is kept when present).
-    threshold : float or array-like, shape (n_rows,)
-        SOZ call when ``score >= threshold``; per row when patients come from different folds.
-
-    Returns
-    -------
-    macro : dict
-        ``recall``, ``specificity``, ``precision``, ``f1``: each ``{"mean", "std", "n"}`` over the
-        patients where it is defined (std with ``ddof=0``); ``n_patients``; ``per_patient``: a
-        list of records (``patient``, ``cohort``, ``n_channels``, ``n_soz``, ``tp``, ``fp``,
-        ``fn``, ``tn`` and the four metrics).
-
-    Notes
-    -----
-    Conventions for the empty denominators, per patient:
-
-    - **precision** with no channel called SOZ is 0 (scikit-learn's ``zero_division=0``, the
-      common choice in the SOZ literature): a model that localises nothing in a patient has
-      failed that patient, and leaving it out would reward abstaining.
-    - **recall** (and so F1) of a patient with no SOZ contact is undefined: the patient is left
-      out of the recall and F1 means (``n`` says how many patients count) instead of scoring a
-      perfect or a zero recall that says nothing about the model.
-    - **specificity** of a patient whose contacts are all SOZ is undefined likewise.
-    - F1 is 0 when precision + recall = 0.
-    """
-    _require(table, ("patient", "y_true", "score"), "the channel table")
-    y_true, y_score = _check_labels_scores(table["y_true"].to_numpy(), table["score"].to_numpy())
-    t = _threshold_array(threshold, y_true.size)
-    df = pd.DataFrame(
-        {
-            "patient": table["patient"].to_numpy(),
-            "cohort": table["cohort"].to_numpy() if "cohort" in table else None,
-            "y_true": y_true,
-            "y_pred": (y_score >= t).astype(int),
-        }
-    )
-    rows = []
-    for patient, g in df.groupby("patient", sort=True):
-        yt, yp = g["y_true"].to_numpy(), g["y_pred"].to_numpy()
-        tp = int(((yp == 1) & (yt == 1)).sum())
-        fp = int(((yp == 1) & (yt == 0)).sum())
-        fn = int(((yp == 0) & (yt == 1)).sum())
-        tn = int(((yp == 0) & (yt == 0)).sum())
-        recall = _ratio(tp, tp + fn, None)
-        precision = _ratio(tp, tp + fp, 0.0)
-        cohort = g["cohort"].iloc[0]
-        rows.append(
-            {
-                "patient": str(patient),
-                "cohort": None if cohort is None else str(cohort),
-                "n_channels": int(yt.size),
-                "n_soz": int(yt.sum()),
-                "tp": tp,
-                "fp": fp,
-                "fn": fn,
-                "tn": tn,
-                "recall": recall,
-                "specificity": _ratio(tn, tn + fp, None),
-                "precision": precision,
-                "f1": _f1(precision, recall),
-            }
-        )
-    no_soz = [r["patient"] for r in rows if r["n_soz"] == 0]
-    if no_soz:
-        logger.info("%d patients have no SOZ contact (left out of macro recall/F1)", len(no_soz))
-    out: dict = {"n_patients": len(rows)}
-    for name in _MACRO:
-        mean, std, n = _mean_std([r[name] for r in rows])
-        out[name] = {"mean": mean, "std": std, "n": n}
-    out["per_patient"] = rows
-    return out
-
-
 def roc_curve_by_cohort(
     table: pd.DataFrame, *, include_all: bool = False
 ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
@@ -487,8 +222,12 @@ def evaluate_fold(
     *,
     n_bins: int = 10,
     threshold: float | None = None,
+    calibrator: Calibrator | None = None,
+    calibration: str = "auto",
+    call_rule: str = "youden",
+    relative_k: float | None = None,
 ) -> dict:
-    """Evaluate one fold: Youden threshold on the validation patients, metrics on the test patients.
+    """Evaluate one fold: threshold and calibration from the validation patients, metrics on test.
 
     Parameters
     ----------
@@ -500,6 +239,16 @@ def evaluate_fold(
     threshold : float, optional
         Use this threshold instead of Youden's on ``val`` (re-evaluating a checkpoint at the
         threshold it was saved with). Never pick it on the test patients.
+    calibrator : Calibrator, optional
+        Use this calibration instead of fitting one on ``val``
+        (:func:`trainer.calibration.fit_calibrator`, method ``calibration``).
+    calibration : {"auto", "identity", "platt", "isotonic"}
+        The method fitted on the validation patients when no ``calibrator`` is given.
+    call_rule : {"youden", "relative"}
+        The rule the test calls (``test``, ``macro``) use (:mod:`trainer.call_rules`); both
+        rules' calls are reported under ``calls``.
+    relative_k : float, optional
+        The relative rule's ``k`` instead of fitting it on ``val``.
 
     Returns
     -------
@@ -507,8 +256,12 @@ def evaluate_fold(
         ``threshold``; ``val`` and ``test``: :func:`channel_metrics` at that threshold;
         ``macro``: :func:`patient_macro_metrics` on test; ``roc_by_cohort``: test ROC curves
         per cohort (``{"fpr", "tpr", "auc"}``, plus ``"all"``); ``test_table``: the aggregated
-        test table as records (``cohort, patient, channel, y_true, score``) so that
-        :func:`summarise_folds` can pool folds; ``n_val_patients``, ``n_test_patients``.
+        test table as records (``cohort, patient, channel, y_true, score, probability``: raw
+        score and calibrated probability) so that :func:`summarise_folds` can pool folds;
+        ``calibration``: the :meth:`~trainer.calibration.Calibrator.to_dict` of the fold;
+        ``call_rule``, ``relative_k``; ``calls``: ``{rule: macro / pooled precision and recall,
+        calls}`` of both rules on test;
+        ``n_val_patients``, ``n_test_patients``.
     """
     val_t = _as_table(val, "the validation table")
     test_t = _as_table(test, "the test table")
@@ -523,6 +276,23 @@ def evaluate_fold(
     elif not math.isfinite(threshold):
         raise ValueError(f"{threshold=} must be a finite score threshold.")
     threshold = float(threshold)
+    if call_rule not in CALL_RULES:
+        raise ValueError(f"{call_rule=} must be one of {CALL_RULES}.")
+    if relative_k is None:
+        relative_k = fit_relative_k(val_t["y_true"], val_t["score"], val_t["patient"])
+    rules = {
+        "youden": (threshold, threshold),
+        "relative": tuple(
+            relative_thresholds(t["score"], t["patient"], relative_k) for t in (val_t, test_t)
+        ),
+    }
+    val_thr, test_thr = rules[call_rule]
+    if calibrator is None:
+        calibrator = fit_calibrator(
+            val_t["y_true"], val_t["score"], val_t["patient"], method=calibration
+        )
+    val_p = calibrator(val_t["score"].to_numpy(float))
+    test_p = calibrator(test_t["score"].to_numpy(float))
     records = [
         {
             "cohort": str(r.cohort),
@@ -530,28 +300,64 @@ def evaluate_fold(
             "channel": str(r.channel),
             "y_true": int(r.y_true),
             "score": float(r.score),
+            "probability": float(p),
         }
-        for r in test_t.itertuples(index=False)
+        for r, p in zip(test_t.itertuples(index=False), test_p, strict=True)
     ]
     return {
         "threshold": threshold,
+        "call_rule": call_rule,
+        "relative_k": float(relative_k),
+        "calls": {rule: call_summary(test_t, thr) for rule, (_, thr) in rules.items()},
         "n_val_patients": int(val_t["patient"].nunique()),
         "n_test_patients": int(test_t["patient"].nunique()),
-        "val": channel_metrics(val_t["y_true"], val_t["score"], threshold, n_bins=n_bins),
-        "test": channel_metrics(test_t["y_true"], test_t["score"], threshold, n_bins=n_bins),
-        "macro": patient_macro_metrics(test_t, threshold),
+        "calibration": calibrator.to_dict(),
+        "val": channel_metrics(
+            val_t["y_true"], val_t["score"], val_thr, n_bins=n_bins, probability=val_p
+        ),
+        "test": channel_metrics(
+            test_t["y_true"], test_t["score"], test_thr, n_bins=n_bins, probability=test_p
+        ),
+        "macro": patient_macro_metrics(test_t, test_thr),
         "roc_by_cohort": _curves_json(roc_curve_by_cohort(test_t, include_all=True)),
         "test_table": records,
     }
 
 
+def call_summary(table: pd.DataFrame, thresholds) -> dict:
+    """Calls of a rule on a (patient, channel) table: pooled and macro precision / recall."""
+    m = channel_metrics(table["y_true"], table["score"], thresholds)
+    macro = patient_macro_metrics(table, thresholds)
+    return {
+        "n_calls": m["tp"] + m["fp"],
+        "n_channels": m["n_channels"],
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "macro_precision": macro["precision"]["mean"],
+        "macro_recall": macro["recall"]["mean"],
+        "macro_f1": macro["f1"]["mean"],
+    }
+
+
+def _pooled_calls(pooled: pd.DataFrame, fold_results: Sequence[Mapping]) -> dict:
+    """Both call rules on all test patients, each fold's threshold / ``k`` on its own patients."""
+    youden = np.array([float(fold_results[i]["threshold"]) for i in pooled["fold"]])
+    out = {"youden": call_summary(pooled, youden)}
+    if pooled["relative_k"].notna().all():
+        out["relative"] = call_summary(
+            pooled, relative_thresholds(pooled["score"], pooled["patient"], pooled["relative_k"])
+        )
+    return out
+
+
 def fold_scalars(result: Mapping) -> dict[str, float | None]:
     """The headline numbers of one :func:`evaluate_fold` result (:data:`FOLD_SCALARS`)."""
     test, macro = result["test"], result["macro"]
-    out = {k: test[k] for k in ("roc_auc", "pr_auc", "prevalence", "brier")}
+    out = {k: test.get(k) for k in ("roc_auc", "pr_auc", "prevalence", "brier", "brier_raw", "bss")}
     out.update({k: test[k] for k in _MACRO})
     out.update({f"macro_{k}": macro[k]["mean"] for k in _MACRO})
     out["threshold"] = result["threshold"]
+    out["call_rule"] = result.get("call_rule", "youden")
     return out
 
 
@@ -583,10 +389,14 @@ def summarise_folds(fold_results: Sequence[Mapping], *, n_bins: int = 10) -> dic
             raise ValueError(
                 f"fold result {i} has no 'test_table'; pass the dicts evaluate_fold returns."
             )
-        f = pd.DataFrame.from_records(
-            r["test_table"], columns=["cohort", "patient", "channel", "y_true", "score"]
-        )
+        f = pd.DataFrame.from_records(r["test_table"])
+        _require(f, ("cohort", "patient", "channel", "y_true", "score"), f"fold {i}'s test_table")
+        if "probability" not in f:  # a run from before calibration: raw = calibrated
+            f["probability"] = f["score"]
         f["threshold"] = float(r["threshold"])
+        if r.get("call_rule") == "relative":
+            f["threshold"] = relative_thresholds(f["score"], f["patient"], r["relative_k"])
+        f["relative_k"] = r.get("relative_k", float("nan"))
         f["fold"] = i
         frames.append(f)
     pooled = pd.concat(frames, ignore_index=True)
@@ -606,7 +416,14 @@ def summarise_folds(fold_results: Sequence[Mapping], *, n_bins: int = 10) -> dic
         "folds": per_fold,
         "mean": mean,
         "std": std,
-        "pooled": channel_metrics(pooled["y_true"], pooled["score"], thresholds, n_bins=n_bins),
+        "pooled": channel_metrics(
+            pooled["y_true"],
+            pooled["score"],
+            thresholds,
+            n_bins=n_bins,
+            probability=pooled["probability"],
+        ),  # fmt: skip
         "pooled_macro": patient_macro_metrics(pooled, thresholds),
+        "pooled_calls": _pooled_calls(pooled, fold_results),
         "pooled_roc_by_cohort": _curves_json(roc_curve_by_cohort(pooled, include_all=True)),
     }

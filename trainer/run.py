@@ -29,6 +29,7 @@ import pandas as pd
 
 from ingest.errors import ConfigError, SozkitError
 from ingest.fileio import json_safe, write_json, write_parquet
+from trainer.calibration import Calibrator
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.datasets import recording_table
@@ -64,6 +65,7 @@ def write_fold(
     *,
     extra: Mapping[str, Any] | None = None,
     save_model: Callable[[Mapping[str, Any]], None] | None = None,
+    call_rule: str = "youden",
 ) -> dict:
     """Evaluate one fold and write its predictions, plots, model and, last, its ``metrics.json``.
 
@@ -79,6 +81,8 @@ def write_fold(
     save_model : callable, optional
         ``save_model(result)`` writes the fold's model file once the threshold is known; it
         runs before the finished marker, so a kill in between leaves an unfinished fold.
+    call_rule : {"youden", "relative"}
+        The call rule of the fold's test metrics and of serving (:mod:`trainer.call_rules`).
 
     Returns
     -------
@@ -92,7 +96,7 @@ def write_fold(
     d.mkdir(parents=True, exist_ok=True)
     write_parquet(d / "val_predictions.parquet", val)
     write_parquet(d / "test_predictions.parquet", test)
-    result = evaluate_fold(val, test)
+    result = evaluate_fold(val, test, call_rule=call_rule)
     history = list((extra or {}).get("history", []))
     _plot(
         plots.plot_confusion,
@@ -110,7 +114,11 @@ def write_fold(
     if per_epoch:
         _plot(plots.plot_roc_through_training, per_epoch, d / "roc_through_training.png")
     out = {"model": model, "fold": fold.index, **result, **dict(extra or {})}
-    write_json(d / "threshold.json", {"threshold": result["threshold"]})
+    write_json(
+        d / "threshold.json",
+        {k: result[k] for k in ("threshold", "call_rule", "relative_k")},
+    )
+    run.write_calibration(model, fold.index, Calibrator.from_dict(result["calibration"]))
     if save_model is not None:
         save_model(out)
     run.mark_finished(model, fold.index, out)  # last: the fold is finished only now
@@ -325,6 +333,7 @@ def run_training(
                 "epoch_nodes": res.epoch_nodes,
             },
             save_model=save_model,  # the checkpoint before the finished marker
+            call_rule=cfg.call_rule,
         )
         tick(_fold_label(res.model_name, fold, result))
 
@@ -356,14 +365,19 @@ def run_training(
 
 
 def _site_figures(run_dir: Path, models, recordings: pd.DataFrame) -> dict:
-    """Test ROC-AUC by centre and run kind per model (:mod:`trainer.sites`), to sites.json."""
+    """Test figures by centre and run kind per model (:mod:`trainer.sites`), to sites.json."""
     from trainer.sites import site_figures
 
     centres = patient_groups(recordings, "centre")
-    sites = {
-        m: site_figures(pd.read_parquet(run_dir / m / "predictions.parquet"), recordings, centres)
-        for m in models
-    }
+    run = RunDir(run_dir)
+    sites = {}
+    for m in models:
+        preds = pd.read_parquet(run.predictions_path(m))
+        folds = {
+            int(k): (run.threshold(m, int(k)), run.calibrator(m, int(k)))
+            for k in preds["fold"].unique()
+        }
+        sites[m] = site_figures(preds, recordings, centres, folds)
     write_json(Path(run_dir) / "sites.json", sites)
     return sites
 
@@ -412,6 +426,7 @@ def _run_svm(
         result = write_fold(
             run_dir, "svm", fold, res.val_predictions, res.test_predictions,
             save_model=lambda _result, m=res.model, k=fold.index: m.save(run.svm_path(k)),
+            call_rule=cfg.call_rule,
         )  # fmt: skip
         tick(_fold_label("svm", fold, result))
 
@@ -430,5 +445,5 @@ def _run_baseline(
     scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))
     for fold in todo:
         val, test = fold_predictions(scores, fold)
-        result = write_fold(run_dir, "baseline", fold, val, test)
+        result = write_fold(run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule)
         tick(_fold_label("baseline", fold, result))

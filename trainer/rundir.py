@@ -20,7 +20,10 @@ Layout::
         fold_<k>/
           val_predictions.parquet     validation / test predictions of the fold
           test_predictions.parquet
-          threshold.json              {"threshold": t} (every model)
+          threshold.json              {"threshold": t, "call_rule": "youden"|"relative",
+                                      "relative_k": k} (every model; trainer.call_rules)
+          calibration.json            trainer.calibration.Calibrator fitted on the fold's
+                                      validation patients (every model; serving applies it)
           checkpoint.pt               neural models: trainer.checkpoint (weights, hparams,
                                       threshold, feature config, seq_len, sfreq, ingest config)
           svm.pkl                     SVM: the fitted models.svm.SOZSVM
@@ -59,6 +62,7 @@ SUMMARY = "summary.md"
 #: The finished marker of a fold (and the model-level summary).
 MARKER = "metrics.json"
 THRESHOLD = "threshold.json"
+CALIBRATION = "calibration.json"
 CHECKPOINT = "checkpoint.pt"
 SVM_MODEL = "svm.pkl"
 PREDICTIONS = "predictions.parquet"
@@ -280,6 +284,40 @@ class RunDir:
             f"no threshold in {self.fold_dir(model, fold)}/{THRESHOLD}: fold {fold} of {model!r} "
             "did not finish (soz train --resume)."
         )
+
+    def calibration_path(self, model: str, fold: int) -> Path:
+        return self.fold_dir(model, fold) / CALIBRATION
+
+    def write_calibration(self, model: str, fold: int, calibrator) -> Path:
+        """Write a fold's :class:`trainer.calibration.Calibrator` (before its finished marker)."""
+        return Path(write_json(self.calibration_path(model, fold), calibrator.to_dict()))
+
+    def calibrator(self, model: str, fold: int):
+        """A fold's :class:`trainer.calibration.Calibrator`; the identity for a run trained
+        before calibration existed (logged), a clear error for an unreadable file."""
+        from trainer.calibration import Calibrator
+
+        path = self.calibration_path(model, fold)
+        if not path.is_file():
+            logger.warning(
+                "%s has no %s: fold %d of %r reports raw probabilities (retrain to calibrate)",
+                self.path, CALIBRATION, fold, model,
+            )  # fmt: skip
+            return Calibrator("identity", info={"missing": True})
+        try:
+            return Calibrator.from_dict(json.loads(path.read_text("utf-8")))
+        except (OSError, ValueError, TypeError) as e:
+            raise SozkitError(
+                f"{path} is unreadable ({e}); retrain fold {fold} of {model!r}."
+            ) from e
+
+    def relative_k(self, model: str, fold: int) -> float | None:
+        """The fold's ``k`` when it calls with the relative rule, else ``None`` (Youden)."""
+        path = self.fold_dir(model, fold) / THRESHOLD
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        if data.get("call_rule") == "relative":
+            return float(data["relative_k"])
+        return None
 
     def fold_metrics(self, model: str, fold: int) -> dict:
         """A finished fold's ``metrics.json``."""

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from trainer.metrics import aggregate_channel_scores
+from trainer.metrics import aggregate_channel_scores, channel_metrics, patient_macro_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RUN_KINDS", "pooled_auc", "render_sites", "site_figures"]
+__all__ = ["RUN_KINDS", "call_figures", "pooled_auc", "render_sites", "site_figures"]
 
 #: Recording subsets reported apart: every recording, ictal only, interictal only.
 RUN_KINDS = ("all", "ictal", "interictal")
@@ -53,12 +53,45 @@ def pooled_auc(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def call_figures(table: pd.DataFrame, folds: Mapping[int, tuple[float, Any]]) -> dict[str, Any]:
+    """Brier (calibrated), its skill score and macro precision / recall of the calls of a table.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Aggregated (patient, channel) table with ``fold``, ``y_true``, ``score``.
+    folds : mapping of int to (threshold, calibrator)
+        Each fold's threshold and :class:`trainer.calibration.Calibrator`.
+
+    Returns
+    -------
+    dict
+        ``brier``, ``bss``, ``macro_precision``, ``macro_recall`` (None where undefined).
+    """
+    if table is None or not len(table):
+        return dict.fromkeys(("brier", "bss", "macro_precision", "macro_recall"))
+    score = table["score"].to_numpy(float)
+    prob, thr = np.empty_like(score), np.empty_like(score)
+    for k, idx in table.groupby("fold").indices.items():
+        t, cal = folds[int(k)]
+        prob[idx], thr[idx] = cal(score[idx]), t
+    m = channel_metrics(table["y_true"], score, thr, probability=prob)
+    macro = patient_macro_metrics(table, thr)
+    return {
+        "brier": m["brier"],
+        "bss": m["bss"],
+        "macro_precision": macro["precision"]["mean"],
+        "macro_recall": macro["recall"]["mean"],
+    }
+
+
 def site_figures(
     predictions: pd.DataFrame,
     recordings: pd.DataFrame,
     centres: Mapping[str, str],
+    folds: Mapping[int, tuple[float, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Test ROC-AUC by run kind and by centre, from a model's pooled test predictions.
+    """Test figures by run kind and by centre, from a model's pooled test predictions.
 
     Parameters
     ----------
@@ -69,12 +102,15 @@ def site_figures(
         The store's recordings manifest (``recording_id``, ``n_seizures``).
     centres : mapping of str to str
         ``{patient: centre}`` (:func:`trainer.splits.patient_groups`).
+    folds : mapping of int to (threshold, calibrator), optional
+        Each fold's threshold and calibration (the predictions then need ``fold``): every
+        kind's figures get :func:`call_figures` too.
 
     Returns
     -------
     dict
-        ``{"all" | "ictal" | "interictal": pooled_auc(...)}`` and ``"by_centre"``:
-        ``{centre: {"all" | "ictal" | "interictal": pooled_auc(...)}}``.
+        ``{"all" | "ictal" | "interictal": pooled_auc(...) [+ call_figures(...)]}`` and
+        ``"by_centre"``: ``{centre: {"all" | "ictal" | "interictal": pooled_auc(...)}}``.
     """
     seizures = dict(zip(recordings["recording_id"], recordings["n_seizures"], strict=True))
     n_sz = predictions["recording_id"].map(seizures)
@@ -95,6 +131,10 @@ def site_figures(
             if tables[kind] is not None
             else pooled_auc(pd.DataFrame({"y_true": [], "score": [], "patient": []}))
         )
+        if folds is not None and tables[kind] is not None:
+            fold_of = preds.groupby("patient")["fold"].first()
+            table = tables[kind].assign(fold=tables[kind]["patient"].map(fold_of))
+            out[kind].update(call_figures(table, folds))
     by_centre: dict[str, dict] = {}
     for kind, table in tables.items():
         if table is None:
@@ -151,4 +191,17 @@ def render_sites(sites: Mapping[str, Mapping], split: str) -> list[str]:
             per = s.get("by_centre", {}).get(c, {})
             cells += [_fmt(per.get(k, {}).get("roc_auc")) for k in RUN_KINDS]
         lines.append("| " + " | ".join(cells) + " |")
+    if any("bss" in s.get("all", {}) for s in sites.values()):
+        lines += ["", "Calibrated probabilities and calls by run kind (Brier skill score against",
+                  "the constant prediction at the prevalence: > 0 beats it; macro = per patient).",
+                  ""]  # fmt: skip
+        header = ["model", *(f"{h} ({k})" for k in RUN_KINDS
+                             for h in ("BSS", "macro precision", "macro recall"))]  # fmt: skip
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for model, s in sites.items():
+            cells = [f"`{model}`"]
+            for k in RUN_KINDS:
+                cells += [_fmt(s[k].get(h)) for h in ("bss", "macro_precision", "macro_recall")]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines

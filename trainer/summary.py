@@ -2,7 +2,8 @@
 
 The summary shows, per model, the test metrics as mean +- std over the cross-validation folds
 (channel ROC-AUC, PR-AUC with the SOZ prevalence that is its chance level, patient-wise macro
-recall / specificity / precision / F1, Brier score), the same pooled over all test patients,
+recall / specificity / precision / F1, Brier score and its skill against the prevalence, of the
+probabilities calibrated on each fold's validation patients), the same pooled over all test patients,
 links to the plots, and, clearly apart, the reference figures of the original work on real data.
 """
 
@@ -45,6 +46,7 @@ _COLUMNS = (
     ("macro_precision", "macro precision", True),
     ("macro_f1", "macro F1", True),
     ("brier", "Brier", False),
+    ("bss", "Brier skill", True),
 )
 
 
@@ -100,6 +102,35 @@ def _plot_links(run_dir: Path, name: str, res: Mapping) -> list[tuple[str, str]]
     return links
 
 
+def _call_rules_section(results: Mapping[str, Mapping]) -> list[str]:
+    """Both call rules side by side on all test patients (``pooled_calls``)."""
+    lines = ["", "## Call rules", ""]
+    lines += [
+        "The SOZ calls of the absolute Youden threshold and of the patient-relative rule (a",
+        "contact called when its score exceeds its patient's mean by k std, k chosen on the",
+        "validation patients; `soz train --call-rule`). The rule in use drives the tables above",
+        "and `soz score`. Macro = per patient, then the mean.",
+        "",
+    ]
+    header = ["model", "rule in use"]
+    for rule in ("youden", "relative"):
+        header += [f"{rule}: calls", f"{rule}: macro precision", f"{rule}: macro recall"]
+    rows = []
+    for name, res in results.items():
+        calls = res.get("pooled_calls") or {}
+        used = {f.get("call_rule") for f in res.get("folds", []) if f.get("call_rule")}
+        cells = [f"`{name}`", ", ".join(sorted(used)) or "youden"]
+        for rule in ("youden", "relative"):
+            c = calls.get(rule)
+            if c is None:
+                cells += ["n/a"] * 3
+                continue
+            cells += [f"{c['n_calls']} / {c['n_channels']}", _fmt(c["macro_precision"]),
+                      _fmt(c["macro_recall"])]  # fmt: skip
+        rows.append(cells)
+    return lines + _table(header, rows)
+
+
 def render_summary(
     results: Mapping[str, Mapping],
     *,
@@ -118,10 +149,13 @@ def render_summary(
     lines += [
         "Test-fold metrics of every model. Channel ROC-AUC / PR-AUC rank the per-channel SOZ",
         "probabilities (a recording's mean over sequences, then the mean over a patient's",
-        "recordings); the SOZ call uses the threshold maximising Youden's J on each fold's",
-        "validation patients. Macro metrics are computed per patient, then averaged. Cells are",
-        "mean ± std over folds; PR-AUC's chance level is the SOZ prevalence; lower Brier is",
-        "better. Bold: best model per column.",
+        "recordings); the SOZ calls follow the run's call rule (see Call rules), chosen on each",
+        "fold's validation patients. Macro metrics are computed per patient, then averaged. Cells are",
+        "mean ± std over folds; PR-AUC's chance level is the SOZ prevalence. Brier is that of the",
+        "probabilities **calibrated** on each fold's validation patients (isotonic / Platt /",
+        "none, chosen leaving one validation patient out); lower is better. Brier skill =",
+        "1 - Brier / Brier of the constant prevalence: > 0 beats knowing the prevalence only.",
+        "Bold: best model per column.",
         "",
         "## Cross-validation (mean ± std over folds)",
         "",
@@ -159,6 +193,8 @@ def render_summary(
         "macro recall",
         "macro precision",
         "macro F1",
+        "Brier (raw)",
+        "Brier skill",
         "patients",
     ]
     rows = []
@@ -176,10 +212,15 @@ def render_summary(
                 f"{_pm(m['recall']['mean'], m['recall']['std'])} (n={m['recall']['n']})",
                 f"{_pm(m['precision']['mean'], m['precision']['std'])} (n={m['precision']['n']})",
                 f"{_pm(m['f1']['mean'], m['f1']['std'])} (n={m['f1']['n']})",
+                f"{_fmt(p.get('brier'))} ({_fmt(p.get('brier_raw'))})",
+                _fmt(p.get("bss")),
                 str(m["n_patients"]),
             ]
         )
     lines += _table(header, rows)
+
+    if any("pooled_calls" in res for res in results.values()):
+        lines += _call_rules_section(results)
 
     cohorts = sorted(
         {c for res in results.values() for c in res.get("pooled_roc_by_cohort", {}) if c != "all"}

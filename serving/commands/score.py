@@ -21,7 +21,11 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     options.add_run_args(
-        p, BulkConfig, model_help="sozformer | dcgru | svm | all", use="score with"
+        p,
+        BulkConfig,
+        model_help="sozformer | dcgru | svm | baseline (EI on ictal runs, interictal ranking "
+        "otherwise) | all fitted models",
+        use="score with",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="BIDS root, folder, file or store")
     p.add_argument("--out", required=True, metavar="FILE", help="results .parquet")

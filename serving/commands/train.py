@@ -36,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="patient: --folds patient-wise folds; centre: leave one centre out (the "
         "cross-site figure); cohort: leave one cohort out",
     )  # fmt: skip
+    opt(
+        "--call-rule", "call_rule", choices=("youden", "relative"),
+        help="youden: one threshold for every patient; relative: a contact standing out among "
+        "its patient's contacts (both chosen on validation patients; default %(default)s)",
+    )  # fmt: skip
     opt("--epochs", "epochs", "maximum epochs per fold (%(default)s)")
     opt("--patience", "patience", "early-stopping patience (%(default)s)")
     add_ray_args(p)

@@ -179,3 +179,27 @@ def test_soz_score_killed_mid_way_resumes_without_duplicates(tmp_path, serving_d
     # what the killed run had finished is kept as it was
     kept = res[res["recording_id"].isin(done_first)].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, first.reset_index(drop=True))
+
+
+def test_bulk_scores_the_baseline_into_the_same_schema(ray_local, tmp_path, serving_data, archive):
+    import json
+
+    from trainer.rundir import RunDir
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    for fold in (0, 1):
+        d = RunDir(run_dir).fold_dir("baseline", fold)
+        d.mkdir(parents=True)
+        (d / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
+        (d / "metrics.json").write_text(json.dumps({"threshold": 0.5}))
+    out = tmp_path / "baseline.parquet"
+    cfg = BulkConfig(run_dir=str(run_dir), inputs=(str(archive),), out=str(out), model="baseline",
+                     num_workers=1, line_freq=50.0)  # fmt: skip
+    report = run_bulk(cfg)
+    assert report.n_scored == 3  # the baseline needs one clip: p3_tiny is scored too
+    res = pd.read_parquet(out)
+    assert tuple(res.columns) == RESULT_COLUMNS and set(res["model"]) == {"baseline"}
+    assert res["probability"].between(0, 1).all() and set(res["folds"]) == {"0,1"}
+    with pytest.raises(Exception, match="no servable model 'baseline'"):
+        run_bulk(_cfg(serving_data, archive, tmp_path / "x.parquet", model="baseline"))

@@ -193,3 +193,39 @@ def test_soz_report_cli(tmp_path, results, capsys):
     assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--patient", "p1"]) == 0
     assert "index.html" in capsys.readouterr().out
     assert (tmp_path / "rep" / "sim-p1.html").is_file()
+
+
+def test_report_says_the_probabilities_are_calibrated(tmp_path):
+    import dataclasses
+
+    res = _result("sim__p1__ictal__01", "p1", "sozformer", 0)
+    cal = dataclasses.replace(
+        res, probabilities=res.probabilities / 2, raw_probabilities=res.probabilities,
+        threshold=0.25, raw_threshold=0.5, calibration="platt+isotonic",
+    )  # fmt: skip
+    index = write_report(cal.to_frame(), tmp_path / "rep", top_n=5)
+    page = (index.parent / "sim__p1__ictal__01.html").read_text()
+    assert "probability (calibrated: platt+isotonic)" in page and "<th>raw</th>" in page
+    assert "<td>0.450</td><td>0.900</td>" in page  # LA2: calibrated, then raw
+    plain = write_report(res.to_frame(), tmp_path / "rep2", top_n=5)
+    assert "calibrated" not in (plain.parent / "sim__p1__ictal__01.html").read_text()
+
+
+def test_report_from_a_run_dir_applies_the_relative_call_rule(tmp_path):
+    from trainer.call_rules import relative_threshold
+
+    run = tmp_path / "run"
+    d = run / "svm" / "fold_0"
+    d.mkdir(parents=True)
+    (d / "threshold.json").write_text(
+        json.dumps({"threshold": 0.05, "call_rule": "relative", "relative_k": 1.0})
+    )
+    scores = {"LA1": 0.9, "LA2": 0.5, "RH1": 0.1, "RH2": 0.12}
+    pd.DataFrame(
+        [{"fold": 0, "cohort": "sim", "patient": "sim/p1", "recording_id": "sim__p1__ictal",
+          "channel": ch, "y_true": int(ch == "LA1"), "score": s} for ch, s in scores.items()]
+    ).to_parquet(run / "svm" / "predictions.parquet")  # fmt: skip
+    res = load_results(run).set_index("channel")
+    t = relative_threshold(np.array(list(scores.values())), 1.0)
+    assert res["threshold"].to_numpy() == pytest.approx([t] * 4)
+    assert list(res.index[res["soz_call"]]) == ["LA1"]  # not all four, as 0.05 would call

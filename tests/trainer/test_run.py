@@ -59,6 +59,11 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
             # Youden's threshold on this fold's validation patients, found by brute force.
             val = channel_table(pd.read_parquet(fdir / "val_predictions.parquet"))
             assert fm["threshold"] == pytest.approx(brute_force_youden(val["y_true"], val["score"]))
+            rule = json.loads((fdir / "threshold.json").read_text())
+            assert rule["call_rule"] == "relative" and rule["relative_k"] == fm["relative_k"]
+            assert set(fm["calls"]) == {"youden", "relative"}
+            cal = json.loads((fdir / "calibration.json").read_text())
+            assert cal["method"] in ("identity", "platt", "isotonic") and "cv_brier" in cal["info"]
             if model in ("sozformer", "dcgru"):
                 net, meta = load_checkpoint(fdir / "checkpoint.pt")
                 assert meta.threshold == pytest.approx(fm["threshold"])
@@ -149,6 +154,7 @@ def test_simulated_cohort_through_soz_ingest_and_soz_train(ray_local, tmp_path, 
         ({"max_parallel_folds": 0}, "max_parallel_folds=0"),
         ({"placement_strategy": "ANYWHERE"}, "SPREAD puts a fold's workers"),
         ({"max_failures": -1}, "max_failures=-1 must be >= 0"),
+        ({"call_rule": "top3"}, "call_rule='top3'"),
     ],
 )
 def test_config_rejects_bad_values_with_the_fix(kw, match):

@@ -15,6 +15,7 @@ from ingest.pipeline import commit_manifests
 from ingest.store import ClipStore
 from ingest.synthetic import synthetic_recording, write_recording_clips
 from tests.trainer.conftest import CLIP_S, SFREQ, TINY_HPARAMS, _signal
+from trainer.calibration import Calibrator
 from trainer.config import TrainConfig
 from trainer.run import run_training
 from trainer.sites import site_figures
@@ -114,6 +115,32 @@ def test_site_figures_split_ictal_from_interictal():
     assert figs["by_centre"]["X"]["all"]["n_channels"] == 2
     with pytest.raises(ValueError, match="not in the store"):
         site_figures(preds, recs.iloc[:2], {})
+
+
+def test_site_figures_report_calls_and_calibrated_brier_by_run_kind():
+    preds = pd.DataFrame(
+        {
+            "fold": [0] * 4 + [1] * 4,
+            "cohort": "c",
+            "patient": ["c/1"] * 4 + ["c/2"] * 4,
+            "recording_id": ["r1", "r1", "r2", "r2", "r3", "r3", "r4", "r4"],
+            "channel": ["a", "b"] * 4,
+            "y_true": [1, 0] * 4,
+            "score": [0.9, 0.1, 0.2, 0.8, 0.7, 0.3, 0.4, 0.6],
+        }
+    )
+    recs = pd.DataFrame({"recording_id": ["r1", "r2", "r3", "r4"], "n_seizures": [1, 0, 2, 0]})
+    halve = Calibrator("isotonic", {"x": [0.0, 1.0], "y": [0.0, 0.5]})
+    figs = site_figures(preds, recs, {}, {0: (0.5, Calibrator()), 1: (0.5, halve)})
+    # ictal: both patients' SOZ contact called and nothing else
+    assert figs["ictal"]["macro_precision"] == 1.0 and figs["ictal"]["macro_recall"] == 1.0
+    # interictal: only the non-SOZ contacts are called
+    assert figs["interictal"]["macro_precision"] == 0.0
+    p = np.array([0.9, 0.1, 0.35, 0.15])  # ictal scores, fold 1's halved
+    brier = float(np.mean((p - np.array([1, 0, 1, 0])) ** 2))
+    assert figs["ictal"]["brier"] == pytest.approx(brier, rel=1e-5)
+    assert figs["ictal"]["bss"] == pytest.approx(1 - brier / 0.25, rel=1e-5)
+    assert "bss" not in site_figures(preds, recs, {})["all"]
 
 
 def test_leave_one_centre_out_run(ray_local, centre_store, tmp_path):

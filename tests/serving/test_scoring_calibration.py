@@ -1,0 +1,73 @@
+"""Serving applies the run's calibration: calibrated probability and threshold, raw kept, same calls."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from serving.results import ScoreResult
+from serving.scoring import Scorer
+from serving.svm_scorer import SVMScorer
+from trainer.calibration import Calibrator
+from trainer.call_rules import relative_threshold
+from trainer.rundir import RunDir
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(serving_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("calibrated") / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    run = RunDir(run_dir)
+    for model in ("sozformer", "svm"):
+        run.write_calibration(model, 0, Calibrator("platt", {"a": 2.0, "b": -1.5}))
+        run.write_calibration(model, 1, Calibrator("isotonic", {"x": [0.0, 1.0], "y": [0.0, 0.5]}))
+    return run_dir
+
+
+@pytest.mark.parametrize("cls", [Scorer, SVMScorer])
+def test_scores_are_calibrated_and_calls_unchanged(cls, serving_data, calibrated_run):
+    rec = serving_data["long_rec"]
+    raw = cls.from_run(serving_data["run_dir"]).score(rec)  # no calibration.json: identity
+    assert raw.calibration == "identity"
+    np.testing.assert_allclose(raw.probabilities, raw.p_raw)
+    cal = cls.from_run(calibrated_run).score(rec)
+    assert cal.calibration == "platt+isotonic"
+    np.testing.assert_allclose(cal.p_raw, raw.probabilities, rtol=1e-6)
+    a, b = 2.0, -1.5
+    z = a * np.log(raw.probabilities / (1 - raw.probabilities)) + b
+    expected = (1 / (1 + np.exp(-z)) + (1 - 1e-6) * 0.5 * raw.probabilities
+                + 1e-6 * raw.probabilities) / 2  # fmt: skip
+    np.testing.assert_allclose(cal.probabilities, expected, rtol=1e-6)
+    assert cal.raw_threshold == pytest.approx(raw.threshold)
+    assert cal.threshold != pytest.approx(raw.threshold)
+    np.testing.assert_array_equal(cal.soz_calls, raw.soz_calls)
+    np.testing.assert_array_equal(cal.ranks, raw.ranks)
+    answer = cal.to_dict()
+    assert answer["calibration"] == "platt+isotonic"
+    assert answer["threshold_raw"] == pytest.approx(raw.threshold)
+    top = answer["contacts"][0]
+    assert top["p_raw"] == pytest.approx(raw.probabilities.max(), rel=1e-6)
+    back = ScoreResult.from_dict(answer)
+    np.testing.assert_allclose(back.p_raw, cal.p_raw)
+    assert back.calibration == cal.calibration and back.raw_threshold == cal.raw_threshold
+    frame = cal.to_frame()
+    np.testing.assert_allclose(frame["p_raw"], cal.p_raw)
+    assert (frame["calibration"] == "platt+isotonic").all()
+    assert (frame["soz_call"] == (frame["probability"] >= frame["threshold"])).all()
+
+
+def test_relative_call_rule_thresholds_each_recording_against_itself(serving_data, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    for fold, k in ((0, 0.5), (1, 1.5)):
+        (run_dir / "svm" / f"fold_{fold}" / "threshold.json").write_text(
+            json.dumps({"threshold": 0.5, "call_rule": "relative", "relative_k": k})
+        )
+    res = SVMScorer.from_run(run_dir).score(serving_data["long_rec"])
+    t = relative_threshold(res.p_raw, 1.0)  # the mean of the folds' k
+    assert res.threshold == pytest.approx(t)  # identity calibration: raw = calibrated
+    assert res.soz_calls.sum() >= 1
+    np.testing.assert_array_equal(res.soz_calls, res.p_raw >= t)
