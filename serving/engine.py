@@ -149,6 +149,9 @@ def without_flat(result: Any, flat: np.ndarray | None) -> Any:
         result,
         channels=tuple(c for c, k in zip(result.channels, keep, strict=True) if k),
         probabilities=np.asarray(result.probabilities)[keep],
+        raw_probabilities=(
+            None if result.raw_probabilities is None else result.raw_probabilities[keep]
+        ),
         soz_labels=None if labels is None else tuple(np.asarray(labels)[keep].tolist()),
         warnings=(
             *result.warnings,
