@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingest.config import IngestConfig
-from ingest.errors import ConfigError, RecordingError, SozkitError
+from ingest.errors import ConfigError, RecordingError, SozkitError, name_list
 from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.spectral import spectral_features
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
@@ -143,7 +143,7 @@ def without_flat(result: Any, flat: np.ndarray | None) -> Any:
     flat = np.asarray(flat, dtype=bool)
     keep = ~flat
     names = [c for c, f in zip(result.channels, flat, strict=True) if f]
-    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    shown = name_list(names)
     labels = result.soz_labels
     return replace(
         result,
@@ -490,7 +490,7 @@ def scoring_warnings(rec: Recording) -> tuple[str, ...]:
     out = list(rec.warnings)
     dropped = [c for c in rec.channels if c in rec.bad]
     if dropped:
-        shown = ", ".join(dropped[:12]) + (" ..." if len(dropped) > 12 else "")
+        shown = name_list(dropped)
         out.append(f"{len(dropped)} channel(s) marked bad were not scored: {shown}")
     non_ieeg = [
         c
