@@ -25,7 +25,7 @@ from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.baseline import epileptogenicity_index, interictal_ranking
-from serving.engine import Consumer, make_result, score_recording, scoring_warnings
+from serving.engine import ScorerConsumer, make_result, score_recording, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
 from trainer.baseline_stage import BaselineConfig
@@ -135,15 +135,10 @@ class BaselineScorer:
         }
 
 
-class BaselineConsumer(Consumer):
+class BaselineConsumer(ScorerConsumer):
     """Engine consumer: keeps the clips of the EI windows (or the interictal middle), scores them."""
 
-    min_clips = 1
-
-    def __init__(self, scorer: BaselineScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+    scorer: BaselineScorer
 
     def windows(self, rec: Recording, n_clips: int) -> list[tuple[int, int, float]]:
         """``(first clip, end clip, onset in seconds from the first clip)`` of each window;

@@ -75,6 +75,16 @@ class Consumer:
         raise NotImplementedError
 
 
+class ScorerConsumer(Consumer):
+    """A consumer working for one scorer: ``name``, ``ingest_config`` and ``cache_bytes`` are
+    the scorer's, which it keeps as ``scorer`` (the SVM and baseline consumers)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+        self.name = scorer.name
+        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+
+
 def score_recording(rec: Recording, consumers: Sequence[Consumer], *, stream=None) -> list[Any]:
     """Stream ``rec`` once per ingest configuration through every consumer; their results.
 

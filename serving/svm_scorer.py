@@ -30,7 +30,7 @@ from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.features import RecordingFeatureMean, feature_names, svm_bands
 from models.svm import SOZSVM
-from serving.engine import Consumer, make_result, score_recording, scoring_warnings
+from serving.engine import ScorerConsumer, make_result, score_recording, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
 from trainer.rundir import RunDir
@@ -146,15 +146,10 @@ class SVMScorer:
         }
 
 
-class SVMConsumer(Consumer):
+class SVMConsumer(ScorerConsumer):
     """Engine consumer: the recording's mean clip features, scored by the SVM at the end."""
 
-    min_clips = 1
-
-    def __init__(self, scorer: SVMScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+    scorer: SVMScorer
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
         self._mean = RecordingFeatureMean(self.ingest_config.sfreq)
