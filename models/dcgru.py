@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from models.contract import check_model_input
+from models.contract import check_hparams, check_model_input
 from models.graphs import (
     correlation_adjacency,
     diffusion_steps,
@@ -215,22 +215,18 @@ class _DCGRUBase(nn.Module):
         standardize: bool = True,
     ) -> None:
         super().__init__()
-        min_seq_len = self.min_seq_len
-        for name, value, low in (
+        integers = (
             ("n_feats", n_feats, 1),
-            ("seq_len", seq_len, min_seq_len),
+            ("seq_len", seq_len, self.min_seq_len),
             ("hidden", hidden, 1),
             ("k_hops", k_hops, 0),
             ("n_layers", n_layers, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
+        )
+        check_hparams(integers, dropout)
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
         ):
             raise ValueError(f"{top_k=} must be a positive integer, or None for a dense graph.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{dropout=} must be in [0, 1).")
         if not isinstance(standardize, bool):
             raise ValueError(f"{standardize=} must be True or False.")
         self.hparams = dict(
