@@ -104,8 +104,7 @@ class BaselineScorer:
         hparams = dict((config.get("model_hparams") or {}).get("baseline") or {})
         line_freq = kwargs.pop("line_freq", None)
         cfg = run.ingest_config()
-        if line_freq is not None and cfg.line_freq is None:
-            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        cfg = cfg.with_line_freq(line_freq)
         kwargs = {k: v for k, v in kwargs.items() if k == "cache_bytes"}
         return cls(
             BaselineConfig(**hparams), [run.threshold("baseline", k) for k in done], done,

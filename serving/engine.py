@@ -232,8 +232,7 @@ class Preprocessing:
                 "preprocessing cannot be reproduced; retrain with a current sozkit."
             )
         cfg = IngestConfig.from_dict(dict(first.ingest_config))
-        if line_freq is not None and cfg.line_freq is None:
-            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        cfg = cfg.with_line_freq(line_freq)
         if abs(cfg.sfreq - first.sfreq) > 1e-6:
             raise SozkitError(
                 f"{name}: checkpoint sfreq={first.sfreq} differs from its ingest config's "

@@ -116,8 +116,7 @@ class SVMScorer:
         svms = [SOZSVM.load(path) for path in paths.values()]
         thresholds = [run.threshold("svm", k) for k in paths]
         cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
-        if line_freq is not None and cfg.line_freq is None:
-            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        cfg = cfg.with_line_freq(line_freq)
         kwargs.setdefault("calibration", load_calibration(run, "svm", list(paths)))
         kwargs.setdefault("relative_k", load_relative_k(run, "svm", list(paths)))
         return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
