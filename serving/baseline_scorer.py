@@ -84,7 +84,7 @@ class BaselineScorer:
         cls, run_dir: str | os.PathLike, fold: int | None = None, **kwargs: Any
     ) -> BaselineScorer:
         """The run's ``baseline`` folds (every finished one, or ``fold``)."""
-        from serving.scoring import load_calibration, load_relative_k
+        from serving.scoring import load_call_rules
 
         run = RunDir.open(run_dir)
         done = [k for k in run.fold_indices("baseline") if run.fold_finished("baseline", k)]
@@ -103,13 +103,11 @@ class BaselineScorer:
         config = run.card().get("config", {})
         hparams = dict((config.get("model_hparams") or {}).get("baseline") or {})
         line_freq = kwargs.pop("line_freq", None)
-        cfg = run.ingest_config()
-        cfg = cfg.with_line_freq(line_freq)
+        cfg = run.ingest_config().with_line_freq(line_freq)
         kwargs = {k: v for k, v in kwargs.items() if k == "cache_bytes"}
         return cls(
             BaselineConfig(**hparams), [run.threshold("baseline", k) for k in done], done,
-            ingest_config=cfg, calibration=load_calibration(run, "baseline", done),
-            relative_k=load_relative_k(run, "baseline", done), **kwargs,
+            ingest_config=cfg, **load_call_rules(run, "baseline", done), **kwargs,
         )  # fmt: skip
 
     def consumer(self) -> BaselineConsumer:

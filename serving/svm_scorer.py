@@ -109,7 +109,7 @@ class SVMScorer:
         ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
         in :meth:`serving.scoring.Scorer.from_run`.
         """
-        from serving.scoring import load_calibration, load_relative_k
+        from serving.scoring import load_call_rules
 
         run = RunDir.open(run_dir)
         paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
@@ -117,8 +117,7 @@ class SVMScorer:
         thresholds = [run.threshold("svm", k) for k in paths]
         cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
         cfg = cfg.with_line_freq(line_freq)
-        kwargs.setdefault("calibration", load_calibration(run, "svm", list(paths)))
-        kwargs.setdefault("relative_k", load_relative_k(run, "svm", list(paths)))
+        kwargs = {**load_call_rules(run, "svm", paths), **kwargs}
         return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
