@@ -25,7 +25,7 @@ from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.baseline import epileptogenicity_index, interictal_ranking
-from serving.engine import ScorerConsumer, make_result, score_recording, scoring_warnings
+from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
 from trainer.baseline_stage import BaselineConfig
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BaselineConsumer", "BaselineScorer"]
 
 
-class BaselineScorer:
+class BaselineScorer(WholeRecordingScorer):
     """The classical baseline with a run's thresholds and calibration.
 
     Parameters
@@ -54,7 +54,7 @@ class BaselineScorer:
     cache_bytes : int
     """
 
-    name = "baseline"
+    name = kind = "baseline"
     seq_len = 1
 
     def __init__(
@@ -113,22 +113,15 @@ class BaselineScorer:
     def consumer(self) -> BaselineConsumer:
         return BaselineConsumer(self)
 
-    def score(self, rec: Recording) -> ScoreResult:
-        return score_recording(rec, [self.consumer()])[0]
-
-    def describe(self) -> dict[str, Any]:
+    def describe_extra(self) -> dict[str, Any]:
+        cfg = self.cfg
         return {
-            "model": self.name,
-            "kind": "baseline",
-            "folds": list(self.folds),
-            "threshold": self.threshold,
             "config": {
-                "pre_s": self.cfg.pre_s,
-                "post_s": self.cfg.post_s,
-                "interictal_clips": self.cfg.interictal_clips,
-                "method": self.cfg.method,
-            },  # fmt: skip
-            "ingest_config": self.ingest_config.to_dict(),
+                "pre_s": cfg.pre_s,
+                "post_s": cfg.post_s,
+                "interictal_clips": cfg.interictal_clips,
+                "method": cfg.method,
+            }
         }
 
 

@@ -85,6 +85,35 @@ class ScorerConsumer(Consumer):
         self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
 
 
+class WholeRecordingScorer:
+    """A scorer whose one :class:`ScorerConsumer` scores a recording (the SVM, the baseline);
+    subclasses set ``name``, ``kind``, ``folds``, ``threshold``, ``ingest_config``."""
+
+    kind: str
+
+    def consumer(self) -> ScorerConsumer:
+        """A fresh engine consumer scoring one recording with this scorer."""
+        raise NotImplementedError
+
+    def score(self, rec: Recording) -> Any:
+        """Score one recording (a :class:`serving.results.ScoreResult`)."""
+        return score_recording(rec, [self.consumer()])[0]
+
+    def describe_extra(self) -> dict[str, Any]:
+        return {}  # the subclass's own fields of describe()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /models`` shows about this scorer."""
+        return {
+            "model": self.name,
+            "kind": self.kind,
+            "folds": list(self.folds),
+            "threshold": self.threshold,
+            **self.describe_extra(),
+            "ingest_config": self.ingest_config.to_dict(),
+        }
+
+
 def score_recording(rec: Recording, consumers: Sequence[Consumer], *, stream=None) -> list[Any]:
     """Stream ``rec`` once per ingest configuration through every consumer; their results.
 

@@ -30,7 +30,7 @@ from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.features import RecordingFeatureMean, feature_names, svm_bands
 from models.svm import SOZSVM
-from serving.engine import ScorerConsumer, make_result, score_recording, scoring_warnings
+from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
 from trainer.rundir import RunDir
@@ -38,7 +38,7 @@ from trainer.rundir import RunDir
 logger = logging.getLogger(__name__)
 
 
-class SVMScorer:
+class SVMScorer(WholeRecordingScorer):
     """The run's SVM (one fold or the fold ensemble).
 
     Parameters
@@ -59,7 +59,7 @@ class SVMScorer:
         The patient-relative call rule's ``k`` (``from_run`` loads it); ``None`` = Youden.
     """
 
-    name = "svm"
+    name = kind = "svm"
     seq_len = 1  # any recording with one clip can be scored
 
     def __init__(
@@ -128,20 +128,8 @@ class SVMScorer:
         """A fresh engine consumer scoring one recording with this SVM."""
         return SVMConsumer(self)
 
-    def score(self, rec: Recording) -> ScoreResult:
-        """Score one recording."""
-        return score_recording(rec, [self.consumer()])[0]
-
-    def describe(self) -> dict[str, Any]:
-        """What ``GET /models`` shows about this scorer."""
-        return {
-            "model": self.name,
-            "kind": "svm",
-            "folds": list(self.folds),
-            "threshold": self.threshold,
-            "features": list(self.feature_names),
-            "ingest_config": self.ingest_config.to_dict(),
-        }
+    def describe_extra(self) -> dict[str, Any]:
+        return {"features": list(self.feature_names)}
 
 
 class SVMConsumer(ScorerConsumer):
