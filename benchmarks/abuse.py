@@ -69,13 +69,11 @@ def bench_cohorts(work: Path) -> dict:
     from ingest.store import ClipStore
     from tests.adversarial.cohorts import (
         MALFORMATIONS,
-        NAMES,
         RUNS,
         clone_subject,
-        degenerate_file,
         edit_json,
-        make_constant,
         run_base,
+        write_flat_cohort,
     )  # fmt: skip
     from tests.conftest import SIDECARS
     from tests.ingest.signal_files import build_bids_copy, write_edf
@@ -137,16 +135,7 @@ def bench_cohorts(work: Path) -> dict:
     )
 
     # physically impossible signals: one folder, one real soz ingest
-    folder = work / "signals" / "cohort"
-    folder.mkdir(parents=True)
-    write_edf(folder / "good.edf", NAMES, seconds=8.0)
-    degenerate_file(folder / "degenerate.edf")
-    write_edf(folder / "flat.edf", NAMES, seconds=8.0, seed=2)
-    make_constant(folder / "flat.edf")
-    write_edf(folder / "nearflat.edf", NAMES, seconds=8.0, seed=3)
-    make_constant(folder / "nearflat.edf", blips=True)
-    write_edf(folder / "oneflat.edf", NAMES, seconds=8.0, seed=4)
-    make_constant(folder / "oneflat.edf", blips=True, only={"LA2"})
+    folder = write_flat_cohort(work / "signals" / "cohort")
     (folder / "truncated.edf").write_bytes((folder / "good.edf").read_bytes()[:3000])
     (folder / "random.edf").write_bytes(np.random.default_rng(0).bytes(20000))
     t0 = time.perf_counter()

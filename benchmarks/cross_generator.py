@@ -34,6 +34,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -402,25 +403,34 @@ def main(argv: list[str] | None = None) -> int:
     from serving.cli import ray_session
 
     t = time.perf_counter()
-    if args.splits:
+
+    def save(stem: str, figures: dict[str, Any], render: Callable[[dict], str]) -> int:
+        """Stamp ``figures`` with the run's context, write ``<stem>.json`` / ``.md``, print."""
         from trainer.run import json_safe
 
-        with ray_session(log_to_driver=False):
-            splits = split_comparison(str(work / "store"), work, train_cfg, n_folds=args.splits)
-        result = json_safe({
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python -m benchmarks.cross_generator", *(argv or sys.argv[1:])]),
-            "data": "simulated",
-            "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
-            "total_wall_s": round(time.perf_counter() - t, 1),
-            "splits": splits,
-        })  # fmt: skip
+        result = json_safe(
+            {
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": " ".join(
+                    ["python -m benchmarks.cross_generator", *(argv or sys.argv[1:])]
+                ),
+                "data": "simulated",
+                "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
+                "total_wall_s": round(time.perf_counter() - t, 1),
+                **figures,
+            }
+        )
         results.mkdir(parents=True, exist_ok=True)
-        (results / "cross_generator_splits.json").write_text(json.dumps(result, indent=2) + "\n")
-        text = render_splits(result)
-        (results / "cross_generator_splits.md").write_text(text)
+        (results / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = render(result)
+        (results / f"{stem}.md").write_text(text)
         print(text)
         return 0
+
+    if args.splits:
+        with ray_session(log_to_driver=False):
+            splits = split_comparison(str(work / "store"), work, train_cfg, n_folds=args.splits)
+        return save("cross_generator_splits", {"splits": splits}, render_splits)
     with ray_session(log_to_driver=False):
         result = run(
             work,
@@ -429,24 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             train_cfg,
             n_jobs=args.jobs,
         )
-    from trainer.run import json_safe
-
-    result = json_safe(
-        {
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python -m benchmarks.cross_generator", *(argv or sys.argv[1:])]),
-            "data": "simulated",
-            "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
-            "total_wall_s": round(time.perf_counter() - t, 1),
-            **result,
-        }
-    )
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "cross_generator.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = render_markdown(result)
-    (results / "cross_generator.md").write_text(text)
-    print(text)
-    return 0
+    return save("cross_generator", result, render_markdown)
 
 
 if __name__ == "__main__":

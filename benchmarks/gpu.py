@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from datetime import UTC, datetime
@@ -39,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import torch_machine
 from models.registry import build_model
 from trainer.config import TrainConfig
 from trainer.loop import predict, pretrain_epoch, soz_loss, train_epoch
@@ -155,12 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     res: dict = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_avg_1min": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__,
-        },
+        "machine": torch_machine(),
         "gpu": torch.cuda.get_device_name() if cuda else "not available in this session",
         "setup": {
             "batch": batch,

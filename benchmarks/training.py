@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import torch_machine
 from ingest.config import IngestConfig
 from ingest.fileio import write_json
 from ingest.manifests import commit_manifests
@@ -201,13 +201,7 @@ def main() -> None:
     torch.set_num_threads(1)
     res: dict = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.is_available(),
-            "load_avg_1min": os.getloadavg()[0],
-        },  # fmt: skip
+        "machine": torch_machine(),
         "setup": {
             "n_chans": n_chans,
             "n_bands": n_bands,

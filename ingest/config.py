@@ -168,3 +168,10 @@ class IngestConfig:
                 "sozkit version: upgrade sozkit or re-ingest."
             )
         return cls(**d, **runner_options)
+
+    def with_line_freq(self, line_freq: float | None) -> IngestConfig:
+        """This configuration, its power-line frequency filled in with ``line_freq`` when it
+        has none and one is given (a store ingested without it, scored with ``--line-freq``)."""
+        if line_freq is None or self.line_freq is not None:
+            return self
+        return IngestConfig.from_dict({**self.to_dict(), "line_freq": float(line_freq)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -51,3 +52,8 @@ def unexpected_error(source: object, exc: BaseException) -> RecordingError:
 
 class ConfigError(SozkitError, ValueError):
     """An invalid configuration value (raised by the frozen config dataclasses)."""
+
+
+def name_list(names: Sequence[str], limit: int = 12) -> str:
+    """``names`` joined by commas for a message, the first ``limit`` and `` ...`` after them."""
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")

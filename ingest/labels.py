@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import ConfigError, RecordingError
+from ingest.errors import ConfigError, RecordingError, name_list
 from ingest.recording import SeizureEvent
 from ingest.sidecars import read_text
 
@@ -195,10 +195,10 @@ def empty_soz_error(
     """
     names, channels = sorted(names), list(channels)
     where = f"the label sheet {Path(sheet).name}" if sheet else "the label sheet"
-    shown = ", ".join(channels[:8]) + (" ..." if len(channels) > 8 else "")
+    shown = name_list(channels, 8)
     if names:
         said = (
-            f"names SOZ contact(s) {', '.join(names[:12])}{' ...' if len(names) > 12 else ''} "
+            f"names SOZ contact(s) {name_list(names)} "
             f"for sub-{subject}, and none matches a channel of this recording ({len(channels)} "
             f"channels: {shown})"
         )
@@ -477,7 +477,7 @@ def unused_sheet_warnings(
     unused = sorted(set(sheet) - set(subjects))
     if not unused:
         return ()
-    shown = ", ".join(unused[:12]) + (" ..." if len(unused) > 12 else "")
+    shown = name_list(unused)
     return (
         f"label sheet {Path(label_sheet).name}: {len(unused)} of its {len(sheet)} subject(s) "
         f"match no recording of the cohort, their labels are unused: {shown}. Check the "

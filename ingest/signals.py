@@ -48,7 +48,7 @@ import numpy as np
 
 from ingest.edf_header import check_edf_size, degenerate_channels
 from ingest.edf_records import EdfLayout
-from ingest.errors import RecordingError
+from ingest.errors import RecordingError, name_list
 from ingest.recording import Recording
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class SignalHeader:
         named = {n for n, _ in degenerate}
         constant = [n for n in self.constant if n in contacts and n not in named]
         if constant:
-            shown = ", ".join(constant[:12]) + (" ..." if len(constant) > 12 else "")
+            shown = name_list(constant)
             notes.append(
                 f"{len(constant)} contact(s) hold one constant value at the start, middle and "
                 f"end of the file and were dropped as bad (flat): {shown}. Mark them bad in "
@@ -358,7 +358,7 @@ def check_channels(recording_id: str, channels: Sequence[str], header: SignalHea
     file_names = set(header.ch_names)
     missing = [c for c in channels if c not in file_names]
     if missing:
-        shown = ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "")
+        shown = name_list(missing)
         raise RecordingError(
             header.path,
             f"{recording_id}: the metadata lists {len(missing)} channel(s) the signal file "

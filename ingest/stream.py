@@ -52,7 +52,7 @@ import pandas as pd
 from ingest import preprocessing as pp
 from ingest.clipping import block_bounds, count_clips, label_clips
 from ingest.config import IngestConfig
-from ingest.errors import RecordingError
+from ingest.errors import RecordingError, name_list
 from ingest.recording import INTRACRANIAL_TYPES, Recording, shaft_of
 
 logger = logging.getLogger(__name__)
@@ -485,7 +485,7 @@ def scale_warnings(rec: Recording, clip_std: np.ndarray) -> tuple[str, ...]:
     names = [c for c, f in zip(rec.contacts, flat, strict=True) if f]
     if not names:
         return ()
-    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    shown = name_list(names)
     return (
         f"{len(names)} of {len(flat)} contacts are flat (scale below "
         f"{pp.SCALE_FLOOR_UV:g} uV): {shown}; their scaled clips are ~0. Mark them bad in "

@@ -8,6 +8,7 @@ explicit, and draws its randomness from the ``rng`` it is given. The simulator
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
@@ -43,19 +44,42 @@ def pink_noise(
     -------
     noise : ndarray, shape (n_signals, n_times), float32
     """
+    expo = np.broadcast_to(np.asarray(exponent, dtype=float), (n_signals,))
+
+    def power_law(spec: np.ndarray, freqs: np.ndarray, rows: slice) -> None:
+        spec *= np.maximum(freqs, f_min)[None, :] ** (-expo[rows, None] / 2.0)
+
+    return shaped_noise(n_signals, n_times, sfreq, power_law, rng=rng)
+
+
+def shaped_noise(
+    n_signals: int,
+    n_times: int,
+    sfreq: float,
+    shape: Callable[[np.ndarray, np.ndarray, slice], None],
+    *,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """White Gaussian noise filtered in the frequency domain, unit standard deviation, float32.
+
+    ``shape(spec, freqs, rows)`` scales, in place, the spectrum ``spec`` (shape
+    ``(len(rows), n_freqs)``) of the signals ``rows`` at frequencies ``freqs`` (Hz); the DC
+    bin is then zeroed. Signals are drawn 8 at a time (bounded memory for long recordings).
+
+    Returns
+    -------
+    noise : ndarray, shape (n_signals, n_times), float32
+    """
     n_fft = next_fast_len(n_times, real=True)
     freqs = rfftfreq(n_fft, 1.0 / sfreq)
-    expo = np.broadcast_to(np.asarray(exponent, dtype=float), (n_signals,))
     out = np.empty((n_signals, n_times), dtype=np.float32)
-    for start in range(0, n_signals, 8):  # bounded memory for long recordings
-        stop = min(start + 8, n_signals)
-        white = rng.standard_normal((stop - start, n_fft))
-        spec = rfft(white, axis=-1)
-        spec *= np.maximum(freqs, f_min)[None, :] ** (-expo[start:stop, None] / 2.0)
+    for start in range(0, n_signals, 8):
+        rows = slice(start, min(start + 8, n_signals))
+        spec = rfft(rng.standard_normal((rows.stop - start, n_fft)), axis=-1)
+        shape(spec, freqs, rows)
         spec[:, 0] = 0.0
         sig = irfft(spec, n=n_fft, axis=-1)[:, :n_times]
-        sig /= sig.std(axis=-1, keepdims=True) + 1e-12
-        out[start:stop] = sig
+        out[rows] = sig / (sig.std(axis=-1, keepdims=True) + 1e-12)
     return out
 
 

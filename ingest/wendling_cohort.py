@@ -37,7 +37,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
 from scipy.signal import resample_poly
 
 from ingest import waveforms as wf
@@ -254,18 +253,12 @@ def knee_noise(
     -------
     noise : ndarray, shape (n_signals, n_times), float32
     """
-    n_fft = next_fast_len(n_times, real=True)
-    freqs = rfftfreq(n_fft, 1.0 / sfreq)
     knee = np.broadcast_to(np.asarray(knee_hz, dtype=float), (n_signals,))
-    out = np.empty((n_signals, n_times), dtype=np.float32)
-    for start in range(0, n_signals, 8):
-        stop = min(start + 8, n_signals)
-        spec = rfft(rng.standard_normal((stop - start, n_fft)), axis=-1)
-        spec /= np.sqrt(knee[start:stop, None] ** 2 + freqs[None, :] ** 2)
-        spec[:, 0] = 0.0
-        sig = irfft(spec, n=n_fft, axis=-1)[:, :n_times]
-        out[start:stop] = sig / (sig.std(axis=-1, keepdims=True) + 1e-12)
-    return out
+
+    def lorentzian(spec: np.ndarray, freqs: np.ndarray, rows: slice) -> None:
+        spec /= np.sqrt(knee[rows, None] ** 2 + freqs[None, :] ** 2)
+
+    return wf.shaped_noise(n_signals, n_times, sfreq, lorentzian, rng=rng)
 
 
 def synthesize_run(

@@ -3,6 +3,8 @@ with a ``mask (batch, n_chans)`` of real channels (see :mod:`models.registry`)."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -30,3 +32,13 @@ def check_model_input(x: Tensor, mask: Tensor, *, seq_len: int, n_feats: int) ->
             f"mask must be a bool tensor of shape {tuple(x.shape[:2])} (batch, n_chans), got "
             f"dtype={mask.dtype} and shape={tuple(mask.shape)}; True marks real channels."
         )
+
+
+def check_hparams(integers: Iterable[tuple[str, object, int]], dropout: float) -> None:
+    """Raise a ValueError unless every ``(name, value, low)`` is an integer >= ``low`` and
+    ``0 <= dropout < 1`` (the constructor checks the registered models share)."""
+    for name, value, low in integers:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{dropout=} must be in [0, 1).")

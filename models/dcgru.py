@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from models.contract import check_model_input
+from models.contract import check_hparams, check_model_input
 from models.graphs import (
     correlation_adjacency,
     diffusion_steps,
@@ -192,37 +192,41 @@ class DCGRUEncoder(nn.Module):
 
 
 class _DCGRUBase(nn.Module):
-    """Arguments, graph and encoder shared by :class:`DCGRU` and :class:`DCGRUNextClip`."""
+    """Arguments, graph and encoder shared by :class:`DCGRU` and :class:`DCGRUNextClip`.
+
+    The constructor (one signature and defaults for both models, read by
+    :func:`models.registry.default_hparams`) checks the arguments, builds the encoder and then
+    calls :meth:`_build_head` for the subclass's output layer. ``min_seq_len`` is the shortest
+    sequence the subclass can use.
+    """
+
+    min_seq_len = 1
 
     def __init__(
         self,
         n_feats: int,
         *,
-        seq_len: int,
-        hidden: int,
-        k_hops: int,
-        top_k: int | None,
-        n_layers: int,
-        dropout: float,
-        standardize: bool,
-        min_seq_len: int = 1,
+        seq_len: int = 12,
+        hidden: int = 64,
+        k_hops: int = 2,
+        top_k: int | None = 3,
+        n_layers: int = 1,
+        dropout: float = 0.0,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
-        for name, value, low in (
+        integers = (
             ("n_feats", n_feats, 1),
-            ("seq_len", seq_len, min_seq_len),
+            ("seq_len", seq_len, self.min_seq_len),
             ("hidden", hidden, 1),
             ("k_hops", k_hops, 0),
             ("n_layers", n_layers, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
+        )
+        check_hparams(integers, dropout)
         if top_k is not None and (
             isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
         ):
             raise ValueError(f"{top_k=} must be a positive integer, or None for a dense graph.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{dropout=} must be in [0, 1).")
         if not isinstance(standardize, bool):
             raise ValueError(f"{standardize=} must be True or False.")
         self.hparams = dict(
@@ -242,6 +246,11 @@ class _DCGRUBase(nn.Module):
         self.encoder = DCGRUEncoder(
             n_feats, hidden=hidden, k_hops=k_hops, n_layers=n_layers, dropout=dropout
         )
+        self._build_head(n_feats=n_feats, hidden=hidden, dropout=dropout)
+
+    def _build_head(self, *, n_feats: int, hidden: int, dropout: float) -> None:
+        """Add the subclass's layers after the encoder (their names are checkpoint keys)."""
+        raise NotImplementedError
 
     def supports(self, x: Tensor, mask: Tensor) -> list[Tensor]:
         """Forward and backward random-walk supports of each sample's correlation graph.
@@ -346,28 +355,7 @@ class DCGRU(_DCGRUBase):
 
     task = "soz"
 
-    def __init__(
-        self,
-        n_feats: int,
-        *,
-        seq_len: int = 12,
-        hidden: int = 64,
-        k_hops: int = 2,
-        top_k: int | None = 3,
-        n_layers: int = 1,
-        dropout: float = 0.0,
-        standardize: bool = True,
-    ) -> None:
-        super().__init__(
-            n_feats,
-            seq_len=seq_len,
-            hidden=hidden,
-            k_hops=k_hops,
-            top_k=top_k,
-            n_layers=n_layers,
-            dropout=dropout,
-            standardize=standardize,
-        )
+    def _build_head(self, *, n_feats: int, hidden: int, dropout: float) -> None:
         self.head = nn.Sequential(nn.Dropout(dropout), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -405,29 +393,9 @@ class DCGRUNextClip(_DCGRUBase):
 
     task = "next_clip"
 
-    def __init__(
-        self,
-        n_feats: int,
-        *,
-        seq_len: int = 12,
-        hidden: int = 64,
-        k_hops: int = 2,
-        top_k: int | None = 3,
-        n_layers: int = 1,
-        dropout: float = 0.0,
-        standardize: bool = True,
-    ) -> None:
-        super().__init__(
-            n_feats,
-            seq_len=seq_len,
-            hidden=hidden,
-            k_hops=k_hops,
-            top_k=top_k,
-            n_layers=n_layers,
-            dropout=dropout,
-            standardize=standardize,
-            min_seq_len=2,
-        )
+    min_seq_len = 2
+
+    def _build_head(self, *, n_feats: int, hidden: int, dropout: float) -> None:
         self.decoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_feats))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from models.contract import check_model_input
+from models.contract import check_hparams, check_model_input
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SOZFormer(nn.Module):
         pooling: str = "mean",
     ) -> None:
         super().__init__()
-        for name, value, low in (
+        integers = (
             ("n_feats", n_feats, 1),
             ("seq_len", seq_len, 1),
             ("d_model", d_model, 1),
@@ -141,13 +141,10 @@ class SOZFormer(nn.Module):
             ("n_temporal_layers", n_temporal_layers, 1),
             ("n_spatial_layers", n_spatial_layers, 0),
             ("dim_feedforward", dim_feedforward, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
+        )
+        check_hparams(integers, dropout)
         if d_model % n_heads:
             raise ValueError(f"{n_heads=} must divide {d_model=}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{dropout=} must be in [0, 1).")
         if clip_embedding not in CLIP_EMBEDDINGS:
             raise ValueError(f"{clip_embedding=} is not one of {CLIP_EMBEDDINGS}.")
         if pooling not in POOLINGS:

@@ -77,9 +77,8 @@ from serving.scoring import (
     Scorer,
     describe_neural,
     ensemble,
-    load_calibration,
+    load_call_rules,
     load_preprocessing,
-    load_relative_k,
     run_models,
 )
 from trainer.rundir import RunDir
@@ -344,8 +343,8 @@ class ScoreIngress:
         )
         self.folds, self.threshold = ensemble(self.metas)
         run = RunDir.open(self.cfg.run_dir)
-        self.calibration = load_calibration(run, self.cfg.model, self.folds)
-        self.relative_k = load_relative_k(run, self.cfg.model, self.folds)
+        rules = load_call_rules(run, self.cfg.model, self.folds)
+        self.calibration, self.relative_k = rules["calibration"], rules["relative_k"]
         self.started = time.time()
         self._uploads = 0  # uploads being received now
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]

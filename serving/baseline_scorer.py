@@ -25,7 +25,7 @@ from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.baseline import epileptogenicity_index, interictal_ranking
-from serving.engine import Consumer, make_result, score_recording, scoring_warnings
+from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
 from trainer.baseline_stage import BaselineConfig
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BaselineConsumer", "BaselineScorer"]
 
 
-class BaselineScorer:
+class BaselineScorer(WholeRecordingScorer):
     """The classical baseline with a run's thresholds and calibration.
 
     Parameters
@@ -54,7 +54,7 @@ class BaselineScorer:
     cache_bytes : int
     """
 
-    name = "baseline"
+    name = kind = "baseline"
     seq_len = 1
 
     def __init__(
@@ -84,7 +84,7 @@ class BaselineScorer:
         cls, run_dir: str | os.PathLike, fold: int | None = None, **kwargs: Any
     ) -> BaselineScorer:
         """The run's ``baseline`` folds (every finished one, or ``fold``)."""
-        from serving.scoring import load_calibration, load_relative_k
+        from serving.scoring import load_call_rules
 
         run = RunDir.open(run_dir)
         done = [k for k in run.fold_indices("baseline") if run.fold_finished("baseline", k)]
@@ -103,47 +103,32 @@ class BaselineScorer:
         config = run.card().get("config", {})
         hparams = dict((config.get("model_hparams") or {}).get("baseline") or {})
         line_freq = kwargs.pop("line_freq", None)
-        cfg = run.ingest_config()
-        if line_freq is not None and cfg.line_freq is None:
-            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        cfg = run.ingest_config().with_line_freq(line_freq)
         kwargs = {k: v for k, v in kwargs.items() if k == "cache_bytes"}
         return cls(
             BaselineConfig(**hparams), [run.threshold("baseline", k) for k in done], done,
-            ingest_config=cfg, calibration=load_calibration(run, "baseline", done),
-            relative_k=load_relative_k(run, "baseline", done), **kwargs,
+            ingest_config=cfg, **load_call_rules(run, "baseline", done), **kwargs,
         )  # fmt: skip
 
     def consumer(self) -> BaselineConsumer:
         return BaselineConsumer(self)
 
-    def score(self, rec: Recording) -> ScoreResult:
-        return score_recording(rec, [self.consumer()])[0]
-
-    def describe(self) -> dict[str, Any]:
+    def describe_extra(self) -> dict[str, Any]:
+        cfg = self.cfg
         return {
-            "model": self.name,
-            "kind": "baseline",
-            "folds": list(self.folds),
-            "threshold": self.threshold,
             "config": {
-                "pre_s": self.cfg.pre_s,
-                "post_s": self.cfg.post_s,
-                "interictal_clips": self.cfg.interictal_clips,
-                "method": self.cfg.method,
-            },  # fmt: skip
-            "ingest_config": self.ingest_config.to_dict(),
+                "pre_s": cfg.pre_s,
+                "post_s": cfg.post_s,
+                "interictal_clips": cfg.interictal_clips,
+                "method": cfg.method,
+            }
         }
 
 
-class BaselineConsumer(Consumer):
+class BaselineConsumer(ScorerConsumer):
     """Engine consumer: keeps the clips of the EI windows (or the interictal middle), scores them."""
 
-    min_clips = 1
-
-    def __init__(self, scorer: BaselineScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+    scorer: BaselineScorer
 
     def windows(self, rec: Recording, n_clips: int) -> list[tuple[int, int, float]]:
         """``(first clip, end clip, onset in seconds from the first clip)`` of each window;

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingest.config import IngestConfig
-from ingest.errors import ConfigError, RecordingError, SozkitError
+from ingest.errors import ConfigError, RecordingError, SozkitError, name_list
 from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.spectral import spectral_features
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
@@ -73,6 +73,45 @@ class Consumer:
     def finish(self, rec: Recording, contacts: tuple[str, ...], timings: dict[str, float]) -> Any:
         """After the last block; ``timings`` holds the stream's seconds. Returns the result."""
         raise NotImplementedError
+
+
+class ScorerConsumer(Consumer):
+    """A consumer working for one scorer: ``name``, ``ingest_config`` and ``cache_bytes`` are
+    the scorer's, which it keeps as ``scorer`` (the SVM and baseline consumers)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+        self.name = scorer.name
+        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+
+
+class WholeRecordingScorer:
+    """A scorer whose one :class:`ScorerConsumer` scores a recording (the SVM, the baseline);
+    subclasses set ``name``, ``kind``, ``folds``, ``threshold``, ``ingest_config``."""
+
+    kind: str
+
+    def consumer(self) -> ScorerConsumer:
+        """A fresh engine consumer scoring one recording with this scorer."""
+        raise NotImplementedError
+
+    def score(self, rec: Recording) -> Any:
+        """Score one recording (a :class:`serving.results.ScoreResult`)."""
+        return score_recording(rec, [self.consumer()])[0]
+
+    def describe_extra(self) -> dict[str, Any]:
+        return {}  # the subclass's own fields of describe()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /models`` shows about this scorer."""
+        return {
+            "model": self.name,
+            "kind": self.kind,
+            "folds": list(self.folds),
+            "threshold": self.threshold,
+            **self.describe_extra(),
+            "ingest_config": self.ingest_config.to_dict(),
+        }
 
 
 def score_recording(rec: Recording, consumers: Sequence[Consumer], *, stream=None) -> list[Any]:
@@ -143,7 +182,7 @@ def without_flat(result: Any, flat: np.ndarray | None) -> Any:
     flat = np.asarray(flat, dtype=bool)
     keep = ~flat
     names = [c for c, f in zip(result.channels, flat, strict=True) if f]
-    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+    shown = name_list(names)
     labels = result.soz_labels
     return replace(
         result,
@@ -225,8 +264,7 @@ class Preprocessing:
                 "preprocessing cannot be reproduced; retrain with a current sozkit."
             )
         cfg = IngestConfig.from_dict(dict(first.ingest_config))
-        if line_freq is not None and cfg.line_freq is None:
-            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
+        cfg = cfg.with_line_freq(line_freq)
         if abs(cfg.sfreq - first.sfreq) > 1e-6:
             raise SozkitError(
                 f"{name}: checkpoint sfreq={first.sfreq} differs from its ingest config's "
@@ -493,7 +531,7 @@ def scoring_warnings(rec: Recording) -> tuple[str, ...]:
     out = list(rec.warnings)
     dropped = [c for c in rec.channels if c in rec.bad]
     if dropped:
-        shown = ", ".join(dropped[:12]) + (" ..." if len(dropped) > 12 else "")
+        shown = name_list(dropped)
         out.append(f"{len(dropped)} channel(s) marked bad were not scored: {shown}")
     non_ieeg = [
         c

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ingest.electrodes import electrodes_for_recording
+from ingest.errors import name_list
 from serving import figures
 from serving.brainmap import plot_brain_map
 
@@ -148,7 +149,7 @@ def intervals_section(
     lines = []
     for name, table in tables.items():
         dis = table.loc[table["disagree"], "channel"].astype(str).tolist()
-        what = ", ".join(dis[:15]) + (" ..." if len(dis) > 15 else "") if dis else "none"
+        what = name_list(dis, 15) if dis else "none"
         lines.append(f"<li>{_esc(name)} ({len(usable[name][0])} estimates): "
                      f"calls disagree on <b>{_esc(what)}</b></li>")  # fmt: skip
     return (

@@ -84,6 +84,16 @@ def load_relative_k(run: RunDir, model: str, folds: Sequence[int]) -> float | No
     return None if any(k is None for k in ks) else float(np.mean(ks))
 
 
+def load_call_rules(run: RunDir, model: str, folds: Sequence[int]) -> dict[str, Any]:
+    """How a fold ensemble calls SOZ: ``calibration`` (:func:`load_calibration`) and
+    ``relative_k`` (:func:`load_relative_k`), as keyword arguments of a scorer."""
+    folds = list(folds)
+    return {
+        "calibration": load_calibration(run, model, folds),
+        "relative_k": load_relative_k(run, model, folds),
+    }
+
+
 def load_preprocessing(
     run_dir: str | os.PathLike,
     model: str = "sozformer",
@@ -277,9 +287,7 @@ class Scorer:
             models.append(net)
             metas.append(meta)
         kwargs.setdefault("eval_stride", run.eval_stride())
-        kwargs.setdefault("calibration", load_calibration(run, model, list(paths)))
-        kwargs.setdefault("relative_k", load_relative_k(run, model, list(paths)))
-        return cls(model, models, metas, **kwargs)
+        return cls(model, models, metas, **{**load_call_rules(run, model, paths), **kwargs})
 
     # -- the two halves, for callers that use them directly ----------------------------------
     ingest_config = property(lambda self: self.prep.ingest_config)

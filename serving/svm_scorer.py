@@ -30,7 +30,7 @@ from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.features import RecordingFeatureMean, feature_names, svm_bands
 from models.svm import SOZSVM
-from serving.engine import Consumer, make_result, score_recording, scoring_warnings
+from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
 from trainer.rundir import RunDir
@@ -38,7 +38,7 @@ from trainer.rundir import RunDir
 logger = logging.getLogger(__name__)
 
 
-class SVMScorer:
+class SVMScorer(WholeRecordingScorer):
     """The run's SVM (one fold or the fold ensemble).
 
     Parameters
@@ -59,7 +59,7 @@ class SVMScorer:
         The patient-relative call rule's ``k`` (``from_run`` loads it); ``None`` = Youden.
     """
 
-    name = "svm"
+    name = kind = "svm"
     seq_len = 1  # any recording with one clip can be scored
 
     def __init__(
@@ -109,17 +109,15 @@ class SVMScorer:
         ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
         in :meth:`serving.scoring.Scorer.from_run`.
         """
-        from serving.scoring import load_calibration, load_relative_k
+        from serving.scoring import load_call_rules
 
         run = RunDir.open(run_dir)
         paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
         svms = [SOZSVM.load(path) for path in paths.values()]
         thresholds = [run.threshold("svm", k) for k in paths]
         cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
-        if line_freq is not None and cfg.line_freq is None:
-            cfg = IngestConfig.from_dict({**cfg.to_dict(), "line_freq": float(line_freq)})
-        kwargs.setdefault("calibration", load_calibration(run, "svm", list(paths)))
-        kwargs.setdefault("relative_k", load_relative_k(run, "svm", list(paths)))
+        cfg = cfg.with_line_freq(line_freq)
+        kwargs = {**load_call_rules(run, "svm", paths), **kwargs}
         return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -130,31 +128,14 @@ class SVMScorer:
         """A fresh engine consumer scoring one recording with this SVM."""
         return SVMConsumer(self)
 
-    def score(self, rec: Recording) -> ScoreResult:
-        """Score one recording."""
-        return score_recording(rec, [self.consumer()])[0]
-
-    def describe(self) -> dict[str, Any]:
-        """What ``GET /models`` shows about this scorer."""
-        return {
-            "model": self.name,
-            "kind": "svm",
-            "folds": list(self.folds),
-            "threshold": self.threshold,
-            "features": list(self.feature_names),
-            "ingest_config": self.ingest_config.to_dict(),
-        }
+    def describe_extra(self) -> dict[str, Any]:
+        return {"features": list(self.feature_names)}
 
 
-class SVMConsumer(Consumer):
+class SVMConsumer(ScorerConsumer):
     """Engine consumer: the recording's mean clip features, scored by the SVM at the end."""
 
-    min_clips = 1
-
-    def __init__(self, scorer: SVMScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-        self.ingest_config, self.cache_bytes = scorer.ingest_config, scorer.cache_bytes
+    scorer: SVMScorer
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
         self._mean = RecordingFeatureMean(self.ingest_config.sfreq)

@@ -250,3 +250,22 @@ def degenerate_file(path: Path) -> Path:
     set_field(path, 1, "digital_min", get_field(path, 1, "digital_max"))
     set_field(path, 2, "physical_max", get_field(path, 2, "physical_min"))
     return path
+
+
+def write_flat_cohort(folder: Path) -> Path:
+    """One folder of impossible signals beside an intact recording.
+
+    ``good`` intact, ``degenerate`` (:func:`degenerate_file`), ``flat`` every contact constant,
+    ``nearflat`` constant but for three blips, ``oneflat`` only LA2 near-constant (only the
+    scale floor sees it). Returns ``folder``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    write_edf(folder / "good.edf", NAMES, seconds=8.0)
+    degenerate_file(folder / "degenerate.edf")
+    write_edf(folder / "flat.edf", NAMES, seconds=8.0, seed=2)
+    make_constant(folder / "flat.edf")
+    write_edf(folder / "nearflat.edf", NAMES, seconds=8.0, seed=3)
+    make_constant(folder / "nearflat.edf", blips=True)
+    write_edf(folder / "oneflat.edf", NAMES, seconds=8.0, seed=4)
+    make_constant(folder / "oneflat.edf", blips=True, only={"LA2"})
+    return folder

@@ -26,6 +26,7 @@ from tests.adversarial.cohorts import (
     make_constant,
     n_signals,
     set_field,
+    write_flat_cohort,
 )
 from tests.conftest import QUICK_INGEST, run_soz
 from tests.ingest.signal_files import write_edf
@@ -94,16 +95,7 @@ def test_flat_contacts_are_named(tmp_path):
 
 
 def test_ingest_drops_degenerate_channels_and_fails_flat_recordings(tmp_path):
-    folder = tmp_path / "cohort"
-    folder.mkdir()
-    write_edf(folder / "good.edf", NAMES, seconds=8.0)
-    degenerate_file(folder / "degenerate.edf")
-    write_edf(folder / "flat.edf", NAMES, seconds=8.0, seed=2)
-    make_constant(folder / "flat.edf")
-    write_edf(folder / "nearflat.edf", NAMES, seconds=8.0, seed=3)
-    make_constant(folder / "nearflat.edf", blips=True)
-    write_edf(folder / "oneflat.edf", NAMES, seconds=8.0, seed=4)
-    make_constant(folder / "oneflat.edf", blips=True, only={"LA2"})  # only the floor sees it
+    folder = write_flat_cohort(tmp_path / "cohort")
     store = tmp_path / "store"
     proc = run_soz("ingest", folder, "--out", store, "--line-freq", "50", *QUICK_INGEST)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

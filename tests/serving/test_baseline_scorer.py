@@ -63,3 +63,22 @@ def test_interictal_and_ictal_runs_are_scored_like_training(serving_data, baseli
 def test_a_run_without_baseline_folds_says_how_to_get_them(serving_data):
     with pytest.raises(SozkitError, match="soz train --model baseline"):
         BaselineScorer.from_run(serving_data["run_dir"])
+
+
+def test_whole_recording_scorers_describe_their_folds_threshold_and_inputs(
+    serving_data, baseline_run
+):
+    from serving.svm_scorer import SVMScorer
+
+    base = BaselineScorer.from_run(baseline_run)
+    d = base.describe()
+    assert list(d) == ["model", "kind", "folds", "threshold", "config", "ingest_config"]
+    assert d["model"] == d["kind"] == "baseline" and d["folds"] == [0, 1]
+    assert d["threshold"] == pytest.approx(0.5)  # mean of the folds' 0.4 and 0.6
+    assert d["config"]["method"] == base.cfg.method
+    assert d["ingest_config"] == base.ingest_config.to_dict()
+    svm = SVMScorer.from_run(serving_data["run_dir"])
+    d = svm.describe()
+    assert list(d) == ["model", "kind", "folds", "threshold", "features", "ingest_config"]
+    assert d["model"] == d["kind"] == "svm" and d["folds"] == list(svm.folds)
+    assert d["features"] == list(svm.feature_names) and len(d["features"]) > 0

@@ -95,7 +95,9 @@ def test_split_is_validated():
         TrainConfig(split="site")
 
 
-def test_site_figures_split_ictal_from_interictal():
+def _two_patients() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions of two patients (2 channels, 2 runs each: ictal then interictal) and the
+    recordings table; ictal runs rank the SOZ channel first, interictal runs the other way round."""
     preds = pd.DataFrame(
         {
             "cohort": "c",
@@ -103,11 +105,15 @@ def test_site_figures_split_ictal_from_interictal():
             "recording_id": ["r1", "r1", "r2", "r2", "r3", "r3", "r4", "r4"],
             "channel": ["a", "b"] * 4,
             "y_true": [1, 0] * 4,
-            # ictal runs rank the SOZ channel first, interictal runs the other way round
             "score": [0.9, 0.1, 0.2, 0.8, 0.7, 0.3, 0.4, 0.6],
         }
     )
     recs = pd.DataFrame({"recording_id": ["r1", "r2", "r3", "r4"], "n_seizures": [1, 0, 2, 0]})
+    return preds, recs
+
+
+def test_site_figures_split_ictal_from_interictal():
+    preds, recs = _two_patients()
     figs = site_figures(preds, recs, {"c/1": "X", "c/2": "Y"})
     assert figs["ictal"]["roc_auc"] == 1.0 and figs["interictal"]["roc_auc"] == 0.0
     assert figs["ictal"]["n_channels"] == 4 and figs["all"]["n_patients"] == 2
@@ -118,18 +124,8 @@ def test_site_figures_split_ictal_from_interictal():
 
 
 def test_site_figures_report_calls_and_calibrated_brier_by_run_kind():
-    preds = pd.DataFrame(
-        {
-            "fold": [0] * 4 + [1] * 4,
-            "cohort": "c",
-            "patient": ["c/1"] * 4 + ["c/2"] * 4,
-            "recording_id": ["r1", "r1", "r2", "r2", "r3", "r3", "r4", "r4"],
-            "channel": ["a", "b"] * 4,
-            "y_true": [1, 0] * 4,
-            "score": [0.9, 0.1, 0.2, 0.8, 0.7, 0.3, 0.4, 0.6],
-        }
-    )
-    recs = pd.DataFrame({"recording_id": ["r1", "r2", "r3", "r4"], "n_seizures": [1, 0, 2, 0]})
+    preds, recs = _two_patients()
+    preds.insert(0, "fold", [0] * 4 + [1] * 4)
     halve = Calibrator("isotonic", {"x": [0.0, 1.0], "y": [0.0, 0.5]})
     figs = site_figures(preds, recs, {}, {0: (0.5, Calibrator()), 1: (0.5, halve)})
     # ictal: both patients' SOZ contact called and nothing else
