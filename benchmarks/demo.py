@@ -29,7 +29,7 @@ from ingest.fileio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "demo.json"
-TARGET_S = 20 * 60
+TARGET_S = 15 * 60
 #: ``[   233 s] 3/5 train: 1/20 sozformer fold 0: test ROC-AUC 0.884``
 PROGRESS = re.compile(r"^\[\s*(\d+) s\] (\d)/\d (\w+): (.*)$")
 
