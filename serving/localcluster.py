@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import SozkitError
+from ingest.ownership import descendants
 
 #: GCS port of the cluster (Ray's default is 6379; other sessions may use that one).
 DEFAULT_PORT = 26379
@@ -169,18 +170,6 @@ def _processes() -> dict[int, tuple[int, str]]:
         except (OSError, IndexError, ValueError):
             continue
         out[int(p.name)] = (ppid, cmd)
-    return out
-
-
-def _descendants(pid: int, procs: dict[int, tuple[int, str]]) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for p, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(p)
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
     return out
 
 
@@ -345,8 +334,9 @@ def kill(node: str, root: Path | None = None) -> int:
     procs = _processes()
     raylets = [
         p
-        for p in _descendants(entry["pid"], procs)
-        if "/raylet " in f"{procs[p][1]} " or procs[p][1].split(" ", 1)[0].endswith("/raylet")
+        for p in descendants(entry["pid"])
+        if p in procs
+        and ("/raylet " in f"{procs[p][1]} " or procs[p][1].split(" ", 1)[0].endswith("/raylet"))
     ]
     if not raylets:
         raise SozkitError(f"{name} has no running raylet (already killed?).")
@@ -375,8 +365,7 @@ def start(node: str, root: Path | None = None, timeout_s: float = 90.0) -> None:
 
 
 def _stop_tree(pid: int, grace_s: float = 8.0) -> None:
-    procs = _processes()
-    pids = [pid, *_descendants(pid, procs)]
+    pids = [pid, *descendants(pid)]
     _signal_all(pids, grace_s)
 
 
@@ -412,7 +401,7 @@ def down(root: Path | None = None) -> int:
     pids: list[int] = []
     for node in reversed(state["nodes"]):
         if node.get("pid"):
-            pids += [node["pid"], *_descendants(node["pid"], procs)]
+            pids += [node["pid"], *descendants(node["pid"])]
     me = os.getpid()
     marker = str(root) + "/"
     pids += [p for p, (_, cmd) in procs.items() if marker in cmd and p != me and p not in pids]
