@@ -42,7 +42,7 @@ from scipy.signal import resample_poly
 from ingest import waveforms as wf
 from ingest.bids_writer import RunData, SubjectData, write_run, write_subject
 from ingest.fileio import write_json, write_text
-from ingest.implant import BRAIN_SEMI_AXES, SHAFT_CODES, Anatomy, Implantation
+from ingest.implant import BRAIN_SEMI_AXES, Anatomy, Implantation, implant
 from ingest.sim_config import SimulationConfig
 from ingest.sim_truth import clinical_labels, draw_targets, draw_zones
 from ingest.wendling import FAST_ONSET, WendlingParams, seizure_schedule, simulate_network
@@ -119,7 +119,18 @@ def plan_subject(
     a_ictal[ez + pz] = FAST_ONSET[0]
 
     targets, counts = draw_targets(anatomy.positions, ez, pz, cfg, rng, same_side=2.0)
-    contacts = _implant(anatomy, targets, counts, naming, pitch, rng)
+    # This family's shafts: its own pitch, a tighter tip and a steeper tilt.
+    contacts = implant(
+        anatomy,
+        targets,
+        counts,
+        naming=naming,
+        rng=rng,
+        pitch_mm=pitch,
+        tip_sd_mm=1.5,
+        tilt_sd=0.5,
+        tilt_axes=(0.2, 1.0, 1.0),
+    )
     contact_gain = rng.lognormal(0.0, 0.25, contacts.n_contacts)
     lead = lead_field(contacts.positions, anatomy.positions, rng=rng) * contact_gain[:, None]
     # A referential site records against its quietest contact (a white-matter reference).
@@ -397,30 +408,6 @@ def _anatomy(n_regions: int, rng: np.random.Generator) -> Anatomy:
     np.fill_diagonal(w, 0.0)
     w /= w.sum(axis=1).max()
     return Anatomy(positions=pos, weights=w)
-
-
-def _implant(anatomy, targets, counts, naming: str, pitch: float, rng) -> Implantation:
-    """One straight shaft per target, entering laterally, deepest contact near the target."""
-    codes = rng.choice(len(SHAFT_CODES), size=len(targets), replace=False)
-    names, shafts, positions = [], [], []
-    for target, n_contacts, code_i in zip(targets, counts, codes, strict=True):
-        centre = anatomy.positions[target]
-        side = 1.0 if centre[0] >= 0 else -1.0
-        tip = centre + rng.normal(0.0, 1.5, 3)
-        direction = np.array([side, 0.0, 0.0]) + rng.normal(0.0, 0.5, 3) * [0.2, 1.0, 1.0]
-        direction /= np.linalg.norm(direction)
-        code = SHAFT_CODES[code_i]
-        if naming == "suffix":
-            shaft = code + ("L" if side < 0 else "R")
-        elif naming == "prime_padded":
-            shaft = f"{code}'" if side < 0 else code
-        else:
-            shaft = ("L" if side < 0 else "R") + code
-        for k in range(int(n_contacts)):
-            names.append(f"{shaft}{k + 1:02d}" if naming == "prime_padded" else f"{shaft}{k + 1}")
-            shafts.append(shaft)
-            positions.append(tip + k * pitch * direction)
-    return Implantation(names=tuple(names), shafts=tuple(shafts), positions=np.asarray(positions))
 
 
 def _region_sources(subject: SubjectData, cfg, tasks: list[str], rng: np.random.Generator):
