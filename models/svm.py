@@ -37,6 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from ingest.fileio import atomic_write
+from models.arrays import check_finite_rows
 
 logger = logging.getLogger(__name__)
 
@@ -172,12 +173,9 @@ class SOZSVM:
                 f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}; "
                 "compute features with the same models.features settings as at training."
             )
-        if not np.all(np.isfinite(X)):
-            rows = np.unique(np.nonzero(~np.isfinite(X))[0])
-            raise ValueError(
-                f"X has non-finite values in {rows.size} rows (first: {rows[:5].tolist()}); "
-                "drop those channels or fix their features before the SVM."
-            )
+        check_finite_rows(
+            X, "X", "rows", "drop those channels or fix their features before the SVM."
+        )
         return X
 
     def _inputs(self, X: np.ndarray, recordings: np.ndarray | None) -> np.ndarray:
