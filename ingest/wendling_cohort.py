@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -40,7 +40,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from ingest import waveforms as wf
-from ingest.bids_writer import RunData, SubjectData, write_run, write_subject
+from ingest.bids_writer import RunData, SubjectData
 from ingest.fileio import write_json, write_text
 from ingest.implant import BRAIN_SEMI_AXES, Anatomy, Implantation, implant
 from ingest.sim_config import SimulationConfig
@@ -61,33 +61,27 @@ CENTRES = (
 UV_PER_MV = (40.0, 60.0)
 
 
-def simulate_subject(
-    root: Path,
+def subject_runs(
     index: int,
     cfg: SimulationConfig,
-    seq: np.random.SeedSequence,
-    *,
-    on_run: Callable[[], None] | None = None,
-) -> SubjectData:
-    """Simulate and write every run of one subject: :func:`ingest.simulate.simulate_subject`'s
-    contract (same parameters, same return), drawn by this family."""
-    plan_seq, model_seq, *run_seqs = seq.spawn(2 + cfg.n_ictal_runs + cfg.n_interictal_runs)
-    subject, montage, lead = plan_subject(index, cfg, np.random.default_rng(plan_seq))
-    write_subject(root, subject)
+    plan_rng: np.random.Generator,
+    model_rng: np.random.Generator,
+    run_rngs: Sequence[np.random.Generator],
+) -> tuple[SubjectData, Iterator[RunData]]:
+    """This family's subject and its runs (:func:`ingest.simulate.subject_runs`'s contract):
+    every run's region sources integrated together, each run's channels made as iterated."""
+    subject, montage, lead = plan_subject(index, cfg, plan_rng)
     tasks = ["ictal"] * cfg.n_ictal_runs + ["interictal"] * cfg.n_interictal_runs
     runs = [k + 1 for k in range(cfg.n_ictal_runs)] + [k + 1 for k in range(cfg.n_interictal_runs)]
-    sources = _region_sources(subject, cfg, tasks, np.random.default_rng(model_seq))
-    for task, run, (src, onsets, offsets), run_seq in zip(
-        tasks, runs, sources, run_seqs, strict=True
-    ):
-        data = synthesize_run(
-            subject, montage, lead, task, run, src, onsets, offsets, np.random.default_rng(run_seq)
-        )
-        write_run(root, subject, data)
-        subject.runs.append(data.summary())
-        if on_run is not None:
-            on_run()
-    return subject
+    sources = _region_sources(subject, cfg, tasks, model_rng)
+
+    def made() -> Iterator[RunData]:
+        for task, run, (src, onsets, offsets), rng in zip(
+            tasks, runs, sources, run_rngs, strict=True
+        ):
+            yield synthesize_run(subject, montage, lead, task, run, src, onsets, offsets, rng)
+
+    return subject, made()
 
 
 def plan_subject(
@@ -512,6 +506,6 @@ __all__ = [
     "knee_noise",
     "lead_field",
     "plan_subject",
-    "simulate_subject",
+    "subject_runs",
     "synthesize_run",
 ]
