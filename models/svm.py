@@ -22,6 +22,7 @@ Pure scikit-learn: no Ray, no Beam, no torch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,15 +146,11 @@ class SOZSVM:
         self.n_features_in_: int | None = None
 
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments, ``SOZSVM(**svm.get_params())`` makes an unfitted copy."""
-        return {
-            "C": self.C,
-            "gamma": self.gamma,
-            "calibration": self.calibration,
-            "n_calibration_folds": self.n_calibration_folds,
-            "seed": self.seed,
-            "normalise": self.normalise,
-        }
+        """Constructor arguments, read off its signature (as scikit-learn does, so a new
+        argument cannot be forgotten here): ``SOZSVM(**svm.get_params())`` makes an unfitted copy.
+        """
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
