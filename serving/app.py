@@ -65,6 +65,7 @@ from serving.bodies import (
 )
 from serving.config import ServeConfig
 from serving.engine import SequenceConsumer, score_recording
+from serving.http_limits import BodyLimits, controller_env
 from serving.inputs import (
     InputError,
     check_pulled_in_files,
@@ -523,7 +524,12 @@ def start(cfg: ServeConfig, *, name: str = "sozkit", blocking: bool = False):
     RunDir.open(cfg.run_dir).serving_folds(
         cfg.model, cfg.fold, allow_incomplete=cfg.allow_incomplete
     )
+    # The body caps run in Serve's proxies too (serving.http_limits): the proxies inherit the
+    # controller's environment, so nothing over a cap is queued ahead of the ingress.
+    env = controller_env(BodyLimits.for_config(cfg))
     serve.start(
-        http_options={"host": cfg.host, "port": cfg.port}, proxy_location=cfg.proxy_location
+        http_options={"host": cfg.host, "port": cfg.port},
+        proxy_location=cfg.proxy_location,
+        controller_options={"runtime_env": {"env_vars": env}},
     )
     return serve.run(build_app(cfg), name=name, route_prefix=cfg.route_prefix, blocking=blocking)
