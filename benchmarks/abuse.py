@@ -12,8 +12,9 @@
    Target: 0 x 5xx (the 503 that refuses an upload past ``--max-uploads`` is the designed
    answer and counted apart).
 3. **RSS** of the ingress and proxy processes (``/proc``) while a body of ``BIG`` bytes (1 GiB,
-   ``--quick`` 256 MiB) is pushed chunked, per body kind; target: growth a small multiple of
-   the upload cap, not of the body.
+   ``--quick`` 256 MiB) is pushed chunked, per body kind (JSON, raw, multipart to /score, and
+   raw to ``GET /health``, a route that reads no body); target: growth a small multiple of
+   the upload cap, not of the body (:mod:`serving.http_limits` cuts it in Serve's proxy).
 4. **/health latency** while 64 clients trickle uploads (target < 1 s).
 5. **Resume equality**: a fold killed after its first epoch and resumed from its saved state
    against an uninterrupted one (the mechanism of ``tests/trainer/test_loop.py``), tiny cohort.
@@ -313,7 +314,7 @@ def _big_body(client, pid: int, kind: str, big: int) -> dict:
     import httpx
 
     from tests.adversarial.probes import SERVE_PROCS as PROCS
-    from tests.adversarial.probes import descendants_rss
+    from tests.adversarial.probes import descendants_rss, rss_growth
 
     ctype, params = {
         "to-health": ("application/octet-stream", {}),
@@ -327,16 +328,6 @@ def _big_body(client, pid: int, kind: str, big: int) -> dict:
         client.request(method, route, content=warm, params=params, headers={"content-type": ctype})
     except httpx.HTTPError:
         pass
-    before = descendants_rss(pid, PROCS)
-    peak = dict(before)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for p, rss in descendants_rss(pid, PROCS).items():
-                peak[p] = max(peak.get(p, 0), rss)
-            time.sleep(0.05)
-
     chunk = (b"[" if kind == "json" else b"\0") * (1 << 20)
     head = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.edf"\r\n\r\n'
 
@@ -346,26 +337,24 @@ def _big_body(client, pid: int, kind: str, big: int) -> dict:
         for _ in range(big // len(chunk)):
             yield chunk
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    def send() -> int:
+        try:
+            return client.request(method, route, content=body(), params=params,
+                                  headers={"content-type": ctype}).status_code  # fmt: skip
+        except httpx.HTTPError:
+            return -1
+
+    before = descendants_rss(pid, PROCS)
     t0 = time.perf_counter()
-    try:
-        status = client.request(method, route, content=body(), params=params,
-                                headers={"content-type": ctype}).status_code  # fmt: skip
-    except httpx.HTTPError:
-        status = -1
-    finally:
-        done.set()
-        sampler.join(timeout=10)
+    status, growth = rss_growth(pid, send, PROCS)
+    seconds = time.perf_counter() - t0  # until the answer (the JSON before had 1 s more)
     time.sleep(1.0)
     after = descendants_rss(pid, PROCS)
     mib = 2**20
     return {
         "status": status,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "growth_mib": {
-            _proc_name(p): round((peak[p] - before[p]) / mib, 1) for p in before if p in peak
-        },
+        "seconds": round(seconds, 2),
+        "growth_mib": {_proc_name(p): round(g / mib, 1) for p, g in growth.items()},
         "held_after_mib": {
             _proc_name(p): round((after.get(p, before[p]) - before[p]) / mib, 1) for p in before
         },

@@ -61,6 +61,7 @@ from serving.bodies import (
     ScoreRequest,
     read_body,
     read_json,
+    unsupported_type,
     upload_path,
 )
 from serving.config import ServeConfig
@@ -401,12 +402,7 @@ class ScoreIngress:
             elif ctype in ("application/octet-stream", "multipart/form-data"):
                 path, root = await self._upload(request, ctype, Path(tmp)), tmp
             else:
-                raise RequestError(
-                    415, "unsupported content type",
-                    f"Content-Type {ctype or '(none)'} is not accepted.",
-                    'send JSON {"path": ...}, or the file as application/octet-stream or '
-                    "multipart/form-data (field 'file').",
-                )  # fmt: skip
+                raise unsupported_type(ctype)
             lf = line_freq if line_freq is not None else self.cfg.line_freq
             rec = await asyncio.to_thread(recording_for_path, path, line_freq=lf, root=root)
             result, extras = await self._score_recording(rec, explain, contacts)

@@ -67,6 +67,14 @@ def too_large(size: int, cap: int, what: str = "the upload") -> RequestError:
     )  # fmt: skip
 
 
+def unsupported_type(ctype: str) -> RequestError:
+    return RequestError(
+        415, "unsupported content type", f"Content-Type {ctype or '(none)'} is not accepted.",
+        'send JSON {"path": ...}, or the file as application/octet-stream or '
+        "multipart/form-data (field 'file').",
+    )  # fmt: skip
+
+
 async def read_body(
     request, *, cap: int, timeout_s: float, sink: Callable[[bytes], Any], what: str
 ) -> int:

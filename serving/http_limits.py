@@ -12,6 +12,7 @@ a route that never reads one (``/health``) was buffered whole.
 ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``, set on the Serve controller's environment by
 :func:`controller_env`, which the proxies inherit). For every request it:
 
+- answers 415 to ``POST /score`` of a content type the ingress does not take, unread;
 - answers 413 before reading a byte when the declared ``Content-Length`` exceeds the request's
   cap: an upload to ``/score`` gets ``--max-upload-mb``, everything else (JSON bodies, other
   routes) :data:`serving.bodies.MAX_JSON_BYTES`;
@@ -30,7 +31,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.bodies import MAX_JSON_BYTES, too_large
+from serving.bodies import MAX_JSON_BYTES, RequestError, too_large, unsupported_type
 
 #: Serve's hook: a function returning Starlette middlewares, applied in every HTTP proxy.
 CALLBACK_VAR = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -64,11 +65,15 @@ class BodyLimits:
 
     def cap(self, scope: dict) -> tuple[int, str]:
         """The cap of one request and what its body is (for the message)."""
-        ctype = _header(scope, b"content-type").split(";")[0].strip().lower()
-        path = scope.get("path", "").rstrip("/")
-        if scope.get("method") == "POST" and path == self.score_path and ctype in UPLOAD_TYPES:
+        ctype = _content_type(scope)
+        if self.is_score(scope) and ctype in UPLOAD_TYPES:
             return self.upload_cap, "the upload"
         return self.other_cap, "a JSON body" if ctype == "application/json" else "the body"
+
+    def is_score(self, scope: dict) -> bool:
+        return (
+            scope.get("method") == "POST" and scope.get("path", "").rstrip("/") == self.score_path
+        )
 
 
 def controller_env(limits: BodyLimits) -> dict[str, str]:
@@ -89,6 +94,10 @@ def proxy_middlewares() -> list:
     return [Middleware(BodyLimitMiddleware, limits=BodyLimits(**json.loads(raw)))]
 
 
+def _content_type(scope: dict) -> str:
+    return _header(scope, b"content-type").split(";")[0].strip().lower()
+
+
 def _header(scope: dict, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -96,8 +105,7 @@ def _header(scope: dict, name: bytes) -> str:
     return ""
 
 
-async def _refuse(send, size: int, cap: int, what: str) -> None:
-    exc = too_large(size, cap, what)
+async def _refuse(send, exc: RequestError) -> None:
     body = json.dumps({"error": exc.error, "detail": exc.detail, "fix": exc.fix}).encode()
     await send({
         "type": "http.response.start", "status": exc.status,
@@ -117,10 +125,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        ctype = _content_type(scope)
+        if self.limits.is_score(scope) and ctype not in (*UPLOAD_TYPES, "application/json"):
+            await _refuse(send, unsupported_type(ctype))  # the ingress reads none of it either
+            return
         cap, what = self.limits.cap(scope)
         declared = _header(scope, b"content-length").strip()
         if declared.isdigit() and int(declared) > cap:
-            await _refuse(send, int(declared), cap, what)
+            await _refuse(send, too_large(int(declared), cap, what))
             return
         state: dict[str, Any] = {"seen": 0, "cut": False, "started": False, "ours": False}
 
@@ -134,7 +146,7 @@ class BodyLimitMiddleware:
                     state["cut"] = True
                     if not state["started"]:
                         state["ours"] = True
-                        await _refuse(send, state["seen"], cap, what)
+                        await _refuse(send, too_large(state["seen"], cap, what))
                     return {"type": "http.disconnect"}
             return message
 

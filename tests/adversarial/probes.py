@@ -166,3 +166,25 @@ def soz_serve(work: Path, run_dir: Path, *flags: str, timeout_s: float = 300.0) 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def rss_growth(root: int, send, names: tuple[str, ...] = SERVE_PROCS) -> tuple[object, dict]:
+    """``send()``'s result and each of ``root``'s Serve processes' peak RSS growth (bytes) while
+    it ran, sampled every 20 ms from ``/proc``."""
+    before = descendants_rss(root, names)
+    peak, done = dict(before), threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for pid, rss in descendants_rss(root, names).items():
+                peak[pid] = max(peak.get(pid, 0), rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = send()
+    finally:
+        done.set()
+        sampler.join(timeout=10)
+    return result, {pid: peak[pid] - before[pid] for pid in before}

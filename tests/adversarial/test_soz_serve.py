@@ -5,12 +5,10 @@ cap, never by the body), also when sent to a route that reads no body."""
 from __future__ import annotations
 
 import socket
-import threading
-import time
 
 import pytest
 
-from tests.adversarial.probes import SERVE_PROCS, descendants_rss, soz_serve
+from tests.adversarial.probes import rss_growth, soz_serve
 from tests.serving.conftest import make_run_dir, write_edf
 
 CAP_MB = 4
@@ -106,29 +104,15 @@ def test_a_chunked_gigabyte_costs_the_proxy_and_ingress_at_most_the_cap(
         )
 
     send(b"\0" * 2**20 for _ in range(CAP_MB + 1))  # the path's one-off allocations
-    before = descendants_rss(served.proc.pid, SERVE_PROCS)
-    assert len(before) >= 2, before
-    peak, done = dict(before), threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for pid, rss in descendants_rss(served.proc.pid, SERVE_PROCS).items():
-                peak[pid] = max(peak.get(pid, 0), rss)
-            time.sleep(0.02)
 
     def body():
         yield FILE
         for _ in range(1024):
             yield b"\0" * 2**20
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        r = send(body())
-    finally:
-        done.set()
-        sampler.join(timeout=10)
-    growth = {pid: (peak[pid] - before[pid]) / 2**20 for pid in before}
+    r, growth = rss_growth(served.proc.pid, lambda: send(body()))
+    assert len(growth) >= 2, growth  # the proxy and the ingress
+    growth = {pid: g / 2**20 for pid, g in growth.items()}
     # the cap of one request (its queue, a pickled copy in flight) plus allocator slack
     assert max(growth.values()) < 2 * CAP_MB + 8, growth
     if route == "/health":
