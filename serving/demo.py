@@ -55,7 +55,7 @@ STAGES = ("simulate", "ingest", "train", "serve", "report")
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What ``soz demo`` runs. The defaults finish in under 20 minutes on 2 CPU cores.
+    """What ``soz demo`` runs. The defaults finish in under 15 minutes on 2 CPU cores.
 
     Parameters
     ----------
