@@ -1,10 +1,11 @@
 """The main job's wall time: ``soz demo`` with its defaults, run as a user runs it.
 
 Runs ``python -m serving demo --out DIR`` in a child process (the CLI, a fresh local Ray,
-the default cohort: 10 + 2 held-out patients, 5-fold CV of all four models, Serve, reports),
+the default cohort: 10 + 2 held-out patients, 5-fold CV of all four models, Serve, reports with
+one explained recording and the figure screenshots),
 timestamps every progress line it prints, and records the stage timings and headline figures it
 writes to ``DIR/demo.json``, with the machine's load average before and after (the figure only
-means something next to the load it was measured under). The target is under 20 minutes on
+means something next to the load it was measured under). The target is under 15 minutes on
 2 CPU cores. Prints and saves JSON to ``benchmarks/results/demo.json``. Usage::
 
     python -m benchmarks.demo [--out DIR] [--port PORT] [-- extra soz demo arguments]

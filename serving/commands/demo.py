@@ -35,9 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker")
     p.add_argument("--port", type=int, default=None, help="Serve HTTP port on 127.0.0.1")
     p.add_argument(
-        "--explain", action="store_true",
-        help="also explain the first held-out patient's recordings (occlusion) and save one "
-        "screenshot per figure kind; adds to the demo's time",
+        "--explain", action=argparse.BooleanOptionalAction, default=None,
+        help="explain recordings of the first held-out patient (occlusion) and save one "
+        "screenshot per figure kind (default: on; --no-explain leaves it out)",
+    )  # fmt: skip
+    p.add_argument(
+        "--explain-recordings", type=int, default=None, metavar="K",
+        help="recordings of that patient explained, ictal first (1; 0: all)",
     )  # fmt: skip
     p.add_argument(
         "--train-json",
@@ -47,9 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-@command("demo", "Run the whole pipeline on a simulated cohort (the main job)", add_arguments)
-def run(args: argparse.Namespace) -> int:
-    from serving.demo import STAGES, DemoConfig, run_demo
+def demo_config(args: argparse.Namespace):
+    """The :class:`serving.demo.DemoConfig` of parsed ``soz demo`` arguments."""
+    from serving.demo import DemoConfig
 
     given = {
         "out_dir": None if args.out is None else os.path.abspath(args.out),  # Ray workers
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "gpus_per_worker": args.gpus_per_worker,
         "port": args.port,
-        "explain": args.explain or None,
+        "explain": args.explain,
+        "explain_recordings": args.explain_recordings,
     }
     cfg = DemoConfig(
         **{k: v for k, v in given.items() if v is not None},
@@ -73,6 +78,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.out is None:  # Ray workers do not share this directory
         cfg = replace(cfg, out_dir=os.path.abspath(cfg.out_dir))
+    return cfg
+
+
+@command("demo", "Run the whole pipeline on a simulated cohort (the main job)", add_arguments)
+def run(args: argparse.Namespace) -> int:
+    from serving.demo import STAGES, run_demo
+
+    cfg = demo_config(args)
     t0 = time.perf_counter()
 
     def progress(stage: str, message: str) -> None:
@@ -105,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"summary:  {result.summary}")
     print(f"reports:  {result.report}")
+    if result.screenshots:
+        shots = next(iter(result.screenshots.values())).parent
+        print(f"figures:  {shots} ({', '.join(result.screenshots)}: one screenshot per kind)")
     print(f"all:      {result.out_dir / 'demo.json'}")
     return 0
 

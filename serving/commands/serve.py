@@ -68,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @command("serve", "Serve SOZ scoring over HTTP (Ray Serve)", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from serving.app import start
+    from serving.serve_shutdown import quiet_serve_logger, shutdown_serve
 
     gpus = args.gpus_per_replica
     if gpus is None:
@@ -85,12 +86,11 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
     with ray_session(shared=(cfg.run_dir, *cfg.data_roots)):
+        quiet_serve_logger()
         try:
             start(cfg, blocking=True)
         except KeyboardInterrupt:
             pass
         finally:
-            from ray import serve
-
-            serve.shutdown()
+            shutdown_serve()
     return 0

@@ -30,7 +30,6 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
         models=("sozformer", "baseline"),
         n_jobs=1,
         port=free_port(),
-        explain=True,
         train_overrides={
             "batch_size": 4,
             "seqs_per_recording": 4,
@@ -82,15 +81,54 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
     saved = json.loads((out / "demo.json").read_text())
     assert set(saved["timings"]) == {"simulate", "ingest", "train", "serve", "report",
                                      "explain_ingest", "explain", "screenshots"}  # fmt: skip
-    # explain=True: the held-out patient's page shows the signal behind the calls, and one
-    # screenshot per figure kind is saved (the glass brain: the simulator writes electrodes.tsv).
+    # By default the held-out patient's page shows the signal behind the calls of one
+    # recording, the ictal one (its onset window), and one screenshot per figure kind is saved
+    # (the glass brain: the simulator writes electrodes.tsv).
+    assert ("report", "explaining 1 of 2 recording(s) of sim005") in said
     page = next((out / "report").glob("*sim005.html")).read_text()
     assert "The signal behind the calls" in page and "No traces" not in page
+    from PIL import Image
+
     from serving.pdf import find_chromium
 
-    if find_chromium() is not None:
-        shots = {p.stem for p in (out / "screenshots").glob("*.png")}
-        assert {"brain", "traces", "heatmap", "folds", "shafts"} <= shots, shots
+    if find_chromium() is None:
+        assert result.screenshots == {} and not (out / "screenshots").exists()
+        pytest.skip("no Chromium: the demo saved no screenshots (apt-get install chromium)")
+    kinds = {"brain", "traces", "heatmap", "folds", "shafts"}
+    assert set(result.screenshots) == kinds, result.screenshots
+    assert {p.stem for p in (out / "screenshots").glob("*.png")} == kinds
+    assert saved["screenshots"] == {k: str(out / "screenshots" / f"{k}.png") for k in kinds}
+    for kind, path in result.screenshots.items():
+        with Image.open(path) as shot:  # a real render, not an empty page
+            assert shot.format == "PNG" and min(shot.size) > 100, (kind, shot.size)
+            assert len(set(shot.convert("L").getdata())) > 8, kind
+
+
+def test_explained_recordings_put_ictal_first():
+    from serving.demo import explained_recordings
+
+    rows = pd.DataFrame(
+        {
+            "recording_id": ["r-inter", "r-inter", "r-ictal2", "r-ictal1", "r-rest"],
+            "task": ["interictal", "interictal", "ictal", "ictal", "rest"],
+        }
+    )
+    assert explained_recordings(rows, 1) == ["r-ictal1"]
+    assert explained_recordings(rows, 2) == ["r-ictal1", "r-ictal2"]
+    assert explained_recordings(rows, 0) == ["r-ictal1", "r-ictal2", "r-inter", "r-rest"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "explain", "k"),
+    [([], True, 1), (["--no-explain"], False, 1), (["--explain-recordings", "0"], True, 0)],
+)
+def test_demo_command_explains_by_default(argv, explain, k):
+    from serving.cli import _load_commands, build_parser
+    from serving.commands.demo import demo_config
+
+    _load_commands()
+    cfg = demo_config(build_parser().parse_args(["demo", *argv]))
+    assert (cfg.explain, cfg.explain_recordings) == (explain, k)
 
 
 @pytest.mark.parametrize(
@@ -102,6 +140,7 @@ def test_demo_runs_every_stage_and_scores_held_out_patients_through_serve(ray_lo
         ({"models": ("svm", "transformer")}, "must be a non-empty subset"),
         ({"models": ("svm", "baseline"), "serve_model": "sozformer"}, "serve_model='sozformer'"),
         ({"epochs": 0}, "epochs=0 must be >= 1"),
+        ({"explain_recordings": -1}, "explain_recordings=-1 must be >= 0"),
     ],
 )
 def test_demo_config_validation(kwargs, match):
