@@ -170,8 +170,6 @@ def _copy_slowly(src: bytes, dst: Path, pieces: int, pause_s: float) -> None:
             time.sleep(pause_s)
 
 
-# slow: a real watcher killed and restarted, 143 s measured with the machine loaded ~10x (2 cores).
-@pytest.mark.slow
 def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     run_dir = make_run_dir(tmp_path, svm=True)
     plain = tmp_path / "landing"
@@ -203,38 +201,35 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     proc = start()
     try:
         _wait(lambda: "watching" in log.read_text(), "the watcher to start", proc, 120)
-        # corrupt for good, and a truncated file (its first 60 %) that completes later
+        # Everything of the first round lands at once: a corrupt file, a truncated one (its
+        # first 60 %, completed later), a file replaced later, a BIDS run's signal file before
+        # its sidecars, and a file copied slowly in pieces (pauses shorter than the window).
         (plain / "corrupt.edf").write_bytes(b"\x00garbage" * 512)
         (plain / "trunc.edf").write_bytes(blobs["trunc"][: int(len(blobs["trunc"]) * 0.6)])
-        # a file copied slowly in pieces, pauses shorter than the stable window
-        _copy_slowly(blobs["slow"], plain / "slow.edf", pieces=6, pause_s=STABLE_S / 3)
-        _wait(lambda: _state(journal, "slow.edf", "reported"), "slow.edf reported", proc)
-        _wait(lambda: "waiting   trunc.edf" in log.read_text(), "trunc.edf waiting", proc)
-        _wait(lambda: _state(journal, "corrupt.edf", "failed"), "corrupt.edf failed", proc)
-        # nothing from the truncated file while it is incomplete
-        assert not any(e["key"].endswith("trunc.edf") for e in _events(journal))
-        assert not any("trunc" in r for r in ClipStore.open(store).complete_ids())
-        assert not pd.read_parquet(results)["recording_id"].str.contains("trunc").any()
-        with open(plain / "trunc.edf", "ab") as f:
-            f.write(blobs["trunc"][int(len(blobs["trunc"]) * 0.6) :])
-        # a BIDS run: signal file first, sidecars once the watcher says it waits for them
+        (plain / "rep.edf").write_bytes(blobs["rep"])
         bids_edf = bids / "sub-p9" / "ieeg" / "sub-p9_task-interictal_run-01_ieeg.edf"
         bids_edf.parent.mkdir(parents=True)
         bids_edf.write_bytes(blobs["slow"])
-        _wait(lambda: "waiting   sub-p9" in log.read_text(), "the BIDS run waiting", proc)
-        assert not _state(journal, "run-01_ieeg.edf", "taken")
-        _bids_sidecars(bids_edf)
-        # a file replaced by a new version once the first is reported
-        (plain / "rep.edf").write_bytes(blobs["rep"])
+        _copy_slowly(blobs["slow"], plain / "slow.edf", pieces=6, pause_s=STABLE_S / 3)
+        _wait(lambda: _state(journal, "slow.edf", "reported"), "slow.edf reported", proc)
         _wait(lambda: _state(journal, "rep.edf", "reported"), "rep.edf v1 reported", proc)
+        _wait(lambda: _state(journal, "corrupt.edf", "failed"), "corrupt.edf failed", proc)
+        _wait(lambda: "waiting   trunc.edf" in log.read_text(), "trunc.edf waiting", proc)
+        _wait(lambda: "waiting   sub-p9" in log.read_text(), "the BIDS run waiting", proc)
+        # nothing from the truncated file while it is incomplete, nor from the BIDS run
+        # before its sidecars
+        assert not any(e["key"].endswith("trunc.edf") for e in _events(journal))
+        assert not any("trunc" in r for r in ClipStore.open(store).complete_ids())
+        assert not pd.read_parquet(results)["recording_id"].str.contains("trunc").any()
+        assert not _state(journal, "run-01_ieeg.edf", "taken")
+        # the second round: the truncated file completes, the sidecars come, rep.edf is replaced
+        with open(plain / "trunc.edf", "ab") as f:
+            f.write(blobs["trunc"][int(len(blobs["trunc"]) * 0.6) :])
+        _bids_sidecars(bids_edf)
         (plain / "rep.edf").write_bytes(blobs["rep2"])
         _wait(lambda: _state(journal, "trunc.edf", "reported"), "trunc.edf reported", proc)
         _wait(lambda: _state(journal, "run-01_ieeg.edf", "reported"), "BIDS run reported", proc)
-        _wait(
-            lambda: sum(_state(journal, "rep.edf", s) for s in ("superseded",)) == 1,
-            "rep.edf v2 superseding v1",
-            proc,
-        )
+        _wait(lambda: _state(journal, "rep.edf", "superseded"), "rep.edf v2 superseding v1", proc)
         # kill -9 while a recording is in flight: the moment its journal line appears
         (plain / "kill.edf").write_bytes(blobs["kill"])
         _wait(lambda: _state(journal, "kill.edf", "taken"), "kill.edf taken", proc)
