@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +24,14 @@ from ingest.store import ClipStore
 from serving.journal import Journal
 from serving.watch import merge_results
 from tests.conftest import REPO
-from tests.serving.conftest import ALL_CHANNELS, CONTACTS, make_run_dir, write_edf
+from tests.serving.conftest import (
+    ALL_CHANNELS,
+    CONTACTS,
+    ctrl_c,
+    make_run_dir,
+    soz_process,
+    write_edf,
+)
 
 STABLE_S = 1.0
 
@@ -110,6 +115,9 @@ def test_watch_mistakes_are_one_clear_line(tmp_path, capsys):
     assert "must be a .parquet file" in capsys.readouterr().err
     assert main(["watch", "s3://bucket/in", *common, "--results", "r.parquet"]) == 2
     assert "Install s3fs" in capsys.readouterr().err  # no s3fs here: a clear line, no traceback
+    # soz serve --watch takes the same options, and needs the same outputs
+    assert main(["serve", str(tmp_path), "--watch", str(tmp_path), "--results", "r.parquet"]) == 2
+    assert "--watch needs --store, --reports too" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ the process
@@ -187,19 +195,12 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
     cmd = [
-        sys.executable, "-m", "serving", "watch", str(plain), str(bids),
+        "watch", str(plain), str(bids),
         "--store", str(store), "--run", str(run_dir), "--results", str(results),
         "--reports", str(reports), "--stable-s", str(STABLE_S), "--poll-s", "0.3",
     ]  # fmt: skip
 
-    def start(*extra: str) -> subprocess.Popen:
-        out = open(log, "a")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(
-            [*cmd, *extra], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-    proc = start()
-    try:
+    with soz_process(cmd, log, env) as proc:
         _wait(lambda: "watching" in log.read_text(), "the watcher to start", proc, 120)
         # Everything of the first round lands at once: a corrupt file, a truncated one (its
         # first 60 %, completed later), a file replaced later, a BIDS run's signal file before
@@ -236,10 +237,6 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
         family = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     for pid in family:  # Beam / Ray children it may have started
         try:
             os.kill(pid, signal.SIGKILL)
@@ -248,8 +245,8 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     kill_events = [e for e in _events(journal) if e["key"].endswith("kill.edf")]
     assert kill_events[-1]["state"] != "reported", "the kill came too late to test a replay"
 
-    proc = start("--once")
-    assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
+    with soz_process([*cmd, "--once"], log, env) as proc:
+        assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "replaying the journal" in text
 
@@ -294,22 +291,14 @@ def test_watch_ctrl_c_finishes_the_recording_in_flight(tmp_path, ray_local):
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
     cmd = [
-        sys.executable, "-m", "serving", "watch", str(landing), "--store", str(tmp_path / "s"),
+        "watch", str(landing), "--store", str(tmp_path / "s"),
         "--run", str(run_dir), "--results", str(tmp_path / "res.parquet"),
         "--reports", str(tmp_path / "rep"), "--stable-s", "0.5", "--poll-s", "0.2",
     ]  # fmt: skip
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with soz_process(cmd, log, env) as proc:
         _wait(lambda: "watching" in log.read_text(), "the watcher to start", proc, 120)
         write_edf(landing / "a.edf", seconds=30.0)
         _wait(lambda: _state(journal, "a.edf", "taken"), "a.edf taken", proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
+        text = ctrl_c(proc, log)
     assert "stopped by Ctrl-C" in text and "1 recording(s) ingested, scored and reported" in text
     assert _state(journal, "a.edf", "reported")

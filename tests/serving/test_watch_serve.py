@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -20,7 +17,14 @@ import pandas as pd
 
 from ingest.store import ClipStore
 from tests.conftest import REPO
-from tests.serving.conftest import CONTACTS, free_port, make_run_dir, write_edf
+from tests.serving.conftest import (
+    CONTACTS,
+    ctrl_c,
+    free_port,
+    make_run_dir,
+    soz_process,
+    write_edf,
+)
 
 
 def _health(port: int) -> dict | None:
@@ -56,14 +60,12 @@ def test_serve_watch_ingests_scores_and_reports_what_lands(tmp_path, ray_local):
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address  # the session's Ray
     cmd = [
-        sys.executable, "-m", "serving", "serve", str(run_dir), "--port", str(port),
+        "serve", str(run_dir), "--port", str(port),
         "--cpus-per-replica", "0.5", "--watch", str(landing), "--store", str(store),
         "--results", str(results), "--reports", str(reports), "--stable-s", "0.5",
         "--poll-s", "0.2",
     ]  # fmt: skip
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with soz_process(cmd, log, env) as proc:
         health = _wait(
             lambda: (h := _health(port)) and h.get("watch", {}).get("state") == "watching" and h,
             "/health to show the watcher watching", proc, log,
@@ -75,13 +77,7 @@ def test_serve_watch_ingests_scores_and_reports_what_lands(tmp_path, ray_local):
             "the recording reported", proc, log,
         )  # fmt: skip
         assert health["watch"]["failed"] == 0 and not health["watch"]["stale"]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
+        text = ctrl_c(proc, log)
     assert "night1.edf -> landing__night1" in text  # the watcher's arrival line
     assert "1 recording(s) ingested, scored and reported" in text
     assert set(ClipStore.open(store).complete_ids()) == {"landing__night1"}
