@@ -12,8 +12,9 @@
    Target: 0 x 5xx (the 503 that refuses an upload past ``--max-uploads`` is the designed
    answer and counted apart).
 3. **RSS** of the ingress and proxy processes (``/proc``) while a body of ``BIG`` bytes (1 GiB,
-   ``--quick`` 256 MiB) is pushed chunked, per body kind; target: growth a small multiple of
-   the upload cap, not of the body.
+   ``--quick`` 256 MiB) is pushed chunked, per body kind (JSON, raw, multipart to /score, and
+   raw to ``GET /health``, a route that reads no body); target: growth a small multiple of
+   the upload cap, not of the body (:mod:`serving.http_limits` cuts it in Serve's proxy).
 4. **/health latency** while 64 clients trickle uploads (target < 1 s).
 5. **Resume equality**: a fold killed after its first epoch and resumed from its saved state
    against an uninterrupted one (the mechanism of ``tests/trainer/test_loop.py``), tiny cohort.
@@ -30,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +46,6 @@ UPLOAD_CAP_MB = 8
 MAX_UPLOADS = 4
 BODY_TIMEOUT_S = 6.0
 N_SLOW = 64
-PROCS = ("ScoreIngress", "ProxyActor")
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
 
 
@@ -199,12 +198,6 @@ def _label_cases(work: Path, write_edf) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------- the service
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _requests(data: Path, outside: Path, bids: dict) -> dict[str, list[tuple]]:
     """Probe kind -> [(content_type, params, body)]: body bytes, a str (JSON text) or a dict."""
     edf = (data / "p1.edf").read_bytes()
@@ -223,6 +216,7 @@ def _requests(data: Path, outside: Path, bids: dict) -> dict[str, list[tuple]]:
     ]  # fmt: skip
     mp = "multipart/form-data; boundary=xyz"
     part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="u.edf"\r\n\r\n'
+    other = b'--xyz\r\nContent-Disposition: form-data; name="line_freq"\r\n\r\n50'
     return {
         "path-traversal": [(j, {}, {"path": p}) for p in paths],
         "bad-json": [
@@ -264,6 +258,15 @@ def _requests(data: Path, outside: Path, bids: dict) -> dict[str, list[tuple]]:
             (mp, {}, b"garbage without parts"),
             (mp, {}, part.replace(b"u.edf", b"../../../tmp/x.edf") + edf + b"\r\n--xyz--\r\n"),
             (mp, {}, part + edf + b"\r\n" + part + edf + b"\r\n--xyz--\r\n"),  # two files
+            (mp, {}, part + edf + b"\r\n" + other + b"\r\n--xyz--\r\n"),  # file + unknown
+            (
+                mp,
+                {},
+                b"--xyz\r\nContent-Disposition: form-data\r\n\r\nx\r\n"
+                + part
+                + edf
+                + b"\r\n--xyz--\r\n",
+            ),  # a part without a name, then the file
         ],
         "bad-edf-upload": [
             (*octet, b""),
@@ -310,25 +313,21 @@ def _send(client, ctype: str, params: dict, body) -> int:
 def _big_body(client, pid: int, kind: str, big: int) -> dict:
     import httpx
 
-    from tests.adversarial.probes import descendants_rss
+    from tests.adversarial.probes import SERVE_PROCS as PROCS
+    from tests.adversarial.probes import descendants_rss, rss_growth
 
     ctype, params = {
+        "to-health": ("application/octet-stream", {}),
         "json": ("application/json", {}),
         "octet-stream": ("application/octet-stream", {"filename": "big.edf"}),
         "multipart": ("multipart/form-data; boundary=xyz", {}),
     }[kind]
-    warm = b"[" * (UPLOAD_CAP_MB * 2**20 + 1)
-    _send(client, ctype, params, warm)  # one-off allocations of the first request of a kind
-    before = descendants_rss(pid, PROCS)
-    peak = dict(before)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            for p, rss in descendants_rss(pid, PROCS).items():
-                peak[p] = max(peak.get(p, 0), rss)
-            time.sleep(0.05)
-
+    route, method = ("/health", "GET") if kind == "to-health" else ("/score", "POST")
+    warm = (b"[" * (1 << 20) for _ in range(UPLOAD_CAP_MB + 1))  # chunked, just past the cap
+    try:  # one-off allocations of the first request of a kind
+        client.request(method, route, content=warm, params=params, headers={"content-type": ctype})
+    except httpx.HTTPError:
+        pass
     chunk = (b"[" if kind == "json" else b"\0") * (1 << 20)
     head = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.edf"\r\n\r\n'
 
@@ -338,26 +337,24 @@ def _big_body(client, pid: int, kind: str, big: int) -> dict:
         for _ in range(big // len(chunk)):
             yield chunk
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    def send() -> int:
+        try:
+            return client.request(method, route, content=body(), params=params,
+                                  headers={"content-type": ctype}).status_code  # fmt: skip
+        except httpx.HTTPError:
+            return -1
+
+    before = descendants_rss(pid, PROCS)
     t0 = time.perf_counter()
-    try:
-        status = client.post("/score", content=body(), params=params,
-                             headers={"content-type": ctype}).status_code  # fmt: skip
-    except httpx.HTTPError:
-        status = -1
-    finally:
-        done.set()
-        sampler.join(timeout=10)
+    status, growth = rss_growth(pid, send, PROCS)
+    seconds = time.perf_counter() - t0  # until the answer (the JSON before had 1 s more)
     time.sleep(1.0)
     after = descendants_rss(pid, PROCS)
     mib = 2**20
     return {
         "status": status,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "growth_mib": {
-            _proc_name(p): round((peak[p] - before[p]) / mib, 1) for p in before if p in peak
-        },
+        "seconds": round(seconds, 2),
+        "growth_mib": {_proc_name(p): round(g / mib, 1) for p, g in growth.items()},
         "held_after_mib": {
             _proc_name(p): round((after.get(p, before[p]) - before[p]) / mib, 1) for p in before
         },
@@ -365,6 +362,8 @@ def _big_body(client, pid: int, kind: str, big: int) -> dict:
 
 
 def _proc_name(pid: int) -> str:
+    from tests.adversarial.probes import SERVE_PROCS as PROCS
+
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
@@ -373,111 +372,88 @@ def _proc_name(pid: int) -> str:
 
 
 def bench_service(work: Path, big: int) -> dict:
-    import httpx
-
-    from tests.adversarial.probes import service_data
+    from tests.adversarial.probes import service_data, soz_serve
     from tests.serving.conftest import make_run_dir
 
     data, outside, bids = service_data(work)
     run_dir = make_run_dir(work, svm=False)
-    port = _free_port()
-    log = open(work / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "serve", str(run_dir), "--port", str(port),
-         "--data-root", str(data), "--max-upload-mb", str(UPLOAD_CAP_MB),
-         "--max-uploads", str(MAX_UPLOADS), "--body-timeout-s", str(BODY_TIMEOUT_S),
-         "--line-freq", "50"],
-        stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
-    try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                if client.get("/health", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > t0 + 300:
-                raise RuntimeError(
-                    f"soz serve did not start: {(work / 'serve.log').read_text()[-2000:]}"
-                )
-            time.sleep(1.0)
-        startup_s = time.monotonic() - t0
-        by_kind: dict[str, dict] = {}
-        answers: dict[str, list] = {}
-        for kind, reqs in _requests(data, outside, bids).items():
-            answers[kind] = [[_label(*r), _send(client, *r)] for r in reqs]
-            by_kind[kind] = dict(Counter(str(status) for _, status in answers[kind]))
-        bodies = {
-            k: _big_body(client, proc.pid, k, big) for k in ("json", "octet-stream", "multipart")
-        }
-        by_kind["oversize-body"] = dict(Counter(str(b["status"]) for b in bodies.values()))
-        # 64 slow clients: /health meanwhile
-        idle = []
-        for _ in range(5):
-            t = time.perf_counter()
-            client.get("/health")
-            idle.append(time.perf_counter() - t)
-        statuses: list = []
-        stop = threading.Event()
-        from tests.adversarial.probes import trickle
+    flags = ("--data-root", str(data), "--max-upload-mb", str(UPLOAD_CAP_MB),
+             "--max-uploads", str(MAX_UPLOADS), "--body-timeout-s", str(BODY_TIMEOUT_S),
+             "--line-freq", "50")  # fmt: skip
+    with soz_serve(work, run_dir, *flags) as served:
+        return _probe_service(served, data, outside, bids, big)
 
-        threads = [threading.Thread(target=trickle, args=(port, statuses, stop), daemon=True)
-                   for _ in range(N_SLOW)]  # fmt: skip
-        for t in threads:
-            t.start()
-        latencies, health_codes = [], Counter()
-        t_end = time.monotonic() + BODY_TIMEOUT_S + 2.0
-        while time.monotonic() < t_end:
-            t = time.perf_counter()
-            try:
-                health_codes[str(client.get("/health", timeout=30).status_code)] += 1
-            except httpx.HTTPError:
-                health_codes["-1"] += 1
-            latencies.append(time.perf_counter() - t)
-            time.sleep(0.1)
-        scored_during = _send(client, "application/json", {}, {"path": "p1.edf"})
-        for t in threads:
-            t.join(timeout=40)
-        stop.set()
-        by_kind["slow-body"] = dict(Counter(str(s) for s in statuses))
-        by_kind["health-under-slow"] = dict(health_codes)
-        lat = np.array(latencies)
-        total = Counter()
-        for counts in by_kind.values():
-            total.update(counts)
-        planned_503 = by_kind["slow-body"].get("503", 0)
-        n_5xx = sum(n for s, n in total.items() if s.lstrip("-").isdigit() and int(s) >= 500)
-        return {
-            "startup_s": round(startup_s, 1),
-            "requests": sum(total.values()),
-            "by_kind": by_kind,
-            "n_5xx": n_5xx,
-            "n_5xx_unplanned": n_5xx - planned_503,
-            "planned_503_upload_slots": planned_503,
-            "big_body_bytes": big,
-            "upload_cap_mib": UPLOAD_CAP_MB,
-            "bodies": bodies,
-            "answers": answers,
-            "health_under_slow": {
-                "clients": N_SLOW,
-                "n": len(lat),
-                "p50_s": round(float(np.median(lat)), 4),
-                "max_s": round(float(lat.max()), 4),
-                "idle_p50_s": round(float(np.median(idle)), 4),
-                "score_during": scored_during,
-            },
-        }
-    finally:
-        client.close()
-        os.killpg(proc.pid, 2)  # Ctrl-C: soz serve shuts Serve down
+
+def _probe_service(served, data: Path, outside: Path, bids: dict, big: int) -> dict:
+    import httpx
+
+    client, proc, port, startup_s = served.client, served.proc, served.port, served.startup_s
+    by_kind: dict[str, dict] = {}
+    answers: dict[str, list] = {}
+    for kind, reqs in _requests(data, outside, bids).items():
+        answers[kind] = [[_label(*r), _send(client, *r)] for r in reqs]
+        by_kind[kind] = dict(Counter(str(status) for _, status in answers[kind]))
+    bodies = {
+        k: _big_body(client, proc.pid, k, big)
+        for k in ("json", "octet-stream", "multipart", "to-health")
+    }
+    by_kind["oversize-body"] = dict(Counter(str(b["status"]) for b in bodies.values()))
+    # 64 slow clients: /health meanwhile
+    idle = []
+    for _ in range(5):
+        t = time.perf_counter()
+        client.get("/health")
+        idle.append(time.perf_counter() - t)
+    statuses: list = []
+    stop = threading.Event()
+    from tests.adversarial.probes import trickle
+
+    threads = [threading.Thread(target=trickle, args=(port, statuses, stop), daemon=True)
+               for _ in range(N_SLOW)]  # fmt: skip
+    for t in threads:
+        t.start()
+    latencies, health_codes = [], Counter()
+    t_end = time.monotonic() + BODY_TIMEOUT_S + 2.0
+    while time.monotonic() < t_end:
+        t = time.perf_counter()
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-        log.close()
+            health_codes[str(client.get("/health", timeout=30).status_code)] += 1
+        except httpx.HTTPError:
+            health_codes["-1"] += 1
+        latencies.append(time.perf_counter() - t)
+        time.sleep(0.1)
+    scored_during = _send(client, "application/json", {}, {"path": "p1.edf"})
+    for t in threads:
+        t.join(timeout=40)
+    stop.set()
+    by_kind["slow-body"] = dict(Counter(str(s) for s in statuses))
+    by_kind["health-under-slow"] = dict(health_codes)
+    lat = np.array(latencies)
+    total = Counter()
+    for counts in by_kind.values():
+        total.update(counts)
+    planned_503 = by_kind["slow-body"].get("503", 0)
+    n_5xx = sum(n for s, n in total.items() if s.lstrip("-").isdigit() and int(s) >= 500)
+    return {
+        "startup_s": round(startup_s, 1),
+        "requests": sum(total.values()),
+        "by_kind": by_kind,
+        "n_5xx": n_5xx,
+        "n_5xx_unplanned": n_5xx - planned_503,
+        "planned_503_upload_slots": planned_503,
+        "big_body_bytes": big,
+        "upload_cap_mib": UPLOAD_CAP_MB,
+        "bodies": bodies,
+        "answers": answers,
+        "health_under_slow": {
+            "clients": N_SLOW,
+            "n": len(lat),
+            "p50_s": round(float(np.median(lat)), 4),
+            "max_s": round(float(lat.max()), 4),
+            "idle_p50_s": round(float(np.median(idle)), 4),
+            "score_during": scored_during,
+        },
+    }
 
 
 # ------------------------------------------------------------------------- resume equality

@@ -1,7 +1,7 @@
 """Training throughput: the loader alone vs the training step alone, and Ray Train with 1 vs 2 workers.
 
 Writes a synthetic clip store at the SPEC's scale (1000 Hz, 5-s clips, 64 contacts) with
-:func:`ingest.synthetic.write_recording_clips` (signal content does not change the cost), then
+:func:`ingest.synthetic.write_patient` (signal content does not change the cost), then
 measures, on CPU:
 
 1. the loader alone: sequences/s of :class:`trainer.datasets.SequenceDataset` (S=25 clips,
@@ -39,7 +39,7 @@ from ingest.config import IngestConfig
 from ingest.fileio import write_json
 from ingest.manifests import commit_manifests
 from ingest.store import ClipStore
-from ingest.synthetic import synthetic_recording, write_recording_clips
+from ingest.synthetic import write_patient
 from models.registry import build_model
 from trainer.config import TrainConfig
 from trainer.datasets import (
@@ -64,27 +64,21 @@ def write_store(url: str, *, n_patients: int, n_chans: int, n_clips: int, seed: 
     store = ClipStore.open(url, "a", config=cfg)
     rng = np.random.default_rng(seed)
     rows = []
+
+    def noise(n: int, onset: float | None) -> np.ndarray:
+        shape = (n, n_chans, cfg.clip_samples)
+        return (rng.standard_normal(shape, dtype=np.float32) * 30).astype(np.float16)
+
     for p in range(n_patients):
         cohort = "benchA" if p % 2 else "benchB"
         names = tuple(f"S{k // 8}{k % 8 + 1}" for k in range(n_chans))
         soz = rng.random(n_chans) < 0.1
         soz[0] = True
         marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
-        for task in ("ictal", "interictal"):
-            onset = n_clips * 2.5 if task == "ictal" else None
-            rec = synthetic_recording(
-                cohort,
-                f"P{p:03d}",
-                task,
-                channels=names,
-                soz=marked,
-                n_clips=n_clips,
-                config=cfg,
-                seizure=None if onset is None else (onset, onset + 30.0),
-            )
-            shape = (n_clips, n_chans, cfg.clip_samples)
-            clips = (rng.standard_normal(shape, dtype=np.float32) * 30).astype(np.float16)
-            rows.append(write_recording_clips(store, rec, clips))
+        tasks = {"ictal": n_clips, "interictal": n_clips}
+        rows += write_patient(
+            store, cohort, f"P{p:03d}", names, marked, tasks, noise, seizure_s=30.0
+        )
     commit_manifests(store, [("rows", r) for r in rows])
     return url
 

@@ -208,21 +208,17 @@ def recording_from_file(
         [(onset, text) for onset, _, text in header.annotations], duration_s=header.duration_s
     )
     notes.extend(sz_notes)
-    return Recording(
-        recording_id=recording_id,
-        cohort=cohort,
-        subject=subject,
-        path=str(path),
-        sfreq=header.sfreq,
-        n_times=header.n_times,
-        channels=header.ch_names,
+    return Recording.from_header(
+        header,
+        recording_id,
+        cohort,
+        subject,
         ch_types=types,
         bad=bad,
         soz=matched,
         seizures=seizures,
         run=None if name == subject else name,
         line_freq=float(lf),
-        fmt=header.fmt,
         warnings=tuple(notes),
     )
 

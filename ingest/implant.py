@@ -26,8 +26,9 @@ SHAFT_CODES = (
     "AC", "PC", "SA", "GR", "CU", "LG", "FP", "PM", "ST", "MT", "IT", "OP",
 )  # fmt: skip
 #: Naming habits of the simulated centres: ``"padded"`` -> ``LA01``, ``"plain"`` -> ``LA1``,
-#: ``"prime"`` -> ``A'1`` (left) / ``A1`` (right), the Grenoble/Marseille habit.
-NAMING_STYLES = ("padded", "plain", "prime")
+#: ``"prime"`` -> ``A'1`` (left) / ``A1`` (right), the Grenoble/Marseille habit,
+#: ``"suffix"`` -> ``AL1`` and ``"prime_padded"`` -> ``A'01`` (the Wendling family's centres).
+NAMING_STYLES = ("padded", "plain", "prime", "suffix", "prime_padded")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ def implant(
     *,
     naming: str,
     rng: np.random.Generator,
+    pitch_mm: float = CONTACT_PITCH_MM,
+    tip_sd_mm: float = 2.5,
+    tilt_sd: float = 0.35,
+    tilt_axes: tuple[float, float, float] = (0.0, 1.0, 1.0),
 ) -> Implantation:
     """Place one straight shaft per target region, entering laterally, and name its contacts.
 
@@ -161,6 +166,12 @@ def implant(
         One of :data:`NAMING_STYLES`.
     rng : numpy.random.Generator
         Random source.
+    pitch_mm : float
+        Distance between neighbouring contacts.
+    tip_sd_mm : float
+        Standard deviation of the deepest contact around the target's centre.
+    tilt_sd, tilt_axes
+        Standard deviation of the shaft's random tilt, scaled per axis.
 
     Returns
     -------
@@ -177,14 +188,14 @@ def implant(
     for target, n_contacts, code_i in zip(targets, contacts_per_shaft, codes, strict=True):
         centre = anatomy.positions[target]
         side = 1.0 if centre[0] >= 0 else -1.0
-        tip = centre + rng.normal(0.0, 2.5, 3)
-        direction = np.array([side, 0.0, 0.0]) + rng.normal(0.0, 0.35, 3) * [0.0, 1.0, 1.0]
+        tip = centre + rng.normal(0.0, tip_sd_mm, 3)
+        direction = np.array([side, 0.0, 0.0]) + rng.normal(0.0, tilt_sd, 3) * np.asarray(tilt_axes)
         direction /= np.linalg.norm(direction)
         shaft = _shaft_name(SHAFT_CODES[code_i], side, naming)
         for k in range(int(n_contacts)):
             names.append(_contact_name(shaft, k + 1, naming))
             shafts.append(shaft)
-            positions.append(tip + k * CONTACT_PITCH_MM * direction)
+            positions.append(tip + k * pitch_mm * direction)
     return Implantation(names=tuple(names), shafts=tuple(shafts), positions=np.asarray(positions))
 
 
@@ -213,10 +224,13 @@ def lead_field(contacts: np.ndarray, regions: np.ndarray, *, radius_mm: float = 
 
 
 def _shaft_name(code: str, side: float, naming: str) -> str:
-    if naming == "prime":
+    if naming in ("prime", "prime_padded"):
         return f"{code}'" if side < 0 else code
+    if naming == "suffix":
+        return code + ("L" if side < 0 else "R")
     return ("L" if side < 0 else "R") + code
 
 
 def _contact_name(shaft: str, number: int, naming: str) -> str:
-    return f"{shaft}{number:02d}" if naming == "padded" else f"{shaft}{number}"
+    padded = naming in ("padded", "prime_padded")
+    return f"{shaft}{number:02d}" if padded else f"{shaft}{number}"

@@ -135,8 +135,16 @@ class _PlanBlocksFn(beam.DoFn):
             yield rec, block, len(blocks)
 
 
+class _Transform(beam.PTransform):
+    """A PTransform declared as a dataclass (its fields are its arguments): the generated
+    ``__init__`` does not call ``PTransform.__init__``, this does."""
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+
 @dataclass
-class PlanBlocks(beam.PTransform):
+class PlanBlocks(_Transform):
     """``Recording`` -> ``(recording, block, n_blocks)``, after writing each array's template.
 
     Complete recordings are skipped; recordings that cannot be processed go to the
@@ -147,9 +155,6 @@ class PlanBlocks(beam.PTransform):
     cfg: IngestConfig
     skip_complete: bool = True
     run: RunContext = field(default_factory=RunContext)
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def expand(self, recordings):
         return recordings | "Plan" >> beam.ParDo(
@@ -237,7 +242,7 @@ class _ProcessBlocksFn(beam.DoFn):
 
 
 @dataclass
-class ProcessBlocks(beam.PTransform):
+class ProcessBlocks(_Transform):
     """``(recording, block, n_blocks)`` -> ``(recording_id, BlockSummary)``; each block's clips
     are computed and written as one whole shard. Reshuffled first so that the blocks of one
     long recording spread over every worker. On a local store, the worker that writes a
@@ -246,9 +251,6 @@ class ProcessBlocks(beam.PTransform):
     store_url: str
     cfg: IngestConfig
     run: RunContext = field(default_factory=RunContext)
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def expand(self, blocks):
         return (
@@ -287,13 +289,10 @@ class _FinalizeFn(beam.DoFn):
 
 
 @dataclass
-class FinalizeRecordings(beam.PTransform):
+class FinalizeRecordings(_Transform):
     """``(recording_id, BlockSummary)`` -> manifest rows of each fully written recording."""
 
     cfg: IngestConfig
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def expand(self, summaries):
         return (
@@ -341,7 +340,7 @@ class _CommitFn(beam.DoFn):
 
 
 @dataclass
-class CommitManifests(beam.PTransform):
+class CommitManifests(_Transform):
     """All ``(kind, payload)`` items -> one commit of the Parquet manifests (a single element).
 
     Rows the workers already committed recording by recording are not written again.
@@ -349,9 +348,6 @@ class CommitManifests(beam.PTransform):
 
     store_url: str
     run: RunContext = field(default_factory=RunContext)
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def expand(self, items):
         return (
@@ -363,7 +359,7 @@ class CommitManifests(beam.PTransform):
 
 # ------------------------------------------------------------------------------ IngestRecordings
 @dataclass
-class IngestRecordings(beam.PTransform):
+class IngestRecordings(_Transform):
     """``PCollection[Recording]`` -> the store at ``store_url`` updated; outputs one dict of
     counts (``{"recordings", "clips", "failures"}``) once the manifests are committed.
 
@@ -378,9 +374,6 @@ class IngestRecordings(beam.PTransform):
     skip_complete: bool = True
     extra_warnings: Sequence[dict] = ()
     run: RunContext = field(default_factory=RunContext)
-
-    def __post_init__(self) -> None:
-        super().__init__()
 
     def expand(self, recordings):
         planned = recordings | "PlanBlocks" >> PlanBlocks(

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingest.signals import SignalHeader
 
 #: Channel types that carry intracranial signal. Everything else (EEG, ECG, EMG, misc, stim)
 #: is dropped at ingest, as are contacts marked bad.
@@ -126,6 +130,17 @@ class Recording:
                 f"{self.recording_id}: sfreq={self.sfreq} and n_times={self.n_times} must be "
                 "positive; the signal file header is probably corrupt."
             )
+
+    @classmethod
+    def from_header(
+        cls, header: SignalHeader, recording_id: str, cohort: str, subject: str, **labels: Any
+    ) -> Recording:
+        """The recording of a signal file: path, rate, length, channels and format from its
+        header; ``labels`` are the other fields (``ch_types`` is required; ``fmt`` is the
+        header's)."""
+        h = header
+        labels.setdefault("fmt", h.fmt)
+        return cls(recording_id, cohort, subject, h.path, h.sfreq, h.n_times, h.ch_names, **labels)
 
     @property
     def duration_s(self) -> float:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,12 +86,10 @@ def simulate_cohort(
         raise ConfigError(f"n_jobs={n_jobs} must be >= 1.")
     if generator not in GENERATORS:
         raise ConfigError(f"generator={generator!r} is unknown; choose one of {GENERATORS}.")
-    simulate_subject_fn = simulate_subject
     entropy: int | list[int] = cfg.seed
     if generator == "wendling":
         from ingest import wendling_cohort
 
-        simulate_subject_fn = wendling_cohort.simulate_subject
         entropy = [cfg.seed, wendling_cohort.SEED_TAG]
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -100,8 +98,13 @@ def simulate_cohort(
     total = len(indices) * runs_per_subject
     if n_jobs == 1:
         written = [
-            simulate_subject_fn(
-                root, i, cfg, seqs[i], on_run=_counter(progress, k * runs_per_subject, total)
+            simulate_subject(
+                root,
+                i,
+                cfg,
+                seqs[i],
+                generator=generator,
+                on_run=_counter(progress, k * runs_per_subject, total),
             )
             for k, i in enumerate(indices)
         ]
@@ -109,7 +112,10 @@ def simulate_cohort(
         # "spawn": the caller may hold threads (Ray, torch) that fork would copy half-alive.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(n_jobs, len(indices)), mp_context=ctx) as pool:
-            futures = {pool.submit(simulate_subject_fn, root, i, cfg, seqs[i]): i for i in indices}
+            futures = {
+                pool.submit(simulate_subject, root, i, cfg, seqs[i], generator=generator): i
+                for i in indices
+            }
             done = 0
             for future in as_completed(futures):
                 future.result()
@@ -131,6 +137,7 @@ def simulate_subject(
     cfg: SimulationConfig,
     seq: np.random.SeedSequence,
     *,
+    generator: str = "epileptor",
     on_run: Callable[[], None] | None = None,
 ) -> SubjectData:
     """Simulate and write every run of one subject (independent of the other subjects).
@@ -144,7 +151,11 @@ def simulate_subject(
     cfg : SimulationConfig
         Cohort configuration.
     seq : numpy.random.SeedSequence
-        This subject's seed sequence.
+        This subject's seed sequence: one stream for the plan, one for the family's model, one
+        per run.
+    generator : str
+        The family (:func:`simulate_cohort`); it draws the subject and makes its runs
+        (``subject_runs`` of this module or of :mod:`ingest.wendling_cohort`).
     on_run : callable or None
         Called after each written run.
 
@@ -153,23 +164,42 @@ def simulate_subject(
     SubjectData
         The subject's metadata and truth (as written).
     """
-    plan_seq, epi_seq, *run_seqs = seq.spawn(2 + cfg.n_ictal_runs + cfg.n_interictal_runs)
-    subject = plan_subject(index, cfg, np.random.default_rng(plan_seq))
+    family = subject_runs
+    if generator == "wendling":
+        from ingest.wendling_cohort import subject_runs as family
+    plan_seq, model_seq, *run_seqs = seq.spawn(2 + cfg.n_ictal_runs + cfg.n_interictal_runs)
+    rngs = [np.random.default_rng(s) for s in (plan_seq, model_seq, *run_seqs)]
+    subject, runs = family(index, cfg, rngs[0], rngs[1], rngs[2:])
     write_subject(root, subject)
-    ictal = _simulate_seizures(subject, cfg, np.random.default_rng(epi_seq))
-    tasks = [("ictal", k) for k in range(cfg.n_ictal_runs)]
-    tasks += [("interictal", k) for k in range(cfg.n_interictal_runs)]
-    for (task, k), run_seq in zip(tasks, run_seqs, strict=True):
-        rng = np.random.default_rng(run_seq)
-        duration = cfg.ictal_duration_s if task == "ictal" else cfg.interictal_duration_s
-        run = synthesize_run(
-            subject, task, k + 1, duration, ictal[k] if task == "ictal" else None, rng
-        )
+    for run in runs:
         write_run(root, subject, run)
         subject.runs.append(run.summary())
         if on_run is not None:
             on_run()
     return subject
+
+
+def subject_runs(
+    index: int,
+    cfg: SimulationConfig,
+    plan_rng: np.random.Generator,
+    epi_rng: np.random.Generator,
+    run_rngs: Sequence[np.random.Generator],
+) -> tuple[SubjectData, Iterator[RunData]]:
+    """This family's subject (:func:`plan_subject`) and its runs, made one by one as iterated:
+    the ictal runs (seizures of :func:`_simulate_seizures`), then the interictal ones."""
+    subject = plan_subject(index, cfg, plan_rng)
+    ictal = _simulate_seizures(subject, cfg, epi_rng)
+    tasks = [("ictal", k) for k in range(cfg.n_ictal_runs)]
+    tasks += [("interictal", k) for k in range(cfg.n_interictal_runs)]
+
+    def runs() -> Iterator[RunData]:
+        for (task, k), rng in zip(tasks, run_rngs, strict=True):
+            duration = cfg.ictal_duration_s if task == "ictal" else cfg.interictal_duration_s
+            seizure = ictal[k] if task == "ictal" else None
+            yield synthesize_run(subject, task, k + 1, duration, seizure, rng)
+
+    return subject, runs()
 
 
 def plan_subject(index: int, cfg: SimulationConfig, rng: np.random.Generator) -> SubjectData:
@@ -472,4 +502,5 @@ __all__ = [
     "plan_subject",
     "simulate_cohort",
     "simulate_subject",
+    "subject_runs",
 ]

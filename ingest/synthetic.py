@@ -9,12 +9,14 @@ then commits them::
     rows = [write_recording_clips(store, rec, clips) for rec, clips in recordings]
     commit_manifests(store, [("rows", r) for r in rows])
 
-:func:`synthetic_recording` describes such a recording (labels, seizure, no signal file).
+:func:`synthetic_recording` describes such a recording (labels, seizure, no signal file);
+:func:`write_patient` writes one patient's recordings, a seizure half-way through the ictal one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -120,3 +122,60 @@ def write_recording_clips(store: ClipStore, rec: Recording, clips: np.ndarray) -
         stored, _ = to_storage(block, cfg.dtype)
         store.write_block(rec.recording_id, start, np.ascontiguousarray(stored))
     return manifest_rows(rec, cfg, clip_std)
+
+
+def write_patient(
+    store: ClipStore,
+    cohort: str,
+    subject: str,
+    channels: Sequence[str],
+    soz: Collection[str],
+    n_clips: Mapping[str, int],
+    make_clips: Callable[[int, float | None], np.ndarray],
+    *,
+    seizure_s: float,
+    centre: str | None = None,
+) -> list[dict]:
+    """Write one recording of a patient per task; return their manifest rows.
+
+    Parameters
+    ----------
+    store : ClipStore
+        Opened with ``mode="a"``.
+    cohort, subject : str
+    channels, soz
+        As in :func:`synthetic_recording`.
+    n_clips : mapping of str to int
+        Clips of each task's recording, in writing order; the ``"ictal"`` one holds one seizure
+        of ``seizure_s`` seconds starting half-way through it.
+    make_clips : callable
+        ``make_clips(n_clips, onset_s or None) -> clips (n_clips, n_contacts, clip_samples)``,
+        called once per recording, in order.
+    seizure_s : float
+    centre : str or None
+        The recording centre (default: the cohort).
+
+    Returns
+    -------
+    list of dict
+        :func:`write_recording_clips`'s rows, one per recording.
+    """
+    cfg = store.ingest_config
+    rows = []
+    for task, n in n_clips.items():
+        onset = 0.5 * n * cfg.clip_s if task == "ictal" else None
+        seizure = None if onset is None else (onset, onset + seizure_s)
+        rec = synthetic_recording(
+            cohort,
+            subject,
+            task,
+            channels=channels,
+            soz=soz,
+            n_clips=n,
+            config=cfg,
+            seizure=seizure,
+        )
+        if centre is not None:
+            rec = replace(rec, centre=centre)
+        rows.append(write_recording_clips(store, rec, make_clips(n, onset)))
+    return rows

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -40,9 +40,9 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from ingest import waveforms as wf
-from ingest.bids_writer import RunData, SubjectData, write_run, write_subject
+from ingest.bids_writer import RunData, SubjectData
 from ingest.fileio import write_json, write_text
-from ingest.implant import BRAIN_SEMI_AXES, SHAFT_CODES, Anatomy, Implantation
+from ingest.implant import BRAIN_SEMI_AXES, Anatomy, Implantation, implant
 from ingest.sim_config import SimulationConfig
 from ingest.sim_truth import clinical_labels, draw_targets, draw_zones
 from ingest.wendling import FAST_ONSET, WendlingParams, seizure_schedule, simulate_network
@@ -61,33 +61,27 @@ CENTRES = (
 UV_PER_MV = (40.0, 60.0)
 
 
-def simulate_subject(
-    root: Path,
+def subject_runs(
     index: int,
     cfg: SimulationConfig,
-    seq: np.random.SeedSequence,
-    *,
-    on_run: Callable[[], None] | None = None,
-) -> SubjectData:
-    """Simulate and write every run of one subject: :func:`ingest.simulate.simulate_subject`'s
-    contract (same parameters, same return), drawn by this family."""
-    plan_seq, model_seq, *run_seqs = seq.spawn(2 + cfg.n_ictal_runs + cfg.n_interictal_runs)
-    subject, montage, lead = plan_subject(index, cfg, np.random.default_rng(plan_seq))
-    write_subject(root, subject)
+    plan_rng: np.random.Generator,
+    model_rng: np.random.Generator,
+    run_rngs: Sequence[np.random.Generator],
+) -> tuple[SubjectData, Iterator[RunData]]:
+    """This family's subject and its runs (:func:`ingest.simulate.subject_runs`'s contract):
+    every run's region sources integrated together, each run's channels made as iterated."""
+    subject, montage, lead = plan_subject(index, cfg, plan_rng)
     tasks = ["ictal"] * cfg.n_ictal_runs + ["interictal"] * cfg.n_interictal_runs
     runs = [k + 1 for k in range(cfg.n_ictal_runs)] + [k + 1 for k in range(cfg.n_interictal_runs)]
-    sources = _region_sources(subject, cfg, tasks, np.random.default_rng(model_seq))
-    for task, run, (src, onsets, offsets), run_seq in zip(
-        tasks, runs, sources, run_seqs, strict=True
-    ):
-        data = synthesize_run(
-            subject, montage, lead, task, run, src, onsets, offsets, np.random.default_rng(run_seq)
-        )
-        write_run(root, subject, data)
-        subject.runs.append(data.summary())
-        if on_run is not None:
-            on_run()
-    return subject
+    sources = _region_sources(subject, cfg, tasks, model_rng)
+
+    def made() -> Iterator[RunData]:
+        for task, run, (src, onsets, offsets), rng in zip(
+            tasks, runs, sources, run_rngs, strict=True
+        ):
+            yield synthesize_run(subject, montage, lead, task, run, src, onsets, offsets, rng)
+
+    return subject, made()
 
 
 def plan_subject(
@@ -119,7 +113,18 @@ def plan_subject(
     a_ictal[ez + pz] = FAST_ONSET[0]
 
     targets, counts = draw_targets(anatomy.positions, ez, pz, cfg, rng, same_side=2.0)
-    contacts = _implant(anatomy, targets, counts, naming, pitch, rng)
+    # This family's shafts: its own pitch, a tighter tip and a steeper tilt.
+    contacts = implant(
+        anatomy,
+        targets,
+        counts,
+        naming=naming,
+        rng=rng,
+        pitch_mm=pitch,
+        tip_sd_mm=1.5,
+        tilt_sd=0.5,
+        tilt_axes=(0.2, 1.0, 1.0),
+    )
     contact_gain = rng.lognormal(0.0, 0.25, contacts.n_contacts)
     lead = lead_field(contacts.positions, anatomy.positions, rng=rng) * contact_gain[:, None]
     # A referential site records against its quietest contact (a white-matter reference).
@@ -399,30 +404,6 @@ def _anatomy(n_regions: int, rng: np.random.Generator) -> Anatomy:
     return Anatomy(positions=pos, weights=w)
 
 
-def _implant(anatomy, targets, counts, naming: str, pitch: float, rng) -> Implantation:
-    """One straight shaft per target, entering laterally, deepest contact near the target."""
-    codes = rng.choice(len(SHAFT_CODES), size=len(targets), replace=False)
-    names, shafts, positions = [], [], []
-    for target, n_contacts, code_i in zip(targets, counts, codes, strict=True):
-        centre = anatomy.positions[target]
-        side = 1.0 if centre[0] >= 0 else -1.0
-        tip = centre + rng.normal(0.0, 1.5, 3)
-        direction = np.array([side, 0.0, 0.0]) + rng.normal(0.0, 0.5, 3) * [0.2, 1.0, 1.0]
-        direction /= np.linalg.norm(direction)
-        code = SHAFT_CODES[code_i]
-        if naming == "suffix":
-            shaft = code + ("L" if side < 0 else "R")
-        elif naming == "prime_padded":
-            shaft = f"{code}'" if side < 0 else code
-        else:
-            shaft = ("L" if side < 0 else "R") + code
-        for k in range(int(n_contacts)):
-            names.append(f"{shaft}{k + 1:02d}" if naming == "prime_padded" else f"{shaft}{k + 1}")
-            shafts.append(shaft)
-            positions.append(tip + k * pitch * direction)
-    return Implantation(names=tuple(names), shafts=tuple(shafts), positions=np.asarray(positions))
-
-
 def _region_sources(subject: SubjectData, cfg, tasks: list[str], rng: np.random.Generator):
     """Integrate every run of a subject together; returns (src µV at sfreq, onsets, offsets)."""
     params = WendlingParams(coupling=10.0 + 15.0 * cfg.difficulty)
@@ -525,6 +506,6 @@ __all__ = [
     "knee_noise",
     "lead_field",
     "plan_subject",
-    "simulate_subject",
+    "subject_runs",
     "synthesize_run",
 ]

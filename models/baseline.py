@@ -32,6 +32,7 @@ import scipy.fft
 from scipy.signal import welch
 from scipy.signal.windows import hann
 
+from models.arrays import check_finite_rows, check_sfreq
 from models.spikes import detect_spikes
 
 logger = logging.getLogger(__name__)
@@ -58,14 +59,8 @@ def _check_signal(signal: np.ndarray, sfreq: float) -> np.ndarray:
             f"signal must have shape (n_chans, n_times), got {signal.shape}; "
             "pass signal[np.newaxis] for one channel."
         )
-    if not np.isfinite(sfreq) or sfreq <= 0:
-        raise ValueError(f"{sfreq=} must be a positive sampling rate in Hz.")
-    if not np.all(np.isfinite(signal)):
-        bad = np.unique(np.nonzero(~np.isfinite(signal))[0])
-        raise ValueError(
-            f"signal has non-finite values in channels {bad[:10].tolist()}; "
-            "drop or interpolate them first."
-        )
+    check_sfreq(sfreq)
+    check_finite_rows(signal, "signal", "channels", "drop or interpolate them first.")
     return signal
 
 

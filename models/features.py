@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 import pywt
 
+from models.arrays import check_sfreq
 from models.spikes import detect_spikes
 
 logger = logging.getLogger(__name__)
@@ -215,8 +216,7 @@ def clip_features(
             f"clips must have shape (n_clips, n_chans, n_samples), got {clips.shape}; "
             "pass clips[np.newaxis] for a single clip."
         )
-    if not np.isfinite(sfreq) or sfreq <= 0:
-        raise ValueError(f"{sfreq=} must be a positive sampling rate in Hz.")
+    check_sfreq(sfreq)
     n_clips, n_chans, n_samples = clips.shape
     if not np.all(np.isfinite(clips)):
         raise ValueError(

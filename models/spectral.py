@@ -31,6 +31,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from models.arrays import check_sfreq
+
 logger = logging.getLogger(__name__)
 
 #: Added to the amplitude before the log: a flat clip gives ``log(AMPLITUDE_FLOOR)`` (about
@@ -44,8 +46,7 @@ def _check_args(
     """Validate the arguments shared by both public functions; return the resolved ``fmax``."""
     if int(n_samples) != n_samples or n_samples < 2:
         raise ValueError(f"{n_samples=} must be an integer >= 2 (the clip length in samples).")
-    if not np.isfinite(sfreq) or sfreq <= 0:
-        raise ValueError(f"{sfreq=} must be a positive, finite sampling rate in Hz.")
+    check_sfreq(sfreq)
     nyquist = sfreq / 2.0
     fmax = nyquist if fmax is None else float(fmax)
     if not 0 < fmax <= nyquist:

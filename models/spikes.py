@@ -40,6 +40,8 @@ from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import butter, hilbert, iirnotch, resample_poly, sosfiltfilt, tf2sos
 
+from models.arrays import check_finite_rows, check_sfreq
+
 logger = logging.getLogger(__name__)
 
 #: Rate the detector runs at; every duration parameter below is applied at this rate.
@@ -113,8 +115,7 @@ def _check_params(
     edge_s: float,
     line_freq: float | None,
 ) -> None:
-    if not np.isfinite(sfreq) or sfreq <= 0:
-        raise ValueError(f"{sfreq=} must be a positive number of Hz.")
+    check_sfreq(sfreq)
     low, high = band
     rate = min(sfreq, DETECTION_SFREQ)
     if not 0 < low < high < rate / 2:
@@ -261,12 +262,9 @@ def detect_spikes(
         )
     _check_params(sfreq, band, k1, window_s, step_s, union_s, edge_s, line_freq)
     n_chans, n_times = signal.shape
-    if not np.all(np.isfinite(signal)):
-        bad = np.unique(np.nonzero(~np.isfinite(signal))[0])
-        raise ValueError(
-            f"signal has non-finite values in channels {bad.tolist()[:10]}; "
-            "interpolate or drop those channels before spike detection."
-        )
+    check_finite_rows(
+        signal, "signal", "channels", "interpolate or drop them before spike detection."
+    )
     empty = np.array([], dtype=np.int64)
     x, fs = _to_detection_rate(signal.astype(np.float64, copy=False), float(sfreq))
     edge = round(edge_s * fs)

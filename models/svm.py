@@ -22,6 +22,7 @@ Pure scikit-learn: no Ray, no Beam, no torch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from ingest.fileio import atomic_write
+from models.arrays import check_finite_rows
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +146,11 @@ class SOZSVM:
         self.n_features_in_: int | None = None
 
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments, ``SOZSVM(**svm.get_params())`` makes an unfitted copy."""
-        return {
-            "C": self.C,
-            "gamma": self.gamma,
-            "calibration": self.calibration,
-            "n_calibration_folds": self.n_calibration_folds,
-            "seed": self.seed,
-            "normalise": self.normalise,
-        }
+        """Constructor arguments, read off its signature (as scikit-learn does, so a new
+        argument cannot be forgotten here): ``SOZSVM(**svm.get_params())`` makes an unfitted copy.
+        """
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -172,12 +170,9 @@ class SOZSVM:
                 f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}; "
                 "compute features with the same models.features settings as at training."
             )
-        if not np.all(np.isfinite(X)):
-            rows = np.unique(np.nonzero(~np.isfinite(X))[0])
-            raise ValueError(
-                f"X has non-finite values in {rows.size} rows (first: {rows[:5].tolist()}); "
-                "drop those channels or fix their features before the SVM."
-            )
+        check_finite_rows(
+            X, "X", "rows", "drop those channels or fix their features before the SVM."
+        )
         return X
 
     def _inputs(self, X: np.ndarray, recordings: np.ndarray | None) -> np.ndarray:

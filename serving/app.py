@@ -20,23 +20,25 @@ HTTP API (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
     ``application/json`` ``{"path": "sub-01/ieeg/sub-01_task-ictal_ieeg.edf"}`` (relative to a
     ``--data-root``, or absolute inside one; a BIDS run brings its sidecars) or an uploaded
     file: the raw bytes as ``application/octet-stream`` (``?filename=x.edf``) or
-    ``multipart/form-data`` with a ``file`` field. Optional ``line_freq`` (JSON field or
-    query) for files that do not state it. Answer: :meth:`serving.results.ScoreResult.to_dict`.
+    ``multipart/form-data`` of exactly one part, the field ``file``. Optional ``line_freq``
+    (JSON field or query) for files that do not state it. Answer:
+    :meth:`serving.results.ScoreResult.to_dict`.
 ``GET /health``
     Liveness and the served model.
 ``GET /models``
     The run's models and folds, and the served model's settings.
 
 User mistakes are 4xx with a message saying what and how to fix it, and the server keeps
-serving: 400 malformed request (bad or deeply nested JSON, no path), 403 path outside the data
-roots (``..``, absolute elsewhere, symlink escaping, a header's ``DataFile``/``MarkerFile`` or a
-sidecar outside them), 404 no such file, 408 a body slower than ``--body-timeout-s``, 413 a body
-over its cap (refused while it is read, :mod:`serving.bodies`), 415 unknown content type, 422 a
-file that is no readable recording (corrupt or truncated EDF, malformed or contradicting
-sidecars) or is shorter than one model sequence (sozkit's errors are mapped in one place,
-:func:`_sozkit_error`), 503 more uploads at once than ``--max-uploads``. /health keeps answering
-whatever /score does: uploads are capped, bodies have a time budget, and the ingress holds far
-more requests than slow clients can. 500 is left for server bugs.
+serving: 400 malformed request (bad or deeply nested JSON, no path, a form that is not one
+``file``), 403 path outside the data roots (``..``, absolute elsewhere, symlink escaping, a
+header's ``DataFile``/``MarkerFile`` or a sidecar outside them), 404 no such file, 408 a body
+slower than ``--body-timeout-s``, 413 a body over its cap (refused in Serve's proxy before it is
+queued, :mod:`serving.http_limits`, and while it is read, :mod:`serving.bodies`), 415 unknown
+content type, 422 a file that is no readable recording (corrupt or truncated EDF, malformed or
+contradicting sidecars) or is shorter than one model sequence (sozkit's errors are mapped in one
+place, :func:`_sozkit_error`), 503 more uploads at once than ``--max-uploads``. /health keeps
+answering whatever /score does: uploads are capped, bodies have a time budget, and the ingress
+holds far more requests than slow clients can. 500 is left for server bugs.
 """
 
 import asyncio
@@ -61,10 +63,12 @@ from serving.bodies import (
     ScoreRequest,
     read_body,
     read_json,
+    unsupported_type,
     upload_path,
 )
 from serving.config import ServeConfig
 from serving.engine import SequenceConsumer, score_recording
+from serving.http_limits import BodyLimits, controller_env
 from serving.inputs import (
     InputError,
     check_pulled_in_files,
@@ -406,12 +410,7 @@ class ScoreIngress:
             elif ctype in ("application/octet-stream", "multipart/form-data"):
                 path, root = await self._upload(request, ctype, Path(tmp)), tmp
             else:
-                raise RequestError(
-                    415, "unsupported content type",
-                    f"Content-Type {ctype or '(none)'} is not accepted.",
-                    'send JSON {"path": ...}, or the file as application/octet-stream or '
-                    "multipart/form-data (field 'file').",
-                )  # fmt: skip
+                raise unsupported_type(ctype)
             lf = line_freq if line_freq is not None else self.cfg.line_freq
             rec = await asyncio.to_thread(recording_for_path, path, line_freq=lf, root=root)
             result, extras = await self._score_recording(rec, explain, contacts)
@@ -529,7 +528,12 @@ def start(cfg: ServeConfig, *, name: str = "sozkit", blocking: bool = False):
     RunDir.open(cfg.run_dir).serving_folds(
         cfg.model, cfg.fold, allow_incomplete=cfg.allow_incomplete
     )
+    # The body caps run in Serve's proxies too (serving.http_limits): the proxies inherit the
+    # controller's environment, so nothing over a cap is queued ahead of the ingress.
+    env = controller_env(BodyLimits.for_config(cfg))
     serve.start(
-        http_options={"host": cfg.host, "port": cfg.port}, proxy_location=cfg.proxy_location
+        http_options={"host": cfg.host, "port": cfg.port},
+        proxy_location=cfg.proxy_location,
+        controller_options={"runtime_env": {"env_vars": env}},
     )
     return serve.run(build_app(cfg), name=name, route_prefix=cfg.route_prefix, blocking=blocking)

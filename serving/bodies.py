@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 #: Largest JSON body of ``POST /score`` (bytes).
 MAX_JSON_BYTES = 64 * 1024
@@ -66,6 +67,14 @@ def too_large(size: int, cap: int, what: str = "the upload") -> RequestError:
     )  # fmt: skip
 
 
+def unsupported_type(ctype: str) -> RequestError:
+    return RequestError(
+        415, "unsupported content type", f"Content-Type {ctype or '(none)'} is not accepted.",
+        'send JSON {"path": ...}, or the file as application/octet-stream or '
+        "multipart/form-data (field 'file').",
+    )  # fmt: skip
+
+
 async def read_body(
     request, *, cap: int, timeout_s: float, sink: Callable[[bytes], Any], what: str
 ) -> int:
@@ -93,6 +102,11 @@ async def read_body(
                     raise too_large(size, cap, what)
                 if chunk:
                     sink(chunk)
+    except ClientDisconnect:  # the client left, or the proxy cut the body at its cap
+        raise RequestError(
+            400, "body not received", f"{what} ended after {size} bytes: the client left.",
+            "send the whole body.",
+        ) from None  # fmt: skip
     except TimeoutError:
         raise RequestError(
             408, "request body too slow",
@@ -153,6 +167,9 @@ def upload_path(folder: Path, filename: str) -> Path:
 class MultipartUpload:
     """Streams a ``multipart/form-data`` body's ``file`` field to disk (python-multipart).
 
+    The form is exactly one part, the field ``file``: a second ``file``, a part of any other
+    name or one without a name is a 400 naming it, refused as soon as its headers are read.
+
     Parameters
     ----------
     content_type : str
@@ -177,6 +194,7 @@ class MultipartUpload:
         self.folder = folder
         self.path: Path | None = None
         self._done = False
+        self._n_files = 0
         self._fh = None
         self._field, self._value = bytearray(), bytearray()
         self._headers: dict[bytes, bytes] = {}
@@ -200,10 +218,29 @@ class MultipartUpload:
 
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
-        if params.get(b"name") == b"file" and self.path is None:
-            name = params.get(b"filename", b"upload.edf").decode("utf-8", "replace")
-            self.path = upload_path(self.folder, name or "upload.edf")
-            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed at the part's end
+        name = params.get(b"name")
+        if name != b"file":
+            what = (
+                "a part without a field name"
+                if name is None
+                else (f"an unknown field {name.decode('utf-8', 'replace')!r}")
+            )
+            raise RequestError(
+                400, "unexpected form field",
+                f"the multipart body has {what}; the form takes one field, 'file'.",
+                "send the recording alone as field 'file'; options go in the query "
+                "(?line_freq=50&explain=true).",
+            )  # fmt: skip
+        if self._n_files:
+            raise RequestError(
+                400, "duplicate form field",
+                "the multipart body has more than one 'file' field; one recording per request.",
+                "send each recording in its own request.",
+            )  # fmt: skip
+        self._n_files += 1
+        filename = params.get(b"filename", b"upload.edf").decode("utf-8", "replace")
+        self.path = upload_path(self.folder, filename or "upload.edf")
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed at the part's end
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self._fh is not None:

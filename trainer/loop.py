@@ -83,6 +83,54 @@ def training_autocast(device: torch.device | str, bf16: bool = True):
     return contextlib.nullcontext()
 
 
+def _run_epoch(
+    model: torch.nn.Module,
+    loader: Iterable[Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    target: str,
+    *,
+    device: torch.device | str,
+    grad_clip: float,
+    bf16: bool = True,
+) -> dict[str, float]:
+    """The optimisation loop shared by :func:`train_epoch` and :func:`pretrain_epoch`: each step's
+    loss is ``loss_fn(model(x, mask), batch[target], mask)``."""
+    device = torch.device(device)
+    model.train()
+    total, n_steps, n_seqs, t_load = 0.0, 0, 0, 0.0
+    t0 = time.perf_counter()
+    t_wait = t0
+    for batch in loader:
+        t_load += time.perf_counter() - t_wait
+        b = _to(batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        with training_autocast(device, bf16):
+            loss = loss_fn(model(b["x"], b["mask"]), b[target], b["mask"]).float()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at step {n_steps}; lower the learning rate "
+                "or check the input features for NaN/inf."
+            )
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        total += float(loss.detach())
+        n_steps += 1
+        n_seqs += int(b["x"].shape[0])
+        t_wait = time.perf_counter()
+    seconds = time.perf_counter() - t0
+    return {
+        "loss": total / max(n_steps, 1),
+        "n_sequences": n_seqs,
+        "n_steps": n_steps,
+        "seconds": seconds,
+        "sequences_per_s": n_seqs / seconds if seconds > 0 else 0.0,
+        "load_seconds": t_load,
+    }
+
+
 def train_epoch(
     model: torch.nn.Module,
     loader: Iterable[Mapping[str, torch.Tensor]],
@@ -116,12 +164,8 @@ def train_epoch(
         ``loss`` (mean over steps), ``n_sequences``, ``n_steps``, ``seconds``,
         ``sequences_per_s``, ``load_seconds`` (time spent waiting for batches).
     """
-
-    def batch_loss(b: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(model(b["x"], b["mask"]), b["y"], b["mask"])
-
     return _run_epoch(
-        model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip, bf16=bf16
+        model, loader, optimizer, loss_fn, "y", device=device, grad_clip=grad_clip, bf16=bf16
     )
 
 
@@ -140,59 +184,9 @@ def pretrain_epoch(
     the loss is :func:`next_clip_loss`. Labels are not used. Returns the same keys as
     :func:`train_epoch`.
     """
-
-    def batch_loss(b: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return next_clip_loss(model(b["x"], b["mask"]), b["x"], b["mask"])
-
     return _run_epoch(
-        model, loader, optimizer, batch_loss, device=device, grad_clip=grad_clip, bf16=bf16
+        model, loader, optimizer, next_clip_loss, "x", device=device, grad_clip=grad_clip, bf16=bf16
     )
-
-
-def _run_epoch(
-    model: torch.nn.Module,
-    loader: Iterable[Mapping[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    batch_loss: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
-    *,
-    device: torch.device | str,
-    grad_clip: float,
-    bf16: bool = True,
-) -> dict[str, float]:
-    """The optimisation loop shared by :func:`train_epoch` and :func:`pretrain_epoch`."""
-    device = torch.device(device)
-    model.train()
-    total, n_steps, n_seqs, t_load = 0.0, 0, 0, 0.0
-    t0 = time.perf_counter()
-    t_wait = t0
-    for batch in loader:
-        t_load += time.perf_counter() - t_wait
-        b = _to(batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        with training_autocast(device, bf16):
-            loss = batch_loss(b).float()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at step {n_steps}; lower the learning rate "
-                "or check the input features for NaN/inf."
-            )
-        loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        total += float(loss.detach())
-        n_steps += 1
-        n_seqs += int(b["x"].shape[0])
-        t_wait = time.perf_counter()
-    seconds = time.perf_counter() - t0
-    return {
-        "loss": total / max(n_steps, 1),
-        "n_sequences": n_seqs,
-        "n_steps": n_steps,
-        "seconds": seconds,
-        "sequences_per_s": n_seqs / seconds if seconds > 0 else 0.0,
-        "load_seconds": t_load,
-    }
 
 
 @dataclass

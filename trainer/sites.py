@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from trainer.metrics import aggregate_channel_scores, channel_metrics, patient_macro_metrics
+from trainer.summary import section
 
 logger = logging.getLogger(__name__)
 
@@ -175,12 +176,11 @@ def render_sites(sites: Mapping[str, Mapping], split: str) -> list[str]:
         "cohort": "leave-one-cohort-out: each cohort was tested by models trained on the other "
         "cohorts only (cross-generator when the cohorts come from two simulator families)",
     }[split]
-    lines = ["", f"## By site and run kind (split: {split})", ""]
-    lines += [
+    lines = section(
+        f"By site and run kind (split: {split})",
         f"Pooled test channel ROC-AUC; {meaning}. Ictal / interictal: the channel scores from",
         "that kind of recording only (ictal = at least one seizure).",
-        "",
-    ]
+    )
     centres = sorted({c for s in sites.values() for c in s.get("by_centre", {})})
     header = ["model", *RUN_KINDS, *(f"{c} ({k})" for c in centres for k in RUN_KINDS)]
     lines.append("| " + " | ".join(header) + " |")

@@ -64,6 +64,12 @@ def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def section(title: str, *prose: str) -> list[str]:
+    """The lines that open a Markdown section: its ``##`` heading, then ``prose`` (one
+    paragraph, one string a line) when given."""
+    return ["", f"## {title}", "", *((*prose, "") if prose else ())]
+
+
 def _table(header, rows) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
@@ -104,14 +110,13 @@ def _plot_links(run_dir: Path, name: str, res: Mapping) -> list[tuple[str, str]]
 
 def _call_rules_section(results: Mapping[str, Mapping]) -> list[str]:
     """Both call rules side by side on all test patients (``pooled_calls``)."""
-    lines = ["", "## Call rules", ""]
-    lines += [
+    lines = section(
+        "Call rules",
         "The SOZ calls of the absolute Youden threshold and of the patient-relative rule (a",
         "contact called when its score exceeds its patient's mean by k std, k chosen on the",
         "validation patients; `soz train --call-rule`). The rule in use drives the tables above",
         "and `soz score`. Macro = per patient, then the mean.",
-        "",
-    ]
+    )
     header = ["model", "rule in use"]
     for rule in ("youden", "relative"):
         header += [f"{rule}: calls", f"{rule}: macro precision", f"{rule}: macro recall"]
@@ -176,12 +181,11 @@ def render_summary(
         rows.append(cells)
     lines += _table(header, rows)
 
-    lines += ["", "## Pooled over all test patients", ""]
-    lines += [
+    lines += section(
+        "Pooled over all test patients",
         "Every test channel once, called with its own fold's threshold; macro metrics are",
         "mean ± std across patients (n = patients where the metric is defined).",
-        "",
-    ]
+    )
     header = [
         "model",
         "channels (SOZ)",
@@ -226,11 +230,10 @@ def render_summary(
         {c for res in results.values() for c in res.get("pooled_roc_by_cohort", {}) if c != "all"}
     )
     if cohorts:
-        lines += ["", "## Pooled channel ROC-AUC by cohort", ""]
-        lines += [
+        lines += section(
+            "Pooled channel ROC-AUC by cohort",
             "Test channels of each cohort (n/a: the cohort's test channels have one class).",
-            "",
-        ]
+        )
         rows = []
         for name, res in results.items():
             curves = res.get("pooled_roc_by_cohort", {})
@@ -244,14 +247,13 @@ def render_summary(
 
         lines += render_sites(sites, split)
 
-    lines += ["", "## Reference: the original work on real data (not this run)", ""]
-    lines += [
+    lines += section(
+        "Reference: the original work on real data (not this run)",
         "Figures reported by the original work on the real HUP / EIIMD / CHUL cohorts (test",
         "folds), as listed in the project SPEC. They are a yardstick for real-data runs only:",
         "numbers on a simulated cohort are not comparable to them. Recall / precision / F1 are",
         "patient-wise macro for SOZFormer; the SPEC does not say which for DCGRU and the SVM.",
-        "",
-    ]
+    )
     header = [
         "model (original work)",
         "channel ROC-AUC",
@@ -274,7 +276,7 @@ def render_summary(
     if run_dir is not None:
         sections = [(name, _plot_links(run_dir, name, res)) for name, res in results.items()]
         if any(links for _, links in sections):
-            lines += ["", "## Plots", ""]
+            lines += section("Plots")
             for name, links in sections:
                 if not links:
                     continue

@@ -1,17 +1,25 @@
 """Hostile clients of the service (issue 13), shared by ``tests/adversarial/test_service.py``
 and ``benchmarks/abuse.py``: a data root with headers and sidecars that point outside it or are
-malformed, a trickling upload, and the RSS of a process tree's Ray Serve processes."""
+malformed, a trickling upload, a real ``soz serve`` process, and the RSS of a process tree's Ray
+Serve processes."""
 
 from __future__ import annotations
 
 import os
 import select
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.serving.conftest import write_edf
+from tests.serving.conftest import free_port, write_edf
 from tests.serving.test_app import _write_bids
 
 
@@ -105,3 +113,78 @@ def service_data(work: Path) -> tuple[Path, Path, dict]:
     utf16 = next(ieeg["utf16"].glob("*_channels.tsv"))
     utf16.write_bytes(utf16.read_text().encode("utf-16"))
     return data, outside, bids
+
+
+REPO = Path(__file__).resolve().parents[2]
+#: Ray Serve's processes whose memory the body probes watch.
+SERVE_PROCS = ("ScoreIngress", "ProxyActor")
+
+
+@dataclass
+class Served:
+    """A running ``soz serve``: its process, an HTTP client of it, its port, its start-up time."""
+
+    proc: subprocess.Popen
+    client: object
+    port: int
+    startup_s: float
+
+
+@contextmanager
+def soz_serve(work: Path, run_dir: Path, *flags: str, timeout_s: float = 300.0) -> Iterator[Served]:
+    """``soz serve run_dir *flags`` as its own process (its own local Ray), until it answers
+    /health; stopped with Ctrl-C (as a user would) after, killed if that takes over 60 s."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    log_path = work / "serve.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "serve", str(run_dir), "--port", str(port), *flags],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                if client.get("/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > t0 + timeout_s:
+                raise RuntimeError(f"soz serve did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(1.0)
+        yield Served(proc, client, port, time.monotonic() - t0)
+    finally:
+        client.close()
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def rss_growth(root: int, send, names: tuple[str, ...] = SERVE_PROCS) -> tuple[object, dict]:
+    """``send()``'s result and each of ``root``'s Serve processes' peak RSS growth (bytes) while
+    it ran, sampled every 20 ms from ``/proc``."""
+    before = descendants_rss(root, names)
+    peak, done = dict(before), threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for pid, rss in descendants_rss(root, names).items():
+                peak[pid] = max(peak.get(pid, 0), rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = send()
+    finally:
+        done.set()
+        sampler.join(timeout=10)
+    return result, {pid: peak[pid] - before[pid] for pid in before}

@@ -60,14 +60,11 @@ def make_recording(
     path = Path(folder) / f"{name}.edf"
     write_edf(path, names, signal(n_chans, int(round(seconds * sfreq)), sfreq, seed=seed), sfreq)
     header = read_header(path)
-    return Recording(
-        recording_id=make_recording_id(cohort, name),
-        cohort=cohort,
-        subject=name,
-        path=str(path),
-        sfreq=header.sfreq,
-        n_times=header.n_times,
-        channels=header.ch_names,
+    return Recording.from_header(
+        header,
+        make_recording_id(cohort, name),
+        cohort,
+        name,
         ch_types=ch_types or ("seeg",) * n_chans,
         bad=frozenset(bad),
         soz=None if soz is None else frozenset(soz),

@@ -10,13 +10,15 @@ a Beam ingest.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 from ingest.config import IngestConfig
 from ingest.manifests import commit_manifests
 from ingest.store import ClipStore
-from ingest.synthetic import synthetic_recording, write_recording_clips
+from ingest.synthetic import write_patient
 from trainer.config import ALL_MODELS, TrainConfig
 
 SFREQ = 256.0
@@ -86,37 +88,44 @@ def _signal(rng, n_chans, n_times, soz, *, onset=None):
     return (20.0 * x).astype(np.float32)
 
 
-def build_store(url, *, seed: int = 0, patients=PATIENTS, n_ictal_clips=16, n_inter_clips=10):
+def _signal_clips(rng, soz, clip_samples, n_clips, onset):
+    """:func:`_signal` cut into clips, shape (n_clips, n_chans, clip_samples)."""
+    x = _signal(rng, len(soz), n_clips * clip_samples, soz, onset=onset)
+    return x.reshape(len(soz), n_clips, clip_samples).transpose(1, 0, 2)
+
+
+def build_store(
+    url,
+    *,
+    seed: int = 0,
+    patients=PATIENTS,
+    n_ictal_clips=16,
+    n_inter_clips=10,
+    n_chans: int | None = None,
+    seizure_s: float = 20.0,
+):
     """Write the tiny cohort into a new store at ``url``; return the url.
 
-    Each ictal recording holds one 20-s seizure starting half-way through it.
+    ``patients`` are ``(cohort, subject)`` or ``(cohort, subject, centre)``; each has 6 to 9
+    contacts (``n_chans`` when given), two of them SOZ. Each ictal recording holds one seizure
+    of ``seizure_s`` seconds starting half-way through it.
     """
     cfg = IngestConfig(sfreq=SFREQ, clip_s=CLIP_S, block_clips=8, dtype="float32", line_freq=50.0)
     store = ClipStore.open(url, "a", config=cfg)
     rng = np.random.default_rng(seed)
+    tasks = {"ictal": n_ictal_clips, "interictal": n_inter_clips}
     rows = []
-    for cohort, subject in patients:
-        n_chans = int(rng.integers(6, 10))
-        names = [f"{s}{k}" for s in ("LA", "RH", "LP") for k in range(1, 4)][:n_chans]
-        soz = np.zeros(n_chans, bool)
-        soz[rng.choice(n_chans, size=2, replace=False)] = True
-        marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
-        for task, n_clips in (("ictal", n_ictal_clips), ("interictal", n_inter_clips)):
-            n_times = n_clips * cfg.clip_samples
-            onset = 0.5 * n_clips * CLIP_S if task == "ictal" else None
-            rec = synthetic_recording(
-                cohort,
-                subject,
-                task,
-                channels=names,
-                soz=marked,
-                n_clips=n_clips,
-                config=cfg,
-                seizure=None if onset is None else (onset, onset + 20.0),
-            )
-            x = _signal(rng, n_chans, n_times, soz, onset=onset)
-            clips = x.reshape(n_chans, n_clips, cfg.clip_samples).transpose(1, 0, 2)
-            rows.append(write_recording_clips(store, rec, clips))
+    for cohort, subject, *centre in patients:
+        n = int(rng.integers(6, 10)) if n_chans is None else n_chans
+        names = [f"{s}{k}" for s in ("LA", "RH", "LP") for k in range(1, 4)][:n]
+        soz = np.zeros(n, bool)
+        soz[rng.choice(n, size=2, replace=False)] = True
+        marked = frozenset(name for name, s in zip(names, soz, strict=True) if s)
+        clips = partial(_signal_clips, rng, soz, cfg.clip_samples)
+        where = centre[0] if centre else None
+        rows += write_patient(
+            store, cohort, subject, names, marked, tasks, clips, seizure_s=seizure_s, centre=where
+        )
     commit_manifests(store, [("rows", r) for r in rows])
     return str(url)
 

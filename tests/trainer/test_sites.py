@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.config import IngestConfig
 from ingest.errors import ConfigError, SozkitError
-from ingest.pipeline import commit_manifests
-from ingest.store import ClipStore
-from ingest.synthetic import synthetic_recording, write_recording_clips
-from tests.trainer.conftest import CLIP_S, SFREQ, TINY_HPARAMS, _signal
+from tests.trainer.conftest import TINY_HPARAMS, build_store
 from trainer.calibration import Calibrator
 from trainer.config import TrainConfig
 from trainer.run import run_training
@@ -27,27 +22,10 @@ PATIENTS += [("simB", f"Q{i}", f"site{'XYZ'[i % 3]}") for i in range(4)]
 
 
 def _store(url, patients=PATIENTS) -> str:
-    cfg = IngestConfig(sfreq=SFREQ, clip_s=CLIP_S, block_clips=8, dtype="float32", line_freq=50.0)
-    store = ClipStore.open(url, "a", config=cfg)
-    rng = np.random.default_rng(7)
-    rows = []
-    for cohort, subject, centre in patients:
-        names = [f"{s}{k}" for s in ("LA", "RH") for k in range(1, 4)]
-        soz = np.zeros(len(names), bool)
-        soz[rng.choice(len(names), size=2, replace=False)] = True
-        marked = frozenset(n for n, s in zip(names, soz, strict=True) if s)
-        for task, n_clips in (("ictal", 12), ("interictal", 8)):
-            onset = 0.5 * n_clips * CLIP_S if task == "ictal" else None
-            rec = synthetic_recording(
-                cohort, subject, task, channels=names, soz=marked, n_clips=n_clips, config=cfg,
-                seizure=None if onset is None else (onset, onset + 16.0),
-            )  # fmt: skip
-            rec = dataclasses.replace(rec, centre=centre)
-            x = _signal(rng, len(names), n_clips * cfg.clip_samples, soz, onset=onset)
-            clips = x.reshape(len(names), n_clips, cfg.clip_samples).transpose(1, 0, 2)
-            rows.append(write_recording_clips(store, rec, clips))
-    commit_manifests(store, [("rows", r) for r in rows])
-    return str(url)
+    """Six contacts a patient, 12 ictal clips (a 16-s seizure) and 8 interictal ones."""
+    return build_store(
+        url, seed=7, patients=patients, n_ictal_clips=12, n_inter_clips=8, n_chans=6, seizure_s=16.0
+    )
 
 
 @pytest.fixture(scope="module")
