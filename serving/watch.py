@@ -19,6 +19,10 @@ through the stages of the batch commands, each by their own entry point:
 Every step is written to the journal (:mod:`serving.journal`) once done; on start the journal
 is replayed so that a version left ``taken``, ``ingested`` or ``scored`` by a killed watcher is
 carried on from there. That, with each step being idempotent, is the exactly-once guarantee.
+
+After every poll the watcher's state is written beside the results (:mod:`serving.watch_status`,
+what ``soz serve --watch``'s ``/health`` shows); its configuration, the job of one recording
+version and the summary are in :mod:`serving.watch_config`.
 """
 
 from __future__ import annotations
