@@ -179,8 +179,8 @@ def _copy_slowly(src: bytes, dst: Path, pieces: int, pause_s: float) -> None:
 
 
 # In the default suite: each round's files land at once (3 batches, not 7); what is left is the
-# two watcher start-ups. Measured on 2 cores: 66 s at load ~15, 113 s at load ~30 (the
-# previous round-by-round version: 134-143 s under load).
+# two watcher start-ups. Measured on 2 cores: 42.5 s at load ~5-10, 66 s at load ~15, 113 s at
+# load ~30 (the previous round-by-round version: 134-143 s under load).
 def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     run_dir = make_run_dir(tmp_path, svm=True)
     plain = tmp_path / "landing"

@@ -14,7 +14,6 @@ import time
 
 import httpx
 import pandas as pd
-import pytest
 
 from ingest.store import ClipStore
 from tests.conftest import REPO
@@ -50,9 +49,8 @@ def _wait(cond, what: str, proc, log, timeout: float = 150.0):
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
-# slow: a real soz serve (Serve start-up, two deployments) and its watcher; 65 s at load ~30 on
-# 2 cores, 116-142 s at load 30-48.
-@pytest.mark.slow
+# A real soz serve (Serve start-up, two deployments) and its watcher on the session's Ray: on
+# 2 cores 25.5 s at load ~3, 65 s at load ~30 (116-142 s at load 30-48).
 def test_serve_watch_ingests_scores_and_reports_what_lands(tmp_path, ray_local):
     run_dir = make_run_dir(tmp_path, svm=False)
     landing = tmp_path / "landing"
