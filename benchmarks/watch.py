@@ -14,6 +14,9 @@ pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with it
   and the capacity: recording-hours per hour of the watcher's busy time (the union of every
   batch's span from ``taken`` to ``reported``), what it sustains when exports keep it busy.
   Target: >= 100 h/h for 128 contacts at 1 kHz on 2 cores.
+- **CPU**: CPU seconds of the watcher and its processes per recording-hour, and the capacity it
+  gives on this machine's cores (cores x 3600 / CPU-s per recording-hour): what load on a
+  shared machine does not distort as it does wall time.
 - **memory**: the watcher's RSS (its own process, and with every process under it: Ray's
   and Beam's workers) after each arrival; target: flat.
 
@@ -60,6 +63,21 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _cpu_s(pid: int, *, children: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` (with ``children``: and of its reaped children)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of the watcher and every process under it (Ray's and Beam's workers)."""
+    return _cpu_s(pid, children=True) + sum(_cpu_s(p) for p in descendants(pid))
 
 
 def _events(journal: Path) -> list[dict]:
@@ -178,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         producer.start()
         rss: list[dict] = []
         seen = 0
+        cpu_at_start = _tree_cpu_s(proc.pid)  # the watcher idle, before the first export
         deadline = time.time() + args.arrivals * args.interval_s + 1800
         while time.time() < deadline:
             reported = [e for e in _events(journal) if e["state"] == "reported"]
@@ -188,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     "arrivals": seen,
                     "watcher_mb": round(_rss_mb(proc.pid), 1),
                     "with_children_mb": round(sum(_rss_mb(p) for p in fam), 1),
+                    "tree_cpu_s": round(_tree_cpu_s(proc.pid) - cpu_at_start, 1),
                 })  # fmt: skip
                 print(f"  {seen:3d} reported; watcher RSS {rss[-1]['watcher_mb']:.0f} MB "
                       f"(with Ray/Beam {rss[-1]['with_children_mb']:.0f} MB)", flush=True)  # fmt: skip
@@ -232,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                 busy += b - max(a, end)
                 end = b
         mem = [r["watcher_mb"] for r in rss]
+        # CPU seconds per recording-hour from the second report on (the first pays for warm-up)
+        cpu_per_h = (
+            (rss[-1]["tree_cpu_s"] - rss[0]["tree_cpu_s"])
+            / ((rss[-1]["arrivals"] - rss[0]["arrivals"]) * seconds / 3600)
+            if len(rss) > 1 and rss[-1]["arrivals"] > rss[0]["arrivals"]
+            else None
+        )
         slope = (
             float(np.polyfit([r["arrivals"] for r in rss[2:]], mem[2:], 1)[0])
             if len(rss) > 4
@@ -261,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             "offered_h_per_h": round(seconds / args.interval_s, 1),
             "busy_s": round(busy, 1),
             "capacity_h_per_h": round(hours / (busy / 3600), 1) if busy else None,
+            "cpu_s_per_recording_h": round(cpu_per_h, 1) if cpu_per_h else None,
+            "cpu_capacity_h_per_h": (
+                round((os.cpu_count() or 1) * 3600 / cpu_per_h, 1) if cpu_per_h else None
+            ),
             "rss": rss,
             "rss_slope_mb_per_arrival": round(slope, 2) if slope is not None else None,
             "rss_slope_second_half_mb_per_arrival": round(late, 2) if late is not None else None,

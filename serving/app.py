@@ -85,6 +85,7 @@ from serving.scoring import (
     load_preprocessing,
     run_models,
 )
+from serving.watch_status import read_status
 from trainer.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -357,13 +358,18 @@ class ScoreIngress:
 
     @api.get("/health")
     async def health(self) -> dict[str, Any]:
-        """Liveness: the served model and uptime."""
-        return {
+        """Liveness: the served model and uptime; with ``--watch``, the watcher's state."""
+        out = {
             "status": "ok",
             "model": self.cfg.model,
             "folds": list(self.folds),
             "uptime_s": round(time.time() - self.started, 1),
         }
+        if self.cfg.watch_status:
+            watch = out["watch"] = read_status(self.cfg.watch_status)
+            if watch["stale"] or watch["state"] in ("failed", "stopped"):
+                out["status"] = "degraded"  # scoring answers; the watcher does not
+        return out
 
     @api.get("/models")
     async def models(self) -> dict[str, Any]:

@@ -92,6 +92,9 @@ class ServeConfig:
         Where Ray Serve runs HTTP proxies: ``"HeadOnly"`` (one, on the head node),
         ``"EveryNode"`` (one per node holding a replica: any node's address answers) or
         ``"Disabled"``.
+    watch_status : str or None
+        The state file of the watcher ``soz serve --watch`` runs beside the service
+        (:mod:`serving.watch_status`); ``/health`` shows it. ``None``: no watcher.
     """
 
     run_dir: str
@@ -116,6 +119,7 @@ class ServeConfig:
     allow_incomplete: bool = False
     max_replicas_per_node: int | None = None
     proxy_location: str = "HeadOnly"
+    watch_status: str | None = None
 
     def __post_init__(self) -> None:
         if not str(self.run_dir):

@@ -19,29 +19,32 @@ through the stages of the batch commands, each by their own entry point:
 Every step is written to the journal (:mod:`serving.journal`) once done; on start the journal
 is replayed so that a version left ``taken``, ``ingested`` or ``scored`` by a killed watcher is
 carried on from there. That, with each step being idempotent, is the exactly-once guarantee.
+
+After every poll the watcher's state is written beside the results (:mod:`serving.watch_status`,
+what ``soz serve --watch``'s ``/health`` shows); its configuration, the job of one recording
+version and the summary are in :mod:`serving.watch_config`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ingest.errors import ConfigError, RecordingError, SozkitError
+from ingest.errors import RecordingError, SozkitError
 from ingest.fileio import write_parquet, write_text
 from ingest.landing import Arrival, RemoteLanding, find_arrivals, fingerprint, is_url, local_landing
 from ingest.recording import Recording
 from serving.journal import Journal, journal_path
 from serving.results import RESULT_COLUMNS, failures_frame, failures_path
+from serving.watch_config import Job, WatchConfig, WatchSummary
 from serving.watch_outputs import (
     WATCH_COLUMNS,
     index_page,
@@ -51,137 +54,11 @@ from serving.watch_outputs import (
     release_memory,
     scan_arrival,
     top_line,
+    use_system_heap,
 )
+from serving.watch_status import status_path, write_status
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WatchConfig:
-    """Configuration of :class:`Watcher` (``soz watch``).
-
-    Parameters
-    ----------
-    landings : tuple of str
-        Landing folders (BIDS roots or folders of plain recordings), local or fsspec URLs
-        (``file://``, ``memory://``, ``gs://`` ... : mirrored locally, see
-        :class:`ingest.landing.RemoteLanding`).
-    store : str
-        The clip store recordings are ingested into (created with the run's ingest config).
-    run_dir : str
-        Training run whose models score every arrival.
-    results : str
-        The results ``.parquet``; the journal is written beside it.
-    reports : str
-        Folder of the report pages and the index of arrivals.
-    label_sheet : str or None
-        SOZ label sheet for plain recordings.
-    line_freq : float or None
-        Power-line frequency of recordings that state none (default: the run's store's).
-    poll_s : float
-        Seconds between two listings of the landing folders.
-    stable_s : float
-        Seconds a recording's files must stay unchanged before it is taken.
-    once : bool
-        Take what is complete now (waiting for files still settling), then stop.
-    give_up_s : float
-        A recording that stays incomplete (truncated EDF, missing sidecar) this long after its
-        last change is taken anyway, so the reader's reason lands in the failures table.
-    pipeline_args : tuple of str
-        Beam pipeline options (``--beam-args``).
-    num_workers : int
-        Scoring actors (one CPU each).
-    batch_size : int
-        Sequences per forward pass.
-    top_n : int
-        Contacts named on each arrival's progress line.
-    """
-
-    landings: tuple[str, ...]
-    store: str
-    run_dir: str
-    results: str
-    reports: str
-    label_sheet: str | None = None
-    line_freq: float | None = None
-    poll_s: float = 5.0
-    stable_s: float = 30.0
-    once: bool = False
-    give_up_s: float = 600.0
-    pipeline_args: tuple[str, ...] = ()
-    num_workers: int = 1
-    batch_size: int = 8
-    top_n: int = 3
-
-    def __post_init__(self) -> None:
-        if not self.landings:
-            raise ConfigError("give at least one landing folder to watch.")
-        if self.poll_s <= 0:
-            raise ConfigError(f"poll_s={self.poll_s} must be > 0 seconds.")
-        if self.stable_s < 0 or self.give_up_s < self.stable_s:
-            raise ConfigError(
-                f"stable_s={self.stable_s} must be >= 0 and give_up_s={self.give_up_s} >= it."
-            )
-        if not str(self.results).endswith(".parquet"):
-            raise ConfigError(f"results={self.results!r} must be a .parquet file.")
-        if self.num_workers < 1 or self.top_n < 1:
-            raise ConfigError(f"{self.num_workers=} and {self.top_n=} must be >= 1.")
-        for landing in self.landings:
-            if is_url(local_landing(landing)):
-                if not RemoteLanding(landing, ".").exists():
-                    raise ConfigError(f"landing URL {landing} is not a folder; create it first.")
-            elif not Path(local_landing(landing)).is_dir():
-                raise ConfigError(f"landing folder {landing} does not exist; create it first.")
-
-    def mirror(self, url: str) -> Path:
-        """The local copy of a landing URL, beside the results (``r.landing/<url>``)."""
-        proto, _, rest = url.partition("://")
-        rest = re.sub(r"[^A-Za-z0-9._/-]+", "_", rest).strip("/")  # keeps the folder's name
-        return Path(str(self.results)[: -len(".parquet")] + ".landing") / proto / rest
-
-
-@dataclass
-class Job:
-    """One recording version going through the stages."""
-
-    key: str
-    fp: str
-    landing: str
-    kind: str
-    version: int
-    complete_at: float
-    recording_id: str | None = None
-    rec: Recording | None = None
-    patient: str | None = None
-    problem: RecordingError | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    top: str = ""
-
-    @property
-    def name(self) -> str:
-        return os.path.relpath(self.key, self.landing)
-
-
-@dataclass
-class WatchSummary:
-    """What a watcher did, for the exit line."""
-
-    reported: int = 0
-    failed: int = 0
-    superseded: int = 0
-    replayed: int = 0
-    waiting: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    def line(self) -> str:
-        waiting = f", {len(self.waiting)} waiting" if self.waiting else ""
-        return (
-            f"watch: {self.reported} recording(s) ingested, scored and reported, "
-            f"{self.failed} failed, {self.superseded} superseded by a new version"
-            f"{waiting} ({self.replayed} carried on from the journal), in {self.seconds:.0f} s"
-            + (" (stopped by Ctrl-C)" if self.interrupted else "")
-        )
 
 
 class Watcher:
@@ -200,6 +77,7 @@ class Watcher:
         from ingest.store import ClipStore
         from trainer.rundir import RunDir
 
+        use_system_heap()  # a long-lived process: freed Arrow buffers go back to the system
         self.cfg = cfg
         self.say = say or (lambda line: None)
         self.ingest_cfg = RunDir.open(cfg.run_dir).ingest_config()
@@ -227,7 +105,9 @@ class Watcher:
 
         kwargs = {"batch_size": self.cfg.batch_size, "line_freq": self.ingest_cfg.line_freq}
         self._workers = [
-            ScoringWorker.remote(self.cfg.run_dir, "all", None, kwargs, 1)
+            ScoringWorker.options(num_cpus=self.cfg.worker_cpus).remote(
+                self.cfg.run_dir, "all", None, kwargs, 1
+            )
             for _ in range(self.cfg.num_workers)
         ]
         self.models = tuple(ray.get(self._workers[0].models.remote()))
@@ -245,26 +125,44 @@ class Watcher:
         nothing complete or settling is left)."""
         stop = stop or threading.Event()
         t0 = time.perf_counter()
+        state = "stopped"
         try:
+            self._status("replaying")
             self.replay()
             while not stop.is_set():
                 try:
                     settling = self.poll_once(stop)
+                    self.summary.error = None
                 except (KeyboardInterrupt, SozkitError):
                     raise
                 except Exception as e:  # an engine failure: the batch stays in flight
                     if stop.is_set():
                         break  # Ctrl-C reached the engine's workers: redone on restart
-                    self.say(f"error     {type(e).__name__}: {e} (retried at the next poll)")
+                    self.summary.error = f"{type(e).__name__}: {e}"
+                    self.say(f"error     {self.summary.error} (retried at the next poll)")
                     logger.debug("batch failed", exc_info=True)
                     settling = 1
+                self.summary.polls += 1
+                self.summary.last_poll_at = time.time()
+                self._status("watching")
                 if self.cfg.once and not settling:
                     break
                 stop.wait(self.cfg.poll_s)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            state, self.summary.error = "failed", f"{type(e).__name__}: {e}"
+            raise
         finally:
             self.summary.seconds = time.perf_counter() - t0
             self.summary.interrupted = stop.is_set()
+            self._status(state)
         return self.summary
+
+    def _status(self, state: str) -> None:
+        """Rewrite the state file ``/health`` reads (:mod:`serving.watch_status`)."""
+        status = {**self.summary.status(state), "poll_s": self.cfg.poll_s}
+        write_status(status_path(self.cfg.results), status)
 
     # ------------------------------------------------------------------ replay
     def replay(self) -> None:
@@ -277,19 +175,15 @@ class Watcher:
         for v in self.journal.pending():
             n = self._attempts[(v.key, v.fp)] = self._attempts.get((v.key, v.fp), 0) + 1
             if n > MAX_ATTEMPTS:
-                job = Job(key=v.key, fp=v.fp, landing=v.events[0]["landing"], kind="",
-                          version=v.version, complete_at=0.0, recording_id=v.recording_id)  # fmt: skip
-                self._failed(job, v.state, f"failed {MAX_ATTEMPTS} times in a row", "see -v")
+                self._failed(
+                    Job.from_journal(v), v.state, f"failed {MAX_ATTEMPTS} times in a row", "see -v"
+                )
                 continue
+            job = Job.from_journal(v)
             try:
-                fp_now = fingerprint(self._files_of(v))
+                fp_now = fingerprint(job.arrival.files)
             except OSError:
                 fp_now = None
-            ev = v.events[0]
-            job = Job(
-                key=v.key, fp=v.fp, landing=ev["landing"], kind=ev["kind"], version=v.version,
-                complete_at=float(ev.get("complete_at") or 0.0), recording_id=v.recording_id,
-            )  # fmt: skip
             if v.state == "taken" and fp_now != v.fp:
                 # replaced or removed before it was ingested: the new content is taken anew
                 self.journal.append("superseded", v.key, v.fp, recording_id=v.recording_id)
@@ -308,9 +202,6 @@ class Watcher:
         ingested = self._ingest([j for j in by_stage["taken"]]) + by_stage["ingested"]
         scored = self._score(ingested) + by_stage["scored"]
         self._report(scored)
-
-    def _files_of(self, v) -> list[str]:
-        return list(v.events[0].get("files") or [v.key])
 
     # ------------------------------------------------------------------ polling
     def poll_once(self, stop: threading.Event | None = None) -> int:
@@ -348,22 +239,13 @@ class Watcher:
                 a = replace(a, fingerprint=fingerprint(a.files))  # stayed incomplete: give up
             if self.journal.get(a.key, a.fingerprint) is not None:
                 continue  # this version was taken before (done, failed or replayed)
-            jobs.append(
-                Job(
-                    key=a.key,
-                    fp=a.fingerprint,
-                    landing=a.landing,
-                    kind=a.kind,
-                    version=self.journal.next_version(a.key),
-                    complete_at=a.mtime,
-                )  # fmt: skip
-            )
+            jobs.append(Job(a, self.journal.next_version(a.key)))
             self._told.pop(a.key, None)
         if jobs:
-            self.process(jobs, files={a.key: a.files for a in arrivals})
+            self.process(jobs)
         return settling + remote_settling
 
-    def process(self, jobs: Sequence[Job], *, files: dict[str, tuple[str, ...]]) -> None:
+    def process(self, jobs: Sequence[Job]) -> None:
         """Take, ingest, score and report a batch of new recording versions."""
         for job in jobs:
             self._scan(job)
@@ -374,10 +256,10 @@ class Watcher:
                     rid = f"{rid}.v{job.version}"
                 job.rec = replace(job.rec, recording_id=rid)
                 job.recording_id = rid
+            a = job.arrival
             self.journal.append(
                 "taken", job.key, job.fp, version=job.version, recording_id=rid,
-                landing=job.landing, kind=job.kind, files=list(files.get(job.key, (job.key,))),
-                complete_at=job.complete_at,
+                landing=a.landing, kind=a.kind, files=list(a.files), complete_at=a.mtime,
             )  # fmt: skip
         self._report(self._score(self._ingest(list(jobs))))
         release_memory()
@@ -386,7 +268,7 @@ class Watcher:
     def _scan(self, job: Job) -> None:
         try:
             rec = scan_arrival(
-                job.key, job.landing, job.kind, label_sheet=self.cfg.label_sheet,
+                job.key, job.arrival.landing, job.arrival.kind, label_sheet=self.cfg.label_sheet,
                 line_freq=self.cfg.line_freq or self.ingest_cfg.line_freq,
             )  # fmt: skip
         except RecordingError as e:

@@ -3,7 +3,7 @@
 Reading one landed file as ``soz ingest`` reads it (:func:`scan_arrival`), merging scored rows
 into the results table with superseded versions marked (:func:`merge_results`), and the index
 page of arrivals (:func:`index_page`), and handing the heap a batch freed back to the system
-(:func:`release_memory`).
+(:func:`release_memory`, :func:`use_system_heap`).
 """
 
 from __future__ import annotations
@@ -159,18 +159,35 @@ def top_line(rows: pd.DataFrame, models: Sequence[str], top_n: int) -> str:
     return "-"
 
 
+def use_system_heap() -> None:
+    """Make pyarrow allocate from the C heap (``malloc``) instead of its own mimalloc pool.
+
+    A watcher runs for months and every batch reads and writes Parquet (the store's manifests,
+    the results). pyarrow's default mimalloc pool keeps the pages it frees (measured: +4.5 MB
+    of RSS per arrival, 674 -> 720 MB over 12 arrivals of 5 min x 128 contacts), while with the
+    system pool :func:`release_memory`'s ``malloc_trim`` hands them back (670 -> 675 MB).
+    The same as ``ARROW_DEFAULT_MEMORY_POOL=system``, for the whole process.
+    """
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def release_memory() -> None:
     """Collect reference cycles, then give the C heap's free pages back to the system.
 
     A watcher runs for months: each batch's Beam pipeline and report pages allocate from
     many threads' malloc arenas, and glibc keeps what they free (the process's Python objects
     stay flat across arrivals while its RSS grows). ``malloc_trim`` returns it; a no-op where
-    the C library is not glibc.
+    the C library is not glibc. pyarrow's pool is the C heap once :func:`use_system_heap` ran.
     """
     import ctypes
     import gc
 
+    import pyarrow as pa
+
     gc.collect()
+    pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

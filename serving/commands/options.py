@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from functools import partial
 from typing import Any
 
 from serving.cli import default
@@ -55,6 +56,26 @@ def add_beam_args(p: argparse.ArgumentParser, *, what: str) -> None:
         help=f"Beam pipeline options for {what}, quoted: '--runner=FlinkRunner "
         "--flink_master=host:8081' (default: local FnApiRunner over every core)",
     )  # fmt: skip
+
+
+def add_watch_args(p: argparse.ArgumentParser, config: type, *, required: bool) -> None:
+    """Where a watcher puts what lands and how often it looks (``soz watch``, ``soz serve
+    --watch``): ``config`` is :class:`serving.watch_config.WatchConfig`. ``required``: the
+    outputs must be given (``soz watch``); ``soz serve`` needs them only with ``--watch``."""
+    need = "" if required else " (with --watch)"
+    g = p.add_argument_group("watching landing folders")
+    g.add_argument("--store", required=required, metavar="STORE", help=f"clip store{need}")
+    g.add_argument(
+        "--results", required=required, metavar="RESULTS", help=f"results .parquet{need}"
+    )
+    g.add_argument(
+        "--reports", required=required, metavar="DIR", help=f"report pages + index{need}"
+    )
+    g.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (plain recordings)")
+    opt = partial(config_option, g, config)
+    opt("--poll-s", "poll_s", "seconds between polls (%(default)s)")
+    opt("--stable-s", "stable_s", "seconds files must stay unchanged (%(default)s)")
+    add_beam_args(g, what="each ingest")
 
 
 def add_progress_arg(p: argparse.ArgumentParser, what: str = "progress bar") -> None:

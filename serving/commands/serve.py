@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
+import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from ingest.errors import ConfigError
 from serving.cli import command, default, ray_session
-from serving.commands.options import add_run_args, config_from_args, config_option
+from serving.commands.options import (
+    add_run_args,
+    add_watch_args,
+    config_from_args,
+    config_option,
+)
 from serving.config import PROXY_LOCATIONS, ServeConfig
+from serving.watch_config import WatchConfig
+from serving.watch_status import status_path
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cache-mb", "cache_mb",
         "per request, memory for keeping clips between the two preprocessing passes",
     )  # fmt: skip
+    p.add_argument(
+        "--watch", action="append", default=[], metavar="LANDING",
+        help="also run `soz watch` on this landing folder or URL inside the service "
+        "(repeatable; needs --store, --results, --reports; /health shows its state)",
+    )  # fmt: skip
+    add_watch_args(p, WatchConfig, required=False)
 
 
 @command("serve", "Serve SOZ scoring over HTTP (Ray Serve)", add_arguments)
@@ -84,13 +101,71 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024**2),
         num_gpus=gpus,
     )
+    watcher = _watcher(args) if args.watch else None
+    if watcher is not None:
+        cfg = replace(cfg, watch_status=str(status_path(watcher.cfg.results)))
     print(f"serving {cfg.model} from {cfg.run_dir} on http://{cfg.host}:{cfg.port} (Ctrl-C stops)")
     with ray_session(shared=(cfg.run_dir, *cfg.data_roots)):
         quiet_serve_logger()
         try:
-            start(cfg, blocking=True)
+            if watcher is None:
+                start(cfg, blocking=True)
+            else:
+                start(cfg)
+                _watch_beside(watcher)
         except KeyboardInterrupt:
             pass
         finally:
             shutdown_serve()
     return 0
+
+
+def _watcher(args: argparse.Namespace):
+    """The :class:`serving.watch.Watcher` of ``--watch`` and its options (built before Ray
+    starts: a wrong path or store is one clear line)."""
+    from serving.commands.watch import system_heap, watch_config
+
+    system_heap()
+    missing = [f"--{f}" for f in ("store", "results", "reports") if not getattr(args, f)]
+    if missing:
+        raise ConfigError(f"--watch needs {', '.join(missing)} too: where what lands goes.")
+    from serving.watch import Watcher
+
+    cfg = watch_config(args, args.watch, args.run_dir)
+    return Watcher(cfg, say=lambda line: print(line, flush=True))
+
+
+def _watch_beside(watcher) -> None:
+    """Run ``watcher`` in a thread of this process while Serve answers HTTP, until Ctrl-C;
+    then let it finish the recording in flight (a second Ctrl-C: at once, the journal replays
+    the rest on the next start)."""
+    import ray
+
+    # Serve's replicas may hold every CPU: the scoring actors then share them.
+    free = ray.available_resources().get("CPU", 0.0)
+    watcher.cfg = replace(
+        watcher.cfg, num_workers=max(1, int(free)), worker_cpus=1.0 if free >= 1 else 0.0
+    )
+    watcher.start()
+    print(f"watching {', '.join(watcher.cfg.landings)}; models {', '.join(watcher.models)}")
+    stop = threading.Event()
+
+    def watch() -> None:
+        try:
+            watcher.run(stop)
+        except Exception as e:  # the state file says failed; HTTP scoring goes on
+            print(f"watch: stopped by {type(e).__name__}: {e} (HTTP scoring goes on)", flush=True)
+
+    thread = threading.Thread(target=watch, name="soz-watch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping: the watcher finishes the recording in flight (Ctrl-C again: now)")
+        stop.set()
+        try:
+            thread.join()
+        finally:
+            print(watcher.summary.line(), flush=True)
+            watcher.close()

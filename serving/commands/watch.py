@@ -13,11 +13,14 @@ import os
 import shlex
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from serving.cli import command, ray_session
-from serving.commands.options import LINE_FREQ_HELP, add_beam_args
+from serving.commands.options import LINE_FREQ_HELP, add_watch_args, config_from_args
+from serving.watch_config import WatchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,37 +32,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LANDING",
         help="landing folder(s) or fsspec URL(s) (file://, memory://, gs://...) to watch",
     )
-    p.add_argument("--store", required=True, metavar="STORE", help="clip store to ingest into")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="training run (soz train)")
-    p.add_argument("--results", required=True, metavar="RESULTS", help="results .parquet")
-    p.add_argument("--reports", required=True, metavar="DIR", help="report pages + index")
-    p.add_argument("--label-sheet", metavar="FILE", help="SOZ label sheet (plain recordings)")
     p.add_argument("--line-freq", type=float, default=None, help=LINE_FREQ_HELP)
-    p.add_argument("--poll-s", type=float, default=5.0, help="seconds between polls (5)")
-    p.add_argument(
-        "--stable-s", type=float, default=30.0, help="seconds files must stay unchanged (30)"
-    )
     p.add_argument("--once", action="store_true", help="take what is complete now, then exit")
-    add_beam_args(p, what="each ingest")
+    add_watch_args(p, WatchConfig, required=True)
+
+
+def watch_config(
+    args: argparse.Namespace, landings: Sequence[str], run_dir: str, **given: Any
+) -> WatchConfig:
+    """The :class:`WatchConfig` of the parsed :func:`add_watch_args` options (local paths
+    made absolute, URLs kept)."""
+
+    def path(p: str) -> str:
+        return p if "://" in p else str(Path(p).resolve())
+
+    return config_from_args(
+        WatchConfig, args, landings=tuple(path(p) for p in landings), store=path(args.store),
+        run_dir=str(Path(run_dir).resolve()), results=str(Path(args.results).resolve()),
+        reports=str(Path(args.reports).resolve()), pipeline_args=tuple(shlex.split(args.beam_args)),
+        **given,
+    )  # fmt: skip
+
+
+def system_heap() -> None:
+    """pyarrow (this process's and the Ray workers' started after this) allocates from the C
+    heap, which the watcher trims after each batch (:func:`serving.watch_outputs.
+    use_system_heap`); set before pyarrow is first imported, as only then does its C++ half
+    read it."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 
 @command("watch", "Ingest, score and report recordings as they land in folders", add_arguments)
 def run(args: argparse.Namespace) -> int:
-    from serving.watch import WatchConfig, Watcher
+    system_heap()
+    from serving.watch import Watcher
 
-    cfg = WatchConfig(
-        landings=tuple(p if "://" in p else str(Path(p).resolve()) for p in args.landings),
-        store=str(Path(args.store).resolve()) if "://" not in args.store else args.store,
-        run_dir=str(Path(args.run).resolve()),
-        results=str(Path(args.results).resolve()),
-        reports=str(Path(args.reports).resolve()),
-        label_sheet=args.label_sheet,
-        line_freq=args.line_freq,
-        poll_s=args.poll_s,
-        stable_s=args.stable_s,
-        once=args.once,
-        pipeline_args=tuple(shlex.split(args.beam_args)),
-    )
+    cfg = watch_config(args, args.landings, args.run)
     stop = threading.Event()
 
     def on_signal(signum, frame) -> None:

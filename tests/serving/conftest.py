@@ -8,7 +8,10 @@ fast: a stored rate of 512 Hz, 4-clip sequences (20 s), 16 spectral bands.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +59,32 @@ def served(cfg, name: str) -> Iterator:
     finally:
         client.close()
         serve.shutdown()
+
+
+@contextmanager
+def soz_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """``python -m serving ARGS`` (the ``soz`` command) running, its output appended to ``log``;
+    killed on the way out if it still runs."""
+    from tests.conftest import REPO
+
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", *args], cwd=REPO, env=env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def ctrl_c(proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> str:
+    """Ctrl-C (SIGINT) ``proc``, which must then exit 0; the text of its log."""
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+    return log.read_text()
 
 
 def write_edf(
