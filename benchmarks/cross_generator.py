@@ -405,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated training-time site augmentations: tilt,line,dropout (default none)",
     )
+    parser.add_argument(
+        "--run-name", default=None, help="run folder in --out (default from the options)"
+    )
     args = parser.parse_args(argv)
     augment = tuple(a.strip() for a in args.augment.split(",") if a.strip())
     sim_kw: dict[str, Any] = dict(
@@ -426,7 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         feature_norm=args.feature_norm,
         augment=augment,
     )
-    run_name = "-".join(["run", *([args.feature_norm] if args.feature_norm else []), *augment])
+    run_name = args.run_name or "-".join(
+        ["run", *([args.feature_norm] if args.feature_norm else []), *augment]
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
     results = Path(args.results) if args.results else (work if args.quick else RESULTS)
