@@ -36,3 +36,23 @@ def test_checkpoint_norm_reaches_the_engine(serving_data, tmp_path):
     )
     a, b = plain.score(serving_data["long_rec"]), normed.score(serving_data["long_rec"])
     assert a.channels == b.channels and not np.allclose(a.p_raw, b.p_raw)
+
+
+def test_soz_train_options_reach_the_config():
+    import argparse
+
+    from serving.commands.options import config_from_args
+    from serving.commands.train import add_arguments, site_options
+    from trainer.config import TrainConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(
+        ["S", "--out", "R", "--feature-norm", "robust", "--augment", "tilt,dropout"]
+    )
+    cfg = config_from_args(TrainConfig, args, **site_options(args))
+    assert cfg.feature_norm == "robust" and cfg.augment == ("tilt", "dropout")
+    plain = p.parse_args(["S", "--out", "R"])
+    assert config_from_args(TrainConfig, plain, **site_options(plain)) == TrainConfig()
+    off = p.parse_args(["S", "--out", "R", "--feature-norm", "none"])
+    assert config_from_args(TrainConfig, off, **site_options(off)).feature_norm is None
