@@ -21,6 +21,10 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    probabilities calibrated on the validation patients, its raw value and its skill against
    the prevalence (BSS, all / ictal / interictal).
 
+``--feature-norm`` (default ``median``, :mod:`models.site_norm`) and ``--augment``
+(:mod:`trainer.site_augment`) set the neural inputs; each setting trains in its own run folder
+of ``--out`` (``--run-name``), on the same cohorts and store.
+
 Results: ``cross_generator.json`` / ``.md`` in ``--results`` (default
 ``benchmarks/results``; with ``--quick`` under ``--out``).
 """
@@ -396,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--feature-norm",
-        default=None,
-        choices=("median", "robust"),
-        help="per-recording normalisation of the neural inputs (models.site_norm; default none)",
+        default="median",
+        choices=("none", "median", "robust"),
+        help="per-recording normalisation of the neural inputs (models.site_norm; %(default)s)",
     )
     parser.add_argument(
         "--augment",
@@ -410,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     augment = tuple(a.strip() for a in args.augment.split(",") if a.strip())
+    norm = None if args.feature_norm == "none" else args.feature_norm
     sim_kw: dict[str, Any] = dict(
         n_subjects=3 if args.quick else args.subjects,
         seed=args.seed,
@@ -426,12 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         seqs_per_recording=8,
         ssl_epochs=1,
         seed=args.seed,
-        feature_norm=args.feature_norm,
+        feature_norm=norm,
         augment=augment,
     )
-    run_name = args.run_name or "-".join(
-        ["run", *([args.feature_norm] if args.feature_norm else []), *augment]
-    )
+    run_name = args.run_name or "-".join(["run", args.feature_norm, *augment])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
     results = Path(args.results) if args.results else (work if args.quick else RESULTS)
