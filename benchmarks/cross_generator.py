@@ -21,7 +21,7 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    probabilities calibrated on the validation patients, its raw value and its skill against
    the prevalence (BSS, all / ictal / interictal).
 
-``--feature-norm`` (default ``median``, :mod:`models.site_norm`) and ``--augment``
+``--feature-norm`` (default ``none``, :mod:`models.site_norm`) and ``--augment``
 (:mod:`trainer.site_augment`) set the neural inputs; each setting trains in its own run folder
 of ``--out`` (``--run-name``), on the same cohorts and store.
 
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--feature-norm",
-        default="median",
+        default="none",
         choices=("none", "median", "robust"),
         help="per-recording normalisation of the neural inputs (models.site_norm; %(default)s)",
     )

@@ -115,11 +115,11 @@ class TrainConfig:
         patients, both reported.
     feature_norm : str or None
         Per-recording normalisation of the neural models' clip features
-        (:data:`models.site_norm.NORMS`): ``"median"`` (the default: it raised SOZFormer's
-        cross-generator ROC-AUC from 0.673 / 0.897 to 0.825 / 0.916, README "Calls and
-        probabilities across generators") or ``"robust"``; recorded in the checkpoints'
-        ``feature_config`` so serving applies the same. ``None``: none (checkpoints without
-        the key, every run trained before it, score as they did).
+        (:data:`models.site_norm.NORMS`: ``"median"``, ``"robust"``); recorded in the
+        checkpoints' ``feature_config`` so serving applies the same. ``None`` (the default):
+        none, as every run before it; across four simulated cohorts ``"median"`` moved
+        SOZFormer's cross-generator ROC-AUC by -0.18 to +0.15 (README "Calls and
+        probabilities across generators"), no reliable gain.
     augment : tuple of str
         Training-time site augmentations of the neural models' sequences
         (:data:`trainer.site_augment.AUGMENTS`: ``"tilt"``, ``"line"``, ``"dropout"``).
@@ -160,7 +160,7 @@ class TrainConfig:
     placement_strategy: str = "PACK"
     split: str = "patient"
     call_rule: str = "relative"
-    feature_norm: str | None = "median"
+    feature_norm: str | None = None
     augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
