@@ -21,6 +21,10 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    probabilities calibrated on the validation patients, its raw value and its skill against
    the prevalence (BSS, all / ictal / interictal).
 
+``--feature-norm`` (default ``none``, :mod:`models.site_norm`) and ``--augment``
+(:mod:`trainer.site_augment`) set the neural inputs; each setting trains in its own run folder
+of ``--out`` (``--run-name``), on the same cohorts and store.
+
 Results: ``cross_generator.json`` / ``.md`` in ``--results`` (default
 ``benchmarks/results``; with ``--quick`` under ``--out``).
 """
@@ -167,8 +171,12 @@ def run(
     train_cfg: TrainConfig,
     *,
     n_jobs: int,
+    run_name: str = "run",
 ) -> dict:
-    """Simulate both families, ingest, train leave-one-cohort-out, evaluate (needs Ray)."""
+    """Simulate both families, ingest, train leave-one-cohort-out, evaluate (needs Ray).
+
+    ``run_name``: the run's folder in ``work`` (one per neural-input setting, sharing the
+    cohorts and the store)."""
     from ingest.driver import run_ingest
     from ingest.store import ClipStore
     from trainer.run import run_training
@@ -183,7 +191,7 @@ def run(
         raise SozkitError(f"ingest failed for some recordings:\n{report.failures}")
     wall["ingest"] = time.perf_counter() - t
 
-    run_dir = work / "run"
+    run_dir = work / run_name
     t = time.perf_counter()
     cfg = train_cfg.replace(split="cohort", resume=(run_dir / "card.json").is_file())
     trained = run_training(store_url, str(run_dir), cfg)
@@ -290,12 +298,24 @@ def _calls(c: dict | None) -> str:
     return f"{c['n_calls']} · {_fmt(c['macro_precision'])} / {_fmt(c['macro_recall'])}"
 
 
+def _size(result: dict) -> str:
+    """One line: patients per family, epochs, neural-input normalisation and augmentation."""
+    cfg = result.get("config", {})
+    sim, train = cfg.get("simulation", {}), cfg.get("train", {})
+    return (
+        f"Size: {sim.get('n_subjects')} patients per family, {train.get('epochs')} epochs; "
+        f"neural inputs: normalisation {train.get('feature_norm')}, augmentation "
+        f"{', '.join(train.get('augment') or []) or 'none'}; wall {result.get('total_wall_s')} s."
+    )
+
+
 def render_markdown(result: dict) -> str:
     """The result tables (one row per model and direction), and the issue's targets."""
     lines = [
         "# Cross-generator accuracy (simulated data)",
         "",
         f"Command: `{result.get('command', '')}`; load average {result.get('load_avg', '')}.",
+        _size(result),
         "Train (threshold, call rule and calibration on validation patients of the same family)",
         "on one simulator family, test on every patient of the other. Channel ROC-AUC pooled",
         "over the test family's patients; ictal / interictal: scores from that kind of",
@@ -378,7 +398,23 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: patient-wise K-fold CV vs leave-one-centre-out on the store in --out "
         "(made by a cross-generator run), to cross_generator_splits.json / .md",
     )
+    parser.add_argument(
+        "--feature-norm",
+        default="none",
+        choices=("none", "median", "robust"),
+        help="per-recording normalisation of the neural inputs (models.site_norm; %(default)s)",
+    )
+    parser.add_argument(
+        "--augment",
+        default="",
+        help="comma-separated training-time site augmentations: tilt,line,dropout (default none)",
+    )
+    parser.add_argument(
+        "--run-name", default=None, help="run folder in --out (default from the options)"
+    )
     args = parser.parse_args(argv)
+    augment = tuple(a.strip() for a in args.augment.split(",") if a.strip())
+    norm = None if args.feature_norm == "none" else args.feature_norm
     sim_kw: dict[str, Any] = dict(
         n_subjects=3 if args.quick else args.subjects,
         seed=args.seed,
@@ -395,7 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         seqs_per_recording=8,
         ssl_epochs=1,
         seed=args.seed,
+        feature_norm=norm,
+        augment=augment,
     )
+    run_name = args.run_name or "-".join(["run", args.feature_norm, *augment])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
     results = Path(args.results) if args.results else (work if args.quick else RESULTS)
@@ -438,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             IngestConfig(sfreq=args.sfreq, num_workers=args.jobs),
             train_cfg,
             n_jobs=args.jobs,
+            run_name=run_name,
         )
     return save("cross_generator", result, render_markdown)
 

@@ -176,4 +176,5 @@ class BaselineConsumer(ScorerConsumer):
             rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
             timings={**timings, "model": time.perf_counter() - t0},
             warnings=scoring_warnings(rec), calibration=s.calibration, relative_k=s.relative_k,
+            flat=self.flat,
         )  # fmt: skip

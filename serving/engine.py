@@ -24,7 +24,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,10 +31,10 @@ import numpy as np
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError, RecordingError, SozkitError, name_list
 from ingest.recording import INTRACRANIAL_TYPES, Recording
-from models.spectral import spectral_features
+from models.site_norm import clip_features
+from serving.flat_contacts import relative_call_threshold, without_flat  # noqa: F401
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
 from serving.results import ScoreResult, recording_metadata
-from trainer.call_rules import relative_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +61,8 @@ class Consumer:
     ingest_config: IngestConfig
     cache_bytes: int = DEFAULT_CACHE_BYTES
     min_clips: int = 1
+    #: The stream's flat contacts, set before :meth:`finish` (for :func:`make_result`'s ``flat``).
+    flat: np.ndarray | None = None
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
         """Called once before the first block."""
@@ -164,39 +165,12 @@ def score_recording(rec: Recording, consumers: Sequence[Consumer], *, stream=Non
             for i in members:
                 consumers[i].add(clip_start, clips)
         for i in members:
+            consumers[i].flat = getattr(src, "flat", None)
             timings = {**src.timings.as_dict(), "total": time.perf_counter() - t0}
             results[i] = without_flat(
                 consumers[i].finish(rec, src.contacts, timings), getattr(src, "flat", None)
             )
     return results
-
-
-def without_flat(result: Any, flat: np.ndarray | None) -> Any:
-    """``result`` without the contacts that carry no signal: no probability is returned for a
-    flat contact (:func:`ingest.preprocessing.flat_channels`), a warning names them instead.
-
-    Results other than :class:`ScoreResult` (explanations ...) are returned as they are.
-    """
-    if not isinstance(result, ScoreResult) or flat is None or not np.any(flat):
-        return result
-    flat = np.asarray(flat, dtype=bool)
-    keep = ~flat
-    names = [c for c, f in zip(result.channels, flat, strict=True) if f]
-    shown = name_list(names)
-    labels = result.soz_labels
-    return replace(
-        result,
-        channels=tuple(c for c, k in zip(result.channels, keep, strict=True) if k),
-        probabilities=np.asarray(result.probabilities)[keep],
-        raw_probabilities=(
-            None if result.raw_probabilities is None else result.raw_probabilities[keep]
-        ),
-        soz_labels=None if labels is None else tuple(np.asarray(labels)[keep].tolist()),
-        warnings=(
-            *result.warnings,
-            f"{len(names)} flat contact(s) carry no signal and were not scored: {shown}",
-        ),
-    )
 
 
 # ---------------------------------------------------------------------------- preprocessing
@@ -300,7 +274,7 @@ class Preprocessing:
 
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Spectral features of scaled clips (n, C, T) -> (n, C, F) float32."""
-        return spectral_features(clips, self.ingest_config.sfreq, **self.feature_config)
+        return clip_features(clips, self.ingest_config.sfreq, self.feature_config)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -520,7 +494,7 @@ class SequenceConsumer(Consumer):
         return make_result(
             rec, self.name, self.folds, self.threshold, contacts, self._sum / self._n,
             n_sequences=self._n, warnings=scoring_warnings(rec), calibration=self.calibration,
-            relative_k=self.relative_k,
+            relative_k=self.relative_k, flat=self.flat,
             timings={**timings, "features": self._t_features, "model": self._t_model},
         )  # fmt: skip
 
@@ -558,18 +532,20 @@ def make_result(
     warnings: Sequence[str] = (),
     calibration=None,
     relative_k: float | None = None,
+    flat: np.ndarray | None = None,
 ) -> ScoreResult:
     """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known.
 
     ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing)
     maps the raw probabilities and threshold onto calibrated ones; the raw ones are kept.
     ``relative_k`` replaces ``threshold`` by the patient-relative rule's threshold of this
-    recording's contacts (:func:`trainer.call_rules.relative_threshold`, on the raw scores).
+    recording's contacts (:func:`trainer.call_rules.relative_threshold`, on the raw scores),
+    leaving out the ``flat`` ones (:func:`serving.flat_contacts.relative_call_threshold`).
     """
     labels = None if rec.soz is None else tuple(c in rec.soz for c in channels)
     probs = np.asarray(probabilities, dtype=np.float64)
     if relative_k is not None:
-        threshold = relative_threshold(probs, relative_k)
+        threshold = relative_call_threshold(probs, relative_k, flat)
     cal = {}
     if calibration is not None:
         cal = {

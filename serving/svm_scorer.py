@@ -157,4 +157,5 @@ class SVMConsumer(ScorerConsumer):
             rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
             timings={**timings, "features": self._t, "model": t_model},
             warnings=scoring_warnings(rec), calibration=s.calibration, relative_k=s.relative_k,
+            flat=self.flat,
         )  # fmt: skip

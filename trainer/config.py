@@ -113,6 +113,16 @@ class TrainConfig:
         patient's contacts, the default: it transferred better across simulator families,
         README "Calls and probabilities across generators"); both chosen on validation
         patients, both reported.
+    feature_norm : str or None
+        Per-recording normalisation of the neural models' clip features
+        (:data:`models.site_norm.NORMS`: ``"median"``, ``"robust"``); recorded in the
+        checkpoints' ``feature_config`` so serving applies the same. ``None`` (the default):
+        none, as every run before it; across four simulated cohorts ``"median"`` moved
+        SOZFormer's cross-generator ROC-AUC by -0.18 to +0.15 (README "Calls and
+        probabilities across generators"), no reliable gain.
+    augment : tuple of str
+        Training-time site augmentations of the neural models' sequences
+        (:data:`trainer.site_augment.AUGMENTS`: ``"tilt"``, ``"line"``, ``"dropout"``).
     """
 
     models: tuple[str, ...] = ("sozformer",)
@@ -150,10 +160,14 @@ class TrainConfig:
     placement_strategy: str = "PACK"
     split: str = "patient"
     call_rule: str = "relative"
+    feature_norm: str | None = None
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
         object.__setattr__(self, "models", models)
+        object.__setattr__(self, "augment", tuple(self.augment))
+        _check_site(self)
         object.__setattr__(
             self, "model_hparams", {k: dict(v) for k, v in dict(self.model_hparams).items()}
         )
@@ -220,12 +234,16 @@ class TrainConfig:
 
     def feature_config(self) -> dict[str, Any]:
         """The spectral feature settings a checkpoint records (serving recomputes them)."""
-        return {"n_bands": self.n_bands, "fmin": self.fmin, "fmax": self.fmax}
+        out = {"n_bands": self.n_bands, "fmin": self.fmin, "fmax": self.fmax}
+        if self.feature_norm is not None:  # absent = none: older checkpoints score as before
+            out["norm"] = self.feature_norm
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable form (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["models"] = list(self.models)
+        out["augment"] = list(self.augment)
         return out
 
     @classmethod
@@ -250,3 +268,14 @@ def _positive(cfg: TrainConfig, *names: str) -> None:
         value = getattr(cfg, name)
         if value < 1:
             raise ConfigError(f"{name}={value} must be >= 1.")
+
+
+def _check_site(cfg: TrainConfig) -> None:
+    from models.site_norm import NORMS
+    from trainer.site_augment import AUGMENTS
+
+    if cfg.feature_norm is not None and cfg.feature_norm not in NORMS:
+        raise ConfigError(f"feature_norm={cfg.feature_norm!r} must be one of {NORMS} or None.")
+    unknown = [a for a in cfg.augment if a not in AUGMENTS]
+    if unknown or len(set(cfg.augment)) != len(cfg.augment):
+        raise ConfigError(f"augment={cfg.augment!r}: name each of {AUGMENTS} at most once.")

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from ingest.errors import SozkitError
+from models.site_norm import normalise, spectral_kwargs
 from models.spectral import n_spectral_features, spectral_features
 from trainer.feature_cache import FeatureCacheReader
 from trainer.splits import patient_id
@@ -304,7 +305,8 @@ class SequenceDataset(torch.utils.data.Dataset):
     seq_len : int
         Clips per sequence.
     feature_config : mapping
-        ``n_bands``, ``fmin``, ``fmax`` for :func:`models.spectral.spectral_features`.
+        ``n_bands``, ``fmin``, ``fmax`` for :func:`models.spectral.spectral_features`, and
+        ``norm`` (:func:`models.site_norm.normalise`, applied after ``augment``).
     cache_mb : float
         Bound of the per-clip feature cache of this dataset copy (0 disables it).
     store : ClipStore, optional
@@ -312,6 +314,11 @@ class SequenceDataset(torch.utils.data.Dataset):
     feature_cache : str, optional
         URL of precomputed clip features (:mod:`trainer.feature_cache`); recordings it holds
         complete are read from it instead of being computed from their clips.
+    augment : SiteAugment, optional
+        Training-time site augmentation (:mod:`trainer.site_augment`) of every sequence,
+        drawn from ``augment_seed`` and the item (reproducible); contacts it leaves out are
+        left out of ``y`` too.
+    augment_seed : int
 
     Notes
     -----
@@ -330,6 +337,8 @@ class SequenceDataset(torch.utils.data.Dataset):
         cache_mb: float = 256.0,
         store: Any = None,
         feature_cache: str | None = None,
+        augment: Any = None,
+        augment_seed: int = 0,
     ) -> None:
         items = np.asarray(items, dtype=np.int64).reshape(-1, 2)
         if len(items) and (items[:, 0].min() < 0 or items[:, 0].max() >= len(recordings)):
@@ -345,6 +354,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.cache_bytes = int(cache_mb * 2**20)
         self._store = store
         self.feature_cache = feature_cache
+        self.augment, self.augment_seed = augment, int(augment_seed)
         self._reader: FeatureCacheReader | None = None
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached_bytes = 0
@@ -372,7 +382,9 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def n_feats(self) -> int:
         """Features per clip."""
-        return n_spectral_features(self.store.clip_samples, self.store.sfreq, **self.feature_config)
+        return n_spectral_features(
+            self.store.clip_samples, self.store.sfreq, **spectral_kwargs(self.feature_config)
+        )
 
     def clip_features(self, rec_index: int, start: int, stop: int) -> np.ndarray:
         """Spectral features of clips ``[start, stop)`` of a recording, through the cache.
@@ -408,7 +420,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             clips = self.store.read_clips(rid, lo, hi)  # (n, C, clip_samples)
         except Exception as e:
             raise SozkitError(f"{rid}: reading clips [{lo}, {hi}) failed: {e}") from e
-        return spectral_features(clips, self.store.sfreq, **self.feature_config)
+        return spectral_features(clips, self.store.sfreq, **spectral_kwargs(self.feature_config))
 
     def _put(self, key: tuple[int, int], value: np.ndarray) -> None:
         if key in self._cache:
@@ -426,10 +438,16 @@ class SequenceDataset(torch.utils.data.Dataset):
         feats = self.clip_features(rec_index, start, stop)  # (s, C, F)
         if len(feats) < self.seq_len:  # recording shorter than one sequence: repeat the last clip
             feats = np.concatenate([feats, np.repeat(feats[-1:], self.seq_len - len(feats), 0)])
+        labels = rec.labels.copy()
+        if self.augment is not None:
+            rng = np.random.default_rng([self.augment_seed, rec_index, start, i])
+            feats, keep = self.augment(feats, rng)
+            labels = labels[keep]
+        feats = normalise(feats, self.feature_config.get("norm"))
         x = np.ascontiguousarray(feats.transpose(1, 0, 2))  # (C, S, F)
         return {
             "x": torch.from_numpy(x),
-            "y": torch.from_numpy(rec.labels.copy()),
+            "y": torch.from_numpy(labels),
             "rec": rec_index,
             "start": start,
         }

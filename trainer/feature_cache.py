@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 import zarr.storage
 
+from models.site_norm import spectral_kwargs
 from models.spectral import n_spectral_features, spectral_features
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def write_recording_features(
     bool
         True when features were computed, False when a complete array was already there.
     """
+    feature_config = spectral_kwargs(feature_config)  # the cache holds un-normalised features
     url = url or cache_url(store.url, feature_config)
     group = _group(url, "a")
     if recording_id in group and group[recording_id].attrs.get("complete"):

@@ -80,6 +80,7 @@ class FoldData:
     ) -> FoldData:
         """The fold's recordings read from the store; seed ``cfg.seed + 1000 * fold.index``."""
         from ingest.store import ClipStore
+        from models.site_norm import spectral_kwargs
         from models.spectral import n_spectral_features
         from trainer.feature_cache import cache_url
 
@@ -98,7 +99,9 @@ class FoldData:
             rank=rank,
             world_size=world_size,
             feature_cache=cache_url(store_url, feature_config) if cfg.feature_cache else None,
-            n_feats=n_spectral_features(store.clip_samples, store.sfreq, **feature_config),
+            n_feats=n_spectral_features(
+                store.clip_samples, store.sfreq, **spectral_kwargs(feature_config)
+            ),
             label=f"fold {fold.index}",
         )
 
@@ -108,7 +111,10 @@ class FoldData:
             raise SozkitError(f"{self.label}: n_feats is unknown; build it with FoldData.for_fold.")
         return {**self.cfg.hparams_for(model_name), "n_feats": self.n_feats}
 
-    def _dataset(self, role: str, items: np.ndarray) -> SequenceDataset:
+    def _dataset(self, role: str, items: np.ndarray, *, epoch: int = 0) -> SequenceDataset:
+        augment = None
+        if role == "train" and self.cfg.augment:
+            augment = site_augment(self.store_url, self.cfg)
         return SequenceDataset(
             self.store_url,
             self.recordings[role],
@@ -116,6 +122,8 @@ class FoldData:
             seq_len=self.seq_len,
             feature_config=self.cfg.feature_config(),
             feature_cache=self.feature_cache,
+            augment=augment,
+            augment_seed=self.seed * 1009 + epoch,
         )
 
     def train_loader(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
@@ -130,7 +138,7 @@ class FoldData:
             seed=self.seed,
             epoch=epoch,
         )
-        ds = self._dataset("train", shard(items, self.rank, self.world_size))
+        ds = self._dataset("train", shard(items, self.rank, self.world_size), epoch=epoch)
         return make_loader(ds, batch_size=cfg.batch_size, num_workers=cfg.loader_workers)
 
     def score(
@@ -156,3 +164,13 @@ class FoldData:
         for part in all_gather(sums):
             merged.merge(part)
         return merged.to_frame(rows)
+
+
+def site_augment(store_url: str, cfg: TrainConfig):
+    """The :class:`trainer.site_augment.SiteAugment` of ``cfg.augment`` for this store's clips."""
+    from ingest.store import ClipStore
+    from trainer.site_augment import SiteAugment, feature_frequencies
+
+    store = ClipStore.open(store_url)
+    freqs = feature_frequencies(store.clip_samples, store.sfreq, cfg.feature_config())
+    return SiteAugment(cfg.augment, freqs)

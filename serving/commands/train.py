@@ -41,6 +41,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="youden: one threshold for every patient; relative: a contact standing out among "
         "its patient's contacts (both chosen on validation patients; default %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--feature-norm",
+        dest="feature_norm_opt",
+        default=None,
+        choices=("none", "median", "robust"),
+        help="neural inputs relative to the recording's other contacts, per clip and band: "
+        "median (subtract their median), robust (robust z-score); kept in the checkpoints, "
+        "serving applies the same (default: TrainConfig's)",
+    )
+    p.add_argument(
+        "--augment",
+        dest="augment_opt",
+        default=None,
+        metavar="KINDS",
+        help="training-time site augmentation of the neural sequences, comma-separated: "
+        "tilt, line, dropout (default none)",
+    )
     opt("--epochs", "epochs", "maximum epochs per fold (%(default)s)")
     opt("--patience", "patience", "early-stopping patience (%(default)s)")
     add_ray_args(p)
@@ -95,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         models=ALL_MODELS if args.model == "all" else (args.model,),
         n_bands=args.n_bands or None,
         model_hparams=json_arg(args.hparams, "--hparams"),
+        **site_options(args),
     )
     t0 = time.perf_counter()
 
@@ -134,3 +152,13 @@ def run(args: argparse.Namespace) -> int:
 def _absolute(path: str) -> str:
     """Local paths made absolute here: Ray workers do not share this process's directory."""
     return path if "://" in path else os.path.abspath(path)
+
+
+def site_options(args: argparse.Namespace) -> dict:
+    """``feature_norm`` and ``augment`` of ``--feature-norm`` / ``--augment`` where given."""
+    out: dict = {}
+    if args.feature_norm_opt is not None:
+        out["feature_norm"] = None if args.feature_norm_opt == "none" else args.feature_norm_opt
+    if args.augment_opt is not None:
+        out["augment"] = tuple(a.strip() for a in args.augment_opt.split(",") if a.strip())
+    return out

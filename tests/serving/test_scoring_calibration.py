@@ -71,3 +71,23 @@ def test_relative_call_rule_thresholds_each_recording_against_itself(serving_dat
     assert res.threshold == pytest.approx(t)  # identity calibration: raw = calibrated
     assert res.soz_calls.sum() >= 1
     np.testing.assert_array_equal(res.soz_calls, res.p_raw >= t)
+
+
+@pytest.mark.parametrize("cls", [Scorer, SVMScorer])
+def test_relative_threshold_leaves_out_flat_contacts(cls, serving_data, tmp_path):
+    from tests.adversarial.cohorts import make_constant
+    from tests.serving.conftest import make_recording, write_edf
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    model = "sozformer" if cls is Scorer else "svm"
+    for fold in (0, 1):
+        (run_dir / model / f"fold_{fold}" / "threshold.json").write_text(
+            json.dumps({"threshold": 0.5, "call_rule": "relative", "relative_k": 0.5})
+        )
+    edf = write_edf(tmp_path / "p1_ictal.edf", seconds=60.0)
+    make_constant(edf, blips=True, only={"RH3"})
+    res = cls.from_run(run_dir).score(make_recording(edf))
+    assert "RH3" not in res.channels and any("RH3" in w for w in res.warnings)
+    # the threshold is that of the scored contacts alone: the flat one does not count
+    assert res.threshold == pytest.approx(relative_threshold(res.p_raw, 0.5))

@@ -1,0 +1,92 @@
+"""Per-recording normalisation of the neural models' clip features, against a site's scale.
+
+A new hospital's amplifier gain, reference, electrode impedance and cabling shift every
+contact's log-amplitude spectrum (:func:`models.spectral.spectral_features`) by a site-wide
+offset and tilt. These normalisations express each clip's spectrum relative to the other
+contacts of the same recording at the same moment, so that offset cancels; what is left is how
+a contact stands out among its neighbours, which is what the SOZ is.
+
+``feature_config["norm"]`` (``TrainConfig.feature_norm``, recorded in every checkpoint) names
+the normalisation; training (:class:`trainer.datasets.SequenceDataset`) and serving
+(:class:`serving.engine.Preprocessing`) both go through :func:`clip_features` /
+:func:`normalise`, so the two cannot differ. A configuration without ``"norm"`` (every run
+trained before it existed) gives the features unchanged.
+
+- ``"median"``: subtract, per clip and band, the median over the recording's contacts
+  (whitening by the recording's median spectrum).
+- ``"robust"``: also divide by the contacts' spread (1.4826 x median absolute deviation, floored
+  at :data:`MIN_SPREAD`): a robust z-score over the recording's contacts.
+
+Both act on one clip at a time, so the streaming scorer needs no second pass over a recording.
+Pure numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from models.spectral import spectral_features
+
+__all__ = ["NORMS", "MIN_SPREAD", "clip_features", "normalise", "spectral_kwargs"]
+
+#: Normalisations ``feature_config["norm"]`` may name (``None``: none).
+NORMS = ("median", "robust")
+#: Floor of the contacts' spread (log-amplitude units) in ``"robust"``: a clip where every
+#: contact reads the same (padding, a flat recording) gives zeros instead of a division by 0.
+MIN_SPREAD = 0.05
+
+
+def spectral_kwargs(feature_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``feature_config`` without ``"norm"``: the keyword arguments of the spectral functions."""
+    return {k: v for k, v in dict(feature_config).items() if k != "norm"}
+
+
+def normalise(feats: np.ndarray, norm: str | None) -> np.ndarray:
+    """Features of each clip relative to the recording's other contacts.
+
+    Parameters
+    ----------
+    feats : ndarray, shape (..., n_chans, n_feats)
+        Log-amplitude features (``(n_clips, n_chans, n_feats)`` in training and serving).
+    norm : str or None
+        One of :data:`NORMS`; ``None`` returns ``feats`` itself.
+
+    Returns
+    -------
+    ndarray, shape (..., n_chans, n_feats), float32
+    """
+    if norm is None:
+        return feats
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} must be one of {NORMS} or None.")
+    x = np.asarray(feats, dtype=np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"feats must have shape (..., n_chans, n_feats), got {x.shape}.")
+    centre = np.median(x, axis=-2, keepdims=True)
+    out = x - centre
+    if norm == "robust":
+        spread = 1.4826 * np.median(np.abs(out), axis=-2, keepdims=True)
+        out /= np.maximum(spread, np.float32(MIN_SPREAD))
+    return out.astype(np.float32, copy=False)
+
+
+def clip_features(clips: np.ndarray, sfreq: float, feature_config: Mapping[str, Any]) -> np.ndarray:
+    """Spectral features of clips, normalised as ``feature_config["norm"]`` says.
+
+    Parameters
+    ----------
+    clips : ndarray, shape (n_clips, n_chans, clip_samples)
+    sfreq : float
+    feature_config : mapping
+        ``n_bands``, ``fmin``, ``fmax`` of :func:`models.spectral.spectral_features`, and
+        optionally ``norm`` (:data:`NORMS`).
+
+    Returns
+    -------
+    ndarray, shape (n_clips, n_chans, n_feats), float32
+    """
+    feats = spectral_features(clips, sfreq, **spectral_kwargs(feature_config))
+    return normalise(feats, feature_config.get("norm"))

@@ -1,0 +1,58 @@
+"""Serving normalises the neural inputs as the checkpoints' ``feature_config`` says, and only then."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from models.site_norm import clip_features
+from models.spectral import spectral_features
+from serving.scoring import Scorer
+from tests.serving.conftest import FEATURES, INGEST
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_checkpoint_norm_reaches_the_engine(serving_data, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    for fold in (0, 1):
+        path = run_dir / "sozformer" / f"fold_{fold}" / "checkpoint.pt"
+        net, meta = load_checkpoint(path)
+        save_checkpoint(
+            path, net, model_name="sozformer", threshold=meta.threshold,
+            feature_config={**FEATURES, "norm": "median"}, sfreq=INGEST.sfreq,
+            clip_samples=INGEST.clip_samples, ingest_config=INGEST.to_dict(), fold=fold,
+        )  # fmt: skip
+    plain = Scorer.from_run(serving_data["run_dir"])
+    normed = Scorer.from_run(run_dir)
+    assert "norm" not in plain.feature_config and normed.feature_config["norm"] == "median"
+    clips = np.random.default_rng(0).normal(size=(2, 7, INGEST.clip_samples)).astype(np.float32)
+    np.testing.assert_array_equal(
+        plain.prep.features(clips), spectral_features(clips, INGEST.sfreq, **FEATURES)
+    )
+    np.testing.assert_allclose(
+        normed.prep.features(clips), clip_features(clips, INGEST.sfreq, normed.feature_config)
+    )
+    a, b = plain.score(serving_data["long_rec"]), normed.score(serving_data["long_rec"])
+    assert a.channels == b.channels and not np.allclose(a.p_raw, b.p_raw)
+
+
+def test_soz_train_options_reach_the_config():
+    import argparse
+
+    from serving.commands.options import config_from_args
+    from serving.commands.train import add_arguments, site_options
+    from trainer.config import TrainConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(
+        ["S", "--out", "R", "--feature-norm", "robust", "--augment", "tilt,dropout"]
+    )
+    cfg = config_from_args(TrainConfig, args, **site_options(args))
+    assert cfg.feature_norm == "robust" and cfg.augment == ("tilt", "dropout")
+    plain = p.parse_args(["S", "--out", "R"])
+    assert config_from_args(TrainConfig, plain, **site_options(plain)) == TrainConfig()
+    off = p.parse_args(["S", "--out", "R", "--feature-norm", "none"])
+    assert config_from_args(TrainConfig, off, **site_options(off)).feature_norm is None
