@@ -173,7 +173,8 @@ def traces_figure(
     pairs = [pr for pr in bipolar_pairs(list(channels)) if pr[0] in pick_idx or pr[1] in pick_idx]
     rows_ref = [(i, None, channels[i]) for i in pick_idx]
     n_rows = max(len(rows_ref), len(pairs), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 1.2 + 0.42 * n_rows), dpi=110, sharex=True)
+    fig = Figure(figsize=(12.0, 1.2 + 0.42 * n_rows), dpi=110)
+    axes = fig.subplots(1, 2, sharex=True)
     for ax, label, rows in ((axes[0], "referential", rows_ref), (axes[1], "bipolar", pairs)):
         ax.set_label(label)
         traces = [data[i] if j is None else data[i] - data[j] for i, j, _ in rows]
@@ -252,7 +253,8 @@ def probability_heatmap_figure(
             f"n_chans={len(channels)})."
         )
     n_ch = len(channels)
-    fig, ax = plt.subplots(figsize=(11.0, 1.4 + 0.13 * n_ch), dpi=110)
+    fig = Figure(figsize=(11.0, 1.4 + 0.13 * n_ch), dpi=110)
+    ax = fig.subplots()
     left, right = (starts[0], starts[-1] + window_s) if len(starts) else (0.0, window_s)
     im = ax.imshow(
         probs.T, aspect="auto", interpolation="nearest", cmap=CMAP, vmin=0.0, vmax=1.0,
@@ -360,9 +362,8 @@ def intervals_figure(
     first = next(iter(tables.values()))
     show = first.sort_values("mean", ascending=False, kind="stable").head(top_n).index.to_numpy()
     clinical = set(clinical)
-    fig, axes = plt.subplots(
-        1, len(tables), figsize=(5.2 * len(tables), 1.0 + 0.26 * len(show)), dpi=110, squeeze=False
-    )
+    fig = Figure(figsize=(5.2 * len(tables), 1.0 + 0.26 * len(show)), dpi=110)
+    axes = fig.subplots(1, len(tables), squeeze=False)
     for ax, (name, table) in zip(axes[0], tables.items(), strict=True):
         probs, thresholds = panels[name]
         rows = table.loc[show]

@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ingest.errors import ConfigError, SozkitError  # noqa: E402
@@ -215,7 +216,8 @@ def plot_shaft_map(unit: pd.DataFrame, path: str | os.PathLike, *, title: str = 
     xs = np.array([p[1] for p in pos])
     width = max(6.0, 2.2 + 0.42 * (xs.max() if len(xs) else 1))
     height = max(2.4, 1.3 + 0.5 * len(shafts))
-    fig, ax = plt.subplots(figsize=(min(width, 18.0), min(height, 30.0)), dpi=110)
+    fig = Figure(figsize=(min(width, 18.0), min(height, 30.0)), dpi=110)
+    ax = fig.subplots()
     norm = Normalize(0.0, 1.0)
     cmap = plt.get_cmap(CMAP)
     for r in range(len(shafts)):
@@ -235,6 +237,7 @@ def plot_shaft_map(unit: pd.DataFrame, path: str | os.PathLike, *, title: str = 
         ax.text(
             x, r, str(num) if num is not None else ch[:3], ha="center", va="center",
             fontsize=6.5, color="white" if p > 0.6 else "black", zorder=4,
+            in_layout=False,  # inside the axes: tight_layout need not measure 128 labels
         )  # fmt: skip
     ax.set_yticks(range(len(shafts)), shafts)
     ax.set_ylim(len(shafts) - 0.5, -0.5)
@@ -272,7 +275,6 @@ def plot_shaft_map(unit: pd.DataFrame, path: str | os.PathLike, *, title: str = 
     fig.tight_layout(rect=(0.0, 0.4 / fig.get_figheight(), 1.0, 1.0))
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -301,7 +303,8 @@ def plot_top_contacts(
         raise ConfigError(f"{top_n=} must be >= 1 (--top).")
     top = unit.sort_values("probability", ascending=False, kind="stable").head(top_n)
     threshold = float(unit["threshold"].iloc[0])
-    fig, ax = plt.subplots(figsize=(6.0, 0.8 + 0.28 * len(top)), dpi=110)
+    fig = Figure(figsize=(6.0, 0.8 + 0.28 * len(top)), dpi=110)
+    ax = fig.subplots()
     cmap = plt.get_cmap(CMAP)
     y = np.arange(len(top))
     probs = top["probability"].to_numpy(dtype=float)
@@ -328,7 +331,6 @@ def plot_top_contacts(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
