@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,26 +76,64 @@ def simulate_cohort(
     Path
         The BIDS root.
     """
-    indices = list(range(cfg.n_subjects)) if subjects is None else sorted(set(subjects))
-    if not indices or not all(0 <= i < cfg.n_subjects for i in indices):
-        raise ConfigError(
-            f"subjects={list(subjects or [])} must be non-empty indices in 0..{cfg.n_subjects - 1} "
-            f"(the cohort has n_subjects={cfg.n_subjects})."
-        )
+    indices = range(cfg.n_subjects) if subjects is None else subjects
+    (root,) = simulate_cohorts(
+        {out_dir: indices}, cfg, generator=generator, n_jobs=n_jobs, progress=progress
+    )
+    return root
+
+
+def simulate_cohorts(
+    parts: Mapping[str | os.PathLike, Sequence[int]],
+    cfg: SimulationConfig = SimulationConfig(),
+    *,
+    generator: str = "epileptor",
+    n_jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Write the subjects of one simulated cohort into several BIDS datasets, in one pool.
+
+    ``simulate_cohorts({"train": range(10), "heldout": [10, 11]}, cfg)`` writes the same bytes
+    as two :func:`simulate_cohort` calls, but keeps every worker busy until the last subject
+    (the demo's training and held-out cohorts: one process pool, no idle core while the first
+    part's last subjects finish).
+
+    Parameters
+    ----------
+    parts : mapping of path-like to sequence of int
+        Each BIDS root and the subject indices written there (disjoint, ``< cfg.n_subjects``).
+    cfg, generator, n_jobs, progress
+        As for :func:`simulate_cohort` (``progress`` counts the runs of every part).
+
+    Returns
+    -------
+    list of Path
+        The BIDS roots, in the order of ``parts``.
+    """
     if n_jobs < 1:
         raise ConfigError(f"n_jobs={n_jobs} must be >= 1.")
     if generator not in GENERATORS:
         raise ConfigError(f"generator={generator!r} is unknown; choose one of {GENERATORS}.")
+    roots = {Path(out): sorted(set(subjects)) for out, subjects in parts.items()}
+    jobs = [(root, i) for root, indices in roots.items() for i in indices]
+    given = [i for _, i in jobs]
+    if not all(roots.values()) or not all(0 <= i < cfg.n_subjects for i in given):
+        raise ConfigError(
+            f"subjects={given} must be non-empty indices in 0..{cfg.n_subjects - 1} "
+            f"(the cohort has n_subjects={cfg.n_subjects})."
+        )
+    if len(set(given)) < len(given):
+        raise ConfigError(f"subjects={given}: a subject may be written to one dataset only.")
     entropy: int | list[int] = cfg.seed
     if generator == "wendling":
         from ingest import wendling_cohort
 
         entropy = [cfg.seed, wendling_cohort.SEED_TAG]
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    for root in roots:
+        root.mkdir(parents=True, exist_ok=True)
     seqs = np.random.SeedSequence(entropy).spawn(cfg.n_subjects)
     runs_per_subject = cfg.n_ictal_runs + cfg.n_interictal_runs
-    total = len(indices) * runs_per_subject
+    total = len(jobs) * runs_per_subject
     if n_jobs == 1:
         written = [
             simulate_subject(
@@ -106,29 +144,31 @@ def simulate_cohort(
                 generator=generator,
                 on_run=_counter(progress, k * runs_per_subject, total),
             )
-            for k, i in enumerate(indices)
+            for k, (root, i) in enumerate(jobs)
         ]
     else:
         # "spawn": the caller may hold threads (Ray, torch) that fork would copy half-alive.
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(n_jobs, len(indices)), mp_context=ctx) as pool:
-            futures = {
-                pool.submit(simulate_subject, root, i, cfg, seqs[i], generator=generator): i
-                for i in indices
-            }
+        with ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), mp_context=ctx) as pool:
+            futures = [
+                pool.submit(simulate_subject, root, i, cfg, seqs[i], generator=generator)
+                for root, i in jobs
+            ]
             done = 0
             for future in as_completed(futures):
                 future.result()
                 done += runs_per_subject
                 if progress is not None:
                     progress(done, total)
-            by_index = {futures[f]: f.result() for f in futures}
-        written = [by_index[i] for i in indices]
-    write_dataset_files(root, written, cfg)
-    if generator == "wendling":
-        wendling_cohort.describe_dataset(root, cfg)
-    logger.info("wrote %d subjects (%d runs) to %s", len(indices), total, root)
-    return root
+            written = [f.result() for f in futures]
+    for root in roots:
+        subjects = [w for (r, _), w in zip(jobs, written) if r == root]
+        write_dataset_files(root, subjects, cfg)
+        if generator == "wendling":
+            wendling_cohort.describe_dataset(root, cfg)
+        n_runs = len(subjects) * runs_per_subject
+        logger.info("wrote %d subjects (%d runs) to %s", len(subjects), n_runs, root)
+    return list(roots)
 
 
 def simulate_subject(
@@ -501,6 +541,7 @@ __all__ = [
     "SimulationConfig",
     "plan_subject",
     "simulate_cohort",
+    "simulate_cohorts",
     "simulate_subject",
     "subject_runs",
 ]

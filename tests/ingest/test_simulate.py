@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from ingest.epileptor import X0_CRITICAL
 from ingest.errors import ConfigError
-from ingest.simulate import SimulationConfig, plan_subject, simulate_cohort
+from ingest.simulate import SimulationConfig, plan_subject, simulate_cohort, simulate_cohorts
 from tests.cohorts import truth_channels
 
 #: A tiny cohort: 1 subject, 2 short ictal runs and 1 interictal run at 256 Hz.
@@ -248,6 +248,27 @@ def test_subject_subsets_and_parallel_workers_write_the_same_bytes(tmp_path):
     assert sorted(p.name for p in whole.glob("sub-*")) == ["sub-sim001", "sub-sim002", "sub-sim003"]
     with pytest.raises(ConfigError, match=r"must be non-empty indices in 0\.\.2"):
         simulate_cohort(tmp_path / "bad", cfg, subjects=[3])
+
+
+def test_one_pool_for_several_datasets_writes_what_separate_calls_write(tmp_path):
+    cfg = SimulationConfig(
+        n_subjects=3, seed=7, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=20.0,
+        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(6, 6), n_regions=(10, 10),
+    )  # fmt: skip
+    train, held_out = simulate_cohorts(
+        {tmp_path / "train": [0, 1], tmp_path / "held_out": [2]}, cfg, n_jobs=2
+    )
+    apart = {
+        name: simulate_cohort(tmp_path / f"apart_{name}", cfg, subjects=subjects)
+        for name, subjects in (("train", [0, 1]), ("held_out", [2]))
+    }
+    for root, name in ((train, "train"), (held_out, "held_out")):
+        assert root == tmp_path / name
+        assert _digest(root) == _digest(apart[name])
+    participants = (train / "participants.tsv").read_text()
+    assert "sub-sim001" in participants and "sub-sim003" not in participants
+    with pytest.raises(ConfigError, match="one dataset only"):
+        simulate_cohorts({tmp_path / "a": [0, 1], tmp_path / "b": [1]}, cfg)
 
 
 def test_small_implants_with_artefacts_on_few_shafts(tmp_path):

@@ -140,9 +140,18 @@ def test_demo_command_explains_by_default(argv, explain, k):
         ({"models": ("svm", "transformer")}, "must be a non-empty subset"),
         ({"models": ("svm", "baseline"), "serve_model": "sozformer"}, "serve_model='sozformer'"),
         ({"epochs": 0}, "epochs=0 must be >= 1"),
+        ({"patience": 0}, "patience=0 must be >= 1"),
+        ({"ssl_epochs": -1}, "ssl_epochs=-1 must be >= 0"),
         ({"explain_recordings": -1}, "explain_recordings=-1 must be >= 0"),
     ],
 )
 def test_demo_config_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DemoConfig(**kwargs)
+
+
+def test_demo_training_knobs_reach_the_train_config():
+    tc = DemoConfig(epochs=4, patience=2, ssl_epochs=1).train_config()
+    assert (tc.epochs, tc.patience, tc.ssl_epochs) == (4, 2, 1)
+    # train_overrides still win over the demo's own fields.
+    assert DemoConfig(train_overrides={"ssl_epochs": 0}).train_config().ssl_epochs == 0
