@@ -325,7 +325,7 @@ def explain_results(
     Parameters
     ----------
     results : DataFrame
-        A results table (:func:`serving.report.load_results`).
+        A results table (:func:`serving.report_results.load_results`).
     run_dir : path-like
         The training run the models come from.
     store : ingest.store.ClipStore or None
