@@ -70,14 +70,7 @@ import numpy as np
 from mne_bids import get_bids_path_from_fname
 
 from ingest.errors import ConfigError, RecordingError, unexpected_error
-from ingest.labels import (
-    LabelEntry,
-    empty_soz_error,
-    find_seizures,
-    match_contacts,
-    read_label_sheet,
-    unused_sheet_warnings,
-)
+from ingest.labels import LabelEntry, empty_soz_error, find_seizures, match_contacts
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.sidecars import (
     is_na,
@@ -273,7 +266,7 @@ def read_bids(
         )
     label_sheet = options.label_sheet
     cohort = options.cohort or root.resolve().name
-    sheet: dict[str, LabelEntry] = read_label_sheet(label_sheet) if label_sheet else {}
+    sheet = options.read_sheet()
     dataset_notes: list[str] = []
     try:
         participants = read_participants(root)
@@ -341,9 +334,9 @@ def read_bids(
             for note in rec.warnings:
                 logger.debug("%s: %s", rec.recording_id, note)
             recordings.append(rec)
-    recordings.sort(key=lambda r: r.recording_id)
-    unused = unused_sheet_warnings(sheet, by_subject, label_sheet) if sheet else ()
-    return CohortScan(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
+    return CohortScan.collect(
+        recordings, problems, sheet=sheet, subjects=by_subject, label_sheet=label_sheet
+    )
 
 
 def _recording(

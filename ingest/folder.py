@@ -38,14 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ingest.errors import ConfigError, RecordingError, unexpected_error
-from ingest.labels import (
-    LabelEntry,
-    empty_soz_error,
-    find_seizures,
-    match_contacts,
-    read_label_sheet,
-    unused_sheet_warnings,
-)
+from ingest.labels import LabelEntry, empty_soz_error, find_seizures, match_contacts
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.signals import EXTENSIONS, format_of, read_header
 from ingest.sources import CohortScan, SourceOptions
@@ -266,7 +259,7 @@ def read_folder(root: str | os.PathLike, options: SourceOptions = SourceOptions(
         raise ConfigError(f"{line_freq=} must be positive (50 or 60 Hz).")
     base = root.parent if root.is_file() else root
     cohort = options.cohort or base.resolve().name
-    sheet = read_label_sheet(label_sheet) if label_sheet else {}
+    sheet = options.read_sheet()
     files = _signal_files(root)
     if not files:
         raise ConfigError(
@@ -314,9 +307,9 @@ def read_folder(root: str | os.PathLike, options: SourceOptions = SourceOptions(
             continue
         seen[rec.recording_id] = str(path)
         recordings.append(rec)
-    recordings.sort(key=lambda r: r.recording_id)
-    unused = unused_sheet_warnings(sheet, subjects, label_sheet) if sheet else ()
-    return CohortScan(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
+    return CohortScan.collect(
+        recordings, problems, sheet=sheet, subjects=subjects, label_sheet=label_sheet
+    )
 
 
 def _with_note(rec: Recording, note: str) -> Recording:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import ConfigError, RecordingError, SozkitError
+from ingest.labels import LabelEntry, read_label_sheet, unused_sheet_warnings
 from ingest.recording import Recording
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,23 @@ class CohortScan:
                 f"recording ids must be unique, got duplicates {dupes[:5]}; give the "
                 "recordings distinct names (or cohorts)."
             )
+
+    @classmethod
+    def collect(
+        cls,
+        recordings: Iterable[Recording],
+        problems: Iterable[RecordingError],
+        *,
+        sheet: Mapping[str, LabelEntry],
+        subjects: Iterable[str],
+        label_sheet: str | os.PathLike | None,
+    ) -> CohortScan:
+        """A reader's scan: ``recordings`` sorted by id, and a warning naming the ``sheet``'s
+        subjects that none of the cohort's ``subjects`` is
+        (:func:`ingest.labels.unused_sheet_warnings`)."""
+        unused = unused_sheet_warnings(sheet, subjects, label_sheet) if sheet else ()
+        recordings = sorted(recordings, key=lambda r: r.recording_id)
+        return cls(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
 
     def __len__(self) -> int:
         return len(self.recordings)
@@ -122,6 +140,11 @@ class SourceOptions:
     line_freq: float | None = None
     check_signals: bool = True
     allow_empty_soz: bool = False
+
+    def read_sheet(self) -> dict[str, LabelEntry]:
+        """The label sheet's entries by subject (:func:`ingest.labels.read_label_sheet`);
+        empty without a sheet."""
+        return read_label_sheet(self.label_sheet) if self.label_sheet else {}
 
 
 def scan_source(source: str | os.PathLike, options: SourceOptions = SourceOptions()) -> CohortScan:
