@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingest.fileio import write_json
+from benchmarks import save_figures
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "demo.json"
@@ -87,9 +87,7 @@ def main() -> None:
         "machine": platform.platform(),
         "python": platform.python_version(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS, result)
-    print(json.dumps({k: v for k, v in result.items() if k != "progress"}, indent=2))
+    save_figures(RESULTS, result, leave_out=("progress",))
     if args.out is None:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -23,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingest.fileio import write_json
+from benchmarks import save_figures
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "demo_explain.json"
@@ -89,9 +88,7 @@ def main() -> None:
     result["command"] = "python -m benchmarks.demo_explain " + " ".join(
         [str(args.demo), "--k", *map(str, args.k)]
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS, result)
-    print(json.dumps(result, indent=2))
+    save_figures(RESULTS, result)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

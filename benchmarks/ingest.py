@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.fileio import write_json
+from benchmarks import save_figures
 from ingest.ownership import descendants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -455,9 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "store", ignore_errors=True)
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, results)
-    print(json.dumps(results, indent=1))
+    save_figures(args.out, results, indent=1)
     return 0
 
 

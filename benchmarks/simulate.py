@@ -13,7 +13,6 @@ SOZ (the honesty check: it must not be 1 everywhere). Prints and saves JSON to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ingest.fileio import write_json
+from benchmarks import save_figures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,10 +98,7 @@ def main() -> None:
             float(np.mean([a == 1.0 for v in aucs.values() for a in v])), 3
         ),
     }
-    out = REPO / "benchmarks" / "results" / "simulate.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result)
-    print(json.dumps(result, indent=2))
+    save_figures(REPO / "benchmarks" / "results" / "simulate.json", result)
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -70,14 +70,7 @@ import numpy as np
 from mne_bids import get_bids_path_from_fname
 
 from ingest.errors import ConfigError, RecordingError, unexpected_error
-from ingest.labels import (
-    LabelEntry,
-    empty_soz_error,
-    find_seizures,
-    match_contacts,
-    read_label_sheet,
-    unused_sheet_warnings,
-)
+from ingest.labels import LabelEntry, empty_soz_error, find_seizures, match_contacts
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.sidecars import (
     is_na,
@@ -88,7 +81,7 @@ from ingest.sidecars import (
     tsv_float,
 )
 from ingest.signals import EXTENSIONS, SFREQ_RTOL, check_channels, format_of, read_header
-from ingest.sources import CohortScan
+from ingest.sources import CohortScan, SourceOptions
 
 logger = logging.getLogger(__name__)
 
@@ -238,13 +231,9 @@ def read_participants(root: str | os.PathLike) -> dict[str, dict[str, str]]:
 
 def read_bids(
     root: str | os.PathLike,
+    options: SourceOptions = SourceOptions(),
     *,
-    label_sheet: str | os.PathLike | None = None,
-    cohort: str | None = None,
-    line_freq: float | None = None,
-    check_signals: bool = True,
     subjects: Sequence[str] | None = None,
-    allow_empty_soz: bool = False,
 ) -> CohortScan:
     """Read a BIDS iEEG dataset into :class:`~ingest.recording.Recording` records.
 
@@ -252,24 +241,12 @@ def read_bids(
     ----------
     root : str | os.PathLike
         The dataset root (holds ``dataset_description.json``).
-    label_sheet : str | os.PathLike | None
-        SOZ label sheet for datasets whose sidecars do not mark SOZ (ds003029); where both
-        exist the sheet wins (with a warning when they differ).
-    cohort : str | None
-        Cohort name; defaults to the root folder's name (``"ds004100"``).
-    line_freq : float | None
-        Used only for runs whose ``_ieeg.json`` has no ``PowerLineFrequency``.
-    check_signals : bool
-        Open each signal file's header and check it against the sidecars (default). When
-        ``False`` (sidecars without signal files), ``sfreq`` and ``n_times`` come from
-        ``SamplingFrequency`` and ``RecordingDuration``.
+    options : SourceOptions
+        Label sheet, cohort (default: the root folder's name), line frequency for runs whose
+        ``_ieeg.json`` has none, whether to check the signal files, empty-SOZ labels.
     subjects : sequence of str or None
         Only these subjects (labels without ``sub-``); default every subject. Subject-wide
         rules (the SOZ union over a subject's runs) apply as when the whole dataset is read.
-    allow_empty_soz : bool
-        Accept a label sheet that leaves a recording with no SOZ contact (its names match no
-        channel, or it marks none), with a warning. Default: such a recording is a problem
-        (:func:`ingest.labels.empty_soz_error`), since all its contacts would train as negatives.
 
     Returns
     -------
@@ -287,8 +264,9 @@ def read_bids(
             f"{root} has no dataset_description.json, so it is not a BIDS root; give the "
             "dataset's top folder, or use read_folder for plain recordings."
         )
-    cohort = cohort or root.resolve().name
-    sheet: dict[str, LabelEntry] = read_label_sheet(label_sheet) if label_sheet else {}
+    label_sheet = options.label_sheet
+    cohort = options.cohort or root.resolve().name
+    sheet = options.read_sheet()
     dataset_notes: list[str] = []
     try:
         participants = read_participants(root)
@@ -340,15 +318,12 @@ def read_bids(
                     cohort=cohort,
                     participant=participants.get(subject, {}),
                     sheet_entry=sheet.get(subject),
-                    label_sheet=label_sheet,
+                    options=options,
                     soz_union=soz_union,
                     resect_union=resect_union,
                     dataset_marks_soz=dataset_marks_soz,
                     dataset_marks_resect=dataset_marks_resect,
                     notes=subject_notes,
-                    line_freq=line_freq,
-                    check_signals=check_signals,
-                    allow_empty_soz=allow_empty_soz,
                 )
             except RecordingError as e:
                 problems.append(e)
@@ -359,9 +334,9 @@ def read_bids(
             for note in rec.warnings:
                 logger.debug("%s: %s", rec.recording_id, note)
             recordings.append(rec)
-    recordings.sort(key=lambda r: r.recording_id)
-    unused = unused_sheet_warnings(sheet, by_subject, label_sheet) if sheet else ()
-    return CohortScan(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
+    return CohortScan.collect(
+        recordings, problems, sheet=sheet, subjects=by_subject, label_sheet=label_sheet
+    )
 
 
 def _recording(
@@ -370,16 +345,14 @@ def _recording(
     cohort: str,
     participant: dict[str, str],
     sheet_entry: LabelEntry | None,
-    label_sheet: str | os.PathLike | None,
+    options: SourceOptions,
     soz_union: frozenset[str],
     resect_union: frozenset[str],
     dataset_marks_soz: bool,
     dataset_marks_resect: bool,
     notes: list[str],
-    line_freq: float | None,
-    check_signals: bool,
-    allow_empty_soz: bool,
 ) -> Recording:
+    label_sheet = options.label_sheet
     source = str(run.json_path)
     notes = list(notes)
     meta = run.meta
@@ -409,7 +382,7 @@ def _recording(
     fmt = format_of(run.signal)
     header_notes: tuple[str, ...] = ()
     bad = run.bad
-    if check_signals:
+    if options.check_signals:
         header = read_header(run.signal, fmt)
         header_notes = tuple(f"MNE: {w}" for w in header.warnings)
         dead, dead_notes = header.dead_channels(n for n in intracranial if n not in bad)
@@ -467,7 +440,7 @@ def _recording(
             )
         soz = matched
         if not matched:
-            if not allow_empty_soz:
+            if not options.allow_empty_soz:
                 raise empty_soz_error(
                     source,
                     recording_id=recording_id,
@@ -501,7 +474,7 @@ def _recording(
         )
 
     lf = json_number(meta, "PowerLineFrequency", run.json_path, positive=True, unit="Hz")
-    lf = line_freq if lf is None else lf
+    lf = options.line_freq if lf is None else lf
     if lf is None:
         notes.append("no PowerLineFrequency in the sidecar; give line_freq to ingest.")
 

@@ -24,7 +24,7 @@ from ingest.manifests import recording_warnings, warning_row
 from ingest.ownership import Owner, RunContext, acquire_leases, release_leases
 from ingest.pipeline import build_pipeline, check_worker_paths, pipeline_options
 from ingest.recording import Recording
-from ingest.sources import scan_sources
+from ingest.sources import SourceOptions, scan_sources
 from ingest.store import ClipStore, make_failure, warnings_frame
 from ingest.stream import plan_blocks
 
@@ -111,9 +111,10 @@ def run_ingest(
     -------
     IngestReport
     """
-    scan = scan_sources(
-        sources, label_sheet=label_sheet, line_freq=cfg.line_freq, allow_empty_soz=allow_empty_soz
+    options = SourceOptions(
+        label_sheet=label_sheet, line_freq=cfg.line_freq, allow_empty_soz=allow_empty_soz
     )
+    scan = scan_sources(sources, options)
     if not scan.recordings and len(scan.empty_sources) == len(scan.problems):
         raise SozkitError(  # nothing at all to ingest: say why, start no pipeline
             "\n".join(f"{p.reason} Fix: {p.fix}" for p in scan.problems) or "no source given."

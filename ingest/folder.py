@@ -38,17 +38,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from ingest.errors import ConfigError, RecordingError, unexpected_error
-from ingest.labels import (
-    LabelEntry,
-    empty_soz_error,
-    find_seizures,
-    match_contacts,
-    read_label_sheet,
-    unused_sheet_warnings,
-)
+from ingest.labels import LabelEntry, empty_soz_error, find_seizures, match_contacts
 from ingest.recording import INTRACRANIAL_TYPES, Recording, make_recording_id
 from ingest.signals import EXTENSIONS, format_of, read_header
-from ingest.sources import CohortScan
+from ingest.sources import CohortScan, SourceOptions
 
 logger = logging.getLogger(__name__)
 
@@ -236,31 +229,17 @@ def _signal_files(root: Path) -> list[Path]:
     return files
 
 
-def read_folder(
-    root: str | os.PathLike,
-    *,
-    label_sheet: str | os.PathLike | None = None,
-    cohort: str | None = None,
-    line_freq: float | None = None,
-    allow_empty_soz: bool = False,
-) -> CohortScan:
+def read_folder(root: str | os.PathLike, options: SourceOptions = SourceOptions()) -> CohortScan:
     """Read a folder of recordings (or one file) and its label sheet.
 
     Parameters
     ----------
     root : str | os.PathLike
         Folder searched recursively, or a single signal file.
-    label_sheet : str | os.PathLike | None
-        SOZ label sheet (:func:`ingest.labels.read_label_sheet`); recordings of subjects it
-        does not list are unlabelled.
-    cohort : str | None
-        Cohort name; defaults to the folder's name.
-    line_freq : float | None
-        Power-line frequency of the cohort (50 or 60 Hz); needed for every file that does not
-        store it.
-    allow_empty_soz : bool
-        Accept sheet entries that leave a recording with no SOZ contact (see
-        :func:`recording_from_file`).
+    options : SourceOptions
+        Label sheet, cohort (default: the folder's name), the line frequency of every file
+        that does not store it, empty-SOZ labels (``check_signals`` does not apply: every
+        file is opened).
 
     Returns
     -------
@@ -275,11 +254,12 @@ def read_folder(
     root = Path(root)
     if not root.exists():
         raise ConfigError(f"{root} does not exist; give a folder of recordings or one file.")
+    label_sheet, line_freq = options.label_sheet, options.line_freq
     if line_freq is not None and line_freq <= 0:
         raise ConfigError(f"{line_freq=} must be positive (50 or 60 Hz).")
     base = root.parent if root.is_file() else root
-    cohort = cohort or base.resolve().name
-    sheet = read_label_sheet(label_sheet) if label_sheet else {}
+    cohort = options.cohort or base.resolve().name
+    sheet = options.read_sheet()
     files = _signal_files(root)
     if not files:
         raise ConfigError(
@@ -305,7 +285,7 @@ def read_folder(
                 line_freq=line_freq,
                 soz=soz,
                 name=name,
-                allow_empty_soz=allow_empty_soz,
+                allow_empty_soz=options.allow_empty_soz,
                 label_sheet=label_sheet,
             )
         except RecordingError as e:
@@ -327,9 +307,9 @@ def read_folder(
             continue
         seen[rec.recording_id] = str(path)
         recordings.append(rec)
-    recordings.sort(key=lambda r: r.recording_id)
-    unused = unused_sheet_warnings(sheet, subjects, label_sheet) if sheet else ()
-    return CohortScan(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
+    return CohortScan.collect(
+        recordings, problems, sheet=sheet, subjects=subjects, label_sheet=label_sheet
+    )
 
 
 def _with_note(rec: Recording, note: str) -> Recording:

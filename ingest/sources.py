@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import ConfigError, RecordingError, SozkitError
+from ingest.labels import LabelEntry, read_label_sheet, unused_sheet_warnings
 from ingest.recording import Recording
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,23 @@ class CohortScan:
                 f"recording ids must be unique, got duplicates {dupes[:5]}; give the "
                 "recordings distinct names (or cohorts)."
             )
+
+    @classmethod
+    def collect(
+        cls,
+        recordings: Iterable[Recording],
+        problems: Iterable[RecordingError],
+        *,
+        sheet: Mapping[str, LabelEntry],
+        subjects: Iterable[str],
+        label_sheet: str | os.PathLike | None,
+    ) -> CohortScan:
+        """A reader's scan: ``recordings`` sorted by id, and a warning naming the ``sheet``'s
+        subjects that none of the cohort's ``subjects`` is
+        (:func:`ingest.labels.unused_sheet_warnings`)."""
+        unused = unused_sheet_warnings(sheet, subjects, label_sheet) if sheet else ()
+        recordings = sorted(recordings, key=lambda r: r.recording_id)
+        return cls(recordings=tuple(recordings), problems=tuple(problems), warnings=unused)
 
     def __len__(self) -> int:
         return len(self.recordings)
@@ -87,15 +105,49 @@ def is_bids_root(path: str | os.PathLike) -> bool:
     return (Path(path) / "dataset_description.json").is_file()
 
 
-def scan_source(
-    source: str | os.PathLike,
-    *,
-    label_sheet: str | os.PathLike | None = None,
-    cohort: str | None = None,
-    line_freq: float | None = None,
-    check_signals: bool = True,
-    allow_empty_soz: bool = False,
-) -> CohortScan:
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source is read: the same for :func:`scan_source`, :func:`scan_sources` and the
+    readers (:func:`ingest.bids.read_bids`, :func:`ingest.folder.read_folder`).
+
+    Parameters
+    ----------
+    label_sheet : str | os.PathLike | None
+        SOZ label sheet (CSV/XLSX, :func:`ingest.labels.read_label_sheet`). A folder's
+        recordings of subjects it does not list are unlabelled; in a BIDS dataset it is for
+        sidecars that do not mark SOZ (ds003029), and where both exist the sheet wins (with a
+        warning when they differ).
+    cohort : str | None
+        Cohort name; defaults to the folder's name (``"ds004100"``), or the file's parent
+        folder name for a single file.
+    line_freq : float | None
+        Power-line frequency (50 or 60 Hz) for recordings that do not state it: every file of
+        a folder that does not store it (EDF); in a BIDS dataset only the runs whose
+        ``_ieeg.json`` has no ``PowerLineFrequency``.
+    check_signals : bool
+        BIDS: open every signal file's header and check it against the sidecars (default).
+        When ``False`` (sidecars without signal files), ``sfreq`` and ``n_times`` come from
+        ``SamplingFrequency`` and ``RecordingDuration``. A folder's files are always opened.
+    allow_empty_soz : bool
+        Accept a label sheet that leaves a recording with no SOZ contact (its names match none
+        of the recording's channels, or it marks none), with a warning. By default such a
+        recording is a problem (:func:`ingest.labels.empty_soz_error`): all its contacts would
+        train as negatives.
+    """
+
+    label_sheet: str | os.PathLike | None = None
+    cohort: str | None = None
+    line_freq: float | None = None
+    check_signals: bool = True
+    allow_empty_soz: bool = False
+
+    def read_sheet(self) -> dict[str, LabelEntry]:
+        """The label sheet's entries by subject (:func:`ingest.labels.read_label_sheet`);
+        empty without a sheet."""
+        return read_label_sheet(self.label_sheet) if self.label_sheet else {}
+
+
+def scan_source(source: str | os.PathLike, options: SourceOptions = SourceOptions()) -> CohortScan:
     """Read every recording of a cohort into :class:`~ingest.recording.Recording` records.
 
     Parameters
@@ -103,22 +155,8 @@ def scan_source(
     source : str | os.PathLike
         A BIDS root (has ``dataset_description.json``), a folder of recordings, or one
         recording file.
-    label_sheet : str | os.PathLike | None
-        SOZ label sheet (CSV/XLSX, :func:`ingest.labels.read_label_sheet`).
-    cohort : str | None
-        Cohort name; defaults to the folder's name (``"ds004100"``), or the file's parent
-        folder name for a single file.
-    line_freq : float | None
-        Power-line frequency for sources that do not state it (EDF folders); BIDS datasets
-        take it from ``PowerLineFrequency`` and use this only where the sidecar lacks it.
-    check_signals : bool
-        Open every signal file's header and check it against the metadata (default). Turn off
-        only to read sidecars without their signal files.
-    allow_empty_soz : bool
-        Accept a label sheet that leaves a recording with no SOZ contact (its names match none
-        of the recording's channels, or it marks none), with a warning. By default such a
-        recording is a problem (:func:`ingest.labels.empty_soz_error`): all its contacts would
-        train as negatives.
+    options : SourceOptions
+        Label sheet, cohort name, line frequency ...
 
     Returns
     -------
@@ -132,21 +170,8 @@ def scan_source(
     if not source.exists():
         raise ConfigError(f"source {source} does not exist; give a BIDS root, a folder or a file.")
     if is_bids_root(source):
-        return read_bids(
-            source,
-            label_sheet=label_sheet,
-            cohort=cohort,
-            line_freq=line_freq,
-            check_signals=check_signals,
-            allow_empty_soz=allow_empty_soz,
-        )
-    return read_folder(
-        source,
-        label_sheet=label_sheet,
-        cohort=cohort,
-        line_freq=line_freq,
-        allow_empty_soz=allow_empty_soz,
-    )
+        return read_bids(source, options)
+    return read_folder(source, options)
 
 
 @dataclass(frozen=True)
@@ -196,11 +221,7 @@ class SourcesScan:
 
 
 def scan_sources(
-    sources: Sequence[str | os.PathLike],
-    *,
-    label_sheet: str | os.PathLike | None = None,
-    line_freq: float | None = None,
-    allow_empty_soz: bool = False,
+    sources: Sequence[str | os.PathLike], options: SourceOptions = SourceOptions()
 ) -> SourcesScan:
     """Scan several sources (:func:`scan_source` each); one bad source never stops the others.
 
@@ -212,12 +233,8 @@ def scan_sources(
     ----------
     sources : sequence of path
         BIDS roots, folders or files.
-    label_sheet : path or None
-        SOZ label sheet for the sources.
-    line_freq : float or None
-        Line frequency where a source states none.
-    allow_empty_soz : bool
-        Accept label-sheet entries that leave a recording no SOZ contact (:func:`scan_source`).
+    options : SourceOptions
+        How each source is read (the one label sheet, line frequency ... of all of them).
 
     Returns
     -------
@@ -229,12 +246,7 @@ def scan_sources(
     seen: dict[str, str] = {}
     for source in sources:
         try:
-            scan = scan_source(
-                source,
-                label_sheet=label_sheet,
-                line_freq=line_freq,
-                allow_empty_soz=allow_empty_soz,
-            )
+            scan = scan_source(source, options)
         except SozkitError as e:
             reason, fix = str(e), "check the path, or leave this source out."
             if isinstance(e, RecordingError):

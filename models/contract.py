@@ -1,9 +1,12 @@
 """The input contract every registered model checks: ``x (batch, n_chans, seq_len, n_feats)``
-with a ``mask (batch, n_chans)`` of real channels (see :mod:`models.registry`)."""
+with a ``mask (batch, n_chans)`` of real channels (see :mod:`models.registry`), and the
+constructor checks and ``hparams`` they share."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,3 +45,11 @@ def check_hparams(integers: Iterable[tuple[str, object, int]], dropout: float) -
             raise ValueError(f"{name}={value!r} must be an integer >= {low}.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"{dropout=} must be in [0, 1).")
+
+
+def constructor_args(model: object, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``model``'s constructor was called with, by its signature, from
+    the constructor's ``locals()`` (``given``): the ``model.hparams`` that
+    :func:`models.registry.build_model` takes back to rebuild it."""
+    params = inspect.signature(type(model).__init__).parameters
+    return {name: given[name] for name in params if name != "self"}

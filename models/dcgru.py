@@ -39,7 +39,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from models.contract import check_hparams, check_model_input
+from models.contract import check_hparams, check_model_input, constructor_args
 from models.graphs import (
     correlation_adjacency,
     diffusion_steps,
@@ -229,16 +229,7 @@ class _DCGRUBase(nn.Module):
             raise ValueError(f"{top_k=} must be a positive integer, or None for a dense graph.")
         if not isinstance(standardize, bool):
             raise ValueError(f"{standardize=} must be True or False.")
-        self.hparams = dict(
-            n_feats=n_feats,
-            seq_len=seq_len,
-            hidden=hidden,
-            k_hops=k_hops,
-            top_k=top_k,
-            n_layers=n_layers,
-            dropout=dropout,
-            standardize=standardize,
-        )
+        self.hparams = constructor_args(self, locals())
         self.n_feats = n_feats
         self.standardize = standardize
         self.seq_len = seq_len

@@ -27,7 +27,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from models.contract import check_hparams, check_model_input
+from models.contract import check_hparams, check_model_input, constructor_args
 
 logger = logging.getLogger(__name__)
 
@@ -154,18 +154,7 @@ class SOZFormer(nn.Module):
                 f"{n_feats=} is too short for clip_embedding='conv' (raw samples per clip, "
                 "at least 64); use clip_embedding='linear' for spectral features."
             )
-        self.hparams = dict(
-            n_feats=n_feats,
-            seq_len=seq_len,
-            d_model=d_model,
-            n_heads=n_heads,
-            n_temporal_layers=n_temporal_layers,
-            n_spatial_layers=n_spatial_layers,
-            dim_feedforward=dim_feedforward,
-            dropout=dropout,
-            clip_embedding=clip_embedding,
-            pooling=pooling,
-        )
+        self.hparams = constructor_args(self, locals())
         self.n_feats = n_feats
         self.seq_len = seq_len
         self.pooling = pooling

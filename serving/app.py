@@ -66,6 +66,7 @@ from serving.bodies import (
     unsupported_type,
     upload_path,
 )
+from serving.calls import CallRules
 from serving.config import ServeConfig
 from serving.engine import SequenceConsumer, score_recording
 from serving.http_limits import BodyLimits, controller_env
@@ -81,7 +82,6 @@ from serving.scoring import (
     Scorer,
     describe_neural,
     ensemble,
-    load_call_rules,
     load_preprocessing,
     run_models,
 )
@@ -348,8 +348,7 @@ class ScoreIngress:
         )
         self.folds, self.threshold = ensemble(self.metas)
         run = RunDir.open(self.cfg.run_dir)
-        rules = load_call_rules(run, self.cfg.model, self.folds)
-        self.calibration, self.relative_k = rules["calibration"], rules["relative_k"]
+        self.rules = CallRules.from_run(run, self.cfg.model, self.folds, self.threshold)
         self.started = time.time()
         self._uploads = 0  # uploads being received now
         missing = [r for r in self.cfg.data_roots if not Path(r).is_dir()]
@@ -460,9 +459,8 @@ class ScoreIngress:
         """
         predictor = _RemotePredictor(self.model)
         consumer = _KeepingConsumer(
-            self.cfg.model, self.prep, self.folds, self.threshold, predictor,
-            batch_size=1, max_in_flight=MAX_IN_FLIGHT, calibration=self.calibration,
-            relative_k=self.relative_k,
+            self.cfg.model, self.prep, self.folds, self.rules, predictor,
+            batch_size=1, max_in_flight=MAX_IN_FLIGHT,
         )  # fmt: skip
         if explain:
             consumer.sequences_seen = []

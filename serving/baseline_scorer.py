@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.baseline import epileptogenicity_index, interictal_ranking
+from serving.calls import CallRules
 from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
@@ -43,14 +45,11 @@ class BaselineScorer(WholeRecordingScorer):
     ----------
     cfg : BaselineConfig
         Windows and method (the run's ``model_hparams["baseline"]``).
-    thresholds : sequence of float
-        The folds' thresholds (their mean is used).
     folds : sequence of int
+    rules : CallRules
+        The folds' mean threshold, calibration and call rule.
     ingest_config : IngestConfig
         The preprocessing of the training store.
-    calibration : trainer.calibration.EnsembleCalibration, optional
-    relative_k : float, optional
-        The patient-relative call rule's ``k``; ``None`` = the threshold.
     cache_bytes : int
     """
 
@@ -60,23 +59,17 @@ class BaselineScorer(WholeRecordingScorer):
     def __init__(
         self,
         cfg: BaselineConfig,
-        thresholds,
-        folds,
+        folds: Sequence[int],
+        rules: CallRules,
         *,
         ingest_config: IngestConfig,
-        calibration=None,
-        relative_k: float | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        if not len(thresholds) or len(thresholds) != len(folds):
-            raise SozkitError(
-                f"baseline: need one threshold per fold, got {len(thresholds)} for {len(folds)}."
-            )
+        if not len(folds):
+            raise SozkitError("baseline: need at least one fold.")
         self.cfg = cfg
-        self.folds = tuple(int(f) for f in folds)
-        self.threshold = float(np.mean(thresholds))
+        self.folds, self.rules = tuple(int(f) for f in folds), rules
         self.ingest_config = ingest_config
-        self.calibration, self.relative_k = calibration, relative_k
         self.cache_bytes = int(cache_bytes)
 
     @classmethod
@@ -84,8 +77,6 @@ class BaselineScorer(WholeRecordingScorer):
         cls, run_dir: str | os.PathLike, fold: int | None = None, **kwargs: Any
     ) -> BaselineScorer:
         """The run's ``baseline`` folds (every finished one, or ``fold``)."""
-        from serving.scoring import load_call_rules
-
         run = RunDir.open(run_dir)
         done = [k for k in run.fold_indices("baseline") if run.fold_finished("baseline", k)]
         if fold is not None:
@@ -105,10 +96,8 @@ class BaselineScorer(WholeRecordingScorer):
         line_freq = kwargs.pop("line_freq", None)
         cfg = run.ingest_config().with_line_freq(line_freq)
         kwargs = {k: v for k, v in kwargs.items() if k == "cache_bytes"}
-        return cls(
-            BaselineConfig(**hparams), [run.threshold("baseline", k) for k in done], done,
-            ingest_config=cfg, **load_call_rules(run, "baseline", done), **kwargs,
-        )  # fmt: skip
+        rules = CallRules.from_run(run, "baseline", done)
+        return cls(BaselineConfig(**hparams), done, rules, ingest_config=cfg, **kwargs)
 
     def consumer(self) -> BaselineConsumer:
         return BaselineConsumer(self)
@@ -173,8 +162,7 @@ class BaselineConsumer(ScorerConsumer):
         probs = np.clip(np.mean(scores, axis=0), 0.0, 1.0)
         s = self.scorer
         return make_result(
-            rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
+            rec, s.name, s.folds, s.rules, contacts, probs, n_sequences=0,
             timings={**timings, "model": time.perf_counter() - t0},
-            warnings=scoring_warnings(rec), calibration=s.calibration, relative_k=s.relative_k,
-            flat=self.flat,
+            warnings=scoring_warnings(rec), flat=self.flat,
         )  # fmt: skip

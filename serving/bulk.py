@@ -114,7 +114,7 @@ def collect_work(
     failures : list of dict
         Rows of :data:`serving.results.FAILURE_COLUMNS` (stage ``"scan"``).
     """
-    from ingest.sources import scan_sources
+    from ingest.sources import SourceOptions, scan_sources
 
     items: list[WorkItem] = []
     failures: list[dict[str, Any]] = []
@@ -129,7 +129,9 @@ def collect_work(
         else:
             files.append(source)
     # scoring trains nothing: a sheet leaving a recording no SOZ only affects its report
-    scan = scan_sources(files, label_sheet=label_sheet, line_freq=line_freq, allow_empty_soz=True)
+    scan = scan_sources(
+        files, SourceOptions(label_sheet=label_sheet, line_freq=line_freq, allow_empty_soz=True)
+    )
     items += [WorkItem(rec.recording_id, rec.path, rec=rec) for rec in scan.recordings]
     for problem in scan.problems:
         row = {"source_path": problem.source, "stage": "scan", "reason": problem.reason}

@@ -32,7 +32,8 @@ from ingest.config import IngestConfig
 from ingest.errors import ConfigError, RecordingError, SozkitError, name_list
 from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.site_norm import clip_features
-from serving.flat_contacts import relative_call_threshold, without_flat  # noqa: F401
+from serving.calls import CallRules
+from serving.flat_contacts import without_flat
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
 from serving.results import ScoreResult, recording_metadata
 
@@ -88,9 +89,12 @@ class ScorerConsumer(Consumer):
 
 class WholeRecordingScorer:
     """A scorer whose one :class:`ScorerConsumer` scores a recording (the SVM, the baseline);
-    subclasses set ``name``, ``kind``, ``folds``, ``threshold``, ``ingest_config``."""
+    subclasses set ``name``, ``kind``, ``folds``, ``rules`` (:class:`serving.calls.CallRules`),
+    ``ingest_config``."""
 
     kind: str
+    rules: CallRules
+    threshold = property(lambda self: self.rules.threshold)
 
     def consumer(self) -> ScorerConsumer:
         """A fresh engine consumer scoring one recording with this scorer."""
@@ -412,17 +416,13 @@ class SequenceConsumer(Consumer):
     prep : Preprocessing
     folds : sequence of int
         Folds averaged by the predictor (reported in the result).
-    threshold : float
-        The SOZ decision threshold.
+    rules : CallRules
+        The SOZ threshold, calibration and call rule (:func:`make_result`).
     predictor : Predictor
     batch_size : int
         Sequences per ``predictor.submit``.
     max_in_flight : int
         Submissions left running before waiting for the oldest (``0``: wait at once).
-    calibration : trainer.calibration.EnsembleCalibration, optional
-        Applied to the channel probabilities and the threshold (:func:`make_result`).
-    relative_k : float, optional
-        The patient-relative call rule's ``k`` (:func:`make_result`); ``None`` = ``threshold``.
     """
 
     def __init__(
@@ -430,24 +430,20 @@ class SequenceConsumer(Consumer):
         name: str,
         prep: Preprocessing,
         folds: Sequence[int],
-        threshold: float,
+        rules: CallRules,
         predictor: Predictor,
         *,
         batch_size: int = 8,
         max_in_flight: int = 0,
-        calibration=None,
-        relative_k: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"{batch_size=} must be >= 1.")
         self.name, self.prep = name, prep
-        self.folds, self.threshold = tuple(folds), float(threshold)
+        self.folds, self.rules = tuple(folds), rules
         self.predictor = predictor
         self.batch_size, self.max_in_flight = int(batch_size), int(max_in_flight)
         self.ingest_config, self.cache_bytes = prep.ingest_config, prep.cache_bytes
         self.min_clips = prep.min_clips
-        self.calibration = calibration
-        self.relative_k = relative_k
         self.sequences_seen: list[np.ndarray] | None = None  # set to a list to keep them
 
     def start(self, rec: Recording, contacts: tuple[str, ...], n_clips: int) -> None:
@@ -492,9 +488,8 @@ class SequenceConsumer(Consumer):
         if self._n < 1:
             raise SozkitError(f"{rec.recording_id}: no sequence was scored.")
         return make_result(
-            rec, self.name, self.folds, self.threshold, contacts, self._sum / self._n,
-            n_sequences=self._n, warnings=scoring_warnings(rec), calibration=self.calibration,
-            relative_k=self.relative_k, flat=self.flat,
+            rec, self.name, self.folds, self.rules, contacts, self._sum / self._n,
+            n_sequences=self._n, warnings=scoring_warnings(rec), flat=self.flat,
             timings={**timings, "features": self._t_features, "model": self._t_model},
         )  # fmt: skip
 
@@ -523,37 +518,23 @@ def make_result(
     rec: Recording,
     model: str,
     folds: Sequence[int],
-    threshold: float,
+    rules: CallRules,
     channels: Sequence[str],
     probabilities: np.ndarray,
     *,
     n_sequences: int = 0,
     timings: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
-    calibration=None,
-    relative_k: float | None = None,
     flat: np.ndarray | None = None,
 ) -> ScoreResult:
     """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known.
 
-    ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing)
-    maps the raw probabilities and threshold onto calibrated ones; the raw ones are kept.
-    ``relative_k`` replaces ``threshold`` by the patient-relative rule's threshold of this
-    recording's contacts (:func:`trainer.call_rules.relative_threshold`, on the raw scores),
-    leaving out the ``flat`` ones (:func:`serving.flat_contacts.relative_call_threshold`).
+    The raw ``probabilities`` are called by ``rules`` (:meth:`serving.calls.CallRules.apply`:
+    the calibrated probabilities and threshold, the raw ones kept; a relative rule's threshold
+    leaves the ``flat`` contacts out).
     """
     labels = None if rec.soz is None else tuple(c in rec.soz for c in channels)
-    probs = np.asarray(probabilities, dtype=np.float64)
-    if relative_k is not None:
-        threshold = relative_call_threshold(probs, relative_k, flat)
-    cal = {}
-    if calibration is not None:
-        cal = {
-            "raw_probabilities": probs,
-            "raw_threshold": float(threshold),
-            "calibration": calibration.method,
-        }
-        probs, threshold = calibration(probs), float(calibration(np.array([threshold]))[0])
+    probs, threshold, cal = rules.apply(probabilities, flat)
     return ScoreResult(
         recording_id=rec.recording_id,
         subject=rec.subject,

@@ -258,12 +258,13 @@ def score_and_explain(scorer, rec, **kwargs):
         What :meth:`serving.scoring.Scorer.score` returns.
     explanation : RecordingExplanation
     """
+    from serving.calls import CallRules
     from serving.engine import SequenceConsumer, score_recording
 
     stream = scorer.stream(rec)  # contacts and clip count (the header only)
     keep = _FoldKeeping(scorer.networks)
     consumer = SequenceConsumer(
-        scorer.name, scorer.prep, scorer.folds, scorer.threshold, keep,
+        scorer.name, scorer.prep, scorer.folds, CallRules(scorer.threshold), keep,
         batch_size=scorer.batch_size,
     )  # fmt: skip
     consumer.sequences_seen = []
@@ -325,7 +326,7 @@ def explain_results(
     Parameters
     ----------
     results : DataFrame
-        A results table (:func:`serving.report.load_results`).
+        A results table (:func:`serving.report_results.load_results`).
     run_dir : path-like
         The training run the models come from.
     store : ingest.store.ClipStore or None

@@ -242,6 +242,7 @@ def read_bids_recording(
         The run's sidecars or signal file are invalid, or the file is no run of the dataset.
     """
     from ingest.bids import read_bids
+    from ingest.sources import SourceOptions
 
     path, root = Path(path).resolve(), Path(root).resolve()
     try:
@@ -255,13 +256,8 @@ def read_bids_recording(
             f"{rel} is not a BIDS run file (expected sub-<label>/[ses-<label>/]ieeg/...).",
             "give the path of a run's signal file, e.g. sub-01/ieeg/sub-01_task-x_ieeg.edf.",
         )
-    scan = read_bids(
-        root,
-        label_sheet=label_sheet,
-        cohort=root.name,
-        line_freq=line_freq,
-        subjects=[subject_dir.removeprefix("sub-")],
-    )
+    options = SourceOptions(label_sheet=label_sheet, cohort=root.name, line_freq=line_freq)
+    scan = read_bids(root, options, subjects=[subject_dir.removeprefix("sub-")])
     stem = path.name.split("_ieeg")[0]
     for rec in scan.recordings:
         if Path(rec.path).name.split("_ieeg")[0] == stem:

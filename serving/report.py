@@ -8,7 +8,8 @@ at a glance. Below: the top contacts as a bar chart and a table, and the recordi
 
 Input is a results table (columns :data:`serving.results.RESULT_COLUMNS`, as ``soz score``
 writes) or a training run directory, whose test-fold predictions are turned into the same table
-(:func:`load_results`). Figures use matplotlib's Agg backend (no display needed).
+(:func:`serving.report_results.load_results`). Figures use matplotlib's Agg backend (no display
+needed).
 """
 
 from __future__ import annotations
@@ -36,134 +37,14 @@ from ingest.fileio import write_text  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
 from serving import report_context  # noqa: E402
 from serving import report_sections as sections_mod  # noqa: E402
+from serving.report_results import complete_results  # noqa: E402
 from serving.report_sections import safe_name as _safe_name  # noqa: E402
-from serving.results import RESULT_COLUMNS  # noqa: E402
-from trainer.rundir import RunDir  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 CMAP = "YlOrRd"
 CLINICAL_COLOUR = "#1f6fd1"
 _NUM = re.compile(r"(\d+)$")
-
-
-def load_results(source: str | os.PathLike) -> pd.DataFrame:
-    """Read a results table from ``soz score``'s Parquet file or from a training run directory.
-
-    Parameters
-    ----------
-    source : path-like
-        A ``.parquet`` results file, or ``RUN_DIR`` (``RUN_DIR/<model>/predictions.parquet``:
-        the test-fold predictions, scored by the fold's model at the fold's threshold).
-
-    Returns
-    -------
-    DataFrame
-        Columns :data:`serving.results.RESULT_COLUMNS` (missing metadata left empty).
-    """
-    source = Path(source)
-    if source.is_file():
-        frame = pd.read_parquet(source)
-        missing = {"recording_id", "channel", "model", "probability", "threshold"} - set(frame)
-        if missing:
-            raise SozkitError(
-                f"{source} lacks the columns {sorted(missing)}; give a file written by "
-                "`soz score` or a training run directory."
-            )
-        if "superseded" in frame:  # soz watch keeps an older version's rows, marked
-            frame = frame[~frame["superseded"].fillna(False).astype(bool)]
-        return _complete(frame)
-    if source.is_dir():
-        return _complete(_run_dir_results(source))
-    raise SozkitError(
-        f"{source} does not exist; give a results .parquet (soz score --out) or a RUN_DIR."
-    )
-
-
-def _run_dir_results(run_dir: Path) -> pd.DataFrame:
-    run = RunDir.open(run_dir)
-    frames = []
-    for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        model, pred = model_dir.name, run.predictions_path(model_dir.name)
-        if not pred.is_file():
-            continue
-        df = pd.read_parquet(pred)
-        needed = {"recording_id", "channel", "score"}
-        if not needed <= set(df):
-            logger.warning("%s lacks %s; skipped", pred, sorted(needed - set(df)))
-            continue
-        df = df.rename(columns={"score": "probability", "y_true": "soz_label"})
-        if "patient" in df and "subject" not in df:
-            df["subject"] = df["patient"].astype(str).str.split("/").str[-1]
-        df["model"] = model
-        if "fold" not in df:
-            df["fold"] = pd.NA
-        df["threshold"] = [_fold_threshold(run, model, f) for f in df["fold"].astype("object")]
-        # One row per sequence x channel: average to one per recording x channel.
-        keys = [c for c in ("recording_id", "channel", "model", "fold") if c in df]
-        agg = {"probability": "mean", "threshold": "first"}
-        for col in ("subject", "cohort", "soz_label"):
-            if col in df:
-                agg[col] = "first" if col != "soz_label" else "max"
-        per = df.groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
-        frames.append(_relative_calls(run, model, per))
-    if not frames:
-        raise SozkitError(
-            f"{run_dir} holds no <model>/predictions.parquet; train first (soz train --out "
-            f"{run_dir}) or give a results file from `soz score`."
-        )
-    out = pd.concat(frames, ignore_index=True)
-    out["soz_call"] = out["probability"] >= out["threshold"]
-    return out
-
-
-def _relative_calls(run: RunDir, model: str, per: pd.DataFrame) -> pd.DataFrame:
-    """Folds trained with the patient-relative call rule: each recording's own threshold."""
-    from trainer.call_rules import relative_threshold
-
-    if "fold" not in per:
-        return per
-    for fold, idx in per.groupby("fold", dropna=True).groups.items():
-        k = run.relative_k(model, int(fold))
-        if k is None:
-            continue
-        part = per.loc[idx]
-        per.loc[idx, "threshold"] = part.groupby("recording_id")["probability"].transform(
-            lambda p, k=k: relative_threshold(p.to_numpy(float), k)
-        )
-    return per
-
-
-def _fold_threshold(run: RunDir, model: str, fold: object) -> float:
-    """A fold's threshold (:meth:`RunDir.threshold`); every fold's mean when ``fold`` is None."""
-    folds = run.fold_indices(model) if fold is None or pd.isna(fold) else [int(fold)]
-    values = []
-    for k in folds:
-        try:
-            values.append(run.threshold(model, k))
-        except SozkitError:
-            continue
-    if not values:
-        raise SozkitError(
-            f"no threshold in {run.model_dir(model)}/fold_*/threshold.json for fold {fold}; the "
-            "run did not finish that fold (soz train --resume)."
-        )
-    return float(np.mean(values))
-
-
-def _complete(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    for col in RESULT_COLUMNS:
-        if col not in frame:
-            frame[col] = pd.NA
-    frame["shaft"] = [
-        s if isinstance(s, str) else shaft_of(c)
-        for s, c in zip(frame["shaft"], frame["channel"], strict=True)
-    ]
-    frame["soz_call"] = frame["probability"].astype(float) >= frame["threshold"].astype(float)
-    frame["soz_label"] = frame["soz_label"].astype("boolean")
-    frame["subject"] = frame["subject"].fillna(frame["recording_id"]).astype(str)
-    return frame
 
 
 def contact_number(name: str) -> int | None:
@@ -359,7 +240,7 @@ def select_rows(
     """The rows of the page(s) ``write_report(by=by, select=select)`` writes."""
     if select is None:
         return results
-    return pd.concat(list(_units(_complete(results), by, select).values()))
+    return pd.concat(list(_units(complete_results(results), by, select).values()))
 
 
 def _patient_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -487,7 +368,7 @@ def write_report(
     Parameters
     ----------
     results : DataFrame
-        Results table (:func:`load_results`).
+        Results table (:func:`serving.report_results.load_results`).
     out_dir : path-like
         Output folder (created).
     by : {"recording", "patient"}
@@ -522,7 +403,7 @@ def write_report(
         raise ConfigError(f"{top_n=} must be >= 1 (--top).")
     if results.empty:
         raise SozkitError("the results table is empty: nothing to report.")
-    results = _complete(results)
+    results = complete_results(results)
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     links = []

@@ -30,6 +30,7 @@ import torch
 
 from ingest.errors import ConfigError, SozkitError
 from ingest.recording import Recording
+from serving.calls import CallRules
 from serving.config import ALL_MODELS
 from serving.engine import (
     Preprocessing,
@@ -42,7 +43,6 @@ from serving.engine import (
 )
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream
 from serving.results import ScoreResult
-from trainer.calibration import EnsembleCalibration
 from trainer.checkpoint import FoldCheckpoint, load_checkpoint
 from trainer.rundir import REFERENCE_MODELS, RunDir, checkpoint_meta
 
@@ -70,28 +70,6 @@ def ensemble(metas: Sequence[FoldCheckpoint]) -> tuple[tuple[int, ...], float]:
     """``(folds, threshold)`` of a fold ensemble: the fold indices and their mean threshold."""
     folds = tuple(int(m.fold) if m.fold is not None else i for i, m in enumerate(metas))
     return folds, float(np.mean([m.threshold for m in metas]))
-
-
-def load_calibration(run: RunDir, model: str, folds: Sequence[int]) -> EnsembleCalibration:
-    """The calibration of a fold ensemble: each fold's ``calibration.json``, averaged."""
-    return EnsembleCalibration([run.calibrator(model, k) for k in folds])
-
-
-def load_relative_k(run: RunDir, model: str, folds: Sequence[int]) -> float | None:
-    """The ensemble's relative-rule ``k`` (mean over the folds), ``None`` when it calls with
-    the Youden threshold (any fold trained with it)."""
-    ks = [run.relative_k(model, k) for k in folds]
-    return None if any(k is None for k in ks) else float(np.mean(ks))
-
-
-def load_call_rules(run: RunDir, model: str, folds: Sequence[int]) -> dict[str, Any]:
-    """How a fold ensemble calls SOZ: ``calibration`` (:func:`load_calibration`) and
-    ``relative_k`` (:func:`load_relative_k`), as keyword arguments of a scorer."""
-    folds = list(folds)
-    return {
-        "calibration": load_calibration(run, model, folds),
-        "relative_k": load_relative_k(run, model, folds),
-    }
 
 
 def load_preprocessing(
@@ -198,12 +176,9 @@ class Scorer:
         Memory budget for keeping a recording's clips between the two preprocessing passes.
     line_freq : float | None
         Power-line frequency used for recordings that do not state one.
-    calibration : EnsembleCalibration, optional
-        The folds' calibration (:func:`load_calibration`; ``from_run`` loads it); ``None``
-        reports the raw probabilities.
-    relative_k : float, optional
-        Call with the patient-relative rule (:mod:`trainer.call_rules`) at this ``k``, each
-        recording against its own contacts; ``None`` = the Youden threshold.
+    rules : CallRules, optional
+        How the ensemble calls SOZ (``from_run`` loads the run's calibration and call rule);
+        default: the folds' mean threshold, raw probabilities.
 
     Attributes
     ----------
@@ -212,7 +187,7 @@ class Scorer:
     networks : Networks
         The fold networks.
     threshold : float
-        Mean of the folds' thresholds.
+        The threshold of ``rules``.
     folds : tuple of int
         The folds averaged.
     """
@@ -228,8 +203,7 @@ class Scorer:
         eval_stride: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         line_freq: float | None = None,
-        calibration: EnsembleCalibration | None = None,
-        relative_k: float | None = None,
+        rules: CallRules | None = None,
     ) -> None:
         if not models or len(models) != len(metas):
             raise SozkitError(
@@ -246,10 +220,9 @@ class Scorer:
             models, seq_len=self.prep.seq_len, n_feats=self.prep.n_feats, device=device
         )
         self.metas = tuple(metas)
-        self.folds, self.threshold = ensemble(metas)
+        self.folds, threshold = ensemble(metas)
+        self.rules = rules or CallRules(threshold)
         self.batch_size = int(batch_size)
-        self.calibration = calibration
-        self.relative_k = relative_k
 
     @classmethod
     def from_run(
@@ -287,7 +260,8 @@ class Scorer:
             models.append(net)
             metas.append(meta)
         kwargs.setdefault("eval_stride", run.eval_stride())
-        return cls(model, models, metas, **{**load_call_rules(run, model, paths), **kwargs})
+        kwargs.setdefault("rules", CallRules.from_run(run, model, paths, ensemble(metas)[1]))
+        return cls(model, models, metas, **kwargs)
 
     # -- the two halves, for callers that use them directly ----------------------------------
     ingest_config = property(lambda self: self.prep.ingest_config)
@@ -297,6 +271,7 @@ class Scorer:
     eval_stride = property(lambda self: self.prep.eval_stride)
     cache_bytes = property(lambda self: self.prep.cache_bytes)
     models = property(lambda self: self.networks.models)
+    threshold = property(lambda self: self.rules.threshold)
     device = property(lambda self: self.networks.device)
 
     def sequence_starts(self, n_clips: int) -> np.ndarray:
@@ -319,8 +294,8 @@ class Scorer:
     def consumer(self) -> SequenceConsumer:
         """A fresh engine consumer scoring one recording with these networks."""
         return SequenceConsumer(
-            self.name, self.prep, self.folds, self.threshold, self.networks,
-            batch_size=self.batch_size, calibration=self.calibration, relative_k=self.relative_k,
+            self.name, self.prep, self.folds, self.rules, self.networks,
+            batch_size=self.batch_size,
         )  # fmt: skip
 
     def score(self, rec: Recording) -> ScoreResult:

@@ -30,6 +30,7 @@ from ingest.errors import SozkitError
 from ingest.recording import Recording
 from models.features import RecordingFeatureMean, feature_names, svm_bands
 from models.svm import SOZSVM
+from serving.calls import CallRules
 from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
 from serving.results import ScoreResult
@@ -45,18 +46,14 @@ class SVMScorer(WholeRecordingScorer):
     ----------
     svms : sequence of SOZSVM
         Fitted models, one per fold.
-    thresholds : sequence of float
-        Each fold's threshold.
     folds : sequence of int
         Fold indices.
+    rules : CallRules
+        The folds' mean threshold, calibration and call rule (``from_run`` loads them).
     ingest_config : IngestConfig
         Preprocessing of the training store.
     cache_bytes : int
         Memory budget between the two preprocessing passes.
-    calibration : trainer.calibration.EnsembleCalibration, optional
-        The folds' calibration (``from_run`` loads it); ``None`` reports the raw probabilities.
-    relative_k : float, optional
-        The patient-relative call rule's ``k`` (``from_run`` loads it); ``None`` = Youden.
     """
 
     name = kind = "svm"
@@ -65,18 +62,15 @@ class SVMScorer(WholeRecordingScorer):
     def __init__(
         self,
         svms: Sequence[SOZSVM],
-        thresholds: Sequence[float],
         folds: Sequence[int],
+        rules: CallRules,
         *,
         ingest_config: IngestConfig,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
-        calibration=None,
-        relative_k: float | None = None,
     ) -> None:
-        if not svms or not len(svms) == len(thresholds) == len(folds):
+        if not svms or len(svms) != len(folds):
             raise SozkitError(
-                f"svm: need as many thresholds ({len(thresholds)}) and folds ({len(folds)}) as "
-                f"models ({len(svms)}), at least one."
+                f"svm: need as many folds ({len(folds)}) as models ({len(svms)}), at least one."
             )
         self.feature_names = feature_names(svm_bands(ingest_config.sfreq))
         for svm in svms:
@@ -87,12 +81,9 @@ class SVMScorer(WholeRecordingScorer):
                     f"{ingest_config.sfreq:g} Hz ({self.feature_names}); retrain."
                 )
         self.svms = list(svms)
-        self.folds = tuple(int(f) for f in folds)
-        self.threshold = float(np.mean(thresholds))
+        self.folds, self.rules = tuple(int(f) for f in folds), rules
         self.ingest_config = ingest_config
         self.cache_bytes = int(cache_bytes)
-        self.calibration = calibration
-        self.relative_k = relative_k
 
     @classmethod
     def from_run(
@@ -109,16 +100,13 @@ class SVMScorer(WholeRecordingScorer):
         ``line_freq`` fills in an ingest configuration that has none; ``allow_incomplete`` as
         in :meth:`serving.scoring.Scorer.from_run`.
         """
-        from serving.scoring import load_call_rules
-
         run = RunDir.open(run_dir)
         paths = run.serving_folds("svm", fold, allow_incomplete=allow_incomplete)
         svms = [SOZSVM.load(path) for path in paths.values()]
-        thresholds = [run.threshold("svm", k) for k in paths]
+        rules = kwargs.pop("rules", None) or CallRules.from_run(run, "svm", paths)
         cfg = kwargs.pop("ingest_config", None) or run.ingest_config()
         cfg = cfg.with_line_freq(line_freq)
-        kwargs = {**load_call_rules(run, "svm", paths), **kwargs}
-        return cls(svms, thresholds, list(paths), ingest_config=cfg, **kwargs)
+        return cls(svms, list(paths), rules, ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Mean calibrated probability over the folds, X (n_chans, n_feats) -> (n_chans,)."""
@@ -154,8 +142,7 @@ class SVMConsumer(ScorerConsumer):
         t_model = time.perf_counter() - t0
         s = self.scorer
         return make_result(
-            rec, s.name, s.folds, s.threshold, contacts, probs, n_sequences=0,
+            rec, s.name, s.folds, s.rules, contacts, probs, n_sequences=0,
             timings={**timings, "features": self._t, "model": t_model},
-            warnings=scoring_warnings(rec), calibration=s.calibration, relative_k=s.relative_k,
-            flat=self.flat,
+            warnings=scoring_warnings(rec), flat=self.flat,
         )  # fmt: skip

@@ -46,21 +46,18 @@ def scan_arrival(
         The reader's reason (unreadable, truncated, sidecars contradicting the file ...).
     """
     from ingest.bids import read_bids
-    from ingest.sources import scan_source
+    from ingest.sources import SourceOptions, scan_source
 
     if kind == "bids":
         parts = Path(os.path.relpath(arrival_key, landing)).parts
         subject = next((p[4:] for p in parts if p.startswith("sub-")), None)
-        scan = read_bids(
-            landing,
-            label_sheet=label_sheet,
-            line_freq=line_freq,
-            subjects=[subject] if subject else None,
-        )
+        options = SourceOptions(label_sheet=label_sheet, line_freq=line_freq)
+        scan = read_bids(landing, options, subjects=[subject] if subject else None)
     else:
-        scan = scan_source(
-            arrival_key, label_sheet=label_sheet, cohort=Path(landing).name, line_freq=line_freq
+        options = SourceOptions(
+            label_sheet=label_sheet, cohort=Path(landing).name, line_freq=line_freq
         )
+        scan = scan_source(arrival_key, options)
     for rec in scan.recordings:
         if _same_file(rec.path, arrival_key):
             return rec

@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ingest.errors import ConfigError
-    from serving.report import load_results, select_rows, write_report
+    from serving.report import select_rows, write_report
+    from serving.report_results import load_results
 
     by = "patient" if (args.patient or args.by_patient) else "recording"
     select = args.patient or args.recording

@@ -29,20 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ingest.errors import SozkitError
     from ingest.manifests import recording_warnings, warning_row
-    from ingest.sources import scan_source
+    from ingest.sources import SourceOptions, scan_source
     from ingest.store import warnings_frame
     from serving.commands.ingest import print_warnings
+    from serving.commands.options import config_from_args
 
     status = 0
     for source in args.sources:
         try:
-            scan = scan_source(
-                source,
-                label_sheet=args.label_sheet,
-                cohort=args.cohort,
-                line_freq=args.line_freq,
-                allow_empty_soz=args.allow_empty_soz,
-            )
+            scan = scan_source(source, config_from_args(SourceOptions, args))
         except SozkitError as e:
             print(f"{source}: {e}")
             status = 1

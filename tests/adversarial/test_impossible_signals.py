@@ -15,7 +15,7 @@ import pytest
 from ingest.errors import RecordingError
 from ingest.folder import recording_from_file
 from ingest.preprocessing import SCALE_FLOOR_UV, channel_scale
-from ingest.sources import scan_source
+from ingest.sources import SourceOptions, scan_source
 from ingest.store import ClipStore
 from ingest.stream import scale_warnings
 from serving.scoring import Scorer
@@ -46,7 +46,7 @@ def test_every_channel_degenerate_is_a_failure(tmp_path):
     write_edf(path, NAMES, seconds=8.0)
     for i in range(len(NAMES)):
         set_field(path, i, "physical_max", get_field(path, i, "physical_min"))
-    scan = scan_source(path, line_freq=50)
+    scan = scan_source(path, SourceOptions(line_freq=50))
     assert scan.recordings == ()
     (err,) = scan.problems
     assert err.source == str(path) and "no intracranial contact carries signal" in err.reason

@@ -14,7 +14,7 @@ import pytest
 from ingest.config import IngestConfig
 from ingest.driver import ingest_recordings
 from ingest.recording import SeizureEvent
-from ingest.sources import scan_source
+from ingest.sources import SourceOptions, scan_source
 from ingest.store import ClipStore
 from ingest.stream import plan_warnings
 from serving.cli import main
@@ -37,7 +37,7 @@ def wrong_sheet(tmp_path):
 
 
 def test_sheet_matching_no_contact_refuses_the_subject(ds003029, wrong_sheet):
-    scan = scan_source(ds003029, label_sheet=wrong_sheet)
+    scan = scan_source(ds003029, SourceOptions(label_sheet=wrong_sheet))
     assert len(scan.problems) == 4  # the four pt01 runs
     assert {r.subject for r in scan.recordings} == {"jh101", "umf001", "ummc001"}
     for p in scan.problems:
@@ -46,7 +46,7 @@ def test_sheet_matching_no_contact_refuses_the_subject(ds003029, wrong_sheet):
         assert "none matches a channel of this recording" in p.reason
         assert "--allow-empty-soz" in p.fix and "check the contact names" in p.fix
 
-    allowed = scan_source(ds003029, label_sheet=wrong_sheet, allow_empty_soz=True)
+    allowed = scan_source(ds003029, SourceOptions(label_sheet=wrong_sheet, allow_empty_soz=True))
     assert allowed.problems == ()
     pt01 = [r for r in allowed.recordings if r.subject == "pt01"]
     assert len(pt01) == 4

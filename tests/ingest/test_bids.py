@@ -11,7 +11,7 @@ import pytest
 from ingest.bids import read_bids, read_participants, read_tsv
 from ingest.errors import ConfigError
 from ingest.recording import SeizureEvent
-from ingest.sources import scan_source
+from ingest.sources import SourceOptions, scan_source
 from tests.conftest import REPO, SHARED_DATA, SIDECARS
 from tests.ingest.signal_files import build_bids_copy, write_edf
 
@@ -113,7 +113,7 @@ def test_quoted_cells_are_unquoted(tmp_path):
 
 
 def test_ds003029_with_label_sheet(ds003029):
-    scan = scan_source(ds003029, label_sheet=SHEET)
+    scan = scan_source(ds003029, SourceOptions(label_sheet=SHEET))
     assert scan.problems == ()
     assert len(scan) == 12 and scan.subjects == ("jh101", "pt01", "umf001", "ummc001")
     by_subject = {}
@@ -146,7 +146,11 @@ def test_ds003029_without_sheet_is_unlabelled(ds003029):
     scan = read_bids(ds003029)
     assert len(scan) == 12 and not any(r.labelled for r in scan.recordings)
     assert scan.recordings[0].cohort == "ds003029"
-    assert read_bids(ds003029, cohort="EIIMD").recordings[0].recording_id.startswith("EIIMD__")
+    assert (
+        read_bids(ds003029, SourceOptions(cohort="EIIMD"))
+        .recordings[0]
+        .recording_id.startswith("EIIMD__")
+    )
 
 
 def test_sidecar_lists_channels_the_file_lacks(hup190):
@@ -234,7 +238,7 @@ def test_subject_without_soz_is_unlabelled_with_a_warning(tmp_path):
 def test_soz_name_matching_no_contact_is_a_warning(ds003029, tmp_path):
     sheet = tmp_path / "sheet.csv"
     sheet.write_text('participant_id,soz_contacts\nsub-pt01,"ATT1-2; XQ1-2"\numf001,\n')
-    scan = read_bids(ds003029, label_sheet=sheet)
+    scan = read_bids(ds003029, SourceOptions(label_sheet=sheet))
     pt01 = [r for r in scan.recordings if r.subject == "pt01"]
     assert all(r.soz == {"ATT1", "ATT2"} for r in pt01)
     assert all(
@@ -268,7 +272,7 @@ def test_missing_channels_tsv_and_bad_json(hup190):
 def test_sidecars_only_mode(tmp_path):
     root = tmp_path / "ds004100"
     shutil.copytree(SIDECARS / "ds004100", root)
-    scan = read_bids(root, check_signals=False)
+    scan = read_bids(root, SourceOptions(check_signals=False))
     assert scan.problems == () and len(scan) == 12
     rec = scan.by_id("ds004100__HUP190__presurgery__ictal__seeg__01")
     assert rec.n_times == round(273.9990234375 * 1024) and rec.seizures[0].onset_s == 120.0
@@ -287,12 +291,12 @@ def test_missing_line_frequency_is_a_warning(hup190):
     json.dump(meta, open(meta_path, "w"))
     rec = read_bids(hup190).recordings[0]
     assert rec.line_freq is None and "no PowerLineFrequency" in rec.warnings[-1]
-    assert read_bids(hup190, line_freq=50).recordings[0].line_freq == 50
+    assert read_bids(hup190, SourceOptions(line_freq=50)).recordings[0].line_freq == 50
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "bids-sidecars").is_dir(), reason="shared sidecars absent")
 def test_all_subjects_of_both_datasets():
-    hup = read_bids(SHARED_DATA / "bids-sidecars" / "ds004100", check_signals=False)
+    hup = read_bids(SHARED_DATA / "bids-sidecars" / "ds004100", SourceOptions(check_signals=False))
     assert hup.problems == ()
     assert len(hup.subjects) == 57 and len(hup) == 319
     assert sum(r.task == "ictal" for r in hup.recordings) == 208
@@ -305,8 +309,9 @@ def test_all_subjects_of_both_datasets():
 
     eiimd = read_bids(
         SHARED_DATA / "bids-sidecars" / "ds003029",
-        check_signals=False,
-        label_sheet=SHARED_DATA / "label-sheets" / "ds003029-example.csv",
+        SourceOptions(
+            check_signals=False, label_sheet=SHARED_DATA / "label-sheets" / "ds003029-example.csv"
+        ),
     )
     assert eiimd.problems == ()
     assert len(eiimd.subjects) == 35 and len(eiimd) == 106

@@ -6,7 +6,7 @@ import pytest
 
 from ingest.errors import ConfigError, RecordingError
 from ingest.folder import infer_channel_type, read_folder, recording_from_file
-from ingest.sources import scan_source
+from ingest.sources import SourceOptions, scan_source
 from tests.ingest.signal_files import write_brainvision, write_edf
 
 NAMES = ["LA1", "LA2", "LA3", "RH1", "RH2", "C3", "EKG1", "DC01"]
@@ -50,7 +50,7 @@ def test_infer_channel_type(name, kind):
 
 def test_folder_with_long_sheet(chul):
     root, sheet = chul
-    scan = read_folder(root, label_sheet=sheet, line_freq=50)
+    scan = read_folder(root, SourceOptions(label_sheet=sheet, line_freq=50))
     assert scan.problems == ()
     ids = [r.recording_id for r in scan.recordings]
     assert ids == [
@@ -73,7 +73,7 @@ def test_shorthand_sheet_and_unknown_subjects(chul, tmp_path):
     root, _ = chul
     sheet = tmp_path / "short.csv"
     sheet.write_text('participant_id,soz_contacts\nsub-CHUL01,"LA1-3; ZZ9"\n')
-    scan = read_folder(root, label_sheet=sheet, line_freq=60, cohort="chul")
+    scan = read_folder(root, SourceOptions(label_sheet=sheet, line_freq=60, cohort="chul"))
     night1, night2, day = scan.recordings
     assert night1.subject == "CHUL01" and night1.soz == {"LA1", "LA2", "LA3"}
     assert "SOZ name(s) ZZ9 match no channel" in night1.warnings[0]
@@ -89,21 +89,21 @@ def test_line_frequency_required(chul):
     assert "the power-line frequency is unknown (this edf file does not store it)" in err.reason
     assert "line_freq=50" in err.fix
     with pytest.raises(ConfigError, match="line_freq=-50 must be positive"):
-        read_folder(root, line_freq=-50)
+        read_folder(root, SourceOptions(line_freq=-50))
 
 
 def test_broken_file_is_one_problem(chul):
     root, _ = chul
     path = root / "CHUL01_night2.edf"
     path.write_bytes(path.read_bytes()[:-4000])
-    scan = read_folder(root, line_freq=50)
+    scan = read_folder(root, SourceOptions(line_freq=50))
     assert len(scan) == 2 and len(scan.problems) == 1
     assert scan.problems[0].source == str(path) and "truncated EDF" in scan.problems[0].reason
 
 
 def test_no_intracranial_channel(tmp_path):
     write_edf(tmp_path / "scalp.edf", ["Fp1", "Fp2", "C3", "EKG"])
-    scan = read_folder(tmp_path, line_freq=50)
+    scan = read_folder(tmp_path, SourceOptions(line_freq=50))
     assert "none of the 4 channels looks intracranial" in scan.problems[0].reason
 
 
@@ -112,7 +112,7 @@ def test_single_file_and_scan_source(chul):
     rec = recording_from_file(root / "CHUL01_night2.edf", line_freq=60, soz=["la2"])
     assert rec.subject == "CHUL01_night2" and rec.recording_id == "CHUL__CHUL01_night2"
     assert rec.soz == {"LA2"} and rec.run is None
-    one = scan_source(root / "CHUL01_night2.edf", line_freq=60)
+    one = scan_source(root / "CHUL01_night2.edf", SourceOptions(line_freq=60))
     assert [r.recording_id for r in one.recordings] == ["CHUL__CHUL01_night2"]
     with pytest.raises(RecordingError, match="marks no SOZ contact .* --allow-empty-soz"):
         recording_from_file(root / "CHUL01_night2.edf", line_freq=60, soz=[])
@@ -132,5 +132,5 @@ def test_empty_or_missing_folder(tmp_path):
 def test_duplicate_recording_ids(tmp_path):
     write_edf(tmp_path / "p1.edf", NAMES)
     write_brainvision(tmp_path / "p1.vhdr", NAMES)
-    scan = read_folder(tmp_path, line_freq=50)
+    scan = read_folder(tmp_path, SourceOptions(line_freq=50))
     assert len(scan) == 1 and "is already taken by" in scan.problems[0].reason

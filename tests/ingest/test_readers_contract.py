@@ -16,7 +16,7 @@ import pytest
 from ingest.errors import RecordingError
 from ingest.recording import Recording
 from ingest.signals import FORMATS, open_signal
-from ingest.sources import CohortScan, scan_source
+from ingest.sources import CohortScan, SourceOptions, scan_source
 from tests.conftest import REPO, SIDECARS
 from tests.ingest.signal_files import build_bids_copy, write_edf
 
@@ -65,7 +65,7 @@ def _ds004100(tmp_path):
 
 def _ds003029(tmp_path):
     root = build_bids_copy(SIDECARS / "ds003029", tmp_path / "ds003029")
-    return scan_source(root, label_sheet=SHEET)
+    return scan_source(root, SourceOptions(label_sheet=SHEET))
 
 
 def _folder(tmp_path):
@@ -76,7 +76,7 @@ def _folder(tmp_path):
     )
     write_edf(root / "P2_day.edf", ["TT1", "TT2", "AST1"], sfreq=512.0)
     (tmp_path / "sheet.csv").write_text('participant_id,soz_contacts\nP1,"LA1-2"\nP2,TT1\n')
-    return scan_source(root, label_sheet=tmp_path / "sheet.csv", line_freq=50)
+    return scan_source(root, SourceOptions(label_sheet=tmp_path / "sheet.csv", line_freq=50))
 
 
 @pytest.fixture(scope="module")

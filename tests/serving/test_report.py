@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from ingest.errors import SozkitError
-from serving.report import contact_number, load_results, plot_shaft_map, write_report
+from serving.report import contact_number, plot_shaft_map, write_report
+from serving.report_results import load_results
 from serving.results import RESULT_COLUMNS, ScoreResult
 
 CHROMIUM = Path("/usr/bin/chromium")
