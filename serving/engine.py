@@ -32,9 +32,10 @@ from ingest.config import IngestConfig
 from ingest.errors import ConfigError, RecordingError, SozkitError, name_list
 from ingest.recording import INTRACRANIAL_TYPES, Recording
 from models.site_norm import clip_features
-from serving.flat_contacts import relative_call_threshold, without_flat  # noqa: F401
+from serving.flat_contacts import without_flat
 from serving.preprocess import DEFAULT_CACHE_BYTES, RecordingStream, check_length
 from serving.results import ScoreResult, recording_metadata
+from trainer.call_rules import relative_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -536,16 +537,19 @@ def make_result(
 ) -> ScoreResult:
     """A :class:`ScoreResult` for ``rec`` with labels taken from the recording where known.
 
-    ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing)
-    maps the raw probabilities and threshold onto calibrated ones; the raw ones are kept.
+    ``calibration`` (a :class:`trainer.calibration.EnsembleCalibration`, strictly increasing
+    within the recording) maps the raw probabilities and threshold onto calibrated ones; the raw
+    ones are kept. A map on the relative input stands each contact, and the threshold, against
+    this recording's contacts that are not ``flat``, as training stood them against their
+    patient's (:func:`trainer.calibration.relative_scores`).
     ``relative_k`` replaces ``threshold`` by the patient-relative rule's threshold of this
     recording's contacts (:func:`trainer.call_rules.relative_threshold`, on the raw scores),
-    leaving out the ``flat`` ones (:func:`serving.flat_contacts.relative_call_threshold`).
+    leaving out the ``flat`` ones.
     """
     labels = None if rec.soz is None else tuple(c in rec.soz for c in channels)
     probs = np.asarray(probabilities, dtype=np.float64)
     if relative_k is not None:
-        threshold = relative_call_threshold(probs, relative_k, flat)
+        threshold = relative_threshold(probs, relative_k, flat)
     cal = {}
     if calibration is not None:
         cal = {
@@ -553,7 +557,10 @@ def make_result(
             "raw_threshold": float(threshold),
             "calibration": calibration.method,
         }
-        probs, threshold = calibration(probs), float(calibration(np.array([threshold]))[0])
+        ref = {"reference": probs, "flat": flat}
+        probs, threshold = calibration(probs, flat=flat), float(
+            calibration(np.array([threshold]), **ref)[0]
+        )
     return ScoreResult(
         recording_id=rec.recording_id,
         subject=rec.subject,
