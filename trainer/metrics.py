@@ -277,8 +277,9 @@ def evaluate_fold(
     calibrator : Calibrator, optional
         Use this calibration instead of fitting one on ``val``
         (:func:`trainer.calibration.fit_calibrator`, method ``calibration``).
-    calibration : {"auto", "identity", "platt", "isotonic"}
-        The method fitted on the validation patients when no ``calibrator`` is given.
+    calibration : {"auto", "identity", "platt", "isotonic", "relative-platt", "relative-isotonic"}
+        The method fitted on the validation patients when no ``calibrator`` is given
+        (:func:`trainer.calibration.fit_calibrator`).
     call_rule : {"youden", "relative"}
         The rule the test calls (``test``, ``macro``) use (:mod:`trainer.call_rules`); both
         rules' calls are reported under ``calls``.
