@@ -48,6 +48,7 @@ import numpy as np
 from trainer.call_rules import group_indices, reference_scores
 
 __all__ = [
+    "CALIBRATIONS",
     "CANDIDATES",
     "INPUTS",
     "METHODS",
@@ -72,6 +73,8 @@ CANDIDATES = (
     ("relative", "platt"),
     ("relative", "isotonic"),
 )
+#: What ``method`` of :func:`fit_calibrator` (and ``soz train --calibration``) accepts.
+CALIBRATIONS = ("auto", *(m if i == "raw" else f"{i}-{m}" for i, m in CANDIDATES))
 _EPS = 1e-6
 #: Weight of the raw score blended into an isotonic map: keeps it strictly increasing.
 TIE_SLOPE = 1e-6

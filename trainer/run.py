@@ -67,6 +67,7 @@ def write_fold(
     save_model: Callable[[Mapping[str, Any]], None] | None = None,
     call_rule: str = "youden",
     channels: pd.DataFrame | None = None,
+    calibration: str = "auto",
 ) -> dict:
     """Evaluate one fold and write its predictions, plots, model and, last, its ``metrics.json``.
 
@@ -88,6 +89,8 @@ def write_fold(
         The store's channels table (:meth:`ingest.store.ClipStore.channels`): its ``flat``
         flags join the predictions (:func:`trainer.metrics.with_flat`), so that flat contacts
         stay out of the relative rule's and the relative calibration's reference.
+    calibration : str
+        The calibration fitted on the validation patients (``TrainConfig.calibration``).
 
     Returns
     -------
@@ -102,7 +105,7 @@ def write_fold(
     val, test = with_flat(val, channels), with_flat(test, channels)
     write_parquet(d / "val_predictions.parquet", val)
     write_parquet(d / "test_predictions.parquet", test)
-    result = evaluate_fold(val, test, call_rule=call_rule)
+    result = evaluate_fold(val, test, call_rule=call_rule, calibration=calibration)
     history = list((extra or {}).get("history", []))
     _plot(
         plots.plot_confusion,
@@ -342,6 +345,7 @@ def run_training(
             save_model=save_model,  # the checkpoint before the finished marker
             call_rule=cfg.call_rule,
             channels=channels,
+            calibration=cfg.calibration,
         )
         tick(_fold_label(res.model_name, fold, result))
 
@@ -435,7 +439,7 @@ def _run_svm(
         result = write_fold(
             run_dir, "svm", fold, res.val_predictions, res.test_predictions,
             save_model=lambda _result, m=res.model, k=fold.index: m.save(run.svm_path(k)),
-            call_rule=cfg.call_rule, channels=channels,
+            call_rule=cfg.call_rule, channels=channels, calibration=cfg.calibration,
         )  # fmt: skip
         tick(_fold_label("svm", fold, result))
 
@@ -456,6 +460,7 @@ def _run_baseline(
     for fold in todo:
         val, test = fold_predictions(scores, fold)
         result = write_fold(
-            run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule, channels=channels
-        )
+            run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule, channels=channels,
+            calibration=cfg.calibration,
+        )  # fmt: skip
         tick(_fold_label("baseline", fold, result))

@@ -174,3 +174,23 @@ def test_a_threshold_is_calibrated_against_its_recording():
     np.testing.assert_allclose(ens(s, flat=flat), (p + s) / 2)
     with pytest.raises(ValueError, match="identity: raw only"):
         Calibrator("identity", input="relative")
+
+
+def test_soz_train_chooses_the_calibration():
+    import argparse
+
+    from ingest.errors import ConfigError
+    from serving.commands.options import config_from_args
+    from serving.commands.train import add_arguments
+    from trainer.config import TrainConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["S", "--out", "R", "--calibration", "relative-isotonic"])
+    assert config_from_args(TrainConfig, args).calibration == "relative-isotonic"
+    assert TrainConfig().calibration == "auto"
+    with pytest.raises(ConfigError, match="calibration="):
+        TrainConfig(calibration="beta")
+    val = _shifted_site(4, 0, "v", 0.0)
+    with pytest.raises(ValueError, match="relative-isotonic"):
+        fit_calibrator(val["y_true"], val["score"], val["patient"], method="beta")
