@@ -39,8 +39,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +179,10 @@ def oracle_relative(table: pd.DataFrame, *, min_recall: float = 0.8) -> dict[str
     for k in K_GRID:
         c = call_summary(table, relative_thresholds(table["score"], table["patient"], k,
                                                     flat=flat))  # fmt: skip
-        if c["macro_recall"] is not None and c["macro_recall"] >= min_recall and (
-            not best or c["macro_precision"] > best["macro_precision"]
+        if (
+            c["macro_recall"] is not None
+            and c["macro_recall"] >= min_recall
+            and (not best or c["macro_precision"] > best["macro_precision"])
         ):
             best = {"k": float(k), **{m: c[m] for m in ("n_calls", "macro_precision",
                                                         "macro_recall")}}  # fmt: skip

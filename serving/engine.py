@@ -558,8 +558,9 @@ def make_result(
             "calibration": calibration.method,
         }
         ref = {"reference": probs, "flat": flat}
-        probs, threshold = calibration(probs, flat=flat), float(
-            calibration(np.array([threshold]), **ref)[0]
+        probs, threshold = (
+            calibration(probs, flat=flat),
+            float(calibration(np.array([threshold]), **ref)[0]),
         )
     return ScoreResult(
         recording_id=rec.recording_id,
