@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,10 @@ import pandas as pd
 from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.simulate import SimulationConfig, simulate_cohort
+from trainer.calibration import CALIBRATIONS
 from trainer.call_rules import relative_thresholds
 from trainer.config import TrainConfig
-from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold
+from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold, with_flat
 from trainer.splits import Fold
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ def simulate_families(work: Path, cfg: SimulationConfig, *, n_jobs: int) -> dict
 
 
 def direction_figures(
-    val: pd.DataFrame, test: pd.DataFrame, recordings: pd.DataFrame
+    val: pd.DataFrame, test: pd.DataFrame, recordings: pd.DataFrame, *, calibration: str = "auto"
 ) -> dict[str, Any]:
     """Figures of one fold (one direction): AUC all / ictal / interictal, calls, Brier.
 
@@ -92,48 +94,99 @@ def direction_figures(
         The fold's validation and test predictions (``RUN_DIR/<model>/fold_<k>``).
     recordings : DataFrame
         The store's recordings manifest (``n_seizures`` says which runs are ictal).
+    calibration : str
+        The run's calibration (``TrainConfig.calibration``).
 
     Returns
     -------
     dict
+        BSS of the run's calibration (``bss``), of the one chosen among the raw maps only
+        (``bss_old``: the calibration before the relative input existed), of the relative
+        isotonic map (``bss_relative``) and raw (``bss_raw``), each all / ictal / interictal;
+        ROC-AUC of the raw scores and of each calibration's probabilities; per run kind the
+        calls of both call rules and of the calibrated probabilities
+        (:func:`trainer.metrics.calibrated_calls`).
     """
-    from trainer.calibration import Calibrator, brier_skill_score
+    from trainer.calibration import CANDIDATES, Calibrator, brier_skill_score, fit_calibrator
+    from trainer.metrics import calibrated_calls
     from trainer.sites import site_figures
 
-    result = evaluate_fold(val, test)
+    result = evaluate_fold(val, test, calibration=calibration)
     t = result["test"]
-    cal = Calibrator.from_dict(result["calibration"])
+    val_t = aggregate_channel_scores(val)
+    fit = partial(fit_calibrator, val_t["y_true"], val_t["score"], val_t["patient"],
+                  flat=val_t["flat"].to_numpy(bool) if "flat" in val_t else None)  # fmt: skip
+    cals = {
+        "": Calibrator.from_dict(result["calibration"]),
+        "_old": fit(candidates=CANDIDATES[:3]),
+        "_relative": fit(method="relative-isotonic"),
+    }
     seizures = dict(zip(recordings["recording_id"], recordings["n_seizures"], strict=True))
     n_sz = test["recording_id"].map(seizures)
     out: dict[str, Any] = {
         "threshold": result["threshold"],
         "relative_k": result["relative_k"],
-        "calibration": cal.method,
         "channels": int(t["n_channels"]),
         "soz": int(t["n_positive"]),
         "prevalence": t["prevalence"],
         "brier": t["brier"],
         "brier_raw": t["brier_raw"],
-        "bss": t["bss"],
         "bss_raw": brier_skill_score(t["brier_raw"], t["prevalence"]),
+        "cv_brier": cals[""].info.get("cv_brier"),
         "calls": result["calls"],
+        "oracle_relative": oracle_relative(aggregate_channel_scores(test)),
     }
+    for tag, cal in cals.items():
+        r = evaluate_fold(val, test, calibrator=cal)
+        out[f"calibration{tag}"] = cal.name
+        out[f"bss{tag}"] = r["test"]["bss"]
+        out[f"roc_auc_calibrated{tag}"] = r["test"]["roc_auc_calibrated"]
+        out[f"calibrated_threshold{tag}"] = r["calibrated_threshold"]
     for kind, part in (("all", test), ("ictal", test[n_sz > 0]), ("interictal", test[n_sz == 0])):
         if not len(part):
             continue
-        fig = site_figures(part.assign(fold=0), recordings, {}, {0: (result["threshold"], cal)})
-        out[f"roc_auc_{kind}" if kind != "all" else "roc_auc"] = fig["all"]["roc_auc"]
-        out[f"bss_{kind}"] = fig["all"]["bss"]
         table = aggregate_channel_scores(part)
+        tflat = table["flat"].to_numpy(bool) if "flat" in table else None
+        for tag, cal in cals.items():
+            fig = site_figures(part.assign(fold=0), recordings, {}, {0: (result["threshold"], cal)})
+            out[f"roc_auc_{kind}" if kind != "all" else "roc_auc"] = fig["all"]["roc_auc"]
+            out[f"bss{tag}_{kind}"] = fig["all"]["bss"]
+            prob = cal(table["score"].to_numpy(float), table["patient"].to_numpy(), flat=tflat)
+            for rule, c in calibrated_calls(
+                table.assign(score=prob), out[f"calibrated_threshold{tag}"]
+            ).items():
+                out[f"{rule}{tag}_{kind}"] = {k: c[k] for k in ("n_calls", "macro_precision",
+                                                            "macro_recall")}  # fmt: skip
         for rule, thr in (
             ("youden", result["threshold"]),
             ("relative", relative_thresholds(table["score"], table["patient"],
-                                             result["relative_k"])),
+                                             result["relative_k"], flat=tflat)),
         ):  # fmt: skip
             c = call_summary(table, thr)
             out[f"{rule}_{kind}"] = {k: c[k] for k in ("n_calls", "macro_precision",
                                                        "macro_recall")}  # fmt: skip
     return out
+
+
+def oracle_relative(table: pd.DataFrame, *, min_recall: float = 0.8) -> dict[str, Any]:
+    """The relative rule's best macro precision at macro recall >= ``min_recall`` with ``k``
+    chosen on the **test** patients themselves (never a rule: the ceiling that any ``k``
+    chosen on validation patients can reach on these rankings); ``{}`` when no ``k`` does."""
+    from trainer.call_rules import K_GRID
+
+    flat = table["flat"].to_numpy(bool) if "flat" in table else None
+    best: dict[str, Any] = {}
+    for k in K_GRID:
+        c = call_summary(table, relative_thresholds(table["score"], table["patient"], k,
+                                                    flat=flat))  # fmt: skip
+        if (
+            c["macro_recall"] is not None
+            and c["macro_recall"] >= min_recall
+            and (not best or c["macro_precision"] > best["macro_precision"])
+        ):
+            best = {"k": float(k), **{m: c[m] for m in ("n_calls", "macro_precision",
+                                                        "macro_recall")}}  # fmt: skip
+    return best
 
 
 def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainConfig) -> dict:
@@ -145,7 +198,7 @@ def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainCon
     store = ClipStore.open(store_url)
     recs = recording_table(store)
     features = compute_features(store_url, [r.recording_id for r in recs])
-    manifest = store.recordings()
+    manifest, channels = store.recordings(), store.channels()
     out: dict[str, dict] = {}
     for name, mode in SVM_VARIANTS.items():
         hparams = {**cfg.hparams_for("svm"), "normalise": mode}
@@ -153,7 +206,10 @@ def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainCon
         for fold in folds:
             res = train_svm_fold(features, recs, fold, seed=cfg.seed, hparams=hparams)
             out[name][_direction(fold)] = direction_figures(
-                res.val_predictions, res.test_predictions, manifest
+                with_flat(res.val_predictions, channels),
+                with_flat(res.test_predictions, channels),
+                manifest,
+                calibration=cfg.calibration,
             )
     return out
 
@@ -197,16 +253,18 @@ def run(
     trained = run_training(store_url, str(run_dir), cfg)
     wall["train"] = time.perf_counter() - t
     folds = [Fold.from_dict(d) for d in trained["folds"]]
-    manifest = ClipStore.open(store_url).recordings()
+    store = ClipStore.open(store_url)
+    manifest, channels = store.recordings(), store.channels()
     models: dict[str, dict] = {}
     for name in cfg.models:
         models[name] = {}
         for fold in folds:
             d = RunDir(run_dir).fold_dir(name, fold.index)
             models[name][_direction(fold)] = direction_figures(
-                pd.read_parquet(d / "val_predictions.parquet"),
-                pd.read_parquet(d / "test_predictions.parquet"),
+                with_flat(pd.read_parquet(d / "val_predictions.parquet"), channels),
+                with_flat(pd.read_parquet(d / "test_predictions.parquet"), channels),
                 manifest,
+                calibration=cfg.calibration,
             )
     t = time.perf_counter()
     variants = svm_variants(store_url, run_dir, folds, cfg) if "svm" in cfg.models else {}
@@ -251,6 +309,7 @@ def split_comparison(store_url: str, work: Path, train_cfg: TrainConfig, *, n_fo
                 "roc_auc_ictal": sites[name]["ictal"]["roc_auc"],
                 "roc_auc_interictal": sites[name]["interictal"]["roc_auc"],
                 "bss": summary["pooled"].get("bss"),
+                "roc_auc_calibrated": summary["pooled"].get("roc_auc_calibrated"),
                 "calls": summary.get("pooled_calls"),
             }
     return out
@@ -263,9 +322,9 @@ def render_splits(result: dict) -> str:
         "",
         f"Command: `{result.get('command', '')}`; load average {result.get('load_avg', '')}.",
         "",
-        "| model | split | folds | ROC-AUC | ictal | interictal | BSS | Youden calls "
-        "| relative calls |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | split | folds | ROC-AUC | ictal | interictal | AUC cal. | BSS | Youden calls "
+        "| relative calls | p_cal >= t | p_cal >= 0.5 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     splits = result["splits"]
     models = [m for m, f in splits["patient"].items() if isinstance(f, dict)]
@@ -275,8 +334,10 @@ def render_splits(result: dict) -> str:
             lines.append(
                 f"| {m} | {split} | {splits[split]['n_folds']} | {_fmt(f['roc_auc'])} "
                 f"| {_fmt(f['roc_auc_ictal'])} | {_fmt(f['roc_auc_interictal'])} "
+                f"| {_fmt(f.get('roc_auc_calibrated'))} "
                 f"| {_fmt(f['bss'])} | {_calls(calls.get('youden'))} "
-                f"| {_calls(calls.get('relative'))} |"
+                f"| {_calls(calls.get('relative'))} | {_calls(calls.get('calibrated'))} "
+                f"| {_calls(calls.get('calibrated_half'))} |"
             )
     lines += ["", "Target: leave-one-centre-out within 0.03 AUC of patient-wise CV.", ""]
     for m in models:
@@ -290,6 +351,11 @@ def render_splits(result: dict) -> str:
 
 def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+
+
+def _trio(f: dict, kind: str) -> str:
+    """``run / old / relative`` BSS of one run kind (``bss_ictal``, ``bss_old_ictal`` ...)."""
+    return " / ".join(_fmt(f.get(f"bss{tag}_{kind}")) for tag in ("", "_old", "_relative"))
 
 
 def _calls(c: dict | None) -> str:
@@ -320,12 +386,20 @@ def render_markdown(result: dict) -> str:
         "on one simulator family, test on every patient of the other. Channel ROC-AUC pooled",
         "over the test family's patients; ictal / interictal: scores from that kind of",
         "recording only. BSS: Brier skill score of the calibrated probabilities against the",
-        "constant prevalence (> 0 beats it; raw: before calibration). Calls: `calls · macro",
-        "precision / macro recall` of the Youden threshold and of the patient-relative rule.",
+        "constant prevalence (> 0 beats it): the run's calibration (--calibration; cal.: the",
+        "map chosen) / chosen among the raw maps only (the calibration before the relative",
+        "input) / the relative isotonic map / none (raw). AUC cal.: ROC-AUC of the run's and of",
+        "the relative map's probabilities (a relative map re-orders contacts across patients).",
+        "Calls: `calls · macro precision / macro recall` of the Youden threshold, the",
+        "patient-relative rule, and the relative map's probability p >= Youden's threshold of",
+        "the validation patients' (p_rel >= t) or >= 0.5. Oracle k: the relative rule with k",
+        "chosen on the test patients themselves for the best macro precision at macro recall",
+        ">= 0.8 (not a rule: the ceiling of any k on these rankings; n/a: no k reaches 0.8).",
         "",
-        "| model | direction | ROC-AUC | ictal | interictal | BSS (raw) | BSS ictal | BSS "
-        "interictal | Youden calls | relative calls | relative ictal | relative interictal |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | direction | ROC-AUC | ictal | interictal | AUC cal. | cal. | BSS run / old / "
+        "relative / raw | BSS ictal | BSS interictal | Youden calls | relative calls | "
+        "p_rel >= t | p_rel >= 0.5 | relative ictal | relative interictal | oracle k |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {**result["models"], **result.get("svm_variants", {})}
     for model, directions in rows.items():
@@ -333,10 +407,16 @@ def render_markdown(result: dict) -> str:
             lines.append(
                 f"| {model} | {direction} | {_fmt(f.get('roc_auc'))} "
                 f"| {_fmt(f.get('roc_auc_ictal'))} | {_fmt(f.get('roc_auc_interictal'))} "
-                f"| {_fmt(f.get('bss'))} ({_fmt(f.get('bss_raw'))}) "
-                f"| {_fmt(f.get('bss_ictal'))} | {_fmt(f.get('bss_interictal'))} "
+                f"| {_fmt(f.get('roc_auc_calibrated'))} / "
+                f"{_fmt(f.get('roc_auc_calibrated_relative'))} | {f.get('calibration', '')} "
+                f"| {_fmt(f.get('bss'))} / {_fmt(f.get('bss_old'))} / "
+                f"{_fmt(f.get('bss_relative'))} / {_fmt(f.get('bss_raw'))} "
+                f"| {_trio(f, 'ictal')} | {_trio(f, 'interictal')} "
                 f"| {_calls(f.get('youden_all'))} | {_calls(f.get('relative_all'))} "
-                f"| {_calls(f.get('relative_ictal'))} | {_calls(f.get('relative_interictal'))} |"
+                f"| {_calls(f.get('calibrated_relative_all'))} "
+                f"| {_calls(f.get('calibrated_half_relative_all'))} "
+                f"| {_calls(f.get('relative_ictal'))} | {_calls(f.get('relative_interictal'))} "
+                f"| {_calls(f.get('oracle_relative'))} |"
             )
     lines += ["", "## Against the targets of issue 12", ""]
     lines += targets(result)
@@ -363,7 +443,9 @@ def targets(result: dict) -> list[str]:
         a = worst(m, "roc_auc")
         line(a is not None and a >= 0.85, f"{m} ROC-AUC >= 0.85 both ways (worst {_fmt(a)})")
     for m in models:
-        for rule in ("youden", "relative"):
+        for rule in ("youden", "relative", "calibrated_relative", "calibrated_half_relative"):
+            if not all(f"{rule}_all" in f for f in models[m].values()):
+                continue
             p = [f[f"{rule}_all"]["macro_precision"] for f in models[m].values()]
             r = [f[f"{rule}_all"]["macro_recall"] for f in models[m].values()]
             ok = all(x is not None and x >= 0.5 for x in p) and all(
@@ -372,8 +454,9 @@ def targets(result: dict) -> list[str]:
             line(ok, f"{m} {rule} calls macro precision >= 0.5 at macro recall >= 0.8 "
                      f"(precision {', '.join(map(_fmt, p))}; recall {', '.join(map(_fmt, r))})")  # fmt: skip
     for m in models:
-        b = worst(m, "bss")
-        line(b is not None and b > 0, f"{m} Brier skill score > 0 (worst {_fmt(b)})")
+        for key, what in (("bss", "the run's calibration"), ("bss_relative", "relative isotonic")):
+            b = worst(m, key)
+            line(b is not None and b > 0, f"{m} Brier skill score > 0, {what} (worst {_fmt(b)})")
     return out
 
 
@@ -412,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-name", default=None, help="run folder in --out (default from the options)"
     )
+    parser.add_argument(
+        "--calibration", default="auto", choices=CALIBRATIONS,
+        help="the run's calibration (trainer.calibration; %(default)s); the old (raw maps "
+        "only) and the relative isotonic one are reported beside it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     augment = tuple(a.strip() for a in args.augment.split(",") if a.strip())
     norm = None if args.feature_norm == "none" else args.feature_norm
@@ -433,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         feature_norm=norm,
         augment=augment,
+        calibration=args.calibration,
     )
     run_name = args.run_name or "-".join(["run", args.feature_norm, *augment])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -162,7 +162,7 @@ def simulate_cohorts(
                     progress(done, total)
             written = [f.result() for f in futures]
     for root in roots:
-        subjects = [w for (r, _), w in zip(jobs, written) if r == root]
+        subjects = [w for (r, _), w in zip(jobs, written, strict=True) if r == root]
         write_dataset_files(root, subjects, cfg)
         if generator == "wendling":
             wendling_cohort.describe_dataset(root, cfg)

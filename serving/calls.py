@@ -6,7 +6,7 @@ the run directory change that: the folds' calibration (``calibration.json``,
 :mod:`trainer.calibration`) maps the probabilities and the threshold onto calibrated ones, and a
 run trained with the patient-relative rule (``relative_k`` in ``threshold.json``,
 :mod:`trainer.call_rules`) calls each recording against its own contacts, flat ones left out
-(:func:`serving.flat_contacts.relative_call_threshold`). :meth:`CallRules.from_run` reads the three
+(:func:`trainer.call_rules.relative_threshold`). :meth:`CallRules.from_run` reads the three
 once; :meth:`CallRules.apply` is the one place they act on a recording's raw probabilities.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from serving.flat_contacts import relative_call_threshold
 from trainer.calibration import EnsembleCalibration
+from trainer.call_rules import relative_threshold
 from trainer.rundir import RunDir
 
 __all__ = ["CallRules", "load_calibration", "load_relative_k"]
@@ -46,8 +46,9 @@ class CallRules:
     threshold : float
         The folds' mean threshold on the raw probabilities.
     calibration : trainer.calibration.EnsembleCalibration, optional
-        Applied to the probabilities and the threshold (strictly increasing, so the calls do
-        not change); ``None`` reports the raw probabilities.
+        Applied to the probabilities and the threshold (strictly increasing within the
+        recording, so the calls do not change; a map on the relative input stands them against
+        the recording's non-flat contacts); ``None`` reports the raw probabilities.
     relative_k : float, optional
         The patient-relative rule's ``k``: each recording's threshold comes from its own
         contacts' raw probabilities; ``None`` calls at ``threshold``.
@@ -95,7 +96,7 @@ class CallRules:
         probs = np.asarray(probabilities, dtype=np.float64)
         threshold = self.threshold
         if self.relative_k is not None:
-            threshold = relative_call_threshold(probs, self.relative_k, flat)
+            threshold = relative_threshold(probs, self.relative_k, flat)
         cal = self.calibration
         if cal is None:
             return probs, float(threshold), {}
@@ -104,4 +105,8 @@ class CallRules:
             "raw_threshold": float(threshold),
             "calibration": cal.method,
         }
-        return cal(probs), float(cal(np.array([threshold]))[0]), raw
+        # A map on the relative input stands each contact, and the threshold, against this
+        # recording's contacts that are not flat, as training stood them against their
+        # patient's (trainer.calibration.relative_scores).
+        ref = {"reference": probs, "flat": flat}
+        return cal(probs, flat=flat), float(cal(np.array([threshold]), **ref)[0]), raw

@@ -2,7 +2,8 @@
 
 A flat contact (:func:`ingest.preprocessing.flat_channels`, found by the stream's first pass)
 gets no probability (:func:`without_flat`), and its score does not count among the contacts
-the patient-relative call threshold compares against (:func:`relative_call_threshold`): a
+the patient-relative call threshold and the relative calibration compare against
+(:func:`trainer.call_rules.reference_scores`, the one function training and serving share): a
 recording with one dead contact calls the same contacts as the recording without it.
 """
 
@@ -15,20 +16,8 @@ import numpy as np
 
 from ingest.errors import name_list
 from serving.results import ScoreResult
-from trainer.call_rules import relative_threshold
 
-__all__ = ["relative_call_threshold", "without_flat"]
-
-
-def relative_call_threshold(probs: np.ndarray, k: float, flat: np.ndarray | None) -> float:
-    """The relative rule's threshold (:func:`trainer.call_rules.relative_threshold`) of a
-    recording's contacts that are not ``flat`` (all of them when none, or every one, is)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if flat is not None:
-        keep = ~np.asarray(flat, dtype=bool)
-        if keep.shape == probs.shape and keep.any():
-            probs = probs[keep]
-    return relative_threshold(probs, k)
+__all__ = ["without_flat"]
 
 
 def without_flat(result: Any, flat: np.ndarray | None) -> Any:

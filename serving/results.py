@@ -96,7 +96,8 @@ class ScoreResult:
         Folds whose models were averaged (one entry when a single fold scored).
     threshold : float
         Decision threshold: ``probability >= threshold`` is a SOZ call (calibrated like the
-        probabilities: the calibration is strictly increasing, so the call is the raw one).
+        probabilities against this recording's contacts: the calibration is strictly
+        increasing within a recording, so the call is the raw one).
     channels : tuple of str
         Scored contacts, in file order.
     probabilities : ndarray, shape (n_contacts,)

@@ -2,14 +2,30 @@
 
 A fold's model ranks contacts; its raw probability need not be the SOZ frequency (a network
 trained with a weighted loss over-calls, an SVM's Platt scaling saw other patients). A
-:class:`Calibrator` maps the raw probability onto the SOZ frequency observed on the fold's
-**validation** patients (never its test patients): isotonic regression (a monotone step
-function), Platt scaling (a logistic curve on the logit), or the identity. :func:`fit_calibrator`
-fits both and keeps the one whose Brier score is lowest on patients it was not fitted on
-(leave-one-validation-patient-out), the identity when neither helps. Every map is **strictly**
-increasing (the isotonic steps get a slope of :data:`TIE_SLOPE`, so no two raw scores become a
-tie), so the channel ranking and the ROC-AUC do not change, and a call ``raw >= t`` is exactly
-the call ``calibrated >= calibrated(t)``: serving reports the threshold calibrated too.
+:class:`Calibrator` maps a score onto the SOZ frequency observed on the fold's **validation**
+patients (never its test patients): isotonic regression (a monotone step function), Platt
+scaling (a logistic curve on the logit), or the identity. Its input is either
+
+- ``"raw"``: the raw probability itself, one map for every recording; or
+- ``"relative"``: the contact's standing among its own recording's other contacts
+  (:func:`relative_scores`: the robust z of its logit against the median and the scaled MAD of
+  the logits of the recording's contacts that are not flat, through a sigmoid). A site whose
+  scores all sit higher or lower than the training site's (another generator, montage,
+  amplifier) gets the same probabilities; on the training side the unit is the patient (its
+  aggregated contacts, :func:`trainer.metrics.aggregate_channel_scores`), in serving the
+  recording (the same for a patient with one recording).
+
+:func:`fit_calibrator` (``method="auto"``) fits every candidate of :data:`CANDIDATES` and keeps
+the one whose Brier score is lowest on patients it was not fitted on
+(leave-one-validation-patient-out), the identity when none helps. Every map is **strictly**
+increasing in the score within a recording (the isotonic steps get a slope of
+:data:`TIE_SLOPE`, so no two scores become a tie): a recording's ranking of its contacts never
+changes, and a call ``raw >= t`` is exactly the call ``calibrated >= calibrated(t)`` with ``t``
+taken against the same recording (serving reports the threshold calibrated too). A ``"raw"``
+map also keeps the **pooled** ranking (and so the pooled ROC-AUC) over patients; a
+``"relative"`` one re-orders contacts of different recordings, so the pooled ROC-AUC of the
+calibrated probabilities (``roc_auc_calibrated`` in :func:`trainer.channel_metrics.channel_metrics`)
+differs from that of the raw scores (``roc_auc``, the figure the summaries headline).
 
 A calibrator is a small JSON object (:meth:`Calibrator.to_dict`), kept per fold in the run
 directory (:meth:`trainer.rundir.RunDir.write_calibration`) and applied by serving to every
@@ -29,26 +45,98 @@ from typing import Any
 
 import numpy as np
 
+from trainer.call_rules import group_indices, reference_scores
+
 __all__ = [
+    "CALIBRATIONS",
+    "CANDIDATES",
+    "INPUTS",
     "METHODS",
     "TIE_SLOPE",
     "Calibrator",
     "EnsembleCalibration",
     "brier_skill_score",
     "fit_calibrator",
+    "relative_scores",
     "reliability_curve",
 ]
 
 #: Calibration maps; ``"auto"`` (the default of :func:`fit_calibrator`) picks one of them.
 METHODS = ("identity", "platt", "isotonic")
+#: What a map reads: the raw probability, or the contact's standing in its recording.
+INPUTS = ("raw", "relative")
+#: The ``(input, method)`` pairs ``"auto"`` compares, in the order ties are broken.
+CANDIDATES = (
+    ("raw", "identity"),
+    ("raw", "platt"),
+    ("raw", "isotonic"),
+    ("relative", "platt"),
+    ("relative", "isotonic"),
+)
+#: What ``method`` of :func:`fit_calibrator` (and ``soz train --calibration``) accepts.
+CALIBRATIONS = ("auto", *(m if i == "raw" else f"{i}-{m}" for i, m in CANDIDATES))
 _EPS = 1e-6
 #: Weight of the raw score blended into an isotonic map: keeps it strictly increasing.
 TIE_SLOPE = 1e-6
+#: Floor of a recording's logit spread (scaled MAD) in :func:`relative_scores`: a recording
+#: whose contacts all score alike gets z near 0, not an exploding z.
+MIN_SPREAD = 0.05
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=float), _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+def relative_scores(p, groups=None, *, flat=None, reference=None) -> np.ndarray:
+    """Each score's standing among its recording's (or patient's) contacts, in (0, 1).
+
+    ``sigmoid((logit(p) - median) / spread)`` with the median and the spread (1.4826 x MAD,
+    at least :data:`MIN_SPREAD`) of the logits of the group's contacts that are not ``flat``
+    (:func:`trainer.call_rules.reference_scores`, the contacts the relative call rule compares
+    against). Strictly increasing in ``p`` within a group.
+
+    Parameters
+    ----------
+    p : array-like of float, shape (n,)
+        Raw probabilities.
+    groups : array-like, shape (n,), optional
+        Recording (or patient) of each score; ``None``: all of ``p`` is one recording.
+    flat : array-like of bool, optional
+        Contacts without signal, left out of their group's reference (shaped like
+        ``reference`` when it is given).
+    reference : array-like of float, optional
+        The recording's scores to stand against instead of ``p``'s own (a threshold scored
+        against its recording); only with ``groups=None``.
+
+    Returns
+    -------
+    ndarray of float, shape (n,)
+    """
+    p = np.asarray(p, dtype=float)
+    fl = None if flat is None else np.asarray(flat, dtype=bool)
+    if reference is not None:
+        if groups is not None:
+            raise ValueError("a reference is one recording's scores: pass groups=None with it.")
+        return _standing(p, reference_scores(reference, fl))
+    if groups is None:
+        return _standing(p, reference_scores(p, fl))
+    out = np.empty_like(p)
+    for idx in group_indices(groups):
+        out[idx] = _standing(p[idx], reference_scores(p[idx], None if fl is None else fl[idx]))
+    return out
+
+
+def _standing(p: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``sigmoid`` of the robust z of ``logit(p)`` against the logits of ``reference``."""
+    lr = _logit(reference)
+    med = float(np.median(lr))
+    spread = max(1.4826 * float(np.median(np.abs(lr - med))), MIN_SPREAD)
+    return _sigmoid((_logit(p) - med) / spread)
 
 
 @dataclass(frozen=True)
@@ -59,19 +147,27 @@ class Calibrator:
     ----------
     method : {"identity", "platt", "isotonic"}
     params : dict
-        ``platt``: ``a``, ``b`` (``p = sigmoid(a * logit(raw) + b)``, ``a >= 0``);
+        ``platt``: ``a``, ``b`` (``p = sigmoid(a * logit(x) + b)``, ``a >= 0``);
         ``isotonic``: ``x``, ``y`` (increasing knots, linear in between, flat outside).
     info : dict
-        How it was chosen (validation channels, cross-fitted Brier of every method ...).
+        How it was chosen (validation channels, cross-fitted Brier of every candidate ...).
+    input : {"raw", "relative"}
+        What ``x`` is: the raw probability, or :func:`relative_scores` of it within its
+        recording (patient); the identity is always on the raw probability.
     """
 
     method: str = "identity"
     params: Mapping[str, Any] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
+    input: str = "raw"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"calibration method {self.method!r} is not one of {METHODS}.")
+        if self.input not in INPUTS or (self.method == "identity" and self.input != "raw"):
+            raise ValueError(
+                f"calibration input {self.input!r} is not one of {INPUTS} (identity: raw only)."
+            )
         if self.method == "platt" and (
             not {"a", "b"} <= set(self.params) or not float(self.params["a"]) > 0
         ):
@@ -81,47 +177,71 @@ class Calibrator:
             if not x or y is None or len(x) != len(y):
                 raise ValueError("an isotonic calibrator needs knots x and y of equal length.")
 
-    def __call__(self, p) -> np.ndarray:
-        """Calibrated probabilities of raw probabilities ``p`` (any shape)."""
+    @property
+    def name(self) -> str:
+        """``"isotonic"``, ``"relative-platt"`` ...: the method, prefixed by a relative input."""
+        return self.method if self.input == "raw" else f"{self.input}-{self.method}"
+
+    def __call__(self, p, groups=None, *, flat=None, reference=None) -> np.ndarray:
+        """Calibrated probabilities of raw probabilities ``p``.
+
+        ``groups``, ``flat`` and ``reference`` say which recording each score stands in
+        (:func:`relative_scores`); a ``"raw"`` map ignores them. Without them, all of ``p``
+        is one recording.
+        """
         p = np.asarray(p, dtype=float)
+        if self.input == "raw":
+            return self._apply(p, p)
+        return self._apply(p, relative_scores(p, groups, flat=flat, reference=reference))
+
+    def _apply(self, p: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The map of input ``x`` (``p`` itself, or its relative scores)."""
+        if self.method == "identity":
+            return p.copy()
         if self.method == "platt":
-            z = float(self.params["a"]) * _logit(p) + float(self.params["b"])
-            return 1.0 / (1.0 + np.exp(-z))
-        if self.method == "isotonic":
-            step = np.interp(p, self.params["x"], self.params["y"])
-            return (1.0 - TIE_SLOPE) * step + TIE_SLOPE * np.clip(p, 0.0, 1.0)
-        return p.copy()
+            return _sigmoid(float(self.params["a"]) * _logit(x) + float(self.params["b"]))
+        step = np.interp(x, self.params["x"], self.params["y"])
+        return (1.0 - TIE_SLOPE) * step + TIE_SLOPE * np.clip(x, 0.0, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "params": dict(self.params), "info": dict(self.info)}
+        return {"method": self.method, "input": self.input, "params": dict(self.params),
+                "info": dict(self.info)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibrator:
         return cls(str(d.get("method", "identity")), dict(d.get("params") or {}),
-                   dict(d.get("info") or {}))  # fmt: skip
+                   dict(d.get("info") or {}), str(d.get("input", "raw")))  # fmt: skip
 
 
-def _fit(method: str, y: np.ndarray, p: np.ndarray) -> Calibrator:
-    """One method fitted on all of ``(y, p)``."""
+def _fit(method: str, y: np.ndarray, x: np.ndarray, input: str = "raw") -> Calibrator:
+    """One method fitted on all of ``(y, x)`` (``x``: the map's input)."""
     if method == "identity" or y.min() == y.max():
         return Calibrator("identity")
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 
-        lr = LogisticRegression(C=1e4).fit(_logit(p)[:, None], y)
+        lr = LogisticRegression(C=1e4).fit(_logit(x)[:, None], y)
         a = float(lr.coef_[0, 0])
         if not a > 0:  # a flat or negative slope would tie or invert the ranking
             return Calibrator("identity")
-        return Calibrator("platt", {"a": a, "b": float(lr.intercept_[0])})
+        return Calibrator("platt", {"a": a, "b": float(lr.intercept_[0])}, input=input)
     from sklearn.isotonic import IsotonicRegression
 
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
     return Calibrator(
-        "isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
-    )
+        "isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()},
+        input=input,
+    )  # fmt: skip
 
 
-def fit_calibrator(y_true, y_prob, groups=None, *, method: str = "auto") -> Calibrator:
+def _candidate(name: str) -> tuple[str, str]:
+    """``"relative-platt"`` -> ``("relative", "platt")``; ``"isotonic"`` -> ``("raw", ...)``."""
+    return tuple(name.split("-", 1)) if "-" in name else ("raw", name)  # type: ignore[return-value]
+
+
+def fit_calibrator(
+    y_true, y_prob, groups=None, *, method: str = "auto", flat=None, candidates=CANDIDATES
+) -> Calibrator:
     """Fit the calibration of a fold on its validation channels.
 
     Parameters
@@ -131,23 +251,31 @@ def fit_calibrator(y_true, y_prob, groups=None, *, method: str = "auto") -> Cali
     y_prob : array-like of float, shape (n_channels,)
         Their raw probabilities.
     groups : array-like, shape (n_channels,), optional
-        Patient of each channel: ``"auto"`` compares the methods leaving one patient out at a
-        time (needs >= 2 patients; otherwise the in-sample Brier decides, isotonic excluded).
-    method : {"auto", "identity", "platt", "isotonic"}
+        Patient of each channel: ``"auto"`` compares the candidates leaving one patient out at
+        a time (needs >= 2 patients; otherwise the in-sample Brier decides, isotonic excluded);
+        a relative input stands each channel against its own patient's channels.
+    method : {"auto", "identity", "platt", "isotonic", "relative-platt", "relative-isotonic"}
+    flat : array-like of bool, shape (n_channels,), optional
+        Channels without signal, out of their patient's reference (:func:`relative_scores`).
+    candidates : sequence of (input, method)
+        What ``"auto"`` compares (:data:`CANDIDATES`; ``CANDIDATES[:3]``: the raw maps only,
+        the calibration before the relative input existed).
 
     Returns
     -------
     Calibrator
         ``info`` holds ``n_channels``, ``n_patients``, ``brier_raw`` and, for ``"auto"``,
-        ``cv_brier`` per method.
+        ``cv_brier`` per candidate (:attr:`Calibrator.name`).
     """
     y = np.asarray(y_true, dtype=int)
     p = np.clip(np.asarray(y_prob, dtype=float), 0.0, 1.0)
     if y.shape != p.shape or y.ndim != 1 or y.size == 0:
         raise ValueError(f"{y.shape=} and {p.shape=} must be equal, 1-D and non-empty.")
-    if method != "auto" and method not in METHODS:
-        raise ValueError(f"{method=} must be 'auto' or one of {METHODS}.")
+    names = [m if i == "raw" else f"{i}-{m}" for i, m in candidates]
+    if method != "auto" and method not in names:
+        raise ValueError(f"{method=} must be 'auto' or one of {names}.")
     g = np.asarray(groups) if groups is not None else np.zeros(y.size)
+    inputs = {"raw": p, "relative": relative_scores(p, g, flat=flat)}
     info: dict[str, Any] = {
         "n_channels": int(y.size),
         "n_patients": int(len(np.unique(g))),
@@ -156,25 +284,29 @@ def fit_calibrator(y_true, y_prob, groups=None, *, method: str = "auto") -> Cali
     if method == "auto":
         patients = np.unique(g)
         cv = {}
-        for m in METHODS:
+        for name in names:
+            inp, m = _candidate(name)
+            x = inputs[inp]
             if len(patients) < 2:
                 if m == "isotonic":
                     continue  # in-sample isotonic always "wins": not a fair comparison
-                out = _fit(m, y, p)(p)
+                out = _fit(m, y, x, inp)._apply(p, x)
             else:
                 out = np.empty_like(p)
                 for pat in patients:
                     held = g == pat
-                    out[held] = _fit(m, y[~held], p[~held])(p[held])
-            cv[m] = float(np.mean((out - y) ** 2))
+                    out[held] = _fit(m, y[~held], x[~held], inp)._apply(p[held], x[held])
+            cv[name] = float(np.mean((out - y) ** 2))
         info["cv_brier"] = cv
-        method = min(cv, key=lambda m: (round(cv[m], 12), METHODS.index(m)))
-    cal = _fit(method, y, p)
-    return Calibrator(cal.method, cal.params, info)
+        method = min(cv, key=lambda m: (round(cv[m], 12), names.index(m)))
+    inp, m = _candidate(method)
+    cal = _fit(m, y, inputs[inp], inp)
+    return Calibrator(cal.method, cal.params, info, cal.input)
 
 
 class EnsembleCalibration:
-    """The calibration of a fold ensemble: the mean of the folds' maps (still monotone).
+    """The calibration of a fold ensemble: the mean of the folds' maps (still monotone within
+    a recording).
 
     Parameters
     ----------
@@ -189,15 +321,17 @@ class EnsembleCalibration:
 
     @property
     def method(self) -> str:
-        """The folds' methods joined (``"isotonic"``, ``"platt+isotonic"`` ...)."""
-        return "+".join(dict.fromkeys(c.method for c in self.calibrators))
+        """The folds' maps joined (``"isotonic"``, ``"platt+relative-isotonic"`` ...)."""
+        return "+".join(dict.fromkeys(c.name for c in self.calibrators))
 
     @property
     def is_identity(self) -> bool:
         return all(c.method == "identity" for c in self.calibrators)
 
-    def __call__(self, p) -> np.ndarray:
-        return np.mean([c(p) for c in self.calibrators], axis=0)
+    def __call__(self, p, groups=None, *, flat=None, reference=None) -> np.ndarray:
+        return np.mean(
+            [c(p, groups, flat=flat, reference=reference) for c in self.calibrators], axis=0
+        )
 
 
 def brier_skill_score(brier: float | None, prevalence: float | None) -> float | None:

@@ -9,7 +9,8 @@ Two rules, both chosen on a fold's **validation** patients:
   ``score >= min(mean + k * std, max)`` over that patient's (in serving: that recording's)
   contacts, ``k`` maximising Youden's J on the validation channels (:func:`fit_relative_k`).
   A shift or a stretch of all of a patient's scores moves the threshold with them; the
-  patient's top contact is always called.
+  patient's top contact is always called. Flat contacts (no signal) are left out of the
+  contacts the threshold is taken from, in training as in serving (:func:`reference_scores`).
 
 ``"relative"`` is the default of ``soz train`` (``TrainConfig.call_rule``): trained on one
 simulator family and tested on the other, it gave every model a higher macro precision at an
@@ -23,7 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CALL_RULES", "K_GRID", "fit_relative_k", "relative_threshold", "relative_thresholds"]
+__all__ = [
+    "CALL_RULES",
+    "K_GRID",
+    "fit_relative_k",
+    "group_indices",
+    "reference_scores",
+    "relative_threshold",
+    "relative_thresholds",
+]
 
 #: The call rules (``--call-rule``).
 CALL_RULES = ("youden", "relative")
@@ -31,26 +40,62 @@ CALL_RULES = ("youden", "relative")
 K_GRID = np.round(np.arange(-1.0, 4.0001, 0.05), 2)
 
 
-def relative_threshold(scores, k: float) -> float:
+def reference_scores(scores, flat=None) -> np.ndarray:
+    """The scores a recording's (patient's) contacts stand against: those of its contacts that
+    are not ``flat`` (:func:`ingest.preprocessing.flat_channels`), all of them when none, or
+    every one, is. The relative call rule (training and serving) and the relative calibration
+    (:func:`trainer.calibration.relative_scores`) both take their reference from here.
+
+    Parameters
+    ----------
+    scores : array-like of float, shape (n_contacts,)
+    flat : array-like of bool, shape (n_contacts,), optional
+
+    Returns
+    -------
+    ndarray of float
+    """
+    s = np.asarray(scores, dtype=float)
+    if flat is None:
+        return s
+    keep = ~np.asarray(flat, dtype=bool)
+    if keep.shape != s.shape:
+        raise ValueError(f"{keep.shape=} must equal {s.shape=}: one flat flag per contact.")
+    return s[keep] if keep.any() else s
+
+
+def group_indices(groups) -> list[np.ndarray]:
+    """The positions of each group's members (groups in sorted order)."""
+    g = np.asarray(groups)
+    if not g.size:
+        return []
+    _, inverse = np.unique(g, return_inverse=True)
+    return [np.flatnonzero(inverse == j) for j in range(inverse.max() + 1)]
+
+
+def relative_threshold(scores, k: float, flat=None) -> float:
     """The relative rule's threshold of one patient's (or recording's) contacts.
 
     Parameters
     ----------
     scores : array-like of float, shape (n_contacts,)
     k : float
+    flat : array-like of bool, shape (n_contacts,), optional
+        Contacts without signal: not among the contacts the threshold is taken from
+        (:func:`reference_scores`).
 
     Returns
     -------
     float
-        ``min(mean + k * std, max)`` of ``scores`` (std with ``ddof=0``).
+        ``min(mean + k * std, max)`` of the reference scores (std with ``ddof=0``).
     """
-    s = np.asarray(scores, dtype=float)
+    s = reference_scores(scores, flat)
     if s.size == 0:
         raise ValueError("a relative threshold needs at least one contact.")
     return float(min(s.mean() + float(k) * s.std(), s.max()))
 
 
-def relative_thresholds(scores, groups, k) -> np.ndarray:
+def relative_thresholds(scores, groups, k, flat=None) -> np.ndarray:
     """Per-contact thresholds of the relative rule, each from its own group's contacts.
 
     Parameters
@@ -60,6 +105,8 @@ def relative_thresholds(scores, groups, k) -> np.ndarray:
         Patient (or recording) of each contact.
     k : float or array-like of float, shape (n_contacts,)
         One ``k``, or one per contact (constant within a group: pooled folds).
+    flat : array-like of bool, shape (n_contacts,), optional
+        Contacts left out of their group's reference (:func:`reference_scores`).
 
     Returns
     -------
@@ -70,15 +117,14 @@ def relative_thresholds(scores, groups, k) -> np.ndarray:
     ks = np.broadcast_to(np.asarray(k, dtype=float), s.shape)
     if g.shape != s.shape:
         raise ValueError(f"{g.shape=} must equal {s.shape=}: one group per contact.")
+    fl = None if flat is None else np.asarray(flat, dtype=bool)
     out = np.empty_like(s)
-    _, inverse = np.unique(g, return_inverse=True)
-    for j in range(inverse.max() + 1 if s.size else 0):
-        idx = np.flatnonzero(inverse == j)
-        out[idx] = relative_threshold(s[idx], ks[idx[0]])
+    for idx in group_indices(g):
+        out[idx] = relative_threshold(s[idx], ks[idx[0]], None if fl is None else fl[idx])
     return out
 
 
-def fit_relative_k(y_true, scores, groups, *, grid=K_GRID) -> float:
+def fit_relative_k(y_true, scores, groups, *, flat=None, grid=K_GRID) -> float:
     """The ``k`` of the relative rule maximising Youden's J on validation channels.
 
     Parameters
@@ -88,6 +134,9 @@ def fit_relative_k(y_true, scores, groups, *, grid=K_GRID) -> float:
     scores : array-like of float, shape (n_channels,)
     groups : array-like, shape (n_channels,)
         Patient of each channel.
+    flat : array-like of bool, shape (n_channels,), optional
+        Channels left out of their patient's reference (:func:`reference_scores`); they are
+        still called or not like the others.
     grid : array-like of float
         Candidate values; ties go to the largest (fewest calls).
     """
@@ -101,11 +150,17 @@ def fit_relative_k(y_true, scores, groups, *, grid=K_GRID) -> float:
     g = np.asarray(groups)
     _, inverse = np.unique(g, return_inverse=True)
     n_groups = inverse.max() + 1
-    counts = np.bincount(inverse, minlength=n_groups)
-    mean = np.bincount(inverse, weights=s, minlength=n_groups) / counts
-    std = np.sqrt(np.bincount(inverse, weights=(s - mean[inverse]) ** 2) / counts)
+    ref = np.ones(s.size) if flat is None else (~np.asarray(flat, dtype=bool)).astype(float)
+    if ref.shape != s.shape:
+        raise ValueError(f"{ref.shape=} must equal {s.shape=}: one flat flag per channel.")
+    none_left = np.bincount(inverse, weights=ref, minlength=n_groups) == 0
+    ref[none_left[inverse]] = 1.0  # a group of flat channels only: all of them
+    counts = np.bincount(inverse, weights=ref, minlength=n_groups)
+    mean = np.bincount(inverse, weights=ref * s, minlength=n_groups) / counts
+    var = np.bincount(inverse, weights=ref * (s - mean[inverse]) ** 2, minlength=n_groups)
+    std = np.sqrt(var / counts)
     top = np.full(n_groups, -np.inf)
-    np.maximum.at(top, inverse, s)
+    np.maximum.at(top, inverse, np.where(ref > 0, s, -np.inf))
     best_k, best_j = float(grid[0]), -np.inf
     for k in grid:
         t = np.minimum(mean + k * std, top)[inverse]

@@ -146,7 +146,8 @@ def channel_metrics(y_true, y_score, threshold, *, n_bins: int = 10, probability
         Bins of the reliability curve.
     probability : array-like of float, shape (n_channels,), optional
         Calibrated probabilities (:mod:`trainer.calibration`): the Brier score, its skill and
-        the reliability curve are theirs; calls and rankings stay those of ``y_score``.
+        the reliability curve are theirs (and ``roc_auc_calibrated``); calls, ``roc_auc`` and
+        ``pr_auc`` stay those of ``y_score``.
 
     Returns
     -------
@@ -156,6 +157,8 @@ def channel_metrics(y_true, y_score, threshold, *, n_bins: int = 10, probability
         class only; ``prevalence`` (SOZ fraction); ``brier`` score (of ``probability``),
         ``brier_raw`` (of ``y_score``), ``bss``: Brier skill score against the constant
         prediction at the prevalence (:func:`trainer.calibration.brier_skill_score`);
+        ``roc_auc_calibrated``: the ROC-AUC of ``probability`` (equal to ``roc_auc`` unless a
+        calibration relative to each recording re-orders contacts across patients);
         ``reliability`` bins;
         channel-wise ``recall``, ``specificity``, ``precision`` (0 when nothing is called, like
         scikit-learn's ``zero_division=0``), ``f1``, ``balanced_accuracy`` (None where undefined);
@@ -190,6 +193,7 @@ def channel_metrics(y_true, y_score, threshold, *, n_bins: int = 10, probability
         "tp": tp,
         "confusion": [[tn, fp], [fn, tp]],
         "roc_auc": _float(roc_auc_score(y_true, y_score)) if both else None,
+        "roc_auc_calibrated": _float(roc_auc_score(y_true, prob)) if both else None,
         "pr_auc": _float(average_precision_score(y_true, y_score)) if both else None,
         "prevalence": float(y_true.mean()),
         "brier": (brier := float(brier_score_loss(y_true, prob))),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.errors import ConfigError
+from trainer.calibration import CALIBRATIONS
 
 #: Models ``soz train --model`` knows. ``"all"`` at the CLI expands to every one of them.
 NEURAL_MODELS = ("sozformer", "dcgru")
@@ -113,6 +114,13 @@ class TrainConfig:
         patient's contacts, the default: it transferred better across simulator families,
         README "Calls and probabilities across generators"); both chosen on validation
         patients, both reported.
+    calibration : str
+        How each fold's probabilities are calibrated on its validation patients
+        (:func:`trainer.calibration.fit_calibrator`): ``"auto"`` (the default: the candidate
+        with the lowest leave-one-validation-patient-out Brier) or one map, such as
+        ``"relative-isotonic"`` (on each contact's standing among its recording's contacts: the
+        better Brier at a site whose scores all sit elsewhere, README "Calls and probabilities
+        across generators"; the worse within a site).
     feature_norm : str or None
         Per-recording normalisation of the neural models' clip features
         (:data:`models.site_norm.NORMS`: ``"median"``, ``"robust"``); recorded in the
@@ -160,6 +168,7 @@ class TrainConfig:
     placement_strategy: str = "PACK"
     split: str = "patient"
     call_rule: str = "relative"
+    calibration: str = "auto"
     feature_norm: str | None = None
     augment: tuple[str, ...] = ()
 
@@ -185,6 +194,8 @@ class TrainConfig:
             raise ConfigError(f"{self.max_failures=} must be >= 0 (restarts after a lost worker).")
         if self.call_rule not in ("youden", "relative"):
             raise ConfigError(f"call_rule={self.call_rule!r} must be 'youden' or 'relative'.")
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"calibration={self.calibration!r} must be one of {CALIBRATIONS}.")
         if not models:
             raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
         unknown = [m for m in models if m not in ALL_MODELS]

@@ -39,13 +39,19 @@ CHUNK_CLIPS = 32
 
 
 def cache_key(feature_config: Mapping[str, Any]) -> str:
-    """``nb<n_bands>-fmin<fmin>-fmax<fmax>``: the folder name part of a feature configuration."""
-    fc = {"n_bands": None, "fmin": 0.5, "fmax": None, **dict(feature_config)}
+    """``nb<n_bands>-fmin<fmin>-fmax<fmax>``: the folder name part of a feature configuration.
+
+    Keyed on :func:`models.site_norm.spectral_kwargs` of it, the configuration
+    :func:`write_recording_features` computes with: a per-recording normalisation (``norm``)
+    is applied after the cache is read, so every ``norm`` shares one cache.
+    """
+    fc = {"n_bands": None, "fmin": 0.5, "fmax": None, **spectral_kwargs(feature_config)}
     return f"nb{fc['n_bands']}-fmin{fc['fmin']}-fmax{fc['fmax']}"
 
 
 def cache_url(store_url: str | os.PathLike, feature_config: Mapping[str, Any]) -> str:
-    """``STORE/features/spectral-v1-<key>``: the feature cache of a store and configuration."""
+    """``STORE/features/spectral-v1-<key>``: the feature cache of a store and configuration
+    (:func:`cache_key`: the same for any ``norm``)."""
     return (
         f"{os.fspath(store_url).rstrip('/')}/features/{FEATURE_VERSION}-{cache_key(feature_config)}"
     )

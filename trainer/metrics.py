@@ -11,7 +11,13 @@ The protocol (SPEC, stage 3):
    then mean and std across patients).
    The Brier score, its skill against the prevalence and the reliability curve are those of the
    probabilities **calibrated** on the validation patients (:mod:`trainer.calibration`); the
-   raw Brier is kept beside them (``brier_raw``).
+   raw Brier is kept beside them (``brier_raw``), and so is the ROC-AUC of the calibrated
+   probabilities (``roc_auc_calibrated``) beside that of the raw scores (``roc_auc``, the
+   headline figure): a calibration relative to each patient's contacts keeps every patient's
+   ranking but not the pooled one.
+   Flat contacts (a ``flat`` column, :func:`with_flat`) stay in the figures but out of their
+   patient's reference for the relative call rule and the relative calibration
+   (:func:`trainer.call_rules.reference_scores`, the function serving uses).
 4. :func:`evaluate_fold` does 2-3 for one fold; :func:`summarise_folds` pools the folds and gives
    mean and std over folds.
 
@@ -99,7 +105,8 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
         ``y_true`` (0/1), ``score`` (probability), one row per sequence x channel (or per
         recording x channel). An optional ``n_sequences`` column (> 0) says how many sequences
         a row's score already averages (a worker's partial mean of a recording): the recording
-        mean is then weighted by it, so that partial means combine exactly.
+        mean is then weighted by it, so that partial means combine exactly. An optional ``flat``
+        column (bool, :func:`with_flat`) says which contacts carry no signal in a recording.
 
     Returns
     -------
@@ -108,6 +115,9 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
         the channel is SOZ in **any** of the patient's recordings (labels are per patient in
         practice; a disagreement between runs is logged and resolved towards SOZ, the clinically
         conservative call). ``n_recordings`` / ``n_sequences`` count what was averaged.
+        With a ``flat`` column in ``preds``, ``flat`` too: the channel is flat in every one of
+        the patient's recordings (left out of the patient's relative-rule and calibration
+        reference, :func:`trainer.call_rules.reference_scores`).
     """
     _require(preds, PRED_COLUMNS, "the prediction table")
     if preds.empty:
@@ -123,9 +133,11 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
             )
     else:
         weight = np.ones(len(preds))
+    has_flat = "flat" in preds.columns
     work = preds.loc[:, keys + ["y_true"]].assign(
-        _w=weight, _ws=weight * preds["score"].to_numpy(dtype=float)
-    )
+        _w=weight, _ws=weight * preds["score"].to_numpy(dtype=float),
+        flat=preds["flat"].fillna(False).astype(bool) if has_flat else False,
+    )  # fmt: skip
     per_rec = (
         work.groupby(keys, sort=True, observed=True)
         .agg(
@@ -133,6 +145,7 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
             n_sequences=("_w", "sum"),
             y_true=("y_true", "max"),
             y_min=("y_true", "min"),
+            flat=("flat", "min"),
         )
         .reset_index()
     )
@@ -152,6 +165,7 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
             score=("score", "mean"),
             n_recordings=("recording_id", "nunique"),
             n_sequences=("n_sequences", "sum"),
+            flat=("flat", "min"),
         )
         .reset_index()
     )
@@ -165,7 +179,28 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
         )
     table["y_true"] = table["y_true"].astype(int)
     table["n_sequences"] = table["n_sequences"].round().astype(int)
-    return table.loc[:, list(TABLE_COLUMNS)].reset_index(drop=True)
+    table["flat"] = table["flat"].astype(bool)
+    return table.loc[:, [*TABLE_COLUMNS, *(["flat"] if has_flat else [])]].reset_index(drop=True)
+
+
+def with_flat(preds: pd.DataFrame, channels: pd.DataFrame | None) -> pd.DataFrame:
+    """``preds`` with a ``flat`` column from the store's channels table (its ``recording_id``,
+    ``name``, ``flat``; :meth:`ingest.store.ClipStore.channels`): which contacts carry no
+    signal in their recording. ``channels=None``: ``preds`` as it is."""
+    if channels is None or "flat" not in channels or not len(preds):
+        return preds
+    flat = channels.loc[:, ["recording_id", "name", "flat"]].rename(columns={"name": "channel"})
+    flat = flat.assign(flat=flat["flat"].fillna(False).astype(bool))
+    out = preds.drop(columns=["flat"], errors="ignore").merge(
+        flat, on=["recording_id", "channel"], how="left"
+    )
+    out["flat"] = out["flat"].fillna(False).astype(bool)
+    return out
+
+
+def _flat(table: pd.DataFrame) -> np.ndarray | None:
+    """A table's ``flat`` column as bool, None without one."""
+    return table["flat"].to_numpy(bool) if "flat" in table else None
 
 
 def roc_curve_by_cohort(
@@ -242,8 +277,9 @@ def evaluate_fold(
     calibrator : Calibrator, optional
         Use this calibration instead of fitting one on ``val``
         (:func:`trainer.calibration.fit_calibrator`, method ``calibration``).
-    calibration : {"auto", "identity", "platt", "isotonic"}
-        The method fitted on the validation patients when no ``calibrator`` is given.
+    calibration : {"auto", "identity", "platt", "isotonic", "relative-platt", "relative-isotonic"}
+        The method fitted on the validation patients when no ``calibrator`` is given
+        (:func:`trainer.calibration.fit_calibrator`).
     call_rule : {"youden", "relative"}
         The rule the test calls (``test``, ``macro``) use (:mod:`trainer.call_rules`); both
         rules' calls are reported under ``calls``.
@@ -259,8 +295,10 @@ def evaluate_fold(
         test table as records (``cohort, patient, channel, y_true, score, probability``: raw
         score and calibrated probability) so that :func:`summarise_folds` can pool folds;
         ``calibration``: the :meth:`~trainer.calibration.Calibrator.to_dict` of the fold;
-        ``call_rule``, ``relative_k``; ``calls``: ``{rule: macro / pooled precision and recall,
-        calls}`` of both rules on test;
+        ``call_rule``, ``relative_k``; ``calibrated_threshold``: Youden's threshold of the
+        validation patients' calibrated probabilities; ``calls``: ``{rule: macro / pooled
+        precision and recall, calls}`` on test of both rules and of the calls on calibrated
+        probabilities (:func:`calibrated_calls`, compared, not used by serving);
         ``n_val_patients``, ``n_test_patients``.
     """
     val_t = _as_table(val, "the validation table")
@@ -279,20 +317,27 @@ def evaluate_fold(
     if call_rule not in CALL_RULES:
         raise ValueError(f"{call_rule=} must be one of {CALL_RULES}.")
     if relative_k is None:
-        relative_k = fit_relative_k(val_t["y_true"], val_t["score"], val_t["patient"])
+        relative_k = fit_relative_k(
+            val_t["y_true"], val_t["score"], val_t["patient"], flat=_flat(val_t)
+        )
     rules = {
         "youden": (threshold, threshold),
         "relative": tuple(
-            relative_thresholds(t["score"], t["patient"], relative_k) for t in (val_t, test_t)
+            relative_thresholds(t["score"], t["patient"], relative_k, flat=_flat(t))
+            for t in (val_t, test_t)
         ),
     }
     val_thr, test_thr = rules[call_rule]
     if calibrator is None:
         calibrator = fit_calibrator(
-            val_t["y_true"], val_t["score"], val_t["patient"], method=calibration
-        )
-    val_p = calibrator(val_t["score"].to_numpy(float))
-    test_p = calibrator(test_t["score"].to_numpy(float))
+            val_t["y_true"], val_t["score"], val_t["patient"], method=calibration,
+            flat=_flat(val_t),
+        )  # fmt: skip
+    val_p, test_p = (
+        calibrator(t["score"].to_numpy(float), t["patient"].to_numpy(), flat=_flat(t))
+        for t in (val_t, test_t)
+    )
+    cal_threshold = youden_threshold(val_t["y_true"], val_p)
     records = [
         {
             "cohort": str(r.cohort),
@@ -301,14 +346,18 @@ def evaluate_fold(
             "y_true": int(r.y_true),
             "score": float(r.score),
             "probability": float(p),
+            **({"flat": bool(r.flat)} if "flat" in test_t else {}),
         }
         for r, p in zip(test_t.itertuples(index=False), test_p, strict=True)
     ]
+    calls = {rule: call_summary(test_t, thr) for rule, (_, thr) in rules.items()}
+    calls.update(calibrated_calls(test_t.assign(score=test_p), cal_threshold))
     return {
         "threshold": threshold,
         "call_rule": call_rule,
         "relative_k": float(relative_k),
-        "calls": {rule: call_summary(test_t, thr) for rule, (_, thr) in rules.items()},
+        "calibrated_threshold": float(cal_threshold),
+        "calls": calls,
         "n_val_patients": int(val_t["patient"].nunique()),
         "n_test_patients": int(test_t["patient"].nunique()),
         "calibration": calibrator.to_dict(),
@@ -339,14 +388,29 @@ def call_summary(table: pd.DataFrame, thresholds) -> dict:
     }
 
 
+def calibrated_calls(table: pd.DataFrame, threshold) -> dict:
+    """Calls on calibrated probabilities (``table["score"]`` holds them), compared beside the
+    call rules: ``calibrated`` (``p >= threshold``, Youden's threshold of the validation
+    patients' calibrated probabilities) and ``calibrated_half`` (``p >= 0.5``)."""
+    return {"calibrated": call_summary(table, threshold),
+            "calibrated_half": call_summary(table, 0.5)}  # fmt: skip
+
+
 def _pooled_calls(pooled: pd.DataFrame, fold_results: Sequence[Mapping]) -> dict:
-    """Both call rules on all test patients, each fold's threshold / ``k`` on its own patients."""
+    """Both call rules on all test patients, each fold's threshold / ``k`` on its own patients
+    (and the calls on calibrated probabilities, :func:`calibrated_calls`, where every fold
+    has its calibrated threshold)."""
     youden = np.array([float(fold_results[i]["threshold"]) for i in pooled["fold"]])
     out = {"youden": call_summary(pooled, youden)}
     if pooled["relative_k"].notna().all():
         out["relative"] = call_summary(
-            pooled, relative_thresholds(pooled["score"], pooled["patient"], pooled["relative_k"])
-        )
+            pooled,
+            relative_thresholds(pooled["score"], pooled["patient"], pooled["relative_k"],
+                                flat=_flat(pooled)),
+        )  # fmt: skip
+    if all("calibrated_threshold" in r for r in fold_results):
+        cal = np.array([float(fold_results[i]["calibrated_threshold"]) for i in pooled["fold"]])
+        out.update(calibrated_calls(pooled.assign(score=pooled["probability"]), cal))
     return out
 
 
@@ -395,7 +459,9 @@ def summarise_folds(fold_results: Sequence[Mapping], *, n_bins: int = 10) -> dic
             f["probability"] = f["score"]
         f["threshold"] = float(r["threshold"])
         if r.get("call_rule") == "relative":
-            f["threshold"] = relative_thresholds(f["score"], f["patient"], r["relative_k"])
+            f["threshold"] = relative_thresholds(
+                f["score"], f["patient"], r["relative_k"], flat=_flat(f)
+            )
         f["relative_k"] = r.get("relative_k", float("nan"))
         f["fold"] = i
         frames.append(f)

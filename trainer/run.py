@@ -33,7 +33,7 @@ from trainer.calibration import Calibrator
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TrainConfig
 from trainer.datasets import recording_table
-from trainer.metrics import evaluate_fold, summarise_folds
+from trainer.metrics import evaluate_fold, summarise_folds, with_flat
 from trainer.rundir import RunDir
 from trainer.splits import Fold, make_folds, patient_groups
 
@@ -66,6 +66,8 @@ def write_fold(
     extra: Mapping[str, Any] | None = None,
     save_model: Callable[[Mapping[str, Any]], None] | None = None,
     call_rule: str = "youden",
+    channels: pd.DataFrame | None = None,
+    calibration: str = "auto",
 ) -> dict:
     """Evaluate one fold and write its predictions, plots, model and, last, its ``metrics.json``.
 
@@ -83,6 +85,12 @@ def write_fold(
         runs before the finished marker, so a kill in between leaves an unfinished fold.
     call_rule : {"youden", "relative"}
         The call rule of the fold's test metrics and of serving (:mod:`trainer.call_rules`).
+    channels : DataFrame, optional
+        The store's channels table (:meth:`ingest.store.ClipStore.channels`): its ``flat``
+        flags join the predictions (:func:`trainer.metrics.with_flat`), so that flat contacts
+        stay out of the relative rule's and the relative calibration's reference.
+    calibration : str
+        The calibration fitted on the validation patients (``TrainConfig.calibration``).
 
     Returns
     -------
@@ -94,9 +102,10 @@ def write_fold(
     run = RunDir(run_dir)
     d = run.fold_dir(model, fold.index)
     d.mkdir(parents=True, exist_ok=True)
+    val, test = with_flat(val, channels), with_flat(test, channels)
     write_parquet(d / "val_predictions.parquet", val)
     write_parquet(d / "test_predictions.parquet", test)
-    result = evaluate_fold(val, test, call_rule=call_rule)
+    result = evaluate_fold(val, test, call_rule=call_rule, calibration=calibration)
     history = list((extra or {}).get("history", []))
     _plot(
         plots.plot_confusion,
@@ -249,6 +258,7 @@ def run_training(
     run = RunDir(run_dir)
     store = ClipStore.open(store_url)
     recs = recording_table(store)
+    channels = store.channels()
     patients = sorted({r.patient for r in recs})
     if cfg.split == "patient" and len(patients) < cfg.n_folds:
         raise SozkitError(
@@ -334,6 +344,8 @@ def run_training(
             },
             save_model=save_model,  # the checkpoint before the finished marker
             call_rule=cfg.call_rule,
+            channels=channels,
+            calibration=cfg.calibration,
         )
         tick(_fold_label(res.model_name, fold, result))
 
@@ -342,9 +354,9 @@ def run_training(
     train_folds(store_url, jobs, cfg, storage_root=run_dir, on_done=neural_done)
 
     if "svm" in cfg.models:
-        _run_svm(store_url, run_dir, recs, folds, cfg, tick)
+        _run_svm(store_url, run_dir, recs, folds, cfg, tick, channels)
     if "baseline" in cfg.models:
-        _run_baseline(store_url, run_dir, recs, folds, cfg, tick)
+        _run_baseline(store_url, run_dir, recs, folds, cfg, tick, channels)
 
     summaries = {m: write_model_summary(run_dir, m, folds) for m in cfg.models}
     sites = _site_figures(run_dir, cfg.models, store.recordings())
@@ -409,8 +421,9 @@ def _precompute_features(store_url: str, recording_ids: list[str], feature_confi
 
 
 def _run_svm(
-    store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig, tick: Tick
-) -> None:
+    store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig, tick: Tick,
+    channels: pd.DataFrame | None = None,
+) -> None:  # fmt: skip
     from trainer.svm_stage import compute_features, train_svm_fold
 
     run = RunDir(run_dir)
@@ -426,14 +439,15 @@ def _run_svm(
         result = write_fold(
             run_dir, "svm", fold, res.val_predictions, res.test_predictions,
             save_model=lambda _result, m=res.model, k=fold.index: m.save(run.svm_path(k)),
-            call_rule=cfg.call_rule,
+            call_rule=cfg.call_rule, channels=channels, calibration=cfg.calibration,
         )  # fmt: skip
         tick(_fold_label("svm", fold, result))
 
 
 def _run_baseline(
-    store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig, tick: Tick
-) -> None:
+    store_url: str, run_dir: Path, recs, folds: list[Fold], cfg: TrainConfig, tick: Tick,
+    channels: pd.DataFrame | None = None,
+) -> None:  # fmt: skip
     from trainer.baseline_stage import BaselineConfig, fold_predictions, score_recordings
 
     todo = [f for f in folds if not RunDir(run_dir).fold_finished("baseline", f.index)]
@@ -445,5 +459,8 @@ def _run_baseline(
     scores = score_recordings(store_url, recs, BaselineConfig(**cfg.hparams_for("baseline")))
     for fold in todo:
         val, test = fold_predictions(scores, fold)
-        result = write_fold(run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule)
+        result = write_fold(
+            run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule, channels=channels,
+            calibration=cfg.calibration,
+        )  # fmt: skip
         tick(_fold_label("baseline", fold, result))

@@ -60,7 +60,8 @@ def call_figures(table: pd.DataFrame, folds: Mapping[int, tuple[float, Any]]) ->
     Parameters
     ----------
     table : DataFrame
-        Aggregated (patient, channel) table with ``fold``, ``y_true``, ``score``.
+        Aggregated (patient, channel) table with ``fold``, ``patient``, ``y_true``, ``score``
+        (and ``flat``, optional: out of a relative calibration's reference).
     folds : mapping of int to (threshold, calibrator)
         Each fold's threshold and :class:`trainer.calibration.Calibrator`.
 
@@ -72,10 +73,13 @@ def call_figures(table: pd.DataFrame, folds: Mapping[int, tuple[float, Any]]) ->
     if table is None or not len(table):
         return dict.fromkeys(("brier", "bss", "macro_precision", "macro_recall"))
     score = table["score"].to_numpy(float)
+    patient = table["patient"].to_numpy()
+    flat = table["flat"].to_numpy(bool) if "flat" in table else None
     prob, thr = np.empty_like(score), np.empty_like(score)
     for k, idx in table.groupby("fold").indices.items():
         t, cal = folds[int(k)]
-        prob[idx], thr[idx] = cal(score[idx]), t
+        prob[idx] = cal(score[idx], patient[idx], flat=None if flat is None else flat[idx])
+        thr[idx] = t
     m = channel_metrics(table["y_true"], score, thr, probability=prob)
     macro = patient_macro_metrics(table, thr)
     return {

@@ -15,6 +15,7 @@ from functools import partial
 
 from serving.cli import command, json_arg, ray_session
 from serving.commands.options import add_progress_arg, config_from_args, config_option
+from trainer.calibration import CALIBRATIONS
 from trainer.config import PLACEMENT_STRATEGIES, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--call-rule", "call_rule", choices=("youden", "relative"),
         help="youden: one threshold for every patient; relative: a contact standing out among "
         "its patient's contacts (both chosen on validation patients; default %(default)s)",
+    )  # fmt: skip
+    opt(
+        "--calibration", "calibration", choices=CALIBRATIONS,
+        help="probability calibration fitted on validation patients: auto (lowest "
+        "leave-one-patient-out Brier), or one map; relative-*: on each contact's standing "
+        "among its recording's contacts (better at a new site, worse within one; %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--feature-norm",

@@ -91,3 +91,51 @@ def test_relative_threshold_leaves_out_flat_contacts(cls, serving_data, tmp_path
     assert "RH3" not in res.channels and any("RH3" in w for w in res.warnings)
     # the threshold is that of the scored contacts alone: the flat one does not count
     assert res.threshold == pytest.approx(relative_threshold(res.p_raw, 0.5))
+
+
+@pytest.mark.parametrize("cls", [Scorer, SVMScorer])
+def test_serving_calibrates_a_recording_as_training_does(cls, serving_data, tmp_path):
+    """A relative calibration, fitted like training fits it, gives the served recording the
+    probabilities the training side (:func:`trainer.metrics.evaluate_fold`) gives the same
+    recording's raw scores; a flat contact is out of the reference on both sides."""
+    import pandas as pd
+
+    from tests.adversarial.cohorts import make_constant
+    from tests.serving.conftest import SOZ, make_recording, write_edf
+    from tests.trainer.test_calibration import _shifted_site
+    from trainer.calibration import fit_calibrator
+    from trainer.metrics import evaluate_fold, with_flat
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(serving_data["run_dir"], run_dir)
+    model = "sozformer" if cls is Scorer else "svm"
+    val = _shifted_site(6, 0, "v", np.linspace(-1.0, 1.0, 6))
+    cals = [
+        fit_calibrator(val["y_true"], val["score"], val["patient"], method=m)
+        for m in ("relative-isotonic", "relative-platt")
+    ]
+    for fold, cal in enumerate(cals):
+        RunDir(run_dir).write_calibration(model, fold, cal)
+    edf = write_edf(tmp_path / "p1_ictal.edf", seconds=60.0)
+    make_constant(edf, blips=True, only={"RH3"})
+    served = cls.from_run(run_dir).score(make_recording(edf))
+    assert "RH3" not in served.channels
+    assert served.calibration == "relative-isotonic+relative-platt"
+    test = pd.DataFrame({
+        "cohort": "c", "patient": "p1", "recording_id": "p1_ictal",
+        "channel": [*served.channels, "RH3"],
+        "y_true": [int(c in SOZ) for c in (*served.channels, "RH3")],
+        "score": [*served.p_raw, 0.0],  # a flat contact's score: anything
+    })  # fmt: skip
+    channels = pd.DataFrame({"recording_id": "p1_ictal", "name": test["channel"],
+                             "flat": test["channel"] == "RH3"})  # fmt: skip
+    test = with_flat(test, channels)
+    per_fold = []
+    for cal in cals:  # each fold's map on the training side; serving averages the folds' maps
+        table = pd.DataFrame(evaluate_fold(val, test, calibrator=cal)["test_table"])
+        per_fold.append(table.set_index("channel").loc[list(served.channels), "probability"])
+    np.testing.assert_allclose(served.probabilities, np.mean(per_fold, axis=0), rtol=1e-9)
+    np.testing.assert_array_equal(served.soz_calls, served.p_raw >= served.raw_threshold)
+    np.testing.assert_array_equal(  # the recording's ranking is kept
+        np.argsort(-served.probabilities, kind="stable"), np.argsort(-served.p_raw, kind="stable")
+    )

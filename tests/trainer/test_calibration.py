@@ -56,7 +56,7 @@ def test_auto_keeps_the_identity_for_a_calibrated_model():
     y = (rng.random(600) < q).astype(int)
     cal = fit_calibrator(y, q, np.arange(600) % 6)
     cv = cal.info["cv_brier"]
-    assert set(cv) == {"identity", "platt", "isotonic"}
+    assert set(cv) == {"identity", "platt", "isotonic", "relative-platt", "relative-isotonic"}
     assert cv[cal.method] == min(cv.values())
     # identity is within noise of the best here: no method may do much better than the truth
     assert cv["identity"] - min(cv.values()) < 0.005
@@ -94,3 +94,103 @@ def test_run_dir_keeps_the_calibration(tmp_path, caplog):
     np.testing.assert_allclose(ens(np.array([0.5])), [(1 / (1 + np.e) + 0.5) / 2])
     with pytest.raises(ValueError, match="a > 0"):
         Calibrator("platt", {"a": 0.0, "b": 1.0})
+
+
+def _shifted_site(n_patients: int, seed: int, prefix: str, shift) -> pd.DataFrame:
+    """Channels whose SOZ rate is ``q = sigmoid(z)``, scored ``sigmoid(z + shift)``: each
+    patient's scores sit ``shift`` (a number, or one per patient) higher on the logit, as a
+    site (generator, montage) moves every score of its recordings."""
+    rng = np.random.default_rng(seed)
+    shifts = np.broadcast_to(np.asarray(shift, dtype=float), (n_patients,))
+    rows = []
+    for k in range(n_patients):
+        z = rng.normal(-2.5, 1.5, size=80)
+        y = rng.random(80) < 1 / (1 + np.exp(-z))
+        raw = 1 / (1 + np.exp(-(z + shifts[k])))
+        rows += [
+            {"cohort": "c", "patient": f"{prefix}{k}", "recording_id": f"{prefix}{k}_r",
+             "channel": f"ch{i}", "y_true": int(t), "score": float(s)}
+            for i, (t, s) in enumerate(zip(y, raw, strict=True))
+        ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_relative_calibration_transfers_to_a_shifted_site_and_keeps_each_ranking():
+    # validation patients each with their own offset; the test site far above all of them
+    val = _shifted_site(8, 0, "v", np.linspace(-1.0, 1.0, 8))
+    test = _shifted_site(8, 1, "t", 3.0)
+    cal = fit_calibrator(val["y_true"], val["score"], val["patient"])
+    cv = cal.info["cv_brier"]
+    assert cal.input == "relative" and cal.name.startswith("relative-")
+    assert min(cv["relative-platt"], cv["relative-isotonic"]) < min(cv["platt"], cv["isotonic"])
+    raw_only = fit_calibrator(val["y_true"], val["score"], val["patient"], method="platt")
+    y, s, g = test["y_true"].to_numpy(), test["score"].to_numpy(), test["patient"].to_numpy()
+    prev = y.mean()
+    p = cal(s, g)
+    assert brier_skill_score(brier_score_loss(y, p), prev) > 0.05
+    assert brier_skill_score(brier_score_loss(y, raw_only(s)), prev) < 0  # raw map: worse
+    for pat in np.unique(g):  # each patient's ranking is kept, strictly
+        own = g == pat
+        order = np.argsort(s[own], kind="stable")
+        assert np.all(np.diff(p[own][order]) > 0)
+    again = Calibrator.from_dict(cal.to_dict())
+    np.testing.assert_array_equal(again(s, g), p)
+    # a relative map sees only the patient's own contacts: shifting them all changes nothing
+    one = g == "t0"
+    shifted = 1 / (1 + np.exp(-(np.log(s[one] / (1 - s[one])) - 2.0)))
+    np.testing.assert_allclose(cal(shifted), p[one], rtol=1e-9)
+
+
+def test_relative_calibration_in_evaluate_fold_reports_both_aucs():
+    val = _shifted_site(8, 0, "v", np.linspace(-1.0, 1.0, 8))
+    test = _shifted_site(8, 1, "t", np.linspace(-2.0, 3.0, 8))
+    res = evaluate_fold(val, test, calibration="relative-platt")
+    t = res["test"]
+    assert res["calibration"]["input"] == "relative"
+    assert t["roc_auc_calibrated"] != pytest.approx(t["roc_auc"], abs=1e-6)  # pooled: re-ordered
+    raw = evaluate_fold(val, test, calibration="platt")
+    assert raw["test"]["roc_auc_calibrated"] == pytest.approx(raw["test"]["roc_auc"], abs=1e-12)
+    assert t["roc_auc"] == raw["test"]["roc_auc"] and t["bss"] > raw["test"]["bss"]
+    assert {"calibrated", "calibrated_half"} <= set(res["calls"])
+    summary = summarise_folds([res])
+    assert summary["pooled"]["brier"] == pytest.approx(t["brier"])
+    assert summary["pooled_calls"]["calibrated"] == res["calls"]["calibrated"]
+
+
+def test_a_threshold_is_calibrated_against_its_recording():
+    val = _shifted_site(6, 0, "v", np.linspace(-1.0, 1.0, 6))
+    cal = fit_calibrator(val["y_true"], val["score"], val["patient"], method="relative-isotonic")
+    s = _shifted_site(1, 2, "t", 0.5)["score"].to_numpy()
+    flat = np.zeros(s.size, bool)
+    flat[:5] = True
+    p = cal(s, flat=flat)
+    for t in np.quantile(s, [0.5, 0.9, 0.97]):  # the raw call is the calibrated call
+        ct = cal(np.array([t]), reference=s, flat=flat)[0]
+        np.testing.assert_array_equal(p >= ct, s >= t)
+    # the flat contacts are out of the reference: the others stand as without them
+    np.testing.assert_allclose(p[5:], cal(s[5:]), rtol=1e-12)
+    ens = EnsembleCalibration([cal, Calibrator()])
+    assert ens.method == "relative-isotonic+identity"
+    np.testing.assert_allclose(ens(s, flat=flat), (p + s) / 2)
+    with pytest.raises(ValueError, match="identity: raw only"):
+        Calibrator("identity", input="relative")
+
+
+def test_soz_train_chooses_the_calibration():
+    import argparse
+
+    from ingest.errors import ConfigError
+    from serving.commands.options import config_from_args
+    from serving.commands.train import add_arguments
+    from trainer.config import TrainConfig
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["S", "--out", "R", "--calibration", "relative-isotonic"])
+    assert config_from_args(TrainConfig, args).calibration == "relative-isotonic"
+    assert TrainConfig().calibration == "auto"
+    with pytest.raises(ConfigError, match="calibration="):
+        TrainConfig(calibration="beta")
+    val = _shifted_site(4, 0, "v", 0.0)
+    with pytest.raises(ValueError, match="relative-isotonic"):
+        fit_calibrator(val["y_true"], val["score"], val["patient"], method="beta")

@@ -60,3 +60,37 @@ def test_summary_sets_both_rules_side_by_side():
     row = next(line for line in section.splitlines() if line.startswith("| `svm`"))
     assert "| relative |" in row and "1.000" in row
     assert "Brier skill" in text and "calibrated" in text
+
+
+def test_training_leaves_flat_contacts_out_of_the_relative_threshold():
+    """As serving does (serving/flat_contacts.py): a dead contact scored 0 must not pull its
+    patient's threshold down and add calls. The flags come from the store's channels table."""
+    from trainer.metrics import aggregate_channel_scores, with_flat
+
+    val = _patients("v", 6, 0)
+    rows = []
+    for i in range(6):  # one SOZ contact on top, then non-SOZ ones, then the dead contact
+        for j, (y, s) in enumerate(zip([1, 0, 0, 0, 0], [0.9, 0.6, 0.5, 0.4, 0.3], strict=True)):
+            rows.append({"cohort": "c", "patient": f"t{i}", "recording_id": f"t{i}_r",
+                         "channel": f"ch{j}", "y_true": y, "score": s + 0.01 * i})  # fmt: skip
+    test = pd.DataFrame(rows)
+    dead = test[test["channel"] == "ch4"].assign(channel="dead", score=0.0, y_true=0)
+    both = pd.concat([test, dead], ignore_index=True)
+    channels = both.loc[:, ["recording_id", "channel"]].rename(columns={"channel": "name"})
+    channels["flat"] = channels["name"] == "dead"
+    flagged = with_flat(both, channels)
+    assert flagged["flat"].sum() == 6 and aggregate_channel_scores(flagged)["flat"].sum() == 6
+    k = 0.5  # mean + 0.5 std: 0.64 over the five contacts, 0.59 with the dead one among them
+    alone = evaluate_fold(val, test, call_rule="relative", relative_k=k)
+    with_dead = evaluate_fold(val, flagged, call_rule="relative", relative_k=k)
+    unflagged = evaluate_fold(val, both, call_rule="relative", relative_k=k)
+    assert alone["calls"]["relative"]["n_calls"] == 6  # the SOZ contact of each patient
+    assert with_dead["calls"]["relative"]["n_calls"] == 6
+    assert unflagged["calls"]["relative"]["n_calls"] == 12  # the 0.6 contacts too: wrong
+    assert with_dead["calls"]["relative"]["macro_precision"] == 1.0
+    pooled = summarise_folds([with_dead])["pooled_calls"]["relative"]
+    assert pooled["n_calls"] == 6
+    # the threshold serving takes for that recording (its flat contact left out)
+    one = flagged[flagged["patient"] == "t0"]
+    t = relative_threshold(one["score"], k, one["flat"])
+    assert t == pytest.approx(relative_threshold([0.9, 0.6, 0.5, 0.4, 0.3], k))

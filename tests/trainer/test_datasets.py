@@ -177,3 +177,28 @@ def test_feature_cache_round_trip_and_loader_reads_it(tiny_store, tmp_path):
     torch.testing.assert_close(ds[1]["x"], torch.from_numpy(direct.transpose(1, 0, 2)))
     assert cache_url("s3://b/st/", FEATS).startswith("s3://b/st/features/spectral-v1-nb8-")
     assert not FeatureCacheReader(str(tmp_path / "none")).has(rid)
+
+
+def test_a_normalised_run_reads_the_cache_written_without_normalisation(tiny_store, tmp_path):
+    """``--feature-norm`` is applied after the cache: a median run reuses the cache of a plain one."""
+    import shutil
+
+    from trainer.config import TrainConfig
+
+    url = str(tmp_path / "store.zarr")
+    shutil.copytree(tiny_store, url)
+    store = ClipStore.open(url)
+    recs = recording_table(store)
+    rid = recs[0].recording_id
+    plain, median = TrainConfig(), TrainConfig(feature_norm="median")
+    assert "norm" in median.feature_config() and "norm" not in plain.feature_config()
+    assert write_recording_features(store, rid, plain.feature_config()) is True
+    assert cache_url(url, median.feature_config()) == cache_url(url, plain.feature_config())
+    assert write_recording_features(store, rid, median.feature_config()) is False  # reused
+    zarr.open_group(cache_url(url, plain.feature_config()), mode="a")[rid][0] = 0.0  # a mark
+    ds = SequenceDataset(
+        url, recs, np.array([[0, 0]]), seq_len=4, feature_config=median.feature_config(),
+        feature_cache=cache_url(url, median.feature_config()),
+    )  # fmt: skip
+    x = ds[0]["x"]  # (C, S, F): clip 0 from the cache (0 stays 0 after the median), clip 1 not
+    assert (x[:, 0] == 0).all() and (x[:, 1] != 0).any()

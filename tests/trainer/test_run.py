@@ -61,9 +61,13 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
             assert fm["threshold"] == pytest.approx(brute_force_youden(val["y_true"], val["score"]))
             rule = json.loads((fdir / "threshold.json").read_text())
             assert rule["call_rule"] == "relative" and rule["relative_k"] == fm["relative_k"]
-            assert set(fm["calls"]) == {"youden", "relative"}
+            assert set(fm["calls"]) == {"youden", "relative", "calibrated", "calibrated_half"}
             cal = json.loads((fdir / "calibration.json").read_text())
             assert cal["method"] in ("identity", "platt", "isotonic") and "cv_brier" in cal["info"]
+            assert (
+                cal["input"] in ("raw", "relative") and "relative-platt" in cal["info"]["cv_brier"]
+            )
+            assert "flat" in pd.read_parquet(fdir / "test_predictions.parquet")  # store's flags
             if model in ("sozformer", "dcgru"):
                 net, meta = load_checkpoint(fdir / "checkpoint.pt")
                 assert meta.threshold == pytest.approx(fm["threshold"])
