@@ -258,13 +258,12 @@ def score_and_explain(scorer, rec, **kwargs):
         What :meth:`serving.scoring.Scorer.score` returns.
     explanation : RecordingExplanation
     """
-    from serving.calls import CallRules
     from serving.engine import SequenceConsumer, score_recording
 
     stream = scorer.stream(rec)  # contacts and clip count (the header only)
     keep = _FoldKeeping(scorer.networks)
     consumer = SequenceConsumer(
-        scorer.name, scorer.prep, scorer.folds, CallRules(scorer.threshold), keep,
+        scorer.name, scorer.prep, scorer.folds, scorer.rules, keep,
         batch_size=scorer.batch_size,
     )  # fmt: skip
     consumer.sequences_seen = []

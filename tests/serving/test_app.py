@@ -222,7 +222,7 @@ def test_serve_config_validation():
 
 
 def test_answer_has_each_fold_models_spread(server, serving_data):
-    from serving.explain import explain_recording
+    from serving.explain import score_and_explain
 
     body = server["client"].post("/score", json={"path": "p1_ictal.edf"}).json()
     assert body["explanation"] is None  # opt-in
@@ -231,9 +231,12 @@ def test_answer_has_each_fold_models_spread(server, serving_data):
     assert [c["channel"] for c in unc["contacts"]] == [c["channel"] for c in body["contacts"]]
     # The fold models run apart in this process give the same per-fold probabilities.
     rec = recording_for_path(serving_data["long_edf"], line_freq=50.0)
-    e = explain_recording(Scorer.from_run(serving_data["run_dir"]), rec)
+    result, e = score_and_explain(Scorer.from_run(serving_data["run_dir"]), rec)
     want = dict(zip(e.channels, e.window_probs.mean(axis=1).T, strict=True))  # (folds,) each
     probs = {c["channel"]: c["probability"] for c in body["contacts"]}
+    # The explaining pass calls as the service does (same rules: calibration, relative k).
+    assert result.threshold == pytest.approx(body["threshold"], rel=1e-6)
+    np.testing.assert_allclose(result.probabilities, [probs[c] for c in result.channels], rtol=1e-4)
     for c in unc["contacts"]:
         np.testing.assert_allclose(c["fold_probabilities"], want[c["channel"]], rtol=1e-4)
         p = np.array(c["fold_probabilities"])
