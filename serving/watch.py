@@ -527,15 +527,22 @@ SCORE_FIX = (
 #: Times a version left in flight by an engine error is retried before it is ``failed``.
 MAX_ATTEMPTS = 3
 
-#: Channel-seconds of signal below which a batch is ingested in the watcher's own process
-#: (Beam's in-memory FnApiRunner): starting worker processes costs more than they save.
-IN_PROCESS_CHANNEL_S = 128 * 600.0
+#: Channel-seconds of signal up to which a batch is ingested in the watcher's own process
+#: (Beam's in-memory FnApiRunner, one core; the scoring stage has the others meanwhile). Worker
+#: processes are started per batch and pay for themselves only on long batches: measured (load
+#: 35-47), batches of three 5-min x 128-contact recordings cost 94 CPU-s per recording-hour
+#: (watcher and its processes) with two worker processes, 47 in process.
+IN_PROCESS_CHANNEL_S = 128 * 3600.0
+
+#: Options of every batch's local pipeline: the graph is the one ``soz ingest`` builds (its
+#: transforms carry no type hints to check) and is built again for each batch.
+BATCH_ARGS = ("--no_pipeline_type_check",)
 
 
 def batch_pipeline_args(recs: Sequence[Recording], cfg: WatchConfig) -> list[str]:
     """Beam options for one batch: ``cfg.pipeline_args`` when given, else the local runner,
-    in-process for a small batch (:data:`IN_PROCESS_CHANNEL_S`), one worker per core above."""
+    in-process up to :data:`IN_PROCESS_CHANNEL_S`, one worker per core above."""
     if cfg.pipeline_args:
         return list(cfg.pipeline_args)
     size = sum(r.duration_s * len(r.contacts) for r in recs)
-    return ["--direct_num_workers=1"] if size < IN_PROCESS_CHANNEL_S else []
+    return [*BATCH_ARGS, *(["--direct_num_workers=1"] if size <= IN_PROCESS_CHANNEL_S else [])]
