@@ -13,8 +13,9 @@ through the stages of the batch commands, each by their own entry point:
    rows are merged into ``RESULTS`` (one row per recording x contact x model, replaced by key,
    the file rewritten atomically); rows of an older version of the same file are kept and
    marked ``superseded``;
-3. **report**: :func:`serving.report.write_report` refreshes the patient's page, then the index
-   page lists every arrival with its status.
+3. **report**: :func:`serving.report.write_report` refreshes the patient's page (in a
+   :class:`serving.watch_stage.PageWriter` actor), then the index page lists every arrival with
+   its status.
 
 The stages overlap: once a batch is ingested it is handed to the scoring stage, a thread of
 its own (:class:`serving.watch_stage.BatchStage`) that scores and reports it, while the loop
