@@ -13,11 +13,13 @@ pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with it
   written after the first ``--skip-batches`` batches' rows and up to the last row, divided by
   that time. A batch is the recordings of one results write (one ``scored_at``); skipping the
   first one leaves out the start (the stable window before anything is complete, the first
-  batch alone in the pipeline). It measures what the watcher can do only when the producer
-  offers more than that: give ``--rate-hph`` above it (``--rate-hph 200``: a 5-min recording
-  every 1.5 s) and the watcher falls behind, batches grow and it is never idle. At an offered
-  rate below its capacity it equals the offered rate. Target: >= 100 h/h for 128 contacts at
-  1 kHz on 2 cores.
+  batch alone in the pipeline, cold). It measures what the watcher can do only when the
+  producer offers more than that: give ``--rate-hph`` above it (``--rate-hph 200``: a 5-min
+  recording every 1.5 s) and the watcher falls behind, batches grow and it never waits for an
+  export; ``sustained.lag_growth_s`` (how much later than the window's first export its last
+  one got its results) is then well above 0. At an offered rate it keeps up with, the figure
+  is the offered rate (give or take a batch) and the lag stays flat. Target: >= 100 h/h for
+  128 contacts at 1 kHz on 2 cores.
 - **throughput** as before: recording-hours per wall hour from the first file complete to the
   last report (it includes the first stable window and the last batch's), between the first
   and the last report, and the capacity: recording-hours per hour of the watcher's busy time
@@ -151,16 +153,15 @@ def sustained(
     complete: dict[str, float],
     seconds: int,
     skip: int,
-    spans: list[tuple[float, float]],
 ) -> dict:
     """Recording-hours per wall hour of the results rows written after the first ``skip``
     batches' rows, up to the last row (``skip`` 0: from the first file complete).
 
     A batch is the recordings of one results write: one ``scored_at`` in ``results``; its time
-    is its last journal ``scored`` line (``scored``: landing path -> time). ``busy_share`` is
-    the part of that window some batch was in flight (``spans``: [taken, reported] of each
-    recording): below ~0.95 the watcher waited for exports, and the figure is the offered
-    rate rather than what the watcher can do.
+    is its last journal ``scored`` line (``scored``: landing path -> time). ``lag_growth_s``:
+    the latency (file complete -> results row) of the last export of the window minus that
+    of its first. It grows when the watcher falls behind (saturated: the figure is what it can
+    do); near 0, give or take a batch, it kept up and the figure is the offered rate.
     """
     import pandas as pd
 
@@ -170,18 +171,21 @@ def sustained(
     for key, stamp in at.items():
         if key in scored and key in complete:
             batches.setdefault(stamp, []).append(key)
-    ends = sorted((max(scored[k] for k in keys), len(keys)) for keys in batches.values())
-    out: dict = {"batches": len(ends), "batch_sizes": [n for _, n in ends], "skip_batches": skip}
+    ends = sorted((max(scored[k] for k in keys), keys) for keys in batches.values())
+    out: dict = {"batches": len(ends), "batch_sizes": [len(b) for _, b in ends], "skip": skip}
     if len(ends) <= skip:
         return {**out, "sustained_h_per_h": None}
     start = ends[skip - 1][0] if skip else min(complete[k] for k in at.index if k in complete)
-    n = sum(size for _, size in ends[skip:])
+    keys = sorted((k for _, b in ends[skip:] for k in b), key=complete.__getitem__)
+    n = len(keys)
     window = ends[-1][0] - start
     return {
         **out,
         "sustained_recordings": n,
         "sustained_window_s": round(window, 1),
-        "busy_share": round(_covered(spans, start, ends[-1][0]) / window, 3) if window else None,
+        "lag_growth_s": round(
+            (scored[keys[-1]] - complete[keys[-1]]) - (scored[keys[0]] - complete[keys[0]]), 1
+        ),
         "sustained_h_per_h": round(n * seconds / window, 1) if window > 0 else None,
     }
 
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         # busy time: the union of every batch's [taken, reported] span (capacity when kept busy)
         taken = at("taken")
         spans = sorted((taken[k], reported[k]) for k in keys if k in taken)
-        sust = sustained(results, scored, complete, seconds, args.skip_batches, spans)
+        sust = sustained(results, scored, complete, seconds, args.skip_batches)
         busy = _covered(spans, spans[0][0], max(b for _, b in spans)) if spans else 0.0
         mem = [r["watcher_mb"] for r in rss]
         # CPU seconds per recording-hour from the second report on (the first pays for warm-up)
