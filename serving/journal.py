@@ -15,12 +15,17 @@ latest state of every key that is ``taken``, ``ingested`` or ``scored`` is carri
 there; every step is idempotent (ingest skips complete recordings, scoring replaces the rows of
 its ``(recording_id, model)`` pairs, a report page is rewritten whole), so redoing the step that
 was in flight never adds a second copy.
+
+The journal is shared by the watcher's two threads (ingest, and the scoring stage of
+:mod:`serving.watch_stage`): a lock makes each append one whole line and lets the readers
+(:meth:`Journal.pending`, iteration, :meth:`Journal.versions_of`) see consistent snapshots.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +85,7 @@ class Journal:
         self.versions: dict[tuple[str, str], Version] = {}
         self.by_key: dict[str, list[Version]] = {}
         self.n_torn = 0
+        self._lock = threading.Lock()
         self._load()
         self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open, closed in close()
 
@@ -118,10 +124,12 @@ class Journal:
             raise ValueError(f"{state=} must be one of {STATES}.")
         ev = {"at": datetime.now(UTC).isoformat(), "state": state, "key": key, "fp": fp}
         ev.update(json_safe(fields))
-        self._f.write(json.dumps(ev, allow_nan=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        return self._apply(ev)
+        line = json.dumps(ev, allow_nan=False) + "\n"
+        with self._lock:
+            self._f.write(line)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            return self._apply(ev)
 
     def get(self, key: str, fp: str) -> Version | None:
         return self.versions.get((key, fp))
@@ -134,12 +142,20 @@ class Journal:
     def next_version(self, key: str) -> int:
         return len(self.by_key.get(key, ())) + 1
 
+    def versions_of(self, key: str) -> list[Version]:
+        """Every version of ``key``, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self.by_key.get(key, ()))
+
     def pending(self) -> list[Version]:
         """Versions a killed watcher left in flight (the newest of their key only)."""
-        return [vs[-1] for vs in self.by_key.values() if vs[-1].state in IN_FLIGHT]
+        with self._lock:
+            return [vs[-1] for vs in self.by_key.values() if vs[-1].state in IN_FLIGHT]
 
     def __iter__(self) -> Iterator[Version]:
-        return iter(self.versions.values())
+        with self._lock:
+            return iter(list(self.versions.values()))
 
     def close(self) -> None:
-        self._f.close()
+        with self._lock:
+            self._f.close()

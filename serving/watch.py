@@ -13,12 +13,21 @@ through the stages of the batch commands, each by their own entry point:
    rows are merged into ``RESULTS`` (one row per recording x contact x model, replaced by key,
    the file rewritten atomically); rows of an older version of the same file are kept and
    marked ``superseded``;
-3. **report**: :func:`serving.report.write_report` refreshes the patient's page, then the index
-   page lists every arrival with its status.
+3. **report**: :func:`serving.report.write_report` refreshes the patient's page (in a
+   :class:`serving.watch_stage.PageWriter` actor), then the index page lists every arrival with
+   its status.
+
+The stages overlap: once a batch is ingested it is handed to the scoring stage, a thread of
+its own (:class:`serving.watch_stage.BatchStage`) that scores and reports it, while the loop
+lists the folders again and ingests the next batch (a queue of one: the hand-off waits for the
+batch before, so batches finish in the order they were taken). Only the stage writes the
+results, the failures beside them and the report pages; only the loop writes the store.
 
 Every step is written to the journal (:mod:`serving.journal`) once done; on start the journal
 is replayed so that a version left ``taken``, ``ingested`` or ``scored`` by a killed watcher is
-carried on from there. That, with each step being idempotent, is the exactly-once guarantee.
+carried on from there. That, with each step being idempotent, is the exactly-once guarantee;
+it does not depend on which thread did the step (a kill -9 while one batch is scored and the
+next ingested leaves the first ``ingested``, the second ``taken``: both are replayed).
 
 After every poll the watcher's state is written beside the results (:mod:`serving.watch_status`,
 what ``soz serve --watch``'s ``/health`` shows); its configuration, the job of one recording
@@ -56,6 +65,7 @@ from serving.watch_outputs import (
     top_line,
     use_system_heap,
 )
+from serving.watch_stage import BatchStage, page_writer
 from serving.watch_status import status_path, write_status
 
 logger = logging.getLogger(__name__)
@@ -94,7 +104,12 @@ class Watcher:
         self._told: dict[str, str] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         self._workers: list[Any] = []
+        self._pages: Any = None  # the PageWriter actor
         self.models: tuple[str, ...] = ()
+        self._lock = threading.Lock()  # the summary's counts, kept by both threads
+        self._stage = BatchStage(self._score_and_report, name="soz-watch-score")
+        self._results: pd.DataFrame | None = None  # RESULTS as last written (the stage's)
+        self._took = 0  # recordings the last poll took
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -110,14 +125,16 @@ class Watcher:
             )
             for _ in range(self.cfg.num_workers)
         ]
+        self._pages = page_writer()
         self.models = tuple(ray.get(self._workers[0].models.remote()))
 
     def close(self) -> None:
         import ray
 
-        for w in self._workers:
+        self._stage.close()
+        for w in [*self._workers, *([self._pages] if self._pages is not None else [])]:
             ray.kill(w)
-        self._workers = []
+        self._workers, self._pages = [], None
         self.journal.close()
 
     def run(self, stop: threading.Event | None = None) -> WatchSummary:
@@ -138,16 +155,16 @@ class Watcher:
                 except Exception as e:  # an engine failure: the batch stays in flight
                     if stop.is_set():
                         break  # Ctrl-C reached the engine's workers: redone on restart
-                    self.summary.error = f"{type(e).__name__}: {e}"
-                    self.say(f"error     {self.summary.error} (retried at the next poll)")
-                    logger.debug("batch failed", exc_info=True)
-                    settling = 1
+                    self._engine_error(e, "retried at the next poll")
+                    settling, self._took = 1, 0
                 self.summary.polls += 1
                 self.summary.last_poll_at = time.time()
                 self._status("watching")
-                if self.cfg.once and not settling:
+                if self.cfg.once and not settling and not self._took and self._drain():
                     break
-                stop.wait(self.cfg.poll_s)
+                if not self._took:  # a poll that took recordings is followed by another at once
+                    stop.wait(self.cfg.poll_s)
+            self._drain("redone on the next start")  # the batch being scored is finished
         except KeyboardInterrupt:
             raise
         except BaseException as e:
@@ -159,6 +176,22 @@ class Watcher:
             self._status(state)
         return self.summary
 
+    def _drain(self, then: str = "retried at the next poll") -> bool:
+        """Wait for the scoring stage's batch; False (said, left to replay) if it failed."""
+        try:
+            self._stage.wait()
+        except (KeyboardInterrupt, SozkitError):
+            raise
+        except Exception as e:  # an engine failure: the batch stays in flight in the journal
+            self._engine_error(e, then)
+            return False
+        return True
+
+    def _engine_error(self, e: Exception, then: str) -> None:
+        self.summary.error = f"{type(e).__name__}: {e}"
+        self.say(f"error     {self.summary.error} ({then})")
+        logger.debug("batch failed", exc_info=True)
+
     def _status(self, state: str) -> None:
         """Rewrite the state file ``/health`` reads (:mod:`serving.watch_status`)."""
         status = {**self.summary.status(state), "poll_s": self.cfg.poll_s}
@@ -169,8 +202,10 @@ class Watcher:
         """Carry on every version a killed watcher left ``taken``, ``ingested`` or ``scored``.
 
         Also called at each poll for a batch an engine error left in flight; a version that
-        fails :data:`MAX_ATTEMPTS` times is recorded ``failed`` with the error.
+        fails :data:`MAX_ATTEMPTS` times is recorded ``failed`` with the error. Runs every
+        stage in this thread, with the scoring stage idle.
         """
+        self._stage.wait()
         by_stage: dict[str, list[Job]] = {"taken": [], "ingested": [], "scored": []}
         for v in self.journal.pending():
             n = self._attempts[(v.key, v.fp)] = self._attempts.get((v.key, v.fp), 0) + 1
@@ -200,19 +235,23 @@ class Watcher:
         for job in by_stage["taken"]:
             self._scan(job)
         ingested = self._ingest([j for j in by_stage["taken"]]) + by_stage["ingested"]
-        scored = self._score(ingested) + by_stage["scored"]
-        self._report(scored)
+        self._score_and_report(ingested, reported_already=by_stage["scored"])
 
     # ------------------------------------------------------------------ polling
     def poll_once(self, stop: threading.Event | None = None) -> int:
-        """List the landing folders and process every new complete recording.
+        """List the landing folders, take every new complete recording and ingest them, then
+        hand them to the scoring stage (:meth:`process`); returns without waiting for it.
 
         Returns
         -------
         int
             Recordings still settling (changed less than ``stable_s`` ago).
         """
-        if self.journal.pending():
+        self._took = 0
+        if self._stage.idle:
+            self._stage.wait()  # the batch scored meanwhile: raises its engine error, if any
+        in_flight = {(j.key, j.fp) for j in self._stage.jobs}
+        if any((v.key, v.fp) not in in_flight for v in self.journal.pending()):
             self.replay()  # a batch an engine error left in flight
         now = time.time()
         arrivals: list[Arrival] = []
@@ -242,11 +281,13 @@ class Watcher:
             jobs.append(Job(a, self.journal.next_version(a.key)))
             self._told.pop(a.key, None)
         if jobs:
+            self._took = len(jobs)
             self.process(jobs)
         return settling + remote_settling
 
     def process(self, jobs: Sequence[Job]) -> None:
-        """Take, ingest, score and report a batch of new recording versions."""
+        """Take and ingest a batch of new recording versions, then hand it to the scoring
+        stage (once the batch before is scored and reported), which scores and reports it."""
         for job in jobs:
             self._scan(job)
             rid = None
@@ -261,7 +302,16 @@ class Watcher:
                 "taken", job.key, job.fp, version=job.version, recording_id=rid,
                 landing=a.landing, kind=a.kind, files=list(a.files), complete_at=a.mtime,
             )  # fmt: skip
-        self._report(self._score(self._ingest(list(jobs))))
+        ingested = self._ingest(list(jobs))
+        if ingested:
+            self._stage.submit(ingested)
+        else:
+            release_memory()
+
+    def _score_and_report(self, jobs: Sequence[Job], reported_already: Sequence[Job] = ()) -> None:
+        """The scoring stage's work: score ``jobs``, then report them (and
+        ``reported_already``: versions replayed from ``scored``)."""
+        self._report(self._score(list(jobs)) + list(reported_already))
         release_memory()
 
     # ------------------------------------------------------------------ stages
@@ -328,7 +378,8 @@ class Watcher:
             "failed", job.key, job.fp, recording_id=job.recording_id, stage=stage,
             reason=reason, fix=fix,
         )  # fmt: skip
-        self.summary.failed += 1
+        with self._lock:
+            self.summary.failed += 1
         self.say(f"FAILED    {job.name} [{stage}]: {reason} Fix: {fix}")
 
     def _score(self, jobs: list[Job]) -> list[Job]:
@@ -370,6 +421,7 @@ class Watcher:
         merged = merge_results(existing, new)
         if new is not None:
             write_parquet(self.cfg.results, merged)
+            self._results = merged
         fails_of: dict[str, list[dict[str, Any]]] = {}
         for f in failures:
             f["source_path"] = by_job[f["recording_id"]].key
@@ -390,13 +442,16 @@ class Watcher:
             j.patient = j.patient or patient_of(rows)
             j.top = top_line(rows, self.models, self.cfg.top_n)
             self.journal.append("scored", j.key, j.fp, recording_id=j.recording_id, rows=len(rows))
-            for old in self.journal.by_key.get(j.key, []):
-                if old.fp != j.fp and old.state not in ("superseded", "failed"):
+            for old in self.journal.versions_of(j.key):  # the older ones: a newer version
+                if old.version >= j.version:  # may be ingested meanwhile, by the loop
+                    break
+                if old.state not in ("superseded", "failed"):
                     self.journal.append(
                         "superseded", old.key, old.fp, recording_id=old.recording_id,
                         by=j.recording_id,
                     )  # fmt: skip
-                    self.summary.superseded += 1
+                    with self._lock:
+                        self.summary.superseded += 1
             scored.append(j)
         return scored
 
@@ -410,12 +465,18 @@ class Watcher:
         write_parquet(path, merged.reset_index(drop=True))
 
     def _read_results(self) -> pd.DataFrame:
-        if Path(self.cfg.results).is_file():
-            return pd.read_parquet(self.cfg.results)
-        return pd.DataFrame(columns=[*RESULT_COLUMNS, *WATCH_COLUMNS])
+        """RESULTS as this watcher last wrote it (read from the file the first time)."""
+        if self._results is None:
+            if Path(self.cfg.results).is_file():
+                self._results = pd.read_parquet(self.cfg.results)
+            else:
+                return pd.DataFrame(columns=[*RESULT_COLUMNS, *WATCH_COLUMNS])
+        return self._results
 
     def _report(self, jobs: list[Job]) -> None:
-        from serving.report import write_report
+        import ray
+
+        from serving.report import select_rows, write_report
 
         if not jobs:
             return
@@ -427,9 +488,13 @@ class Watcher:
                 j.patient = patient_of(results[results["recording_id"] == j.recording_id])
             if j.patient is None or j.patient in pages:
                 continue
-            t0 = time.perf_counter()
-            write_report(current, self.cfg.reports, by="patient", select=j.patient)
-            pages[j.patient] = time.perf_counter() - t0
+            if self._pages is None:  # not started: in this process
+                t0 = time.perf_counter()
+                write_report(current, self.cfg.reports, by="patient", select=j.patient)
+                pages[j.patient] = time.perf_counter() - t0
+                continue
+            rows = select_rows(current, "patient", j.patient)
+            pages[j.patient] = ray.get(self._pages.write.remote(rows, self.cfg.reports, j.patient))
         t0 = time.perf_counter()
         self.write_index()
         t_index = time.perf_counter() - t0
@@ -438,7 +503,8 @@ class Watcher:
             self.journal.append(
                 "reported", j.key, j.fp, recording_id=j.recording_id, page=page_name(j.patient)
             )
-            self.summary.reported += 1
+            with self._lock:
+                self.summary.reported += 1
             t = j.timings
             self.say(
                 f"{datetime.now().strftime('%H:%M:%S')} {j.name} -> {j.recording_id}: "
@@ -462,15 +528,22 @@ SCORE_FIX = (
 #: Times a version left in flight by an engine error is retried before it is ``failed``.
 MAX_ATTEMPTS = 3
 
-#: Channel-seconds of signal below which a batch is ingested in the watcher's own process
-#: (Beam's in-memory FnApiRunner): starting worker processes costs more than they save.
-IN_PROCESS_CHANNEL_S = 128 * 600.0
+#: Channel-seconds of signal up to which a batch is ingested in the watcher's own process
+#: (Beam's in-memory FnApiRunner, one core; the scoring stage has the others meanwhile). Worker
+#: processes are started per batch and pay for themselves only on long batches: measured (load
+#: 35-47), batches of three 5-min x 128-contact recordings cost 94 CPU-s per recording-hour
+#: (watcher and its processes) with two worker processes, 47 in process.
+IN_PROCESS_CHANNEL_S = 128 * 3600.0
+
+#: Options of every batch's local pipeline: the graph is the one ``soz ingest`` builds (its
+#: transforms carry no type hints to check) and is built again for each batch.
+BATCH_ARGS = ("--no_pipeline_type_check",)
 
 
 def batch_pipeline_args(recs: Sequence[Recording], cfg: WatchConfig) -> list[str]:
     """Beam options for one batch: ``cfg.pipeline_args`` when given, else the local runner,
-    in-process for a small batch (:data:`IN_PROCESS_CHANNEL_S`), one worker per core above."""
+    in-process up to :data:`IN_PROCESS_CHANNEL_S`, one worker per core above."""
     if cfg.pipeline_args:
         return list(cfg.pipeline_args)
     size = sum(r.duration_s * len(r.contacts) for r in recs)
-    return ["--direct_num_workers=1"] if size < IN_PROCESS_CHANNEL_S else []
+    return [*BATCH_ARGS, *(["--direct_num_workers=1"] if size <= IN_PROCESS_CHANNEL_S else [])]

@@ -2,9 +2,10 @@
 
 The test copies recordings in while the watcher runs (one slowly in pieces, one truncated and
 completed later, one corrupt for good, a BIDS run whose sidecars come after its signal file, one
-replaced by a new version), kills the watcher while a recording is in flight (the moment read
-from its journal), restarts it with ``--once``, and checks that every good recording is once in
-the store and once per model in the results, the corrupt one once in the failures table.
+replaced by a new version), kills the watcher while one recording is being scored and the next
+one ingested (the moment read from its journal), restarts it with ``--once``, and checks that
+every good recording is once in the store and once per model in the results, the corrupt one
+once in the failures table.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     src.mkdir()
     blobs = {
         name: write_edf(src / f"{name}.edf", seconds=30.0, seed=i).read_bytes()
-        for i, name in enumerate(["slow", "trunc", "rep", "rep2", "kill"])
+        for i, name in enumerate(["slow", "trunc", "rep", "rep2", "kill", "kill2"])
     }
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled"}
     env["RAY_ADDRESS"] = ray_local.get_runtime_context().gcs_address
@@ -234,9 +235,14 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
         _wait(lambda: _state(journal, "trunc.edf", "reported"), "trunc.edf reported", proc)
         _wait(lambda: _state(journal, "run-01_ieeg.edf", "reported"), "BIDS run reported", proc)
         _wait(lambda: _state(journal, "rep.edf", "superseded"), "rep.edf v2 superseding v1", proc)
-        # kill -9 while a recording is in flight: the moment its journal line appears
+        # kill -9 while kill.edf is being scored and reported (the scoring stage's thread)
+        # and kill2.edf, landed once kill.edf was ingested, is being ingested (the loop's)
         (plain / "kill.edf").write_bytes(blobs["kill"])
-        _wait(lambda: _state(journal, "kill.edf", "taken"), "kill.edf taken", proc)
+        _wait(lambda: _state(journal, "kill.edf", "ingested"), "kill.edf ingested", proc)
+        (plain / "kill2.edf").write_bytes(blobs["kill2"])
+        old = time.time() - 10 * STABLE_S  # complete at once: taken at the next poll
+        os.utime(plain / "kill2.edf", (old, old))
+        _wait(lambda: _state(journal, "kill2.edf", "taken"), "kill2.edf taken", proc)
         family = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -245,8 +251,9 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    kill_events = [e for e in _events(journal) if e["key"].endswith("kill.edf")]
-    assert kill_events[-1]["state"] != "reported", "the kill came too late to test a replay"
+    for name in ("kill.edf", "kill2.edf"):  # both in flight, in two stages, at the kill
+        kill_events = [e for e in _events(journal) if e["key"].endswith(name)]
+        assert kill_events[-1]["state"] != "reported", f"{name}: the kill came too late"
 
     with soz_process([*cmd, "--once"], log, env) as proc:
         assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
@@ -256,8 +263,8 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     # every good recording once in the store ...
     ids = sorted(ClipStore.open(store).complete_ids())
     assert ids == sorted(
-        ["bidsland__p9__interictal__01", "landing__kill", "landing__rep", "landing__rep.v2",
-         "landing__slow", "landing__trunc"]
+        ["bidsland__p9__interictal__01", "landing__kill", "landing__kill2", "landing__rep",
+         "landing__rep.v2", "landing__slow", "landing__trunc"]
     ), ids  # fmt: skip
     # ... once per model and contact in the results, the first version of rep.edf superseded
     res = pd.read_parquet(results)
@@ -277,7 +284,7 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
     last = {}
     for e in _events(journal):
         last[(e["key"], e["fp"])] = e["state"]
-    assert sorted(last.values()).count("reported") == 5  # rep.edf's first version: superseded
+    assert sorted(last.values()).count("reported") == 6  # rep.edf's first version: superseded
     assert sorted(last.values()).count("failed") == 1
     assert sorted(last.values()).count("superseded") == 1
     index = (reports / "index.html").read_text()
