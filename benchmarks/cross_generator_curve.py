@@ -109,8 +109,51 @@ def fill_feature_cache(store_url: str, cfg: TrainConfig) -> None:
         write_recording_features(store, r.recording_id, cfg.feature_config())
 
 
+def early_stopped(rows: list[dict[str, Any]], epochs: int = 4, patience: int = 2) -> int:
+    """The epoch :func:`trainer.loop.fit_fold` would keep with ``epochs`` and ``patience``
+    (the benchmark's 4 and 2), from a curve's validation AUCs."""
+    best, best_auc, bad = 0, -np.inf, 0
+    for i, r in enumerate(rows[:epochs]):
+        if r["val_auc"] > best_auc:
+            best, best_auc, bad = i, r["val_auc"], 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    return best
+
+
+def summarise(paths: list[str]) -> str:
+    """A markdown table of curve files: test ROC-AUC after epochs 1, 4 and the last, at the
+    epoch the training family's validation patients pick over all epochs, and at the one the
+    benchmark's early stopping (4 epochs, patience 2) would keep."""
+    lines = [
+        "| curve file | direction | after 1 epoch | after 4 | after the last "
+        "| best val epoch: test | benchmark's epoch: test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        for c in result["curves"]:
+            aucs = [r["test_auc"]["all"] for r in c["epochs"]]
+            at = c["test_at_best_val"]["all"]
+            lines.append(
+                f"| {Path(path).parent.name}/{Path(path).stem.removeprefix('cross_generator_curve_')} "
+                f"| {c['train'][0][0].upper()} -> {c['test'][0][0].upper()} | {aucs[0]:.3f} "
+                f"| {aucs[min(3, len(aucs) - 1)]:.3f} | {aucs[-1]:.3f} "
+                f"| {c['best_epoch_by_val'] + 1}: {at:.3f} "
+                f"| {early_stopped(c['epochs']) + 1}: {aucs[early_stopped(c['epochs'])]:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--summarise":  # python -m ... --summarise FILE.json ...
+        print(summarise(argv[1:]), end="")
+        return 0
     parser.add_argument("--out", required=True, help="work folder of a cross_generator run")
     parser.add_argument("--run", default=None, help="its run folder (default: the first run-*)")
     parser.add_argument("--model", default="sozformer", choices=("sozformer", "dcgru"))
@@ -120,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seqs-per-recording", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--fmax", type=float, default=None, help="top of the spectral bands (Hz)")
+    parser.add_argument("--augment", default="", help="site augmentations (tilt,line,dropout)")
+    parser.add_argument(
+        "--tilt-sd",
+        type=float,
+        default=None,
+        help="per-contact slope SD of the tilt augmentation (default trainer.site_augment's)",
+    )
+    parser.add_argument(
+        "--in-family",
+        default=None,
+        metavar="COHORT",
+        help="instead of the run's folds: 3 patient-wise folds within COHORT (in-family accuracy)",
+    )
     parser.add_argument("--tag", default=None, help="name of the result file")
     parser.add_argument("--results", default=None)
     args = parser.parse_args(argv)
@@ -127,11 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    if args.tilt_sd is not None:  # a diagnostic: the training run's own value is a constant
+        import trainer.site_augment as site_augment
+
+        site_augment.TILT_SD = (site_augment.TILT_SD[0], args.tilt_sd)
     from trainer.card import read_card
 
     work = Path(args.out).resolve()
     run_dir = Path(args.run) if args.run else sorted(work.glob("run-*"))[0]
     folds = read_card(run_dir / "card.json")["folds"]
+    if args.in_family:
+        from trainer.splits import make_folds
+
+        patients = sorted({p for f in folds for p in f.patients if p.startswith(f"{args.in_family}/")})
+        folds = make_folds(patients, split="patient", n_folds=3, seed=args.seed)
     cfg = TrainConfig(
         models=(args.model,),
         epochs=args.epochs,
@@ -141,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         lr=args.lr,
         fmax=args.fmax,
+        augment=tuple(a for a in args.augment.split(",") if a),
         feature_norm=None if args.feature_norm == "none" else args.feature_norm,
     )
     load = os.getloadavg()[0]
@@ -149,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     curves = [fold_curve(str(work / "store"), f, cfg.replace(seed=args.seed), args.model)
               for f in folds]  # fmt: skip
     fmax = f"-f{args.fmax:g}" if args.fmax else ""
-    tag = args.tag or f"{args.model}-{args.feature_norm}{fmax}-e{args.epochs}-s{args.seed}"
+    aug = f"-{args.augment.replace(',', '+')}" if args.augment else ""
+    aug += f"{args.tilt_sd:g}" if args.tilt_sd is not None else ""
+    aug += f"-in-{args.in_family}" if args.in_family else ""
+    tag = args.tag or f"{work.name}-{args.model}-{args.feature_norm}{aug}{fmax}-e{args.epochs}-s{args.seed}"
     result = {
         "command": " ".join(["python -m benchmarks.cross_generator_curve", *(argv or sys.argv[1:])]),
         "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
