@@ -204,7 +204,8 @@ def label_ceiling(truth: pd.DataFrame, patients: list[str]) -> dict[str, Any]:
 def svm_without_spikes(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainConfig) -> dict:
     """Cross-validate the SVM on the same folds without its spike-detector features.
 
-    Reads the features the run cached (no recomputation) and drops ``spike_rate``.
+    Reads the features the run cached (no recomputation) and drops ``spike_rate`` (and its
+    peak, ``peak_spike_rate``).
 
     Returns
     -------
@@ -217,7 +218,7 @@ def svm_without_spikes(store_url: str, run_dir: Path, folds: list[Fold], cfg: Tr
 
     recs = recording_table(ClipStore.open(store_url))
     features = compute_features(store_url, [r.recording_id for r in recs])
-    ablated = features.drop(columns=["spike_rate"])
+    ablated = features.drop(columns=[c for c in features.columns if c.endswith("spike_rate")])
     results = []
     for fold in folds:
         res = train_svm_fold(ablated, recs, fold, seed=cfg.seed, hparams=cfg.hparams_for("svm"))

@@ -13,7 +13,9 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    fold 1 the reverse; SOZFormer, the SVM and the classical baseline (``--models``);
 4. **SVM variants** on the same folds from the cached features: the per-recording feature
    normalisation of :class:`models.svm.SOZSVM` (``normalise="zscore"``, the default) against
-   none (``normalise=None``, the SVM as it was) and ``"rank"``;
+   none (``normalise=None``, the SVM as it was) and ``"rank"``, and the feature sets
+   (:data:`models.features.FEATURE_SETS`: ``v1`` without, ``v2`` with the energy ratio and the
+   peaks);
 5. **report** per model and direction: channel ROC-AUC (all recordings, ictal only, interictal
    only); the calls of both call rules chosen on the validation patients (the Youden threshold
    and the patient-relative rule, :mod:`trainer.call_rules`: calls / channels, macro precision
@@ -52,6 +54,7 @@ from ingest.errors import SozkitError
 from ingest.simulate import SimulationConfig, simulate_cohort
 from trainer.calibration import CALIBRATIONS
 from trainer.call_rules import relative_thresholds
+from models.site_norm import NORMS
 from trainer.config import TrainConfig
 from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold, with_flat
 from trainer.splits import Fold
@@ -61,8 +64,15 @@ logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results"
 FAMILIES = ("epileptor", "wendling")
 _MARKER = "sozkit-cross-generator-simulation.json"
-#: SVM feature normalisations compared on the same folds.
-SVM_VARIANTS = {"svm (no normalisation)": None, "svm (z-score)": "zscore", "svm (rank)": "rank"}
+#: SVM feature normalisations and feature sets compared on the same folds (hyper-parameters
+#: over the run's own).
+SVM_VARIANTS = {
+    "svm (no normalisation)": {"normalise": None},
+    "svm (z-score)": {"normalise": "zscore"},
+    "svm (rank)": {"normalise": "rank"},
+    "svm (z-score, v1 features)": {"normalise": "zscore", "features": "v1"},
+    "svm (z-score, v2 features)": {"normalise": "zscore", "features": "v2"},
+}
 
 
 def simulate_families(work: Path, cfg: SimulationConfig, *, n_jobs: int) -> dict[str, float]:
@@ -200,8 +210,8 @@ def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainCon
     features = compute_features(store_url, [r.recording_id for r in recs])
     manifest, channels = store.recordings(), store.channels()
     out: dict[str, dict] = {}
-    for name, mode in SVM_VARIANTS.items():
-        hparams = {**cfg.hparams_for("svm"), "normalise": mode}
+    for name, changes in SVM_VARIANTS.items():
+        hparams = {**cfg.hparams_for("svm"), **changes}
         out[name] = {}
         for fold in folds:
             res = train_svm_fold(features, recs, fold, seed=cfg.seed, hparams=hparams)
@@ -464,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", type=int, default=8, help="patients per family (8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of cohorts, folds, models")
+    parser.add_argument(
+        "--cohort-seed",
+        type=int,
+        default=None,
+        help="seed of the simulated cohorts alone (default --seed): the same cohorts, cached in "
+        "--out, trained with other --seed values",
+    )
     parser.add_argument("--epochs", type=int, default=4, help="max epochs (4)")
     parser.add_argument(
         "--models", default="sozformer,svm,baseline", help="comma-separated models to train"
@@ -484,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--feature-norm",
         default="none",
-        choices=("none", "median", "robust"),
+        choices=("none", *NORMS),
         help="per-recording normalisation of the neural inputs (models.site_norm; %(default)s)",
     )
     parser.add_argument(
@@ -505,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     norm = None if args.feature_norm == "none" else args.feature_norm
     sim_kw: dict[str, Any] = dict(
         n_subjects=3 if args.quick else args.subjects,
-        seed=args.seed,
+        seed=args.seed if args.cohort_seed is None else args.cohort_seed,
         n_ictal_runs=1,
         n_interictal_runs=1,
         ictal_duration_s=150.0,
@@ -523,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         augment=augment,
         calibration=args.calibration,
     )
-    run_name = args.run_name or "-".join(["run", args.feature_norm, *augment])
+    seeded = [] if args.cohort_seed is None or args.cohort_seed == args.seed else [f"s{args.seed}"]
+    run_name = args.run_name or "-".join(["run", args.feature_norm, *augment, *seeded])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
     results = Path(args.results) if args.results else (work if args.quick else RESULTS)

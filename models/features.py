@@ -12,10 +12,19 @@
   band's power is the share of the packet energy in the leaves whose centre lies in it times the
   clip's mean square (so the powers obey Parseval's relation exactly, whatever the clip length).
 
+With ``energy_ratio=True`` a last column ``log_energy_ratio`` is the ``log10`` of Bartolomei's
+energy ratio of fast to slow activity, ``(E_beta + E_gamma) / (E_theta + E_alpha)`` in the bands
+of the Epileptogenicity Index (:data:`models.baseline.EI_BANDS`), from the same packet
+decomposition: the classical baseline's ictal evidence without its onset annotation.
+
 Every feature is a per-clip quantity, so a recording's channel vector is the **mean over its
 clips** (:class:`RecordingFeatureMean`, fed chunk by chunk: training over the store's clips and
-serving over a streamed recording use this one accumulator). The bands a store can hold are
-:func:`svm_bands` of its rate, the same in training and serving. The log features take :data:`POWER_FLOOR` so flat or zero-padded channels stay finite.
+serving over a streamed recording use this one accumulator), followed by the **peak** (maximum
+over the clips) of :data:`PEAK_FEATURES`: a seizure's onset lasts a few clips of a recording,
+and its mean dilutes it. Which of these columns a model uses is its choice (the SVM's
+:data:`FEATURE_SETS`, recorded in its ``feature_names``); serving computes them all and
+selects. The bands a store can hold are :func:`svm_bands` of its rate, the same in training and
+serving. The log features take :data:`POWER_FLOOR` so flat or zero-padded channels stay finite.
 
 Pure numpy / scipy / PyWavelets: no Ray, no Beam, no torch.
 """
@@ -23,12 +32,13 @@ Pure numpy / scipy / PyWavelets: no Ray, no Beam, no torch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pywt
 
 from models.arrays import check_sfreq
+from models.baseline import EI_BANDS
 from models.spikes import detect_spikes
 
 logger = logging.getLogger(__name__)
@@ -54,9 +64,48 @@ POWER_FLOOR = 1e-12
 CLIP_SPIKE_PARAMS: Mapping[str, float] = {"edge_s": 0.25}
 
 
-def feature_names(bands: Mapping[str, tuple[float, float]] = DEFAULT_BANDS) -> tuple[str, ...]:
+#: Clip features whose maximum over a recording's clips :class:`RecordingFeatureMean` adds
+#: (as ``peak_<name>``), where the recording has them.
+PEAK_FEATURES = ("spike_rate", "log_line_length", "log_energy_ratio")
+#: The SVM's feature sets (``model_hparams["svm"]["features"]``): ``"v1"`` the mean of the
+#: spike rate, line length and band powers (every SVM before the energy ratio existed);
+#: ``"v2"`` adds the mean energy ratio and the :data:`PEAK_FEATURES` peaks.
+FEATURE_SETS = ("v1", "v2")
+
+
+def feature_names(
+    bands: Mapping[str, tuple[float, float]] = DEFAULT_BANDS, *, energy_ratio: bool = False
+) -> tuple[str, ...]:
     """Names of the columns :func:`clip_features` returns for ``bands``, in order."""
-    return ("spike_rate", "log_line_length", *(f"wp_log_power_{name}" for name in bands))
+    names = ("spike_rate", "log_line_length", *(f"wp_log_power_{name}" for name in bands))
+    return (*names, "log_energy_ratio") if energy_ratio else names
+
+
+def has_energy_ratio(sfreq: float) -> bool:
+    """Whether clips at ``sfreq`` hold every band of the energy ratio (gamma to 97 Hz)."""
+    return max(high for _, high in EI_BANDS.values()) <= sfreq / 2
+
+
+def select_features(names: Sequence[str], feature_set: str) -> list[str]:
+    """The columns of ``names`` (a :class:`RecordingFeatureMean`'s) in ``feature_set``.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Available columns, in order.
+    feature_set : {"v1", "v2"}
+        One of :data:`FEATURE_SETS`.
+
+    Returns
+    -------
+    list of str
+        In the order of ``names``.
+    """
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"feature set {feature_set!r} must be one of {FEATURE_SETS}.")
+    if feature_set == "v2":
+        return list(names)
+    return [n for n in names if n != "log_energy_ratio" and not n.startswith("peak_")]
 
 
 #: Column names of :func:`clip_features` with the default bands.
@@ -186,6 +235,7 @@ def clip_features(
     wavelet: str = "db10",
     level: int | None = None,
     spike_params: Mapping[str, float] | None = None,
+    energy_ratio: bool = False,
 ) -> np.ndarray:
     """Feature vector of every clip and channel, for the SVM stage.
 
@@ -204,11 +254,14 @@ def clip_features(
     spike_params : mapping | None
         Keyword arguments of :func:`models.spikes.detect_spikes`; ``None`` uses
         :data:`CLIP_SPIKE_PARAMS`.
+    energy_ratio : bool
+        Append ``log_energy_ratio`` (needs ``sfreq`` >= 194 Hz, :func:`has_energy_ratio`).
 
     Returns
     -------
     features : ndarray, shape (n_clips, n_chans, n_feats)
-        Columns named by ``feature_names(bands)``; finite for flat channels.
+        Columns named by ``feature_names(bands, energy_ratio=energy_ratio)``; finite for flat
+        channels.
     """
     clips = np.asarray(clips)
     if clips.ndim != 3:
@@ -228,15 +281,23 @@ def clip_features(
     spikes = detect_spikes(x.reshape(n_clips * n_chans, n_samples), sfreq, **params)
     spike_rate = spikes.rate_per_minute().reshape(n_clips, n_chans)
     line_length = np.mean(np.abs(np.diff(x, axis=-1)), axis=-1) * sfreq
-    power = wavelet_band_power(x, sfreq, bands=bands, wavelet=wavelet, level=level)
-    return np.concatenate(
-        [
-            spike_rate[..., np.newaxis],
-            np.log10(line_length + POWER_FLOOR)[..., np.newaxis],
-            np.log10(power + POWER_FLOOR),
-        ],
-        axis=-1,
-    )
+    ei = {f"ei_{k}": v for k, v in EI_BANDS.items()} if energy_ratio else {}
+    if ei and not has_energy_ratio(sfreq):
+        raise ValueError(
+            f"the energy ratio's gamma band reaches 97 Hz, above the Nyquist frequency of "
+            f"{sfreq=}; store clips at >= 194 Hz or pass energy_ratio=False."
+        )
+    power = wavelet_band_power(x, sfreq, bands={**bands, **ei}, wavelet=wavelet, level=level)
+    cols = [
+        spike_rate[..., np.newaxis],
+        np.log10(line_length + POWER_FLOOR)[..., np.newaxis],
+        np.log10(power[..., : len(bands)] + POWER_FLOOR),
+    ]
+    if ei:
+        theta, alpha, beta, gamma = np.moveaxis(power[..., len(bands) :], -1, 0)
+        ratio = np.log10(beta + gamma + POWER_FLOOR) - np.log10(theta + alpha + POWER_FLOOR)
+        cols.append(ratio[..., np.newaxis])
+    return np.concatenate(cols, axis=-1)
 
 
 def svm_bands(sfreq: float) -> dict[str, tuple[float, float]]:
@@ -250,9 +311,12 @@ def svm_bands(sfreq: float) -> dict[str, tuple[float, float]]:
 
 
 class RecordingFeatureMean:
-    """Mean over a recording's clips of :func:`clip_features`, accumulated chunk by chunk.
+    """A recording's channel features from its clips, accumulated chunk by chunk.
 
-    Memory is one chunk of clips plus ``(n_chans, n_feats)`` sums, whatever the duration.
+    The mean over the clips of :func:`clip_features` (with the energy ratio where the rate
+    holds it), then the maximum over the clips of :data:`PEAK_FEATURES` (``peak_<name>``).
+    Memory is one chunk of clips plus ``(n_chans, n_feats)`` sums and maxima, whatever the
+    duration.
 
     Parameters
     ----------
@@ -263,18 +327,26 @@ class RecordingFeatureMean:
     def __init__(self, sfreq: float) -> None:
         self.sfreq = float(sfreq)
         self.bands = svm_bands(self.sfreq)
-        self.names = feature_names(self.bands)
+        self.energy_ratio = has_energy_ratio(self.sfreq)
+        clip_names = feature_names(self.bands, energy_ratio=self.energy_ratio)
+        self._peaks = [clip_names.index(n) for n in PEAK_FEATURES if n in clip_names]
+        self.names = (*clip_names, *(f"peak_{clip_names[i]}" for i in self._peaks))
         self._sum: np.ndarray | None = None
+        self._max: np.ndarray | None = None
         self.n_clips = 0
 
     def add(self, clips: np.ndarray) -> None:
         """Add the features of ``clips``, shape (n_clips, n_chans, n_samples)."""
-        part = clip_features(clips, self.sfreq, bands=self.bands).astype(np.float64).sum(axis=0)
+        feats = clip_features(
+            clips, self.sfreq, bands=self.bands, energy_ratio=self.energy_ratio
+        ).astype(np.float64)
+        part, peak = feats.sum(axis=0), feats[..., self._peaks].max(axis=0)
         self._sum = part if self._sum is None else self._sum + part  # (C, F)
+        self._max = peak if self._max is None else np.maximum(self._max, peak)
         self.n_clips += len(clips)
 
     def mean(self) -> np.ndarray:
-        """ndarray, shape (n_chans, n_feats): the mean over every clip added."""
+        """ndarray, shape (n_chans, len(names)): the clips' mean, then the peaks, as ``names``."""
         if self._sum is None or self.n_clips == 0:
             raise ValueError("no clip was added; a recording needs at least one clip.")
-        return self._sum / self.n_clips
+        return np.concatenate([self._sum / self.n_clips, self._max], axis=-1)

@@ -16,6 +16,12 @@ trained before it existed) gives the features unchanged.
   (whitening by the recording's median spectrum).
 - ``"robust"``: also divide by the contacts' spread (1.4826 x median absolute deviation, floored
   at :data:`MIN_SPREAD`): a robust z-score over the recording's contacts.
+- ``"detrend"``: remove from each clip and contact the straight line fitted (least squares) to
+  its spectrum over the feature index, which is log-frequency for the log-spaced bands of
+  ``n_bands``: the contact's level and spectral tilt go, its spectral shape (peaks, knees) and
+  how it changes from clip to clip stay. A tilt is what a site's filters and electrodes change,
+  and in the Wendling family it is most of what marks a SOZ contact (README "Calls and
+  probabilities across generators").
 
 Both act on one clip at a time, so the streaming scorer needs no second pass over a recording.
 Pure numpy.
@@ -33,7 +39,7 @@ from models.spectral import spectral_features
 __all__ = ["NORMS", "MIN_SPREAD", "clip_features", "normalise", "spectral_kwargs"]
 
 #: Normalisations ``feature_config["norm"]`` may name (``None``: none).
-NORMS = ("median", "robust")
+NORMS = ("median", "robust", "detrend")
 #: Floor of the contacts' spread (log-amplitude units) in ``"robust"``: a clip where every
 #: contact reads the same (padding, a flat recording) gives zeros instead of a division by 0.
 MIN_SPREAD = 0.05
@@ -65,6 +71,12 @@ def normalise(feats: np.ndarray, norm: str | None) -> np.ndarray:
     x = np.asarray(feats, dtype=np.float32)
     if x.ndim < 2:
         raise ValueError(f"feats must have shape (..., n_chans, n_feats), got {x.shape}.")
+    if norm == "detrend":
+        t = np.arange(x.shape[-1], dtype=np.float32)
+        t -= t.mean()
+        resid = x - x.mean(axis=-1, keepdims=True)
+        slope = (resid @ t) / max(float(t @ t), 1.0)
+        return (resid - slope[..., None] * t).astype(np.float32, copy=False)
     centre = np.median(x, axis=-2, keepdims=True)
     out = x - centre
     if norm == "robust":

@@ -2,9 +2,10 @@
 
 :class:`SVMScorer` mirrors the SVM stage of training (:mod:`trainer.svm_stage`) through the same
 code: the features of a channel are the mean over *every* clip of the recording of
-:func:`models.features.clip_features` on the scaled clips (one accumulator,
-:class:`models.features.RecordingFeatureMean`, with the bands the store's rate holds,
-:func:`models.features.svm_bands`), and each fold's :class:`models.svm.SOZSVM` turns them into a
+:func:`models.features.clip_features` on the scaled clips, and the peaks of some (one
+accumulator, :class:`models.features.RecordingFeatureMean`, with the bands the store's rate
+holds, :func:`models.features.svm_bands`), and each fold's :class:`models.svm.SOZSVM` takes the
+columns it was fitted on (its ``feature_names``: a run's feature set) and turns them into a
 calibrated probability; the ensemble averages the folds' probabilities and thresholds. Its
 :class:`SVMConsumer` takes the blocks of the engine's one stream
 (:func:`serving.engine.score_recording`), so one pass over a recording feeds the SVM and the
@@ -28,7 +29,7 @@ import numpy as np
 from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
-from models.features import RecordingFeatureMean, feature_names, svm_bands
+from models.features import RecordingFeatureMean, select_features
 from models.svm import SOZSVM
 from serving.calls import CallRules
 from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
@@ -72,14 +73,20 @@ class SVMScorer(WholeRecordingScorer):
             raise SozkitError(
                 f"svm: need as many folds ({len(folds)}) as models ({len(svms)}), at least one."
             )
-        self.feature_names = feature_names(svm_bands(ingest_config.sfreq))
+        computed = RecordingFeatureMean(ingest_config.sfreq).names
+        self._columns = []
         for svm in svms:
-            if svm.feature_names is not None and tuple(svm.feature_names) != self.feature_names:
+            names = svm.feature_names or select_features(computed, "v1")  # unnamed: the v1 set
+            missing = [n for n in names if n not in computed]
+            if missing or (svm.n_features_in_ is not None and len(names) != svm.n_features_in_):
                 raise SozkitError(
-                    "svm: the saved model was fitted on other features "
-                    f"({svm.feature_names}) than this sozkit computes at the store's "
-                    f"{ingest_config.sfreq:g} Hz ({self.feature_names}); retrain."
+                    f"svm: the saved model was fitted on features ({list(names)}) this sozkit "
+                    f"does not compute at the store's {ingest_config.sfreq:g} Hz (missing "
+                    f"{missing}; it computes {list(computed)}); retrain."
                 )
+            self._columns.append(np.array([computed.index(n) for n in names], dtype=np.int64))
+        used = {i for cols in self._columns for i in cols}
+        self.feature_names = tuple(n for i, n in enumerate(computed) if i in used)
         self.svms = list(svms)
         self.folds, self.rules = tuple(int(f) for f in folds), rules
         self.ingest_config = ingest_config
@@ -109,8 +116,15 @@ class SVMScorer(WholeRecordingScorer):
         return cls(svms, list(paths), rules, ingest_config=cfg, **kwargs)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Mean calibrated probability over the folds, X (n_chans, n_feats) -> (n_chans,)."""
-        return np.mean([svm.predict_proba(X) for svm in self.svms], axis=0)
+        """Mean calibrated probability over the folds, X (n_chans, n_feats) -> (n_chans,).
+
+        ``X``: the columns of :class:`models.features.RecordingFeatureMean`; each fold's SVM
+        takes those it was fitted on (its ``feature_names``).
+        """
+        return np.mean(
+            [svm.predict_proba(X[:, cols]) for svm, cols in zip(self.svms, self._columns, strict=True)],
+            axis=0,
+        )
 
     def consumer(self) -> SVMConsumer:
         """A fresh engine consumer scoring one recording with this SVM."""

@@ -123,8 +123,8 @@ class TrainConfig:
         across generators"; the worse within a site).
     feature_norm : str or None
         Per-recording normalisation of the neural models' clip features
-        (:data:`models.site_norm.NORMS`: ``"median"``, ``"robust"``); recorded in the
-        checkpoints' ``feature_config`` so serving applies the same. ``None`` (the default):
+        (:data:`models.site_norm.NORMS`: ``"median"``, ``"robust"``, ``"detrend"``); recorded
+        in the checkpoints' ``feature_config`` so serving applies the same. ``None`` (the default):
         none, as every run before it; across four simulated cohorts ``"median"`` moved
         SOZFormer's cross-generator ROC-AUC by -0.18 to +0.15 (README "Calls and
         probabilities across generators"), no reliable gain.

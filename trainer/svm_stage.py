@@ -1,10 +1,12 @@
 """The SVM stage: channel features per recording by Ray CPU tasks (cached beside the store), one SVM per fold.
 
 Features: :func:`models.features.clip_features` (interictal spike counts + wavelet-packet band
-features, :func:`models.features.svm_bands` of the store's rate) of every clip, averaged over the
-recording's clips by :class:`models.features.RecordingFeatureMean` (streamed in chunks, so memory
-stays bounded whatever the duration; serving uses the same accumulator), giving one feature
-vector per (recording, channel).
+features, :func:`models.features.svm_bands` of the store's rate, the energy ratio) of every clip,
+averaged over the recording's clips, and the peaks of some, by
+:class:`models.features.RecordingFeatureMean` (streamed in chunks, so memory stays bounded
+whatever the duration; serving uses the same accumulator), giving one feature vector per
+(recording, channel). Each SVM uses the columns of its feature set (``features``, see
+:func:`train_svm_fold`) and records them in its ``feature_names``, which serving selects.
 
 Cache: ``STORE/features/<FEATURE_VERSION>/<recording_id>.parquet`` (columns ``recording_id``,
 ``channel_index``, ``channel``, ``n_clips`` and one column per feature). A recording's file is
@@ -32,7 +34,7 @@ import ray
 
 from ingest.errors import SozkitError
 from ingest.fileio import write_parquet
-from models.features import RecordingFeatureMean, feature_names, svm_bands
+from models.features import RecordingFeatureMean, select_features, svm_bands
 from models.svm import SOZSVM
 from trainer.datasets import RecordingInfo
 from trainer.splits import Fold
@@ -48,12 +50,15 @@ __all__ = [
 ]
 
 #: Key of the feature cache; change it whenever :func:`models.features.clip_features` changes.
-FEATURE_VERSION = "svm-v1"
+FEATURE_VERSION = "svm-v2"
+#: The SVM's feature set when ``model_hparams["svm"]`` names none
+#: (:data:`models.features.FEATURE_SETS`).
+DEFAULT_FEATURE_SET = "v1"
 
 
 def feature_columns(sfreq: float) -> list[str]:
-    """Feature columns of the SVM features of a store at ``sfreq``."""
-    return list(feature_names(svm_bands(sfreq)))
+    """Feature columns of the SVM features of a store at ``sfreq`` (every feature set's)."""
+    return list(RecordingFeatureMean(sfreq).names)
 
 
 def feature_cache_dir(store_url: str | os.PathLike) -> str:
@@ -231,7 +236,9 @@ def train_svm_fold(
     fold : Fold
     seed : int
     hparams : mapping, optional
-        Keyword arguments of :class:`models.svm.SOZSVM` (``C``, ``gamma``, ``normalise``...).
+        Keyword arguments of :class:`models.svm.SOZSVM` (``C``, ``gamma``, ``normalise``...),
+        and ``features``: the feature set (:data:`models.features.FEATURE_SETS`, default
+        :data:`DEFAULT_FEATURE_SET`), recorded in the model's ``feature_names``.
 
     Returns
     -------
@@ -239,6 +246,7 @@ def train_svm_fold(
         Prediction tables with columns ``cohort, patient, recording_id, channel, y_true, score``.
     """
     kw = {"seed": seed, **dict(hparams or {})}
+    feature_set = kw.pop("features", DEFAULT_FEATURE_SET)
     by_role = {
         role: _rows(features, [r for r in recordings if r.patient in set(getattr(fold, role))])
         for role in ("train", "val", "test")
@@ -253,7 +261,7 @@ def train_svm_fold(
     grouped = n_patients >= 2
     if "n_calibration_folds" not in kw:  # calibration folds by patient: at most one per patient
         kw["n_calibration_folds"] = min(3, n_patients) if grouped else 3
-    cols = _feature_cols(features)
+    cols = select_features(_feature_cols(features), feature_set)
     svm = SOZSVM(**kw).fit(
         train[cols].to_numpy(),
         train["y_true"].to_numpy(),

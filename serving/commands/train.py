@@ -13,6 +13,7 @@ import sys
 import time
 from functools import partial
 
+from models.site_norm import NORMS
 from serving.cli import command, json_arg, ray_session
 from serving.commands.options import add_progress_arg, config_from_args, config_option
 from trainer.calibration import CALIBRATIONS
@@ -52,9 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--feature-norm",
         dest="feature_norm_opt",
         default=None,
-        choices=("none", "median", "robust"),
+        choices=("none", *NORMS),
         help="neural inputs relative to the recording's other contacts, per clip and band: "
-        "median (subtract their median), robust (robust z-score); kept in the checkpoints, "
+        "median (subtract their median), robust (robust z-score); detrend: each clip's spectral "
+        "tilt removed per contact; kept in the checkpoints, "
         "serving applies the same (default: TrainConfig's)",
     )
     p.add_argument(

@@ -8,9 +8,13 @@ import pytest
 from models.features import (
     DEFAULT_BANDS,
     FEATURE_NAMES,
+    PEAK_FEATURES,
     POWER_FLOOR,
+    RecordingFeatureMean,
     clip_features,
     feature_names,
+    has_energy_ratio,
+    select_features,
     wavelet_band_power,
     wavelet_level,
 )
@@ -118,3 +122,52 @@ def test_validation_messages():
         clip_features(bad, SFREQ)
     with pytest.raises(ValueError, match="level="):
         wavelet_band_power(clips, SFREQ, level=12)
+
+
+def test_energy_ratio_is_fast_over_slow_activity():
+    """Bartolomei's ratio: above 0 (log10) for beta / gamma activity, below for theta / alpha."""
+    t = np.arange(N_SAMPLES) / SFREQ
+    noise = 0.05 * np.random.default_rng(5).standard_normal((2, N_SAMPLES))
+    clips = (np.stack([np.sin(2 * np.pi * 40 * t), np.sin(2 * np.pi * 6 * t)]) + noise)[None]
+    feats = clip_features(clips, SFREQ, energy_ratio=True)
+    names = feature_names(DEFAULT_BANDS, energy_ratio=True)
+    assert names[-1] == "log_energy_ratio" and feats.shape[-1] == len(names)
+    ratio = feats[0, :, -1]
+    assert ratio[0] > 1.0 and ratio[1] < -1.0, ratio
+    # the other columns are those without it
+    np.testing.assert_allclose(feats[..., :-1], clip_features(clips, SFREQ))
+    assert has_energy_ratio(200.0) and not has_energy_ratio(180.0)
+    with pytest.raises(ValueError, match="194 Hz"):
+        clip_features(clips[..., :900], 180.0, bands={"delta": (1.0, 4.0)}, energy_ratio=True)
+
+
+def test_recording_features_are_clip_means_then_peaks_whatever_the_chunks():
+    rng = np.random.default_rng(6)
+    clips = colored_noise(rng, 5 * 3, N_SAMPLES).reshape(5, 3, N_SAMPLES)
+    clips[3, 1] += 3 * np.sin(2 * np.pi * 40 * np.arange(N_SAMPLES) / SFREQ)  # one fast clip
+    whole, parts = RecordingFeatureMean(SFREQ), RecordingFeatureMean(SFREQ)
+    whole.add(clips)
+    parts.add(clips[:2])
+    parts.add(clips[2:])
+    np.testing.assert_allclose(parts.mean(), whole.mean())
+    per_clip = clip_features(clips, SFREQ, energy_ratio=True)
+    clip_names = feature_names(DEFAULT_BANDS, energy_ratio=True)
+    assert whole.names == (*clip_names, *(f"peak_{n}" for n in PEAK_FEATURES))
+    np.testing.assert_allclose(whole.mean()[:, : len(clip_names)], per_clip.mean(axis=0))
+    peaks = [clip_names.index(n) for n in PEAK_FEATURES]
+    np.testing.assert_allclose(whole.mean()[:, len(clip_names) :], per_clip[..., peaks].max(0))
+    # the fast clip lifts contact 1's peak energy ratio well above its mean
+    er, peak = clip_names.index("log_energy_ratio"), whole.names.index("peak_log_energy_ratio")
+    assert whole.mean()[1, peak] - whole.mean()[1, er] > 0.5
+
+
+def test_feature_sets_select_their_columns():
+    names = RecordingFeatureMean(SFREQ).names
+    assert select_features(names, "v2") == list(names)
+    assert select_features(names, "v1") == list(FEATURE_NAMES)
+    # a store too slow for the energy ratio has neither it nor its peak
+    slow = RecordingFeatureMean(180.0).names
+    assert "log_energy_ratio" not in slow and "peak_log_energy_ratio" not in slow
+    assert "peak_spike_rate" in slow
+    with pytest.raises(ValueError, match="feature set"):
+        select_features(names, "v3")

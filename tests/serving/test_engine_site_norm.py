@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 from models.site_norm import clip_features
 from models.spectral import spectral_features
@@ -13,7 +14,8 @@ from tests.serving.conftest import FEATURES, INGEST
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 
 
-def test_checkpoint_norm_reaches_the_engine(serving_data, tmp_path):
+@pytest.mark.parametrize("norm", ["median", "detrend"])
+def test_checkpoint_norm_reaches_the_engine(serving_data, tmp_path, norm):
     run_dir = tmp_path / "run"
     shutil.copytree(serving_data["run_dir"], run_dir)
     for fold in (0, 1):
@@ -21,19 +23,22 @@ def test_checkpoint_norm_reaches_the_engine(serving_data, tmp_path):
         net, meta = load_checkpoint(path)
         save_checkpoint(
             path, net, model_name="sozformer", threshold=meta.threshold,
-            feature_config={**FEATURES, "norm": "median"}, sfreq=INGEST.sfreq,
+            feature_config={**FEATURES, "norm": norm}, sfreq=INGEST.sfreq,
             clip_samples=INGEST.clip_samples, ingest_config=INGEST.to_dict(), fold=fold,
         )  # fmt: skip
     plain = Scorer.from_run(serving_data["run_dir"])
     normed = Scorer.from_run(run_dir)
-    assert "norm" not in plain.feature_config and normed.feature_config["norm"] == "median"
+    assert "norm" not in plain.feature_config and normed.feature_config["norm"] == norm
     clips = np.random.default_rng(0).normal(size=(2, 7, INGEST.clip_samples)).astype(np.float32)
     np.testing.assert_array_equal(
         plain.prep.features(clips), spectral_features(clips, INGEST.sfreq, **FEATURES)
     )
-    np.testing.assert_allclose(
-        normed.prep.features(clips), clip_features(clips, INGEST.sfreq, normed.feature_config)
-    )
+    served = normed.prep.features(clips)
+    np.testing.assert_allclose(served, clip_features(clips, INGEST.sfreq, normed.feature_config))
+    if norm == "detrend":  # every clip and contact without level or tilt, whatever the path
+        t = np.arange(served.shape[-1]) - (served.shape[-1] - 1) / 2
+        np.testing.assert_allclose(served.mean(axis=-1), 0.0, atol=1e-5)
+        np.testing.assert_allclose(served @ t, 0.0, atol=1e-2)
     a, b = plain.score(serving_data["long_rec"]), normed.score(serving_data["long_rec"])
     assert a.channels == b.channels and not np.allclose(a.p_raw, b.p_raw)
 

@@ -24,6 +24,7 @@ from tests.trainer.conftest import (
 from trainer.checkpoint import load_checkpoint
 from trainer.config import ALL_MODELS, TrainConfig
 from trainer.run import run_training
+from trainer.svm_stage import FEATURE_VERSION as SVM_FEATURES
 
 
 def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, tmp_path):
@@ -87,7 +88,7 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     assert roc_auc_score(svm["y_true"], svm["score"]) > 0.9
     # SVM and spectral features are cached beside the store, keyed by their versions.
     n_recordings = 2 * len(PATIENTS)  # one ictal and one interictal recording each
-    assert len(list(Path(tiny_store).glob("features/svm-v1/*.parquet"))) == n_recordings
+    assert len(list(Path(tiny_store).glob(f"features/{SVM_FEATURES}/*.parquet"))) == n_recordings
     assert (
         len(list(Path(tiny_store).glob("features/spectral-v1-nb8-*/*/zarr.json"))) == n_recordings
     )

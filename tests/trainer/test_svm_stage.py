@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from ingest.errors import SozkitError
 from ingest.store import ClipStore
+from models.features import select_features
 from tests.trainer.conftest import PATIENTS
 from trainer.datasets import recording_table
 from trainer.splits import cohort_groups, patient_folds
@@ -68,6 +69,12 @@ def test_one_svm_per_fold_scores_its_val_and_test_patients(ray_local, tiny_store
         aucs.append(roc_auc_score(t["y_true"], t["score"]))
     # SOZ contacts spike: the spike-count features separate them on unseen patients.
     assert np.mean(aucs) > 0.7, aucs
+    # the default feature set is v1; v2 adds the energy ratio and the peaks; each model says which
+    cols = feature_columns(ClipStore.open(tiny_store).sfreq)
+    assert res.model.feature_names == tuple(select_features(cols, "v1"))
+    v2 = train_svm_fold(feats, recs, folds[0], seed=0, hparams={"features": "v2"})
+    assert v2.model.feature_names == tuple(cols)
+    assert {"log_energy_ratio", "peak_spike_rate"} <= set(cols) - set(res.model.feature_names)
     no_soz = [dataclasses.replace(r, labels=np.zeros_like(r.labels)) for r in recs]
     with pytest.raises(SozkitError, match="only one class"):
         train_svm_fold(feats, no_soz, folds[0])
