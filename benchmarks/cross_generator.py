@@ -52,9 +52,9 @@ import pandas as pd
 from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.simulate import SimulationConfig, simulate_cohort
+from models.site_norm import NORMS
 from trainer.calibration import CALIBRATIONS
 from trainer.call_rules import relative_thresholds
-from models.site_norm import NORMS
 from trainer.config import TrainConfig
 from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold, with_flat
 from trainer.splits import Fold

@@ -42,7 +42,11 @@ def kind_aucs(preds: pd.DataFrame, seizures: dict[str, int]) -> dict[str, float]
     """Channel ROC-AUC of ``preds`` over all recordings, ictal ones only, interictal ones only."""
     n_sz = preds["recording_id"].map(seizures)
     out = {}
-    for kind, part in (("all", preds), ("ictal", preds[n_sz > 0]), ("interictal", preds[n_sz == 0])):
+    for kind, part in (
+        ("all", preds),
+        ("ictal", preds[n_sz > 0]),
+        ("interictal", preds[n_sz == 0]),
+    ):
         table = aggregate_channel_scores(part)
         y = table["y_true"].to_numpy()
         out[kind] = float(roc_auc_score(y, table["score"])) if len(np.unique(y)) == 2 else None
@@ -195,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.in_family:
         from trainer.splits import make_folds
 
-        patients = sorted({p for f in folds for p in f.patients if p.startswith(f"{args.in_family}/")})
+        patients = sorted(
+            {p for f in folds for p in f.patients if p.startswith(f"{args.in_family}/")}
+        )
         folds = make_folds(patients, split="patient", n_folds=3, seed=args.seed)
     cfg = TrainConfig(
         models=(args.model,),
@@ -218,9 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     aug = f"-{args.augment.replace(',', '+')}" if args.augment else ""
     aug += f"{args.tilt_sd:g}" if args.tilt_sd is not None else ""
     aug += f"-in-{args.in_family}" if args.in_family else ""
-    tag = args.tag or f"{work.name}-{args.model}-{args.feature_norm}{aug}{fmax}-e{args.epochs}-s{args.seed}"
+    tag = (
+        args.tag
+        or f"{work.name}-{args.model}-{args.feature_norm}{aug}{fmax}-e{args.epochs}-s{args.seed}"
+    )
     result = {
-        "command": " ".join(["python -m benchmarks.cross_generator_curve", *(argv or sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m benchmarks.cross_generator_curve", *(argv or sys.argv[1:])]
+        ),
         "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
         "wall_s": round(time.perf_counter() - t, 1),
         "config": cfg.to_dict(),
@@ -230,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     (results / f"cross_generator_curve_{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     for c in curves:
-        print(f"{'+'.join(c['train'])} -> {'+'.join(c['test'])} (best by val: {c['best_epoch_by_val']})")
+        print(
+            f"{'+'.join(c['train'])} -> {'+'.join(c['test'])} (best by val: {c['best_epoch_by_val']})"
+        )
         for r in c["epochs"]:
             ta = r["test_auc"]
             print(f"  epoch {r['epoch']:2d} loss {r['train_loss']:.3f} val {r['val_auc']:.3f} "

@@ -91,7 +91,9 @@ def signature(work: Path) -> dict[str, pd.DataFrame]:
         }
         table = pd.concat(g["svm"], ignore_index=True)
         z = normalise_within(table.to_numpy(float), np.concatenate(g["rec"]))
-        svm[key] = dict(zip(table.columns, (_auc(y, z[:, j]) for j in range(z.shape[1])), strict=True))
+        svm[key] = dict(
+            zip(table.columns, (_auc(y, z[:, j]) for j in range(z.shape[1])), strict=True)
+        )
     return {
         "bands": pd.DataFrame(bands, index=[f"{f:.1f} Hz" for f in freqs]),
         "tilt": pd.DataFrame(tilt),

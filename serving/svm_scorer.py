@@ -122,7 +122,10 @@ class SVMScorer(WholeRecordingScorer):
         takes those it was fitted on (its ``feature_names``).
         """
         return np.mean(
-            [svm.predict_proba(X[:, cols]) for svm, cols in zip(self.svms, self._columns, strict=True)],
+            [
+                svm.predict_proba(X[:, cols])
+                for svm, cols in zip(self.svms, self._columns, strict=True)
+            ],
             axis=0,
         )
 
