@@ -84,8 +84,10 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
         for col in ("subject", "cohort", "soz_label"):
             if col in df:
                 agg[col] = "first" if col != "soz_label" else "max"
+        if "flat" in df:  # flat in every row, as training counts it
+            agg["flat"] = "min"
         per = df.groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
-        frames.append(_relative_calls(run, model, per))
+        frames.append(_relative_calls(run, model, per).drop(columns="flat", errors="ignore"))
     if not frames:
         raise SozkitError(
             f"{run_dir} holds no <model>/predictions.parquet; train first (soz train --out "
@@ -97,19 +99,21 @@ def _run_dir_results(run_dir: Path) -> pd.DataFrame:
 
 
 def _relative_calls(run: RunDir, model: str, per: pd.DataFrame) -> pd.DataFrame:
-    """Folds trained with the patient-relative call rule: each recording's own threshold."""
+    """Folds trained with the patient-relative call rule: each recording's own threshold, its
+    flat contacts (a ``flat`` column, as ``soz train`` writes) left out as in training."""
     from trainer.call_rules import relative_threshold
 
     if "fold" not in per:
         return per
+    flat = per["flat"].fillna(False).astype(bool) if "flat" in per else None
     for fold, idx in per.groupby("fold", dropna=True).groups.items():
         k = run.relative_k(model, int(fold))
         if k is None:
             continue
-        part = per.loc[idx]
-        per.loc[idx, "threshold"] = part.groupby("recording_id")["probability"].transform(
-            lambda p, k=k: relative_threshold(p.to_numpy(float), k)
-        )
+        for rows in per.loc[idx].groupby("recording_id").groups.values():
+            probs = per.loc[rows, "probability"].to_numpy(float)
+            f = None if flat is None else flat.loc[rows].to_numpy()
+            per.loc[rows, "threshold"] = relative_threshold(probs, k, f)
     return per
 
 
