@@ -212,21 +212,34 @@ def test_report_says_the_probabilities_are_calibrated(tmp_path):
     assert "calibrated" not in (plain.parent / "sim__p1__ictal__01.html").read_text()
 
 
-def test_report_from_a_run_dir_applies_the_relative_call_rule(tmp_path):
-    from trainer.call_rules import relative_threshold
-
+def _relative_rule_results(
+    tmp_path: Path, scores: dict[str, float], flat: str | None = None
+) -> pd.DataFrame:
+    """``load_results`` of a one-fold SVM run whose threshold.json asks for the relative call
+    rule (k = 1), with test predictions ``scores`` of one recording (LA1 its only SOZ contact);
+    ``flat`` names a contact flagged flat (no ``flat`` column when None)."""
     run = tmp_path / "run"
     d = run / "svm" / "fold_0"
     d.mkdir(parents=True)
     (d / "threshold.json").write_text(
         json.dumps({"threshold": 0.05, "call_rule": "relative", "relative_k": 1.0})
     )
+    rows = [
+        {"fold": 0, "cohort": "sim", "patient": "sim/p1", "recording_id": "sim__p1__ictal",
+         "channel": ch, "y_true": int(ch == "LA1"), "score": s}
+        for ch, s in scores.items()
+    ]  # fmt: skip
+    if flat is not None:
+        rows = [{**row, "flat": row["channel"] == flat} for row in rows]
+    pd.DataFrame(rows).to_parquet(run / "svm" / "predictions.parquet")
+    return load_results(run).set_index("channel")
+
+
+def test_report_from_a_run_dir_applies_the_relative_call_rule(tmp_path):
+    from trainer.call_rules import relative_threshold
+
     scores = {"LA1": 0.9, "LA2": 0.5, "RH1": 0.1, "RH2": 0.12}
-    pd.DataFrame(
-        [{"fold": 0, "cohort": "sim", "patient": "sim/p1", "recording_id": "sim__p1__ictal",
-          "channel": ch, "y_true": int(ch == "LA1"), "score": s} for ch, s in scores.items()]
-    ).to_parquet(run / "svm" / "predictions.parquet")  # fmt: skip
-    res = load_results(run).set_index("channel")
+    res = _relative_rule_results(tmp_path, scores)
     t = relative_threshold(np.array(list(scores.values())), 1.0)
     assert res["threshold"].to_numpy() == pytest.approx([t] * 4)
     assert list(res.index[res["soz_call"]]) == ["LA1"]  # not all four, as 0.05 would call
@@ -235,19 +248,8 @@ def test_report_from_a_run_dir_applies_the_relative_call_rule(tmp_path):
 def test_report_relative_rule_leaves_flat_contacts_out_as_training_does(tmp_path):
     from trainer.call_rules import relative_threshold
 
-    run = tmp_path / "run"
-    d = run / "svm" / "fold_0"
-    d.mkdir(parents=True)
-    (d / "threshold.json").write_text(
-        json.dumps({"threshold": 0.05, "call_rule": "relative", "relative_k": 1.0})
-    )
     scores = {"LA1": 0.9, "LA2": 0.5, "RH1": 0.0, "RH2": 0.12}
-    pd.DataFrame(
-        [{"fold": 0, "cohort": "sim", "patient": "sim/p1", "recording_id": "sim__p1__ictal",
-          "channel": ch, "y_true": int(ch == "LA1"), "score": s, "flat": ch == "RH1"}
-         for ch, s in scores.items()]
-    ).to_parquet(run / "svm" / "predictions.parquet")  # fmt: skip
-    res = load_results(run).set_index("channel")
+    res = _relative_rule_results(tmp_path, scores, flat="RH1")
     t = relative_threshold(np.array([0.9, 0.5, 0.12]), 1.0)  # RH1 (flat) out of the reference
     assert t != pytest.approx(relative_threshold(np.array(list(scores.values())), 1.0))
     assert res["threshold"].to_numpy() == pytest.approx([t] * 4)
