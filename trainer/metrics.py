@@ -72,6 +72,9 @@ PRED_COLUMNS = ("cohort", "patient", "recording_id", "channel", "y_true", "score
 #: Columns of an aggregated table (one row per patient x channel), as returned by
 #: :func:`aggregate_channel_scores`.
 TABLE_COLUMNS = ("cohort", "patient", "channel", "y_true", "score", "n_recordings", "n_sequences")
+#: What each level of :func:`aggregate_channel_scores` carries up of a channel's rows: SOZ when
+#: any row is (``y_true`` max; ``y_min`` below it flags rows that disagree), flat when every row is.
+_CARRIED_UP = {"y_true": ("y_true", "max"), "y_min": ("y_true", "min"), "flat": ("flat", "min")}
 #: The scalar metrics averaged over folds by :func:`summarise_folds`.
 FOLD_SCALARS = (
     "roc_auc",
@@ -140,13 +143,7 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
     )  # fmt: skip
     per_rec = (
         work.groupby(keys, sort=True, observed=True)
-        .agg(
-            _ws=("_ws", "sum"),
-            n_sequences=("_w", "sum"),
-            y_true=("y_true", "max"),
-            y_min=("y_true", "min"),
-            flat=("flat", "min"),
-        )
+        .agg(**_CARRIED_UP, _ws=("_ws", "sum"), n_sequences=("_w", "sum"))
         .reset_index()
     )
     per_rec["score"] = per_rec["_ws"] / per_rec["n_sequences"]
@@ -160,12 +157,10 @@ def aggregate_channel_scores(preds: pd.DataFrame) -> pd.DataFrame:
     table = (
         per_rec.groupby(["cohort", "patient", "channel"], sort=True, observed=True)
         .agg(
-            y_true=("y_true", "max"),
-            y_min=("y_true", "min"),
+            **_CARRIED_UP,
             score=("score", "mean"),
             n_recordings=("recording_id", "nunique"),
             n_sequences=("n_sequences", "sum"),
-            flat=("flat", "min"),
         )
         .reset_index()
     )
