@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import mne
@@ -16,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from ingest.epileptor import X0_CRITICAL
 from ingest.errors import ConfigError
 from ingest.simulate import SimulationConfig, plan_subject, simulate_cohort, simulate_cohorts
-from tests.cohorts import truth_channels
+from tests.cohorts import digest, interictal_only, truth_channels
 
 #: A tiny cohort: 1 subject, 2 short ictal runs and 1 interictal run at 256 Hz.
 TINY = SimulationConfig(
@@ -215,46 +214,30 @@ def test_centres_differ_in_line_frequency_naming_and_rates():
     assert len(set(subjects[1].implantation.names)) == subjects[1].implantation.n_contacts
 
 
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
-    }  # fmt: skip
-
-
 def test_same_seed_same_bytes_other_seed_other_signals(tmp_path):
-    cfg = SimulationConfig(
-        n_subjects=1, seed=5, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=20.0,
-        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(6, 6), n_regions=(10, 10),
-    )  # fmt: skip
-    a = _digest(simulate_cohort(tmp_path / "a", cfg))
-    b = _digest(simulate_cohort(tmp_path / "b", cfg))
+    cfg = interictal_only(n_subjects=1, seed=5)
+    a = digest(simulate_cohort(tmp_path / "a", cfg))
+    b = digest(simulate_cohort(tmp_path / "b", cfg))
     assert a == b
     other = SimulationConfig(**{**cfg.__dict__, "seed": 6})
-    c = _digest(simulate_cohort(tmp_path / "c", other))
+    c = digest(simulate_cohort(tmp_path / "c", other))
     edf = [k for k in a if k.endswith(".edf")]
     assert edf and all(a[k] != c[k] for k in edf)
 
 
 def test_subject_subsets_and_parallel_workers_write_the_same_bytes(tmp_path):
-    cfg = SimulationConfig(
-        n_subjects=3, seed=7, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=20.0,
-        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(6, 6), n_regions=(10, 10),
-    )  # fmt: skip
+    cfg = interictal_only(n_subjects=3, seed=7)
     whole = simulate_cohort(tmp_path / "whole", cfg, n_jobs=2)
     held_out = simulate_cohort(tmp_path / "held_out", cfg, subjects=[2])
     assert sorted(p.name for p in held_out.glob("sub-*")) == ["sub-sim003"]
-    assert _digest(held_out / "sub-sim003") == _digest(whole / "sub-sim003")
+    assert digest(held_out / "sub-sim003") == digest(whole / "sub-sim003")
     assert sorted(p.name for p in whole.glob("sub-*")) == ["sub-sim001", "sub-sim002", "sub-sim003"]
     with pytest.raises(ConfigError, match=r"must be non-empty indices in 0\.\.2"):
         simulate_cohort(tmp_path / "bad", cfg, subjects=[3])
 
 
 def test_one_pool_for_several_datasets_writes_what_separate_calls_write(tmp_path):
-    cfg = SimulationConfig(
-        n_subjects=3, seed=7, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=20.0,
-        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(6, 6), n_regions=(10, 10),
-    )  # fmt: skip
+    cfg = interictal_only(n_subjects=3, seed=7)
     train, held_out = simulate_cohorts(
         {tmp_path / "train": [0, 1], tmp_path / "held_out": [2]}, cfg, n_jobs=2
     )
@@ -264,7 +247,7 @@ def test_one_pool_for_several_datasets_writes_what_separate_calls_write(tmp_path
     }
     for root, name in ((train, "train"), (held_out, "held_out")):
         assert root == tmp_path / name
-        assert _digest(root) == _digest(apart[name])
+        assert digest(root) == digest(apart[name])
     participants = (train / "participants.tsv").read_text()
     assert "sub-sim001" in participants and "sub-sim003" not in participants
     with pytest.raises(ConfigError, match="one dataset only"):
@@ -273,10 +256,9 @@ def test_one_pool_for_several_datasets_writes_what_separate_calls_write(tmp_path
 
 def test_small_implants_with_artefacts_on_few_shafts(tmp_path):
     # Seeds 2 and 3 draw movement bursts over more shafts than a 2-shaft implant has.
-    cfg = SimulationConfig(
-        n_subjects=3, seed=2, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=300.0,
-        sfreqs=(256.0,), n_shafts=(2, 2), contacts_per_shaft=(4, 6), n_regions=(10, 10),
-    )  # fmt: skip
+    cfg = interictal_only(
+        n_subjects=3, seed=2, interictal_duration_s=300.0, contacts_per_shaft=(4, 6)
+    )
     root = simulate_cohort(tmp_path, cfg)
     assert len(list(root.rglob("*_ieeg.edf"))) == 3
 

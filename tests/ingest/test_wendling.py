@@ -3,7 +3,6 @@ determinism, and independence from the default family."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from ingest.wendling import (
     simulate_network,
 )
 from ingest.wendling_cohort import apply_montage, knee_noise
-from tests.cohorts import truth_channels
+from tests.cohorts import digest, interictal_only, truth_channels
 
 #: Three subjects (sites D and E: bipolar montages; F: a white-matter reference), one ictal and one interictal run, at 512 Hz.
 TINY = SimulationConfig(
@@ -48,14 +47,6 @@ TINY = SimulationConfig(
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return simulate_cohort(tmp_path_factory.mktemp("wendling") / "bids", TINY, generator="wendling")
-
-
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_model_regimes_background_spikes_and_fast_onset():
@@ -168,18 +159,15 @@ def test_soz_channels_carry_the_seizure(tiny):
 
 
 def test_same_seed_same_bytes_and_independent_of_the_default_family(tmp_path):
-    cfg = SimulationConfig(
-        n_subjects=1, seed=5, n_ictal_runs=0, n_interictal_runs=1, interictal_duration_s=20.0,
-        sfreqs=(512.0,), n_shafts=(2, 2), contacts_per_shaft=(6, 6), n_regions=(10, 10),
-    )  # fmt: skip
-    a = _digest(simulate_cohort(tmp_path / "a", cfg, generator="wendling"))
-    b = _digest(simulate_cohort(tmp_path / "b", cfg, generator="wendling"))
+    cfg = interictal_only(n_subjects=1, seed=5, sfreqs=(512.0,))
+    a = digest(simulate_cohort(tmp_path / "a", cfg, generator="wendling"))
+    b = digest(simulate_cohort(tmp_path / "b", cfg, generator="wendling"))
     assert a == b
-    c = _digest(simulate_cohort(tmp_path / "c", SimulationConfig(**{**cfg.__dict__, "seed": 6}),
+    c = digest(simulate_cohort(tmp_path / "c", SimulationConfig(**{**cfg.__dict__, "seed": 6}),
                                 generator="wendling"))  # fmt: skip
     edf = [k for k in a if k.endswith(".edf")]
     assert edf and all(a[k] != c[k] for k in edf)
-    default = _digest(simulate_cohort(tmp_path / "d", cfg))
+    default = digest(simulate_cohort(tmp_path / "d", cfg))
     assert all(a[k] != default.get(k) for k in edf)
     with pytest.raises(ConfigError, match="generator"):
         simulate_cohort(tmp_path / "e", cfg, generator="tvb")
