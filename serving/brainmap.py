@@ -29,10 +29,10 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from serving.figures import CLINICAL_COLOUR, CMAP, save  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
-CMAP = "YlOrRd"
-CLINICAL_COLOUR = "#1f6fd1"
 RESECTED_COLOUR = "0.35"
 #: nilearn's display mode for the three views and the name of each axis.
 VIEWS = {"x": "sagittal", "y": "coronal", "z": "axial"}
@@ -145,7 +145,4 @@ def plot_brain_map(
     fig, _ = brain_map_figure(
         positions, probabilities, threshold=threshold, soz=soz, resected=resected, title=title
     )
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save(fig, path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,15 +39,13 @@ CMAP = "YlOrRd"
 CLINICAL_COLOUR = "#1f6fd1"
 HIGHLIGHT_COLOUR = "#e4572e"
 ONSET_COLOUR = "#7b2cbf"
+_NUM = re.compile(r"(\d+)$")
 
 
-def _number(name: str) -> int | None:
-    digits = ""
-    for ch in reversed(name.strip()):
-        if not ch.isdigit():
-            break
-        digits = ch + digits
-    return int(digits) if digits else None
+def contact_number(name: str) -> int | None:
+    """Trailing contact number of a contact name (``"LA12"`` -> 12), ``None`` without one."""
+    m = _NUM.search(name.strip())
+    return int(m.group(1)) if m else None
 
 
 def bipolar_pairs(channels: Sequence[str]) -> list[tuple[int, int, str]]:
@@ -67,7 +66,7 @@ def bipolar_pairs(channels: Sequence[str]) -> list[tuple[int, int, str]]:
     """
     by_shaft: dict[str, dict[int, int]] = {}
     for i, ch in enumerate(channels):
-        num = _number(ch)
+        num = contact_number(ch)
         if num is not None:
             by_shaft.setdefault(shaft_of(ch), {})[num] = i
     pairs = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,20 +36,11 @@ from ingest.fileio import write_text  # noqa: E402
 from ingest.recording import shaft_of  # noqa: E402
 from serving import report_context  # noqa: E402
 from serving import report_sections as sections_mod  # noqa: E402
+from serving.figures import CLINICAL_COLOUR, CMAP, contact_number, save  # noqa: E402
 from serving.report_results import complete_results  # noqa: E402
 from serving.report_sections import safe_name as _safe_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-CMAP = "YlOrRd"
-CLINICAL_COLOUR = "#1f6fd1"
-_NUM = re.compile(r"(\d+)$")
-
-
-def contact_number(name: str) -> int | None:
-    """Trailing contact number of a contact name (``"LA12"`` -> 12), ``None`` without one."""
-    m = _NUM.search(name.strip())
-    return int(m.group(1)) if m else None
 
 
 def _shaft_layout(channels: Sequence[str]) -> tuple[list[str], list[tuple[int, float]]]:
@@ -154,9 +144,7 @@ def plot_shaft_map(unit: pd.DataFrame, path: str | os.PathLike, *, title: str = 
     if title:
         ax.set_title(title, fontsize=10, loc="left")
     fig.tight_layout(rect=(0.0, 0.4 / fig.get_figheight(), 1.0, 1.0))
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def plot_top_contacts(
@@ -210,9 +198,7 @@ def plot_top_contacts(
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save(fig, path)
 
 
 def _units(
