@@ -154,19 +154,10 @@ def plot_top_contacts(
 
     Parameters
     ----------
-    unit : DataFrame
-        One model's rows of one recording or patient (as :func:`plot_shaft_map`).
-    path : path-like
-        PNG to write.
+    unit, path, title
+        As in :func:`plot_shaft_map` (returns the PNG's path, too).
     top_n : int
         Contacts shown.
-    title : str
-        Figure title.
-
-    Returns
-    -------
-    Path
-        The PNG.
     """
     if top_n < 1:
         raise ConfigError(f"{top_n=} must be >= 1 (--top).")
