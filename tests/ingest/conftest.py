@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mne
 import numpy as np
 import pytest
 
 from ingest.config import IngestConfig
 from ingest.recording import Recording, SeizureEvent, make_recording_id
 from ingest.signals import read_header
+from tests.ingest.signal_files import save_edf
 
 #: A small, fast config: 250 Hz stored, 2-clip blocks, 1 Hz transitions (short filters).
 FAST = IngestConfig(sfreq=250.0, block_clips=2, trans_bandwidth=1.0, l_freq=1.0, num_workers=1)
@@ -32,13 +32,6 @@ def signal(n_chans: int, n_times: int, sfreq: float, *, seed: int = 0) -> np.nda
     return gains * (walk + white) + line[None, :] + 200.0
 
 
-def write_edf(path: Path, names: list[str], data: np.ndarray, sfreq: float) -> None:
-    """Write microvolt ``data`` (n_chans, n_times) as EDF (via mne.export / edfio)."""
-    info = mne.create_info(list(names), sfreq, "seeg")
-    raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
-    mne.export.export_raw(str(path), raw, fmt="edf", overwrite=True, verbose="error")
-
-
 def make_recording(
     folder: Path,
     name: str,
@@ -58,7 +51,7 @@ def make_recording(
     shafts = ["A", "B", "C", "D"]
     names = [f"{shafts[i % 4]}{i // 4 + 1}" for i in range(n_chans)]
     path = Path(folder) / f"{name}.edf"
-    write_edf(path, names, signal(n_chans, int(round(seconds * sfreq)), sfreq, seed=seed), sfreq)
+    save_edf(path, names, signal(n_chans, int(round(seconds * sfreq)), sfreq, seed=seed), sfreq)
     header = read_header(path)
     return Recording.from_header(
         header,

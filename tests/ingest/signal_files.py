@@ -36,13 +36,26 @@ def write_edf(
     """Write an EDF file; return the data written, microvolts, shape (n_chans, n_times)."""
     n_times = int(round(seconds * sfreq))
     data = make_data(len(ch_names), n_times, sfreq, seed)
+    save_edf(path, ch_names, data, sfreq, annotations=annotations)
+    return data
+
+
+def save_edf(
+    path: str | Path,
+    ch_names: list[str],
+    data: np.ndarray,
+    sfreq: float,
+    *,
+    annotations: list[tuple[float, float, str]] | None = None,
+) -> None:
+    """Write microvolt ``data`` (n_chans, n_times) as an SEEG EDF file (mne.export / edfio),
+    with ``annotations`` as (onset_s, duration_s, description)."""
     info = mne.create_info(list(ch_names), sfreq, "seeg")
     raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
     if annotations:
         onsets, durations, descs = zip(*annotations, strict=True)
         raw.set_annotations(mne.Annotations(onsets, durations, descs))
     mne.export.export_raw(str(path), raw, fmt="edf", overwrite=True, verbose="error")
-    return data
 
 
 def write_brainvision(

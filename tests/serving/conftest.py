@@ -26,6 +26,7 @@ from ingest.recording import Recording
 from models.registry import build_model
 from models.spectral import n_spectral_features
 from models.svm import SOZSVM
+from tests.ingest.signal_files import save_edf
 from trainer.checkpoint import save_checkpoint
 from trainer.svm_stage import feature_columns
 
@@ -100,9 +101,7 @@ def write_edf(
     for i, ch in enumerate(channels):
         if ch in SOZ:
             data[i] += 20 * np.sin(2 * np.pi * 12 * t)
-    info = mne.create_info(list(channels), sfreq, "seeg")
-    raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
-    mne.export.export_raw(str(path), raw, fmt="edf", overwrite=True, verbose="error")
+    save_edf(path, list(channels), data, sfreq)
     return path
 
 
