@@ -18,16 +18,20 @@ through the stages of the batch commands, each by their own entry point:
    its status.
 
 The stages overlap: once a batch is ingested it is handed to the scoring stage, a thread of
-its own (:class:`serving.watch_stage.BatchStage`) that scores and reports it, while the loop
-lists the folders again and ingests the next batch (a queue of one: the hand-off waits for the
-batch before, so batches finish in the order they were taken). Only the stage writes the
-results, the failures beside them and the report pages; only the loop writes the store.
+its own (:class:`serving.watch_stage.BatchStage`) that scores it and hands it on to the report
+stage, a third thread, while the loop lists the folders again and ingests the next batch. Each
+hand-off is a queue of one (it waits for the batch before in that stage), so at most three
+batches are in flight, one per stage, and batches finish in the order they were taken; the
+next batch is scored as soon as this one is, without waiting for its pages. Only the scoring
+stage writes the results and the failures beside them, only the report stage the pages and
+the index, only the loop the store.
 
 Every step is written to the journal (:mod:`serving.journal`) once done; on start the journal
 is replayed so that a version left ``taken``, ``ingested`` or ``scored`` by a killed watcher is
 carried on from there. That, with each step being idempotent, is the exactly-once guarantee;
-it does not depend on which thread did the step (a kill -9 while one batch is scored and the
-next ingested leaves the first ``ingested``, the second ``taken``: both are replayed).
+it does not depend on which thread did the step (a kill -9 while one batch is reported, the
+next scored and the one after ingested leaves them ``scored``, ``ingested`` and ``taken``: all
+three are replayed).
 
 After every poll the watcher's state is written beside the results (:mod:`serving.watch_status`,
 what ``soz serve --watch``'s ``/health`` shows); its configuration, the job of one recording
