@@ -25,7 +25,9 @@ pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with it
   (the union of every batch's span from ``taken`` to ``reported``).
 - **CPU**: CPU seconds of the watcher and its processes per recording-hour, and the capacity it
   gives on this machine's cores (cores x 3600 / CPU-s per recording-hour): what load on a
-  shared machine does not distort as it does wall time.
+  shared machine does not distort as it does wall time; and the same per process under the
+  watcher, summed by kind (the watcher itself, ``ray::ScoringWorker``, ``ray::PageWriter``,
+  Ray's own processes, Beam workers): where that CPU goes.
 - **memory**: the watcher's RSS (its own process, and with every process under it: Ray's
   and Beam's workers) after each arrival; target: flat.
 
