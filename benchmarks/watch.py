@@ -25,7 +25,9 @@ pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with it
   (the union of every batch's span from ``taken`` to ``reported``).
 - **CPU**: CPU seconds of the watcher and its processes per recording-hour, and the capacity it
   gives on this machine's cores (cores x 3600 / CPU-s per recording-hour): what load on a
-  shared machine does not distort as it does wall time.
+  shared machine does not distort as it does wall time; and the same per process under the
+  watcher, summed by kind (the watcher itself, ``ray::ScoringWorker``, ``ray::PageWriter``,
+  Ray's own processes, Beam workers): where that CPU goes.
 - **memory**: the watcher's RSS (its own process, and with every process under it: Ray's
   and Beam's workers) after each arrival; target: flat.
 
@@ -92,6 +94,36 @@ def _cpu_s(pid: int, *, children: bool = False) -> float:
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds of the watcher and every process under it (Ray's and Beam's workers)."""
     return _cpu_s(pid, children=True) + sum(_cpu_s(p) for p in descendants(pid))
+
+
+def _kind(pid: int) -> str:
+    """What a process under the watcher is: ``ray::ScoringWorker``, ``ray::PageWriter``, ... for
+    Ray's actors (the title Ray gives them, without the method running), else its program."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    args = [a.decode(errors="replace") for a in argv if a]
+    if not args:
+        return "?"
+    if args[0].startswith("ray::"):
+        return args[0].split(".")[0].split()[0]
+    if "python" not in os.path.basename(args[0]):
+        return os.path.basename(args[0].split()[0])  # raylet, gcs_server
+    if "-c" in args:
+        return "python -c"
+    script = [a for a in args[1:] if not a.startswith("-")][:1]  # a script or -m's module
+    return os.path.basename(script[0]) if script else "python"
+
+
+def _cpu_by_kind(pid: int) -> dict[str, float]:
+    """CPU seconds of the watcher (its own, not its reaped children's) and of every live
+    process under it, summed by :func:`_kind`."""
+    out = {"watcher": _cpu_s(pid)}
+    for p in descendants(pid):
+        k = _kind(p)
+        out[k] = out.get(k, 0.0) + _cpu_s(p)
+    return out
 
 
 def _events(journal: Path) -> list[dict]:
@@ -279,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                     "watcher_mb": round(_rss_mb(proc.pid), 1),
                     "with_children_mb": round(sum(_rss_mb(p) for p in fam), 1),
                     "tree_cpu_s": round(_tree_cpu_s(proc.pid) - cpu_at_start, 1),
+                    "cpu_by_process": {
+                        k: round(v, 1) for k, v in _cpu_by_kind(proc.pid).items() if v >= 0.1
+                    },
                 })  # fmt: skip
                 print(f"  {seen:3d} reported; watcher RSS {rss[-1]['watcher_mb']:.0f} MB "
                       f"(with Ray/Beam {rss[-1]['with_children_mb']:.0f} MB)", flush=True)  # fmt: skip
@@ -327,6 +362,19 @@ def main(argv: list[str] | None = None) -> int:
             if len(rss) > 1 and rss[-1]["arrivals"] > rss[0]["arrivals"]
             else None
         )
+        # where that CPU went: per process kind, over the same reports
+        by_proc = (
+            {
+                k: round(
+                    (v - rss[0]["cpu_by_process"].get(k, 0.0))
+                    / ((rss[-1]["arrivals"] - rss[0]["arrivals"]) * seconds / 3600),
+                    1,
+                )
+                for k, v in sorted(rss[-1]["cpu_by_process"].items(), key=lambda kv: -kv[1])
+            }
+            if cpu_per_h
+            else {}
+        )
         slope = (
             float(np.polyfit([r["arrivals"] for r in rss[2:]], mem[2:], 1)[0])
             if len(rss) > 4
@@ -359,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "busy_s": round(busy, 1),
             "capacity_h_per_h": round(hours / (busy / 3600), 1) if busy else None,
             "cpu_s_per_recording_h": round(cpu_per_h, 1) if cpu_per_h else None,
+            "cpu_s_per_recording_h_by_process": by_proc,
             "cpu_capacity_h_per_h": (
                 round((os.cpu_count() or 1) * 3600 / cpu_per_h, 1) if cpu_per_h else None
             ),

@@ -18,16 +18,20 @@ through the stages of the batch commands, each by their own entry point:
    its status.
 
 The stages overlap: once a batch is ingested it is handed to the scoring stage, a thread of
-its own (:class:`serving.watch_stage.BatchStage`) that scores and reports it, while the loop
-lists the folders again and ingests the next batch (a queue of one: the hand-off waits for the
-batch before, so batches finish in the order they were taken). Only the stage writes the
-results, the failures beside them and the report pages; only the loop writes the store.
+its own (:class:`serving.watch_stage.BatchStage`) that scores it and hands it on to the report
+stage, a third thread, while the loop lists the folders again and ingests the next batch. Each
+hand-off is a queue of one (it waits for the batch before in that stage), so at most three
+batches are in flight, one per stage, and batches finish in the order they were taken; the
+next batch is scored as soon as this one is, without waiting for its pages. Only the scoring
+stage writes the results and the failures beside them, only the report stage the pages and
+the index, only the loop the store.
 
 Every step is written to the journal (:mod:`serving.journal`) once done; on start the journal
 is replayed so that a version left ``taken``, ``ingested`` or ``scored`` by a killed watcher is
 carried on from there. That, with each step being idempotent, is the exactly-once guarantee;
-it does not depend on which thread did the step (a kill -9 while one batch is scored and the
-next ingested leaves the first ``ingested``, the second ``taken``: both are replayed).
+it does not depend on which thread did the step (a kill -9 while one batch is reported, the
+next scored and the one after ingested leaves them ``scored``, ``ingested`` and ``taken``: all
+three are replayed).
 
 After every poll the watcher's state is written beside the results (:mod:`serving.watch_status`,
 what ``soz serve --watch``'s ``/health`` shows); its configuration, the job of one recording
@@ -107,7 +111,8 @@ class Watcher:
         self._pages: Any = None  # the PageWriter actor
         self.models: tuple[str, ...] = ()
         self._lock = threading.Lock()  # the summary's counts, kept by both threads
-        self._stage = BatchStage(self._score_and_report, name="soz-watch-score")
+        self._stage = BatchStage(self._score_stage, name="soz-watch-score")
+        self._reports = BatchStage(self._report_stage, name="soz-watch-report")
         self._results: pd.DataFrame | None = None  # RESULTS as last written (the stage's)
         self._took = 0  # recordings the last poll took
 
@@ -132,6 +137,7 @@ class Watcher:
         import ray
 
         self._stage.close()
+        self._reports.close()
         for w in [*self._workers, *([self._pages] if self._pages is not None else [])]:
             ray.kill(w)
         self._workers, self._pages = [], None
@@ -177,15 +183,24 @@ class Watcher:
         return self.summary
 
     def _drain(self, then: str = "retried at the next poll") -> bool:
-        """Wait for the scoring stage's batch; False (said, left to replay) if it failed."""
+        """Wait for the batches being scored and reported; False (said, left to replay) if
+        one failed."""
         try:
-            self._stage.wait()
+            self._wait_stages()
         except (KeyboardInterrupt, SozkitError):
             raise
         except Exception as e:  # an engine failure: the batch stays in flight in the journal
             self._engine_error(e, then)
             return False
         return True
+
+    def _wait_stages(self) -> None:
+        """Wait for the scoring stage, then for the report stage it hands its batches to
+        (in this order: once the scoring stage is idle, nothing else submits reports)."""
+        try:
+            self._stage.wait()
+        finally:
+            self._reports.wait()
 
     def _engine_error(self, e: Exception, then: str) -> None:
         self.summary.error = f"{type(e).__name__}: {e}"
@@ -203,9 +218,9 @@ class Watcher:
 
         Also called at each poll for a batch an engine error left in flight; a version that
         fails :data:`MAX_ATTEMPTS` times is recorded ``failed`` with the error. Runs every
-        stage in this thread, with the scoring stage idle.
+        stage in this thread, the scoring and report stages idle.
         """
-        self._stage.wait()
+        self._wait_stages()
         by_stage: dict[str, list[Job]] = {"taken": [], "ingested": [], "scored": []}
         for v in self.journal.pending():
             n = self._attempts[(v.key, v.fp)] = self._attempts.get((v.key, v.fp), 0) + 1
@@ -235,7 +250,8 @@ class Watcher:
         for job in by_stage["taken"]:
             self._scan(job)
         ingested = self._ingest([j for j in by_stage["taken"]]) + by_stage["ingested"]
-        self._score_and_report(ingested, reported_already=by_stage["scored"])
+        self._report(self._score(ingested) + by_stage["scored"])
+        release_memory()
 
     # ------------------------------------------------------------------ polling
     def poll_once(self, stop: threading.Event | None = None) -> int:
@@ -248,9 +264,11 @@ class Watcher:
             Recordings still settling (changed less than ``stable_s`` ago).
         """
         self._took = 0
-        if self._stage.idle:
-            self._stage.wait()  # the batch scored meanwhile: raises its engine error, if any
-        in_flight = {(j.key, j.fp) for j in self._stage.jobs}
+        if self._stage.idle:  # a batch scored (or reported) meanwhile: raises its engine error
+            self._stage.wait()
+            if self._reports.idle:  # nothing submits reports while the scoring stage is idle
+                self._reports.wait()
+        in_flight = {(j.key, j.fp) for j in (*self._stage.jobs, *self._reports.jobs)}
         if any((v.key, v.fp) not in in_flight for v in self.journal.pending()):
             self.replay()  # a batch an engine error left in flight
         now = time.time()
@@ -308,10 +326,16 @@ class Watcher:
         else:
             release_memory()
 
-    def _score_and_report(self, jobs: Sequence[Job], reported_already: Sequence[Job] = ()) -> None:
-        """The scoring stage's work: score ``jobs``, then report them (and
-        ``reported_already``: versions replayed from ``scored``)."""
-        self._report(self._score(list(jobs)) + list(reported_already))
+    def _score_stage(self, jobs: Sequence[Job]) -> None:
+        """The scoring stage's work: score ``jobs``, then hand them to the report stage (once
+        the batch before is reported) and go on to the next batch without waiting for it."""
+        scored = self._score(list(jobs))
+        if scored:
+            self._reports.submit(scored)
+
+    def _report_stage(self, jobs: Sequence[Job]) -> None:
+        """The report stage's work: the pages of ``jobs``' patients, the index, the journal."""
+        self._report(list(jobs))
         release_memory()
 
     # ------------------------------------------------------------------ stages
@@ -483,18 +507,20 @@ class Watcher:
         results = self._read_results()
         current = results[~results["superseded"].astype(bool)]
         pages: dict[str, float] = {}
+        todo: dict[str, pd.DataFrame] = {}
         for j in jobs:
             if j.patient is None:
                 j.patient = patient_of(results[results["recording_id"] == j.recording_id])
-            if j.patient is None or j.patient in pages:
+            if j.patient is None or j.patient in pages or j.patient in todo:
                 continue
             if self._pages is None:  # not started: in this process
                 t0 = time.perf_counter()
                 write_report(current, self.cfg.reports, by="patient", select=j.patient)
                 pages[j.patient] = time.perf_counter() - t0
                 continue
-            rows = select_rows(current, "patient", j.patient)
-            pages[j.patient] = ray.get(self._pages.write.remote(rows, self.cfg.reports, j.patient))
+            todo[j.patient] = select_rows(current, "patient", j.patient)
+        if todo:  # one call per batch: the writer hands its heap back once
+            pages.update(ray.get(self._pages.write.remote(todo, self.cfg.reports)))
         t0 = time.perf_counter()
         self.write_index()
         t_index = time.perf_counter() - t0

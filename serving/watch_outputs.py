@@ -177,6 +177,13 @@ def release_memory() -> None:
     many threads' malloc arenas, and glibc keeps what they free (the process's Python objects
     stay flat across arrivals while its RSS grows). ``malloc_trim`` returns it; a no-op where
     the C library is not glibc. pyarrow's pool is the C heap once :func:`use_system_heap` ran.
+
+    The first call in a process also freezes what survives its collection (``gc.freeze``: the
+    modules, models, Beam's and Ray's state after the first batch), so that later collections
+    walk only what came since: a full collection of the watcher's heap was 0.19 of the 0.96
+    CPU-s of a one-recording batch, frozen 0.68 CPU-s in all (cProfile, in-process probe).
+    What the first batch left that becomes cyclic garbage later is never collected: a fixed
+    cost, once.
     """
     import ctypes
     import gc
@@ -184,6 +191,8 @@ def release_memory() -> None:
     import pyarrow as pa
 
     gc.collect()
+    if not gc.get_freeze_count():
+        gc.freeze()
     pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

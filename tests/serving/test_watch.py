@@ -235,8 +235,9 @@ def test_watch_process_exactly_once_across_kill(tmp_path, ray_local):
         _wait(lambda: _state(journal, "trunc.edf", "reported"), "trunc.edf reported", proc)
         _wait(lambda: _state(journal, "run-01_ieeg.edf", "reported"), "BIDS run reported", proc)
         _wait(lambda: _state(journal, "rep.edf", "superseded"), "rep.edf v2 superseding v1", proc)
-        # kill -9 while kill.edf is being scored and reported (the scoring stage's thread)
-        # and kill2.edf, landed once kill.edf was ingested, is being ingested (the loop's)
+        # kill -9 while kill.edf is being scored or reported (the scoring or the report
+        # stage's thread) and kill2.edf, landed once kill.edf was ingested, is being
+        # ingested (the loop's)
         (plain / "kill.edf").write_bytes(blobs["kill"])
         _wait(lambda: _state(journal, "kill.edf", "ingested"), "kill.edf ingested", proc)
         (plain / "kill2.edf").write_bytes(blobs["kill2"])
