@@ -53,6 +53,7 @@ from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.simulate import SimulationConfig, simulate_cohort
 from models.site_norm import NORMS
+from serving.commands.options import comma_list
 from trainer.calibration import CALIBRATIONS
 from trainer.call_rules import relative_thresholds
 from trainer.config import TrainConfig
@@ -375,13 +376,14 @@ def _calls(c: dict | None) -> str:
 
 
 def _size(result: dict) -> str:
-    """One line: patients per family, epochs, neural-input normalisation and augmentation."""
+    """One line: patients per family, epochs, neural inputs (normalisation, augmentation, extras)."""
     cfg = result.get("config", {})
     sim, train = cfg.get("simulation", {}), cfg.get("train", {})
+    listed = {k: ", ".join(train.get(k) or []) or "none" for k in ("augment", "clip_extras")}
     return (
         f"Size: {sim.get('n_subjects')} patients per family, {train.get('epochs')} epochs; "
         f"neural inputs: normalisation {train.get('feature_norm')}, augmentation "
-        f"{', '.join(train.get('augment') or []) or 'none'}; wall {result.get('total_wall_s')} s."
+        f"{listed['augment']}, clip extras {listed['clip_extras']}; wall {result.get('total_wall_s')} s."
     )
 
 
@@ -510,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated training-time site augmentations: tilt,line,dropout (default none)",
     )
     parser.add_argument(
+        "--clip-extras", default="", help="neural tokens' extras: spikes,linelength"
+    )
+    parser.add_argument(
         "--run-name", default=None, help="run folder in --out (default from the options)"
     )
     parser.add_argument(
@@ -518,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         "only) and the relative isotonic one are reported beside it",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    augment = tuple(a.strip() for a in args.augment.split(",") if a.strip())
+    augment, extras = comma_list(args.augment), comma_list(args.clip_extras)
     norm = None if args.feature_norm == "none" else args.feature_norm
     sim_kw: dict[str, Any] = dict(
         n_subjects=3 if args.quick else args.subjects,
@@ -538,10 +543,12 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         feature_norm=norm,
         augment=augment,
+        clip_extras=extras,
         calibration=args.calibration,
     )
     seeded = [] if args.cohort_seed is None or args.cohort_seed == args.seed else [f"s{args.seed}"]
-    run_name = args.run_name or "-".join(["run", args.feature_norm, *augment, *seeded])
+    tags = [*augment, *([f"x-{'+'.join(extras)}"] if extras else []), *seeded]
+    run_name = args.run_name or "-".join(["run", args.feature_norm, *tags])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
     results = Path(args.results) if args.results else (work if args.quick else RESULTS)

@@ -31,6 +31,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from models.site_norm import NORMS
+from serving.commands.options import comma_list
 from trainer.config import TrainConfig
 from trainer.metrics import aggregate_channel_scores
 from trainer.splits import Fold
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fmax", type=float, default=None, help="top of the spectral bands (Hz)")
     parser.add_argument("--augment", default="", help="site augmentations (tilt,line,dropout)")
     parser.add_argument(
+        "--clip-extras", default="", help="per-clip measures of the tokens (spikes,linelength)"
+    )
+    parser.add_argument(
         "--tilt-sd",
         type=float,
         default=None,
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         lr=args.lr,
         fmax=args.fmax,
-        augment=tuple(a for a in args.augment.split(",") if a),
+        augment=comma_list(args.augment),
+        clip_extras=comma_list(args.clip_extras),
         feature_norm=None if args.feature_norm == "none" else args.feature_norm,
     )
     load = os.getloadavg()[0]
@@ -223,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     fmax = f"-f{args.fmax:g}" if args.fmax else ""
     aug = f"-{args.augment.replace(',', '+')}" if args.augment else ""
     aug += f"{args.tilt_sd:g}" if args.tilt_sd is not None else ""
+    aug += f"-x-{'+'.join(cfg.clip_extras)}" if cfg.clip_extras else ""
     aug += f"-in-{args.in_family}" if args.in_family else ""
     tag = (
         args.tag

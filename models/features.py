@@ -227,6 +227,46 @@ def wavelet_band_power(
     return np.stack([share[..., idx].sum(axis=-1) for idx in leaves], axis=-1) * mean_square
 
 
+def clip_spike_rate(
+    clips: np.ndarray, sfreq: float, spike_params: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """Interictal spikes per minute (:func:`models.spikes.detect_spikes`) in every clip.
+
+    Parameters
+    ----------
+    clips : ndarray, shape (n_clips, n_chans, n_samples)
+        Finite clips (any unit: the detector's threshold is relative to each clip's envelope).
+    sfreq : float
+    spike_params : mapping | None
+        Keyword arguments of the detector; ``None`` uses :data:`CLIP_SPIKE_PARAMS`.
+
+    Returns
+    -------
+    ndarray, shape (n_clips, n_chans), float64
+    """
+    n_clips, n_chans, n_samples = clips.shape
+    params = dict(CLIP_SPIKE_PARAMS if spike_params is None else spike_params)
+    x = np.asarray(clips, dtype=np.float64).reshape(n_clips * n_chans, n_samples)
+    return detect_spikes(x, sfreq, **params).rate_per_minute().reshape(n_clips, n_chans)
+
+
+def clip_log_line_length(clips: np.ndarray, sfreq: float) -> np.ndarray:
+    """``log10`` of the mean absolute sample-to-sample difference per second of every clip.
+
+    Parameters
+    ----------
+    clips : ndarray, shape (..., n_samples)
+    sfreq : float
+
+    Returns
+    -------
+    ndarray, shape (...,), float64
+        :data:`POWER_FLOOR` is added before the log (flat clips stay finite).
+    """
+    line_length = np.mean(np.abs(np.diff(np.asarray(clips, np.float64), axis=-1)), axis=-1)
+    return np.log10(line_length * sfreq + POWER_FLOOR)
+
+
 def clip_features(
     clips: np.ndarray,
     sfreq: float,
@@ -270,17 +310,13 @@ def clip_features(
             "pass clips[np.newaxis] for a single clip."
         )
     check_sfreq(sfreq)
-    n_clips, n_chans, n_samples = clips.shape
     if not np.all(np.isfinite(clips)):
         raise ValueError(
             f"clips hold {np.count_nonzero(~np.isfinite(clips))} non-finite values; "
             "the clip store must not contain NaN or inf (re-run ingest on that recording)."
         )
     x = clips.astype(np.float64, copy=False)
-    params = dict(CLIP_SPIKE_PARAMS if spike_params is None else spike_params)
-    spikes = detect_spikes(x.reshape(n_clips * n_chans, n_samples), sfreq, **params)
-    spike_rate = spikes.rate_per_minute().reshape(n_clips, n_chans)
-    line_length = np.mean(np.abs(np.diff(x, axis=-1)), axis=-1) * sfreq
+    spike_rate = clip_spike_rate(x, sfreq, spike_params)
     ei = {f"ei_{k}": v for k, v in EI_BANDS.items()} if energy_ratio else {}
     if ei and not has_energy_ratio(sfreq):
         raise ValueError(
@@ -290,7 +326,7 @@ def clip_features(
     power = wavelet_band_power(x, sfreq, bands={**bands, **ei}, wavelet=wavelet, level=level)
     cols = [
         spike_rate[..., np.newaxis],
-        np.log10(line_length + POWER_FLOOR)[..., np.newaxis],
+        clip_log_line_length(x, sfreq)[..., np.newaxis],
         np.log10(power[..., : len(bands)] + POWER_FLOOR),
     ]
     if ei:

@@ -24,6 +24,13 @@ trained before it existed) gives the features unchanged.
   probabilities across generators").
 
 Both act on one clip at a time, so the streaming scorer needs no second pass over a recording.
+
+``feature_config["extras"]`` (``TrainConfig.clip_extras``) appends per-clip time-domain
+measures relative to the recording's other contacts (:mod:`models.clip_extras`) after the
+normalised spectrum: :func:`stored_features` is what the feature cache holds (the raw spectrum,
+then the raw measures), :func:`finish_features` turns its two parts into the model's input
+(training augments the spectral part in between), and :func:`clip_features` is the two in one,
+as serving calls it. Without ``"extras"`` every function gives what it gave before.
 Pure numpy.
 """
 
@@ -34,9 +41,21 @@ from typing import Any
 
 import numpy as np
 
-from models.spectral import spectral_features
+from models.clip_extras import check_extras, extra_values, relative_extras
+from models.spectral import n_spectral_features, spectral_features
 
-__all__ = ["NORMS", "MIN_SPREAD", "clip_features", "normalise", "spectral_kwargs"]
+__all__ = [
+    "NORMS",
+    "MIN_SPREAD",
+    "clip_features",
+    "feature_extras",
+    "finish_features",
+    "n_features",
+    "normalise",
+    "spectral_kwargs",
+    "split_stored",
+    "stored_features",
+]
 
 #: Normalisations ``feature_config["norm"]`` may name (``None``: none).
 NORMS = ("median", "robust", "detrend")
@@ -46,8 +65,21 @@ MIN_SPREAD = 0.05
 
 
 def spectral_kwargs(feature_config: Mapping[str, Any]) -> dict[str, Any]:
-    """``feature_config`` without ``"norm"``: the keyword arguments of the spectral functions."""
-    return {k: v for k, v in dict(feature_config).items() if k != "norm"}
+    """``feature_config`` without ``"norm"`` and ``"extras"``: the keyword arguments of the
+    spectral functions."""
+    return {k: v for k, v in dict(feature_config).items() if k not in ("norm", "extras")}
+
+
+def feature_extras(feature_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The per-clip measures ``feature_config["extras"]`` appends (:mod:`models.clip_extras`);
+    ``()`` when it names none (every checkpoint before the option)."""
+    return check_extras(feature_config.get("extras") or ())
+
+
+def n_features(n_samples: int, sfreq: float, feature_config: Mapping[str, Any]) -> int:
+    """Features per clip the model sees: the spectral features, then one per extra measure."""
+    n_spec = n_spectral_features(n_samples, sfreq, **spectral_kwargs(feature_config))
+    return n_spec + len(feature_extras(feature_config))
 
 
 def normalise(feats: np.ndarray, norm: str | None) -> np.ndarray:
@@ -85,8 +117,69 @@ def normalise(feats: np.ndarray, norm: str | None) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def stored_features(
+    clips: np.ndarray, sfreq: float, feature_config: Mapping[str, Any]
+) -> np.ndarray:
+    """What the feature cache holds of clips: the raw log-amplitude spectrum, then the raw
+    values of the extra measures (none without ``"extras"``: the spectrum alone, as before).
+
+    Parameters
+    ----------
+    clips : ndarray, shape (n_clips, n_chans, clip_samples)
+    sfreq : float
+    feature_config : mapping
+
+    Returns
+    -------
+    ndarray, shape (n_clips, n_chans, n_spectral + n_extras), float32
+    """
+    feats = spectral_features(clips, sfreq, **spectral_kwargs(feature_config))
+    extras = feature_extras(feature_config)
+    if not extras:
+        return feats
+    return np.concatenate([feats, extra_values(clips, sfreq, extras)], axis=-1)
+
+
+def split_stored(
+    stored: np.ndarray, feature_config: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stored_features` back into the spectrum ``(..., n_spectral)`` and the raw extra
+    values ``(..., n_extras)`` (an empty last axis without ``"extras"``)."""
+    n_extras = len(feature_extras(feature_config))
+    cut = stored.shape[-1] - n_extras
+    return stored[..., :cut], stored[..., cut:]
+
+
+def finish_features(
+    spectra: np.ndarray, extras: np.ndarray, feature_config: Mapping[str, Any]
+) -> np.ndarray:
+    """The model's input: the spectra normalised as ``"norm"`` says, then the extra measures
+    relative to the contacts of each clip (:func:`models.clip_extras.relative_extras`).
+
+    Parameters
+    ----------
+    spectra : ndarray, shape (..., n_chans, n_spectral)
+    extras : ndarray, shape (..., n_chans, n_extras)
+        Raw values of ``feature_config["extras"]`` (:func:`split_stored`).
+    feature_config : mapping
+
+    Returns
+    -------
+    ndarray, shape (..., n_chans, n_spectral + n_extras), float32
+        Without ``"extras"``: :func:`normalise` of ``spectra``, exactly as before the option.
+    """
+    feats = normalise(spectra, feature_config.get("norm"))
+    names = feature_extras(feature_config)
+    if not names:
+        return feats
+    return np.concatenate([feats, relative_extras(extras, names)], axis=-1).astype(
+        np.float32, copy=False
+    )
+
+
 def clip_features(clips: np.ndarray, sfreq: float, feature_config: Mapping[str, Any]) -> np.ndarray:
-    """Spectral features of clips, normalised as ``feature_config["norm"]`` says.
+    """The model's input features of clips: :func:`finish_features` of :func:`stored_features`
+    (the one function serving calls).
 
     Parameters
     ----------
@@ -94,11 +187,11 @@ def clip_features(clips: np.ndarray, sfreq: float, feature_config: Mapping[str, 
     sfreq : float
     feature_config : mapping
         ``n_bands``, ``fmin``, ``fmax`` of :func:`models.spectral.spectral_features`, and
-        optionally ``norm`` (:data:`NORMS`).
+        optionally ``norm`` (:data:`NORMS`) and ``extras`` (:data:`models.clip_extras.EXTRAS`).
 
     Returns
     -------
     ndarray, shape (n_clips, n_chans, n_feats), float32
     """
-    feats = spectral_features(clips, sfreq, **spectral_kwargs(feature_config))
-    return normalise(feats, feature_config.get("norm"))
+    stored = stored_features(clips, sfreq, feature_config)
+    return finish_features(*split_stored(stored, feature_config), feature_config)

@@ -11,7 +11,8 @@ model_name         registry name (:func:`models.registry.build_model`)
 hparams            constructor keyword arguments (``model.hparams``)
 state_dict         the weights (CPU tensors, DDP ``module.`` prefix stripped)
 threshold          the SOZ decision threshold (Youden's J on the fold's validation patients)
-feature_config     ``{"n_bands", "fmin", "fmax"}`` of :func:`models.spectral.spectral_features`
+feature_config     ``{"n_bands", "fmin", "fmax"}`` of :func:`models.spectral.spectral_features`,
+                   and ``norm`` / ``extras`` where the run set them (:mod:`models.site_norm`)
 seq_len, n_feats   clips per sequence and features per clip the model expects
 sfreq              the store's sampling rate (Hz) the features were computed at
 clip_samples       samples per clip

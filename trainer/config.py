@@ -131,6 +131,12 @@ class TrainConfig:
     augment : tuple of str
         Training-time site augmentations of the neural models' sequences
         (:data:`trainer.site_augment.AUGMENTS`: ``"tilt"``, ``"line"``, ``"dropout"``).
+    clip_extras : tuple of str
+        Per-clip time-domain measures appended to every token of the neural models, each
+        relative to the recording's other contacts at the same moment
+        (:data:`models.clip_extras.EXTRAS`: ``"spikes"``, the clip's Janca spike rate;
+        ``"linelength"``); recorded in the checkpoints' ``feature_config`` (``"extras"``) so
+        serving computes the same. ``()`` (the default): the spectra alone, as before.
     """
 
     models: tuple[str, ...] = ("sozformer",)
@@ -171,11 +177,13 @@ class TrainConfig:
     calibration: str = "auto"
     feature_norm: str | None = None
     augment: tuple[str, ...] = ()
+    clip_extras: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
         object.__setattr__(self, "models", models)
         object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "clip_extras", tuple(self.clip_extras))
         _check_site(self)
         object.__setattr__(
             self, "model_hparams", {k: dict(v) for k, v in dict(self.model_hparams).items()}
@@ -248,6 +256,8 @@ class TrainConfig:
         out = {"n_bands": self.n_bands, "fmin": self.fmin, "fmax": self.fmax}
         if self.feature_norm is not None:  # absent = none: older checkpoints score as before
             out["norm"] = self.feature_norm
+        if self.clip_extras:  # absent = none, likewise
+            out["extras"] = list(self.clip_extras)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,6 +265,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["models"] = list(self.models)
         out["augment"] = list(self.augment)
+        out["clip_extras"] = list(self.clip_extras)
         return out
 
     @classmethod
@@ -282,6 +293,7 @@ def _positive(cfg: TrainConfig, *names: str) -> None:
 
 
 def _check_site(cfg: TrainConfig) -> None:
+    from models.clip_extras import check_extras
     from models.site_norm import NORMS
     from trainer.site_augment import AUGMENTS
 
@@ -290,3 +302,7 @@ def _check_site(cfg: TrainConfig) -> None:
     unknown = [a for a in cfg.augment if a not in AUGMENTS]
     if unknown or len(set(cfg.augment)) != len(cfg.augment):
         raise ConfigError(f"augment={cfg.augment!r}: name each of {AUGMENTS} at most once.")
+    try:
+        check_extras(cfg.clip_extras)
+    except ValueError as e:
+        raise ConfigError(f"clip_extras: {e}") from e

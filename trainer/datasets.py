@@ -39,8 +39,7 @@ import pandas as pd
 import torch
 
 from ingest.errors import SozkitError
-from models.site_norm import normalise, spectral_kwargs
-from models.spectral import n_spectral_features, spectral_features
+from models.site_norm import finish_features, n_features, split_stored, stored_features
 from trainer.feature_cache import FeatureCacheReader
 from trainer.splits import patient_id
 
@@ -305,8 +304,10 @@ class SequenceDataset(torch.utils.data.Dataset):
     seq_len : int
         Clips per sequence.
     feature_config : mapping
-        ``n_bands``, ``fmin``, ``fmax`` for :func:`models.spectral.spectral_features`, and
-        ``norm`` (:func:`models.site_norm.normalise`, applied after ``augment``).
+        ``n_bands``, ``fmin``, ``fmax`` for :func:`models.spectral.spectral_features`,
+        ``norm`` (:func:`models.site_norm.normalise`, applied after ``augment``) and
+        ``extras`` (per-clip measures appended relative to the sequence's contacts after
+        ``augment``, :func:`models.site_norm.finish_features`).
     cache_mb : float
         Bound of the per-clip feature cache of this dataset copy (0 disables it).
     store : ClipStore, optional
@@ -382,16 +383,15 @@ class SequenceDataset(torch.utils.data.Dataset):
     @property
     def n_feats(self) -> int:
         """Features per clip."""
-        return n_spectral_features(
-            self.store.clip_samples, self.store.sfreq, **spectral_kwargs(self.feature_config)
-        )
+        return n_features(self.store.clip_samples, self.store.sfreq, self.feature_config)
 
     def clip_features(self, rec_index: int, start: int, stop: int) -> np.ndarray:
-        """Spectral features of clips ``[start, stop)`` of a recording, through the cache.
+        """Stored features of clips ``[start, stop)`` of a recording, through the cache
+        (:func:`models.site_norm.stored_features`: the raw spectrum, then any extras' raw values).
 
         Returns
         -------
-        ndarray, shape (stop - start, n_chans, n_feats), float32
+        ndarray, shape (stop - start, n_chans, n_stored), float32
         """
         keys = [(rec_index, c) for c in range(start, stop)]
         missing = [k[1] for k in keys if k not in self._cache]
@@ -420,7 +420,7 @@ class SequenceDataset(torch.utils.data.Dataset):
             clips = self.store.read_clips(rid, lo, hi)  # (n, C, clip_samples)
         except Exception as e:
             raise SozkitError(f"{rid}: reading clips [{lo}, {hi}) failed: {e}") from e
-        return spectral_features(clips, self.store.sfreq, **spectral_kwargs(self.feature_config))
+        return stored_features(clips, self.store.sfreq, self.feature_config)
 
     def _put(self, key: tuple[int, int], value: np.ndarray) -> None:
         if key in self._cache:
@@ -439,11 +439,12 @@ class SequenceDataset(torch.utils.data.Dataset):
         if len(feats) < self.seq_len:  # recording shorter than one sequence: repeat the last clip
             feats = np.concatenate([feats, np.repeat(feats[-1:], self.seq_len - len(feats), 0)])
         labels = rec.labels.copy()
-        if self.augment is not None:
+        spectra, extras = split_stored(feats, self.feature_config)
+        if self.augment is not None:  # on the spectra; the extras lose the same contacts
             rng = np.random.default_rng([self.augment_seed, rec_index, start, i])
-            feats, keep = self.augment(feats, rng)
-            labels = labels[keep]
-        feats = normalise(feats, self.feature_config.get("norm"))
+            spectra, keep = self.augment(spectra, rng)
+            extras, labels = extras[:, keep], labels[keep]
+        feats = finish_features(spectra, extras, self.feature_config)
         x = np.ascontiguousarray(feats.transpose(1, 0, 2))  # (C, S, F)
         return {
             "x": torch.from_numpy(x),

@@ -8,7 +8,10 @@ configuration, so they are computed once per clip and stored:
 ``STORE/features/spectral-v1-<key>/<recording_id>`` : a Zarr v3 array, shape
 (n_clips, n_chans, n_feats), float32, chunks of :data:`CHUNK_CLIPS` clips x all channels
 (a 25-clip sequence touches one or two chunks: a few hundred KB instead of tens of MB of
-signal), where ``<key>`` spells the feature configuration (``nb64-fmin0.5-fmaxNone``).
+signal), where ``<key>`` spells the feature configuration (``nb64-fmin0.5-fmaxNone``; with
+per-clip extra measures, :mod:`models.clip_extras`, ``nb64-fmin0.5-fmaxNone-x-spikes``, whose
+arrays hold the raw spectrum and then the measures' raw values:
+:func:`models.site_norm.stored_features`).
 
 An array is complete when its ``complete`` attribute is true (set after every chunk is written);
 an incomplete or missing array is simply not used (the loader then computes the features from
@@ -27,31 +30,35 @@ import numpy as np
 import zarr
 import zarr.storage
 
-from models.site_norm import spectral_kwargs
-from models.spectral import n_spectral_features, spectral_features
+from models.site_norm import feature_extras, n_features, spectral_kwargs, stored_features
 
 logger = logging.getLogger(__name__)
 
-#: Bump when :func:`models.spectral.spectral_features` changes, so stale caches are never read.
+#: Bump when :func:`models.spectral.spectral_features` (or an extra measure of
+#: :mod:`models.clip_extras`) changes, so stale caches are never read.
 FEATURE_VERSION = "spectral-v1"
 #: Clips per chunk of a cached feature array.
 CHUNK_CLIPS = 32
 
 
 def cache_key(feature_config: Mapping[str, Any]) -> str:
-    """``nb<n_bands>-fmin<fmin>-fmax<fmax>``: the folder name part of a feature configuration.
+    """``nb<n_bands>-fmin<fmin>-fmax<fmax>[-x-<extra>+<extra>]``: the folder name part of a
+    feature configuration.
 
-    Keyed on :func:`models.site_norm.spectral_kwargs` of it, the configuration
-    :func:`write_recording_features` computes with: a per-recording normalisation (``norm``)
-    is applied after the cache is read, so every ``norm`` shares one cache.
+    Keyed on :func:`models.site_norm.spectral_kwargs` of it and its ``extras``, what
+    :func:`write_recording_features` computes: a per-recording normalisation (``norm``) and
+    the extras' values relative to the other contacts are applied after the cache is read, so
+    every ``norm`` shares one cache; a configuration without extras has the key it always had.
     """
     fc = {"n_bands": None, "fmin": 0.5, "fmax": None, **spectral_kwargs(feature_config)}
-    return f"nb{fc['n_bands']}-fmin{fc['fmin']}-fmax{fc['fmax']}"
+    key = f"nb{fc['n_bands']}-fmin{fc['fmin']}-fmax{fc['fmax']}"
+    extras = feature_extras(feature_config)
+    return f"{key}-x-{'+'.join(extras)}" if extras else key
 
 
 def cache_url(store_url: str | os.PathLike, feature_config: Mapping[str, Any]) -> str:
     """``STORE/features/spectral-v1-<key>``: the feature cache of a store and configuration
-    (:func:`cache_key`: the same for any ``norm``)."""
+    (:func:`cache_key`: the same for any ``norm``, one per set of ``extras``)."""
     return (
         f"{os.fspath(store_url).rstrip('/')}/features/{FEATURE_VERSION}-{cache_key(feature_config)}"
     )
@@ -80,7 +87,8 @@ def write_recording_features(
         The open clip store.
     recording_id : str
     feature_config : mapping
-        ``n_bands``, ``fmin``, ``fmax`` of :func:`models.spectral.spectral_features`.
+        ``n_bands``, ``fmin``, ``fmax`` of :func:`models.spectral.spectral_features`, and
+        ``extras`` (:mod:`models.clip_extras`; ``norm`` is ignored).
     url : str, optional
         Cache location; default :func:`cache_url` of the store.
 
@@ -89,14 +97,17 @@ def write_recording_features(
     bool
         True when features were computed, False when a complete array was already there.
     """
+    extras = feature_extras(feature_config)
     feature_config = spectral_kwargs(feature_config)  # the cache holds un-normalised features
+    if extras:
+        feature_config["extras"] = list(extras)
     url = url or cache_url(store.url, feature_config)
     group = _group(url, "a")
     if recording_id in group and group[recording_id].attrs.get("complete"):
         return False
     n_clips = int(store.array(recording_id).shape[0])
     n_chans = int(store.array(recording_id).shape[1])
-    n_feats = n_spectral_features(store.clip_samples, store.sfreq, **feature_config)
+    n_feats = n_features(store.clip_samples, store.sfreq, feature_config)
     arr = group.create_array(
         recording_id,
         shape=(n_clips, n_chans, n_feats),
@@ -108,7 +119,7 @@ def write_recording_features(
     for start in range(0, n_clips, CHUNK_CLIPS):
         stop = min(start + CHUNK_CLIPS, n_clips)
         clips = store.read_clips(recording_id, start, stop)
-        arr[start:stop] = spectral_features(clips, store.sfreq, **feature_config)
+        arr[start:stop] = stored_features(clips, store.sfreq, feature_config)
     arr.attrs["complete"] = True
     return True
 

@@ -80,8 +80,7 @@ class FoldData:
     ) -> FoldData:
         """The fold's recordings read from the store; seed ``cfg.seed + 1000 * fold.index``."""
         from ingest.store import ClipStore
-        from models.site_norm import spectral_kwargs
-        from models.spectral import n_spectral_features
+        from models.site_norm import n_features
         from trainer.feature_cache import cache_url
 
         store = ClipStore.open(store_url)
@@ -99,9 +98,7 @@ class FoldData:
             rank=rank,
             world_size=world_size,
             feature_cache=cache_url(store_url, feature_config) if cfg.feature_cache else None,
-            n_feats=n_spectral_features(
-                store.clip_samples, store.sfreq, **spectral_kwargs(feature_config)
-            ),
+            n_feats=n_features(store.clip_samples, store.sfreq, feature_config),
             label=f"fold {fold.index}",
         )
 

@@ -30,6 +30,13 @@ def config_option(
     p.add_argument(flag, dest=name, default=value, help=help, **kw)
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated option's names: ``"a, b"`` -> ``("a", "b")``; ``"none"`` or ``""``
+    -> ``()``."""
+    items = tuple(a.strip() for a in text.split(",") if a.strip())
+    return () if items == ("none",) else items
+
+
 def config_from_args(config: type, args: argparse.Namespace, **given: Any) -> Any:
     """``config(...)`` from every parsed argument whose dest is one of its fields, then ``given``."""
     names = {f.name for f in dataclasses.fields(config)}

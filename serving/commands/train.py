@@ -15,7 +15,7 @@ from functools import partial
 
 from models.site_norm import NORMS
 from serving.cli import command, json_arg, ray_session
-from serving.commands.options import add_progress_arg, config_from_args, config_option
+from serving.commands.options import add_progress_arg, comma_list, config_from_args, config_option
 from trainer.calibration import CALIBRATIONS
 from trainer.config import PLACEMENT_STRATEGIES, TrainConfig
 
@@ -66,6 +66,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help="training-time site augmentation of the neural sequences, comma-separated: "
         "tilt, line, dropout (default none)",
+    )
+    p.add_argument(
+        "--clip-extras",
+        dest="clip_extras_opt",
+        default=None,
+        metavar="MEASURES",
+        help="per-clip time-domain measures appended to every token of the neural models, "
+        "relative to the recording's other contacts at the same moment, comma-separated: "
+        "spikes (Janca spike rate), linelength; 'none' for none; kept in the checkpoints, "
+        "serving computes the same (default none)",
     )
     opt("--epochs", "epochs", "maximum epochs per fold (%(default)s)")
     opt("--patience", "patience", "early-stopping patience (%(default)s)")
@@ -164,10 +174,13 @@ def _absolute(path: str) -> str:
 
 
 def site_options(args: argparse.Namespace) -> dict:
-    """``feature_norm`` and ``augment`` of ``--feature-norm`` / ``--augment`` where given."""
+    """``feature_norm``, ``augment`` and ``clip_extras`` of ``--feature-norm`` /
+    ``--augment`` / ``--clip-extras`` where given."""
     out: dict = {}
     if args.feature_norm_opt is not None:
         out["feature_norm"] = None if args.feature_norm_opt == "none" else args.feature_norm_opt
     if args.augment_opt is not None:
-        out["augment"] = tuple(a.strip() for a in args.augment_opt.split(",") if a.strip())
+        out["augment"] = comma_list(args.augment_opt)
+    if args.clip_extras_opt is not None:
+        out["clip_extras"] = comma_list(args.clip_extras_opt)
     return out

@@ -24,7 +24,7 @@ import torch
 from ingest.config import IngestConfig
 from ingest.recording import Recording
 from models.registry import build_model
-from models.spectral import n_spectral_features
+from models.site_norm import n_features
 from models.svm import SOZSVM
 from tests.ingest.signal_files import save_edf
 from trainer.checkpoint import save_checkpoint
@@ -124,11 +124,14 @@ def make_recording(path: Path, *, rid: str = "test__p1__ictal", subject: str = "
     )
 
 
-def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55), svm: bool = True) -> Path:
+def make_run_dir(
+    root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55), svm: bool = True, features=FEATURES
+) -> Path:
     """A training run as ``soz train`` writes it (:mod:`trainer.rundir`): untrained SOZFormer
-    checkpoints and fitted SVMs, one per fold, each fold's ``metrics.json`` written last."""
+    checkpoints (of ``features``) and fitted SVMs, one per fold, each fold's ``metrics.json``
+    written last."""
     run_dir = root / "run"
-    n_feats = n_spectral_features(INGEST.clip_samples, INGEST.sfreq, **FEATURES)
+    n_feats = n_features(INGEST.clip_samples, INGEST.sfreq, features)
     for fold, thr in zip(folds, thresholds, strict=True):
         torch.manual_seed(fold)
         net = build_model(
@@ -137,7 +140,7 @@ def make_run_dir(root: Path, *, folds=(0, 1), thresholds=(0.45, 0.55), svm: bool
         )  # fmt: skip
         save_checkpoint(
             run_dir / "sozformer" / f"fold_{fold}" / "checkpoint.pt", net,
-            model_name="sozformer", threshold=thr, feature_config=FEATURES,
+            model_name="sozformer", threshold=thr, feature_config=features,
             sfreq=INGEST.sfreq, clip_samples=INGEST.clip_samples,
             ingest_config=INGEST.to_dict(), fold=fold,
         )  # fmt: skip
@@ -181,3 +184,17 @@ def serving_data(tmp_path_factory) -> dict:
         "short_edf": short_edf,
         "long_rec": make_recording(long_edf),
     }
+
+
+@pytest.fixture(scope="session")
+def ingested(tmp_path_factory) -> dict:
+    """The long recording ingested by the real Beam pipeline with the run's ingest config."""
+    from ingest.driver import run_ingest
+
+    folder = tmp_path_factory.mktemp("ingest") / "cohort"
+    folder.mkdir()
+    write_edf(folder / "p1_ictal.edf", seconds=60.0)  # same bytes as serving_data's long_edf
+    store = tmp_path_factory.mktemp("store") / "store.zarr"
+    report = run_ingest([str(folder)], str(store), INGEST)
+    assert report.n_failed == 0 and report.n_ingested == 1, report.failures
+    return {"store": str(store), "folder": folder}

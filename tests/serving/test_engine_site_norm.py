@@ -61,3 +61,25 @@ def test_soz_train_options_reach_the_config():
     assert config_from_args(TrainConfig, plain, **site_options(plain)) == TrainConfig()
     off = p.parse_args(["S", "--out", "R", "--feature-norm", "none"])
     assert config_from_args(TrainConfig, off, **site_options(off)).feature_norm is None
+
+
+def test_checkpoint_extras_reach_the_engine(serving_data, tmp_path):
+    """A run with per-clip extras: the engine appends them; a run without scores as before."""
+    from models.clip_extras import extra_values, relative_extras
+    from tests.serving.conftest import make_run_dir
+
+    run_dir = make_run_dir(tmp_path, svm=False, features={**FEATURES, "extras": ["spikes"]})
+    extra, plain = Scorer.from_run(run_dir), Scorer.from_run(serving_data["run_dir"])
+    assert extra.feature_config["extras"] == ["spikes"] and "extras" not in plain.feature_config
+    assert extra.n_feats == plain.n_feats + 1
+    assert extra.describe()["feature_config"]["extras"] == ["spikes"]
+    clips = np.random.default_rng(1).normal(size=(3, 7, INGEST.clip_samples)).astype(np.float32)
+    clips[:, 4, ::97] += 9.0  # sharp transients on one contact
+    spectra = spectral_features(clips, INGEST.sfreq, **FEATURES)
+    np.testing.assert_array_equal(plain.prep.features(clips), spectra)
+    served = extra.prep.features(clips)
+    np.testing.assert_array_equal(served[..., :-1], spectra)
+    z = relative_extras(extra_values(clips, INGEST.sfreq, ["spikes"]), ["spikes"])
+    np.testing.assert_array_equal(served[..., -1:], z)
+    res = extra.score(serving_data["long_rec"])
+    assert res.probabilities.shape == (7,) and np.all(np.isfinite(res.probabilities))

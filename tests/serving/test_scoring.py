@@ -119,34 +119,26 @@ def test_predict_pads_mixed_channel_counts(scorer):
         pad_sequences([a[:, :2]], seq_len=SEQ_LEN, n_feats=scorer.n_feats)
 
 
-@pytest.fixture(scope="module")
-def ingested(serving_data, tmp_path_factory):
-    """The long recording ingested by the real Beam pipeline with the run's ingest config."""
-    from ingest.driver import run_ingest
-
-    from .conftest import INGEST, write_edf
-
-    folder = tmp_path_factory.mktemp("ingest") / "cohort"
-    folder.mkdir()
-    write_edf(folder / "p1_ictal.edf", seconds=60.0)  # same bytes as serving_data's long_edf
-    store = tmp_path_factory.mktemp("store") / "store.zarr"
-    report = run_ingest([str(folder)], str(store), INGEST)
-    assert report.n_failed == 0 and report.n_ingested == 1, report.failures
-    return {"store": str(store), "folder": folder}
-
-
-def test_ingest_and_serving_agree(serving_data, ingested):
-    """Scoring the file == scoring the store's clips == training's evaluation loop."""
+@pytest.mark.parametrize("extras", [(), ("spikes", "linelength")])
+def test_ingest_and_serving_agree(serving_data, ingested, tmp_path, extras):
+    """Scoring the file == scoring the store's clips == training's evaluation loop (from the
+    feature cache, as training reads it), with and without per-clip extra measures."""
     from ingest.store import ClipStore
     from serving.engine import score_recording
     from serving.inputs import recording_for_path
     from serving.preprocess import StoredRecordingStream, stored_recording
     from trainer.datasets import SequenceDataset, make_loader, recording_table
+    from trainer.feature_cache import write_recording_features
     from trainer.loop import predict
 
-    from .conftest import FEATURES
+    from .conftest import FEATURES, make_run_dir
 
-    scorer = Scorer.from_run(serving_data["run_dir"], fold=0)
+    run_dir = serving_data["run_dir"]
+    if extras:
+        features = {**FEATURES, "extras": list(extras)}
+        run_dir = make_run_dir(tmp_path, svm=False, features=features)
+    scorer = Scorer.from_run(run_dir, fold=0)
+    assert scorer.feature_config == ({**FEATURES, "extras": list(extras)} if extras else FEATURES)
     rec = recording_for_path(ingested["folder"] / "p1_ictal.edf", line_freq=50.0)
     from_file = scorer.score(rec)
 
@@ -161,13 +153,18 @@ def test_ingest_and_serving_agree(serving_data, ingested):
     assert from_store.channels == from_file.channels
     np.testing.assert_allclose(from_store.probabilities, from_file.probabilities, rtol=1e-4)
 
+    cache = str(tmp_path / "cache")
+    assert write_recording_features(store, rid, scorer.feature_config, url=cache)
     infos = recording_table(store, labelled_only=False)
     items = evaluation_sequences(infos, seq_len=SEQ_LEN)
     ds = SequenceDataset(
-        ingested["store"], infos, items, seq_len=SEQ_LEN, feature_config=FEATURES, store=store
-    )
+        ingested["store"], infos, items, seq_len=SEQ_LEN, feature_config=scorer.feature_config,
+        store=store, feature_cache=cache,
+    )  # fmt: skip
+    assert ds.n_feats == scorer.n_feats == FEATURES["n_bands"] + len(extras)
     sums = predict(scorer.models[0], make_loader(ds, batch_size=2, prefetch=0))
     train_eval = sums.sums[0][: len(rec.contacts)] / sums.counts[0]
+    np.testing.assert_allclose(train_eval, from_store.probabilities, rtol=1e-5)
     np.testing.assert_allclose(train_eval, from_file.probabilities, rtol=1e-4)
 
 
