@@ -7,6 +7,8 @@ seconds, best of ``--repeats`` interleaved runs:
   (:func:`models.site_norm.clip_features`, 64 bands, 0.5 Hz - Nyquist);
 - ``spikes``: :func:`models.features.clip_spike_rate`, the spike rate of ``--clip-extras spikes``
   and of the SVM's features;
+- ``spectra_spikes``: the clip features with ``extras=["spikes"]`` (what serving computes per
+  clip for a model trained with ``--clip-extras spikes``);
 - ``spikes_before`` (with ``--before REV``): the detector of ``models/spikes.py`` at git revision
   ``REV`` on the same clips and settings, checked to give the same rates.
 
@@ -82,6 +84,9 @@ def bench_case(
     fns = {
         "spectra": lambda: clip_features(clips, sfreq, FEATURE_CONFIG),
         "spikes": lambda: clip_spike_rate(clips, sfreq),
+        "spectra_spikes": lambda: clip_features(
+            clips, sfreq, {**FEATURE_CONFIG, "extras": ["spikes"]}
+        ),
     }
     rows = np.asarray(clips, dtype=np.float64).reshape(n_clips * n_chans, -1)
     if before is not None:
@@ -96,9 +101,11 @@ def bench_case(
         sfreq=sfreq,
         n_clips=n_clips,
         n_chans=n_chans,
-        n_spikes=int(clip_spike_rate(clips, sfreq).astype(bool).sum()),
+        clip_contacts_with_spikes=int(np.count_nonzero(clip_spike_rate(clips, sfreq))),
         cpu_ms_per_clip_contact={k: round(v, 4) for k, v in per.items()},
         spikes_over_spectra=round(per["spikes"] / per["spectra"], 2),
+        # serving at this rate: 720 clips per recording-hour and contact, 128 contacts
+        cpu_s_per_recording_hour_128={k: round(v * 720 * 128 / 1e3, 2) for k, v in per.items()},
         speed_up=round(per["spikes_before"] / per["spikes"], 2) if before else None,
         load=[load_before_run, os.getloadavg()],
     )
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", help="git revision of the detector to compare with")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--cases", default="500:32:64,1000:32:64,1000:16:128", help="sfreq:n_clips:n_chans,..."
+        "--cases", default="500:32:64,1000:32:64,1000:60:128", help="sfreq:n_clips:n_chans,..."
     )
     parser.add_argument("--out", default="benchmarks/results/spike_detector.json")
     args = parser.parse_args(argv)
@@ -121,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{row['sfreq']:g} Hz, {row['n_clips']} clips x {row['n_chans']} contacts: CPU ms per "
             f"clip-contact {row['cpu_ms_per_clip_contact']}, spikes/spectra "
-            f"{row['spikes_over_spectra']}, speed-up {row['speed_up']}, load {row['load']}"
+            f"{row['spikes_over_spectra']}, speed-up {row['speed_up']}, CPU-s per recording-hour "
+            f"x 128 {row['cpu_s_per_recording_hour_128']}, load {row['load']}"
         )
         results.append(row)
     command = "python -m benchmarks.spike_detector " + " ".join(
