@@ -246,7 +246,8 @@ def clip_spike_rate(
     """
     n_clips, n_chans, n_samples = clips.shape
     params = dict(CLIP_SPIKE_PARAMS if spike_params is None else spike_params)
-    x = np.asarray(clips, dtype=np.float64).reshape(n_clips * n_chans, n_samples)
+    # the detector converts its row chunks to float64 itself (exactly: the same rates)
+    x = np.asarray(clips).reshape(n_clips * n_chans, n_samples)
     return detect_spikes(x, sfreq, **params).rate_per_minute().reshape(n_clips, n_chans)
 
 
