@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+import zarr.errors
 import zarr.storage
 
 from models.site_norm import feature_extras, n_features, spectral_kwargs, stored_features
@@ -65,11 +66,22 @@ def cache_url(store_url: str | os.PathLike, feature_config: Mapping[str, Any]) -
 
 
 def _group(url: str, mode: str) -> zarr.Group:
+    """The cache's group at ``url``; ``mode="a"`` creates it when missing.
+
+    Training caches recordings in parallel (one Ray task each), and the first tasks of a new
+    cache all find it missing: zarr creates a group exclusively, so every task but one gets
+    ``ContainsGroupError``. The group then exists, made by another task: open it.
+    """
     if "://" in url and not url.startswith("file://"):
         store = zarr.storage.FsspecStore.from_url(url, read_only=mode == "r")
     else:
         store = zarr.storage.LocalStore(url.removeprefix("file://"), read_only=mode == "r")
-    return zarr.open_group(store, mode=mode)
+    try:
+        return zarr.open_group(store, mode=mode)
+    except zarr.errors.ContainsGroupError:
+        if mode != "a":
+            raise
+        return zarr.open_group(store, mode="r+")
 
 
 def write_recording_features(

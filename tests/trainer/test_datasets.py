@@ -202,3 +202,36 @@ def test_a_normalised_run_reads_the_cache_written_without_normalisation(tiny_sto
     )  # fmt: skip
     x = ds[0]["x"]  # (C, S, F): clip 0 from the cache (0 stays 0 after the median), clip 1 not
     assert (x[:, 0] == 0).all() and (x[:, 1] != 0).any()
+
+
+def _cache_after_barrier(store_url, rid, url, barrier, errors) -> None:
+    barrier.wait()  # every process opens the new cache at the same moment
+    try:
+        write_recording_features(ClipStore.open(store_url), rid, FEATS, url=url)
+    except Exception as e:  # reported to the test, which names it
+        errors.put(f"{rid}: {type(e).__name__}: {e}")
+
+
+def test_recordings_cached_at_once_all_land_in_a_new_cache(tiny_store, tmp_path):
+    # Training caches every recording in a Ray task of its own; the first tasks find the cache
+    # missing together, and zarr creates a group exclusively (ContainsGroupError for the others).
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    rids = [r.recording_id for r in recording_table(ClipStore.open(tiny_store))]
+    assert len(rids) >= 4
+    for trial in range(4):
+        url = str(tmp_path / f"cache{trial}" / "features")
+        barrier, errors = ctx.Barrier(len(rids)), ctx.Queue()
+        procs = [
+            ctx.Process(target=_cache_after_barrier, args=(tiny_store, rid, url, barrier, errors))
+            for rid in rids
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * len(procs)
+        failed = [errors.get() for _ in range(errors.qsize())]
+        assert not failed, failed
+        assert all(FeatureCacheReader(url).has(rid) for rid in rids)
