@@ -97,6 +97,7 @@ def fold_curve(store_url: str, fold: Fold, cfg: TrainConfig, model_name: str) ->
         "fold": fold.index,
         "train": sorted({p.split("/")[0] for p in fold.train}),
         "test": sorted({p.split("/")[0] for p in fold.test}),
+        "patients": {"train": list(fold.train), "val": list(fold.val), "test": list(fold.test)},
         "epochs": rows,
         "best_epoch_by_val": best,
         "test_at_best_val": kind_aucs(fit.test_predictions, seizures),
