@@ -109,10 +109,8 @@ def write_recording_features(
     bool
         True when features were computed, False when a complete array was already there.
     """
-    extras = feature_extras(feature_config)
-    feature_config = spectral_kwargs(feature_config)  # the cache holds un-normalised features
-    if extras:
-        feature_config["extras"] = list(extras)
+    # stored_features, n_features and cache_url all leave "norm" out: the cache holds
+    # un-normalised features whatever the run's normalisation
     url = url or cache_url(store.url, feature_config)
     group = _group(url, "a")
     if recording_id in group and group[recording_id].attrs.get("complete"):
