@@ -297,7 +297,7 @@ class TrainConfig:
         ``clip_extras`` as ``{model: list}`` for every neural model)."""
         out = dataclasses.asdict(self)
         out["models"] = list(self.models)
-        for name in ("augment", "clip_extras"):
+        for name in MODEL_INPUTS:
             out[name] = {m: list(v) for m, v in getattr(self, name).items()}
         return out
 

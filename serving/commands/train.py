@@ -190,9 +190,9 @@ def site_options(args: argparse.Namespace, recorded: Mapping[str, Mapping] | Non
     """``feature_norm``, ``augment`` and ``clip_extras`` of ``--feature-norm`` /
     ``--augment`` / ``--clip-extras`` where given.
 
-    ``recorded``: the inputs of the run being resumed (:func:`trainer.run.recorded_inputs`),
-    which the per-model options change and which stand where neither is given; without it,
-    they change :class:`TrainConfig`'s defaults.
+    ``recorded``: the inputs of the run being resumed (:func:`trainer.run.recorded_inputs`):
+    an option given changes them, one not given leaves them; without ``recorded`` the options
+    change :class:`TrainConfig`'s defaults.
     """
     out: dict = {}
     if args.feature_norm_opt is not None:
@@ -201,7 +201,8 @@ def site_options(args: argparse.Namespace, recorded: Mapping[str, Mapping] | Non
         given = getattr(args, f"{name}_opt")
         base = dict(recorded[name]) if recorded else None
         if given:
-            out[name] = per_model_options(given, base or default(TrainConfig, name))
+            start = base if base is not None else default(TrainConfig, name)
+            out[name] = per_model_options(given, start)
         elif base is not None:
             out[name] = base
     return out

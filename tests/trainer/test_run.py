@@ -159,7 +159,9 @@ def test_models_with_their_own_inputs_score_through_one_engine(ray_local, tiny_s
     from serving.scoring import Scorer
 
     run_dir = tmp_path / "run"
-    cfg = tiny_train_config(models=NEURAL_MODELS, clip_extras={"dcgru": ()}, augment=())
+    cfg = tiny_train_config(
+        models=NEURAL_MODELS, clip_extras={"dcgru": ()}, augment=(), ssl_epochs=0
+    )
     run_training(tiny_store, run_dir, cfg)
     scorers = [Scorer.from_run(run_dir, m, fold=0) for m in NEURAL_MODELS]
     assert [s.feature_config for s in scorers] == [{**SPECTRA, "extras": ["spikes"]}, SPECTRA]
