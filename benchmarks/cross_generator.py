@@ -56,7 +56,7 @@ from models.site_norm import NORMS
 from serving.commands.options import comma_list
 from trainer.calibration import CALIBRATIONS
 from trainer.call_rules import relative_thresholds
-from trainer.config import TrainConfig
+from trainer.config import MODEL_INPUTS, TrainConfig, per_model_text
 from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold, with_flat
 from trainer.splits import Fold
 
@@ -379,7 +379,9 @@ def _size(result: dict) -> str:
     """One line: patients per family, epochs, neural inputs (normalisation, augmentation, extras)."""
     cfg = result.get("config", {})
     sim, train = cfg.get("simulation", {}), cfg.get("train", {})
-    listed = {k: ", ".join(train.get(k) or []) or "none" for k in ("augment", "clip_extras")}
+    # A list (results before the inputs were per model) is every neural model's.
+    inputs = TrainConfig.from_dict({k: train.get(k) or () for k in MODEL_INPUTS})
+    listed = {k: per_model_text(getattr(inputs, k)) for k in MODEL_INPUTS}
     return (
         f"Size: {sim.get('n_subjects')} patients per family, {train.get('epochs')} epochs; "
         f"neural inputs: normalisation {train.get('feature_norm')}, augmentation "
@@ -509,10 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--augment",
         default="",
-        help="comma-separated training-time site augmentations: tilt,line,dropout (default none)",
+        help="comma-separated training-time site augmentations: tilt,line,dropout, for every "
+        "neural model (default none, as the recorded runs; soz train's default differs)",
     )
     parser.add_argument(
-        "--clip-extras", default="", help="neural tokens' extras: spikes,linelength"
+        "--clip-extras",
+        default="",
+        help="neural tokens' extras: spikes,linelength, for every neural model (default none)",
     )
     parser.add_argument(
         "--run-name", default=None, help="run folder in --out (default from the options)"

@@ -63,7 +63,7 @@ def fold_curve(store_url: str, fold: Fold, cfg: TrainConfig, model_name: str) ->
     from trainer.fold_data import FoldData
     from trainer.loop import fit_fold
 
-    data = FoldData.for_fold(store_url, fold, cfg)
+    data = FoldData.for_fold(store_url, fold, cfg, model_name)
     manifest = ClipStore.open(store_url).recordings()
     seizures = dict(zip(manifest["recording_id"], manifest["n_seizures"], strict=True))
     rows: list[dict[str, Any]] = []
@@ -104,15 +104,15 @@ def fold_curve(store_url: str, fold: Fold, cfg: TrainConfig, model_name: str) ->
     }
 
 
-def fill_feature_cache(store_url: str, cfg: TrainConfig) -> None:
-    """The store's clip-feature cache of ``cfg``'s spectral settings, computed where missing."""
+def fill_feature_cache(store_url: str, cfg: TrainConfig, model: str) -> None:
+    """The store's clip-feature cache of ``model``'s features in ``cfg``, computed where missing."""
     from ingest.store import ClipStore
     from trainer.datasets import recording_table
     from trainer.feature_cache import write_recording_features
 
     store = ClipStore.open(store_url)
     for r in recording_table(store):
-        write_recording_features(store, r.recording_id, cfg.feature_config())
+        write_recording_features(store, r.recording_id, cfg.feature_config(model))
 
 
 def early_stopped(rows: list[dict[str, Any]], epochs: int = 4, patience: int = 2) -> int:
@@ -169,9 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seqs-per-recording", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--fmax", type=float, default=None, help="top of the spectral bands (Hz)")
-    parser.add_argument("--augment", default="", help="site augmentations (tilt,line,dropout)")
     parser.add_argument(
-        "--clip-extras", default="", help="per-clip measures of the tokens (spikes,linelength)"
+        "--augment", default="", help="site augmentations (tilt,line,dropout; default none)"
+    )
+    parser.add_argument(
+        "--clip-extras",
+        default="",
+        help="per-clip measures of the tokens (spikes,linelength; default none)",
     )
     parser.add_argument(
         "--tilt-sd",
@@ -223,13 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     load = os.getloadavg()[0]
     t = time.perf_counter()
-    fill_feature_cache(str(work / "store"), cfg)
+    fill_feature_cache(str(work / "store"), cfg, args.model)
     curves = [fold_curve(str(work / "store"), f, cfg.replace(seed=args.seed), args.model)
               for f in folds]  # fmt: skip
     fmax = f"-f{args.fmax:g}" if args.fmax else ""
     aug = f"-{args.augment.replace(',', '+')}" if args.augment else ""
     aug += f"{args.tilt_sd:g}" if args.tilt_sd is not None else ""
-    aug += f"-x-{'+'.join(cfg.clip_extras)}" if cfg.clip_extras else ""
+    extras = cfg.extras_for(args.model)
+    aug += f"-x-{'+'.join(extras)}" if extras else ""
     aug += f"-in-{args.in_family}" if args.in_family else ""
     tag = (
         args.tag

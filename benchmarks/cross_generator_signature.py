@@ -58,7 +58,7 @@ def signature(work: Path) -> dict[str, pd.DataFrame]:
     recs = recording_table(store)
     manifest = store.recordings()
     ictal = dict(zip(manifest["recording_id"], manifest["n_seizures"] > 0, strict=True))
-    fc = TrainConfig().feature_config()
+    fc = TrainConfig(clip_extras=()).feature_config("sozformer")  # the spectra alone
     reader = FeatureCacheReader(cache_url(store_url, fc))
     freqs = feature_frequencies(store.clip_samples, store.sfreq, fc)
     logf = np.log(freqs) - np.log(freqs).mean()

@@ -63,9 +63,9 @@ def make_run_dir(root: Path, n_folds: int = 1) -> Path:
     from trainer.config import TrainConfig
     from trainer.rundir import RunDir
 
-    tcfg = TrainConfig()
+    tcfg = TrainConfig(clip_extras=())  # the spectra alone: the figures' inputs
     icfg = IngestConfig()
-    features = tcfg.feature_config()
+    features = tcfg.feature_config("sozformer")
     n_feats = n_spectral_features(icfg.clip_samples, icfg.sfreq, **features)
     run_dir = root / ("run" if n_folds == 1 else f"run{n_folds}")
     for fold in range(n_folds):

@@ -8,8 +8,9 @@ or its plain-dict form (:meth:`TrainConfig.to_dict`, which is also what the trai
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ingest.errors import ConfigError
@@ -19,6 +20,23 @@ from trainer.calibration import CALIBRATIONS
 NEURAL_MODELS = ("sozformer", "dcgru")
 CLASSICAL_MODELS = ("svm", "baseline")
 ALL_MODELS = NEURAL_MODELS + CLASSICAL_MODELS
+#: Inputs of each neural model unless a run names others (``TrainConfig.clip_extras`` /
+#: ``augment``), the best setting measured (README "Time-domain evidence in the neural tokens"):
+#: spikes + tilt lifted SOZFormer across simulator families (+0.130 ROC-AUC W -> E, +0.010
+#: E -> W over 7 runs) and within one (+0.100 on Epileptor, +0.005 on Wendling, 16 patients);
+#: for DCGRU the tilt cost about 0.02 within a family, the spikes alone gained (+0.015 in-family,
+#: +0.021 / -0.002 across), so DCGRU gets the spikes without the tilt.
+DEFAULT_CLIP_EXTRAS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"sozformer": ("spikes",), "dcgru": ("spikes",)}
+)
+DEFAULT_AUGMENT: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"sozformer": ("tilt",), "dcgru": ()}
+)
+#: The per-model input fields of :class:`TrainConfig` (what a resumed run must keep).
+MODEL_INPUTS = ("clip_extras", "augment")
+#: What ``TrainConfig.clip_extras`` / ``augment`` take: one tuple for every neural model, or
+#: ``{model: tuple}``.
+PerModel = tuple[str, ...] | Mapping[str, tuple[str, ...]]
 #: Ray placement group strategies of a fold's workers (``TrainConfig.placement_strategy``).
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -128,15 +146,23 @@ class TrainConfig:
         none, as every run before it; across four simulated cohorts ``"median"`` moved
         SOZFormer's cross-generator ROC-AUC by -0.18 to +0.15 (README "Calls and
         probabilities across generators"), no reliable gain.
-    augment : tuple of str
+    augment : tuple of str, or mapping of str to tuple of str
         Training-time site augmentations of the neural models' sequences
-        (:data:`trainer.site_augment.AUGMENTS`: ``"tilt"``, ``"line"``, ``"dropout"``).
-    clip_extras : tuple of str
-        Per-clip time-domain measures appended to every token of the neural models, each
+        (:data:`trainer.site_augment.AUGMENTS`: ``"tilt"``, ``"line"``, ``"dropout"``): one
+        tuple for every neural model, or ``{model: tuple}`` (models it does not name keep
+        their :data:`DEFAULT_AUGMENT`). Held as ``{model: tuple}`` for every neural model;
+        ask :meth:`augment_for`. Default :data:`DEFAULT_AUGMENT`: tilt for SOZFormer, none for
+        DCGRU. ``()``: none for every model (a dict without the key, from a run before the
+        option, reads as that).
+    clip_extras : tuple of str, or mapping of str to tuple of str
+        Per-clip time-domain measures appended to every token of a neural model, each
         relative to the recording's other contacts at the same moment
         (:data:`models.clip_extras.EXTRAS`: ``"spikes"``, the clip's Janca spike rate;
-        ``"linelength"``); recorded in the checkpoints' ``feature_config`` (``"extras"``) so
-        serving computes the same. ``()`` (the default): the spectra alone, as before.
+        ``"linelength"``), given and held as ``augment`` is; ask :meth:`extras_for`. Recorded
+        in each checkpoint's ``feature_config`` (``"extras"``) so serving computes the same.
+        Default :data:`DEFAULT_CLIP_EXTRAS`: spikes for both neural models. ``()``: the
+        spectra alone for every model, as runs before the option (a dict without the key
+        reads as that).
     """
 
     models: tuple[str, ...] = ("sozformer",)
@@ -176,14 +202,12 @@ class TrainConfig:
     call_rule: str = "relative"
     calibration: str = "auto"
     feature_norm: str | None = None
-    augment: tuple[str, ...] = ()
-    clip_extras: tuple[str, ...] = ()
+    augment: PerModel = field(default_factory=lambda: dict(DEFAULT_AUGMENT))
+    clip_extras: PerModel = field(default_factory=lambda: dict(DEFAULT_CLIP_EXTRAS))
 
     def __post_init__(self) -> None:
         models = tuple(self.models)
         object.__setattr__(self, "models", models)
-        object.__setattr__(self, "augment", tuple(self.augment))
-        object.__setattr__(self, "clip_extras", tuple(self.clip_extras))
         _check_site(self)
         object.__setattr__(
             self, "model_hparams", {k: dict(v) for k, v in dict(self.model_hparams).items()}
@@ -251,31 +275,43 @@ class TrainConfig:
         """Constructor keyword arguments given for ``model`` (empty when none were given)."""
         return dict(self.model_hparams.get(model, {}))
 
-    def feature_config(self) -> dict[str, Any]:
-        """The spectral feature settings a checkpoint records (serving recomputes them)."""
+    def extras_for(self, model: str) -> tuple[str, ...]:
+        """The per-clip measures appended to ``model``'s tokens (``()``: the spectra alone)."""
+        return self.clip_extras[_neural(model, "clip_extras")]
+
+    def augment_for(self, model: str) -> tuple[str, ...]:
+        """The site augmentations of ``model``'s training sequences (``()``: none)."""
+        return self.augment[_neural(model, "augment")]
+
+    def feature_config(self, model: str) -> dict[str, Any]:
+        """The clip features of ``model`` a checkpoint records (serving recomputes them)."""
         out = {"n_bands": self.n_bands, "fmin": self.fmin, "fmax": self.fmax}
         if self.feature_norm is not None:  # absent = none: older checkpoints score as before
             out["norm"] = self.feature_norm
-        if self.clip_extras:  # absent = none, likewise
-            out["extras"] = list(self.clip_extras)
+        if self.extras_for(model):  # absent = none, likewise
+            out["extras"] = list(self.extras_for(model))
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-serialisable form (tuples become lists)."""
+        """Plain, JSON-serialisable form (tuples become lists; ``augment`` and
+        ``clip_extras`` as ``{model: list}`` for every neural model)."""
         out = dataclasses.asdict(self)
         out["models"] = list(self.models)
-        out["augment"] = list(self.augment)
-        out["clip_extras"] = list(self.clip_extras)
+        for name in MODEL_INPUTS:
+            out[name] = {m: list(v) for m, v in getattr(self, name).items()}
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error. A global list for ``augment``
+        / ``clip_extras`` (a card of a run before they were per model) is every neural model's;
+        a missing one means none (a run before the option), never today's defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown TrainConfig keys {unknown}; known: {sorted(names)}.")
-        d = dict(d)
+        # Written before the option existed: the run had none (not today's defaults).
+        d = {"augment": (), "clip_extras": (), **d}
         if "models" in d:
             d["models"] = tuple(d["models"])
         return cls(**d)
@@ -283,6 +319,11 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def per_model_text(value: Mapping[str, tuple[str, ...]]) -> str:
+    """``{model: names}`` in the CLI's per-model form: ``"sozformer=spikes dcgru=none"``."""
+    return " ".join(f"{m}={','.join(names) or 'none'}" for m, names in value.items())
 
 
 def _positive(cfg: TrainConfig, *names: str) -> None:
@@ -299,10 +340,47 @@ def _check_site(cfg: TrainConfig) -> None:
 
     if cfg.feature_norm is not None and cfg.feature_norm not in NORMS:
         raise ConfigError(f"feature_norm={cfg.feature_norm!r} must be one of {NORMS} or None.")
-    unknown = [a for a in cfg.augment if a not in AUGMENTS]
-    if unknown or len(set(cfg.augment)) != len(cfg.augment):
-        raise ConfigError(f"augment={cfg.augment!r}: name each of {AUGMENTS} at most once.")
-    try:
-        check_extras(cfg.clip_extras)
-    except ValueError as e:
-        raise ConfigError(f"clip_extras: {e}") from e
+    augment = _per_model(cfg, "augment", DEFAULT_AUGMENT)
+    for model, kinds in augment.items():
+        if any(a not in AUGMENTS for a in kinds) or len(set(kinds)) != len(kinds):
+            raise ConfigError(
+                f"augment of {model}: {kinds!r}; name each of {AUGMENTS} at most once."
+            )
+    for model, names in _per_model(cfg, "clip_extras", DEFAULT_CLIP_EXTRAS).items():
+        try:
+            check_extras(names)
+        except ValueError as e:
+            raise ConfigError(f"clip_extras of {model}: {e}") from e
+
+
+def _per_model(
+    cfg: TrainConfig, name: str, defaults: Mapping[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
+    """Field ``name`` of ``cfg`` as ``{model: tuple}`` for every neural model, set on ``cfg``."""
+    value = getattr(cfg, name)
+
+    def names(v: Any, what: str) -> tuple[str, ...]:
+        if isinstance(v, str) or not isinstance(v, Iterable):
+            raise ConfigError(
+                f"{name}{what}={v!r} must be a tuple of names, such as ('spikes',) or ()."
+            )
+        return tuple(v)
+
+    if isinstance(value, Mapping):
+        stray = [m for m in value if m not in NEURAL_MODELS]
+        if stray:
+            raise ConfigError(
+                f"{name} names {stray}, which are not neural models; give it for "
+                f"{NEURAL_MODELS} (the SVM and the baseline take neither)."
+            )
+        out = {m: names(value[m], f"[{m!r}]") if m in value else defaults[m] for m in NEURAL_MODELS}
+    else:
+        out = dict.fromkeys(NEURAL_MODELS, names(value, ""))
+    object.__setattr__(cfg, name, out)
+    return out
+
+
+def _neural(model: str, name: str) -> str:
+    if model not in NEURAL_MODELS:
+        raise ConfigError(f"{name} is a neural model's input; {model=} is none of {NEURAL_MODELS}.")
+    return model

@@ -40,7 +40,10 @@ class FoldData:
         ``"train"``, ``"val"`` and ``"test"`` recordings of the fold.
     cfg : TrainConfig
         Sampling (``seqs_per_recording``, ``ictal_fraction``...), batch size, loader workers,
-        evaluation stride and the feature configuration.
+        evaluation stride and each model's inputs.
+    model : {"sozformer", "dcgru"}
+        The model this data feeds: its clip features (:meth:`TrainConfig.feature_config`) and
+        training augmentations (:meth:`TrainConfig.augment_for`).
     seed : int
         Seed of the training-sequence sampler (the fold's seed).
     rank, world_size : int
@@ -58,6 +61,7 @@ class FoldData:
     store_url: str
     recordings: Mapping[str, Sequence[RecordingInfo]]
     cfg: TrainConfig
+    model: str
     seed: int
     rank: int = 0
     world_size: int = 1
@@ -76,9 +80,17 @@ class FoldData:
 
     @classmethod
     def for_fold(
-        cls, store_url: str, fold: Fold, cfg: TrainConfig, *, rank: int = 0, world_size: int = 1
+        cls,
+        store_url: str,
+        fold: Fold,
+        cfg: TrainConfig,
+        model: str,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> FoldData:
-        """The fold's recordings read from the store; seed ``cfg.seed + 1000 * fold.index``."""
+        """``model``'s view of the fold's recordings in the store; seed
+        ``cfg.seed + 1000 * fold.index``."""
         from ingest.store import ClipStore
         from models.site_norm import n_features
         from trainer.feature_cache import cache_url
@@ -89,11 +101,12 @@ class FoldData:
             role: [r for r in recs if r.patient in set(getattr(fold, role))]
             for role in ("train", "val", "test")
         }
-        feature_config = cfg.feature_config()
+        feature_config = cfg.feature_config(model)
         return cls(
             store_url=str(store_url),
             recordings=by_role,
             cfg=cfg,
+            model=model,
             seed=cfg.seed + 1000 * fold.index,
             rank=rank,
             world_size=world_size,
@@ -110,14 +123,14 @@ class FoldData:
 
     def _dataset(self, role: str, items: np.ndarray, *, epoch: int = 0) -> SequenceDataset:
         augment = None
-        if role == "train" and self.cfg.augment:
-            augment = site_augment(self.store_url, self.cfg)
+        if role == "train" and self.cfg.augment_for(self.model):
+            augment = site_augment(self.store_url, self.cfg, self.model)
         return SequenceDataset(
             self.store_url,
             self.recordings[role],
             items,
             seq_len=self.seq_len,
-            feature_config=self.cfg.feature_config(),
+            feature_config=self.cfg.feature_config(self.model),
             feature_cache=self.feature_cache,
             augment=augment,
             augment_seed=self.seed * 1009 + epoch,
@@ -163,11 +176,12 @@ class FoldData:
         return merged.to_frame(rows)
 
 
-def site_augment(store_url: str, cfg: TrainConfig):
-    """The :class:`trainer.site_augment.SiteAugment` of ``cfg.augment`` for this store's clips."""
+def site_augment(store_url: str, cfg: TrainConfig, model: str):
+    """The :class:`trainer.site_augment.SiteAugment` of ``model``'s augmentations
+    (:meth:`TrainConfig.augment_for`) for this store's clips."""
     from ingest.store import ClipStore
     from trainer.site_augment import SiteAugment, feature_frequencies
 
     store = ClipStore.open(store_url)
-    freqs = feature_frequencies(store.clip_samples, store.sfreq, cfg.feature_config())
-    return SiteAugment(cfg.augment, freqs)
+    freqs = feature_frequencies(store.clip_samples, store.sfreq, cfg.feature_config(model))
+    return SiteAugment(cfg.augment_for(model), freqs)

@@ -401,8 +401,9 @@ def fit_fold(
     ----------
     model_name : {"sozformer", "dcgru"}
     data : FoldData
-        This rank's loaders, the training configuration (``data.cfg``) and the fold's seed
-        (``data.seed``: weights' initialisation and sequence sampling).
+        This rank's loaders for ``model_name`` (``data.model``), the training configuration
+        (``data.cfg``) and the fold's seed (``data.seed``: weights' initialisation and
+        sequence sampling).
     hparams : mapping, optional
         Model constructor arguments, ``n_feats`` included (default ``data.hparams(model_name)``).
     device : torch.device or str
@@ -428,6 +429,11 @@ def fit_fold(
 
     if model_name not in ("sozformer", "dcgru"):
         raise SozkitError(f"{model_name=} has no epoch loop; use 'sozformer' or 'dcgru'.")
+    if data.model != model_name:
+        raise SozkitError(
+            f"{model_name=} but its fold data holds {data.model}'s inputs; build it with "
+            f"FoldData.for_fold(..., {model_name!r})."
+        )
     cfg, rank, world = data.cfg, data.rank, data.world_size
     prepare = prepare or (lambda m: m.to(device))
     hparams = dict(hparams) if hparams is not None else data.hparams(model_name)

@@ -440,7 +440,9 @@ def _train_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.cpus_per_worker)
-    data = FoldData.for_fold(config["store_url"], fold, cfg, rank=rank, world_size=world)
+    data = FoldData.for_fold(
+        config["store_url"], fold, cfg, model_name, rank=rank, world_size=world
+    )
 
     saved = None
     ckpt = ray.train.get_checkpoint()

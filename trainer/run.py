@@ -31,7 +31,7 @@ from ingest.errors import ConfigError, SozkitError
 from ingest.fileio import json_safe, write_json, write_parquet
 from trainer.calibration import Calibrator
 from trainer.checkpoint import save_checkpoint
-from trainer.config import TrainConfig
+from trainer.config import MODEL_INPUTS, TrainConfig, per_model_text
 from trainer.datasets import recording_table
 from trainer.metrics import evaluate_fold, summarise_folds, with_flat
 from trainer.rundir import RunDir
@@ -44,7 +44,7 @@ Tick = Callable[[str], None]
 _CURVE_KEYS = ("epoch", "train_loss", "val_auc", "val_pr_auc")
 
 #: ``json_safe`` is re-exported (benchmarks import it from here).
-__all__ = ["json_safe", "run_training", "write_fold", "write_model_summary"]
+__all__ = ["json_safe", "recorded_inputs", "run_training", "write_fold", "write_model_summary"]
 
 
 def _plot(fn, *args, **kwargs) -> str | None:
@@ -200,10 +200,28 @@ def write_model_summary(run_dir: Path, model: str, folds: list[Fold]) -> dict:
     return summary
 
 
-def _check_run_dir(run_dir: Path, folds: list[Fold], resume: bool) -> None:
+def recorded_inputs(run_dir: str | os.PathLike) -> dict[str, dict[str, tuple[str, ...]]] | None:
+    """The neural models' inputs ``run_dir``'s training card records, ``None`` without a card.
+
+    Returns
+    -------
+    dict or None
+        ``{"clip_extras": {model: names}, "augment": {model: names}}`` for every neural model,
+        read as :meth:`TrainConfig.from_dict` reads a config: a global list (a card written
+        before the inputs were per model) is every model's, ``[]`` or a missing key none.
+    """
+    card = RunDir(Path(run_dir)).card()
+    if not card:
+        return None
+    config = card.get("config", card)
+    recorded = TrainConfig.from_dict({k: config[k] for k in MODEL_INPUTS if k in config})
+    return {k: dict(getattr(recorded, k)) for k in MODEL_INPUTS}
+
+
+def _check_run_dir(run_dir: Path, folds: list[Fold], cfg: TrainConfig) -> None:
     saved = RunDir(run_dir).folds_path
     if saved.is_file():
-        if not resume:
+        if not cfg.resume:
             raise ConfigError(
                 f"{run_dir} already holds a training run; pass --resume to continue it, or "
                 "choose a new --out directory."
@@ -214,7 +232,26 @@ def _check_run_dir(run_dir: Path, folds: list[Fold], resume: bool) -> None:
                 f"{run_dir} was trained with other folds (different patients, --folds or "
                 "--seed); resume with the original settings or use a new --out directory."
             )
+        _check_inputs(run_dir, cfg)
     write_json(saved, [f.to_dict() for f in folds])
+
+
+def _check_inputs(run_dir: Path, cfg: TrainConfig) -> None:
+    """A resumed model keeps the inputs it was trained with (its checkpoints need them)."""
+    recorded = recorded_inputs(run_dir)
+    if recorded is None:
+        return
+    started = [m for m in cfg.neural_models if (run_dir / m).is_dir()]
+    for name in MODEL_INPUTS:
+        was = {m: recorded[name][m] for m in started}
+        now = {m: getattr(cfg, name)[m] for m in started}
+        if was != now:
+            raise ConfigError(
+                f"{run_dir} was trained with {name} {per_model_text(was)}, not "
+                f"{per_model_text(now)}; resume with those (soz train --resume reads them from "
+                "the run's card.json unless --clip-extras / --augment are given) or use a new "
+                "--out directory."
+            )
 
 
 def run_training(
@@ -276,7 +313,7 @@ def run_training(
         )
     except ValueError as e:
         raise SozkitError(f"the store {store_url} cannot be split by {cfg.split}: {e}") from e
-    _check_run_dir(run_dir, folds, cfg.resume)
+    _check_run_dir(run_dir, folds, cfg)
     card_extra = {
         "store": store_url,
         "store_ingest_config": store.ingest_config.to_dict(),
@@ -322,7 +359,7 @@ def run_training(
                 model,
                 model_name=res.model_name,
                 threshold=result["threshold"],
-                feature_config=cfg.feature_config(),
+                feature_config=cfg.feature_config(res.model_name),
                 sfreq=store.sfreq,
                 clip_samples=store.clip_samples,
                 ingest_config=store.ingest_config.to_dict(),
@@ -349,8 +386,12 @@ def run_training(
         )
         tick(_fold_label(res.model_name, fold, result))
 
-    if jobs and cfg.feature_cache:
-        _precompute_features(store_url, [r.recording_id for r in recs], cfg.feature_config())
+    if jobs and cfg.feature_cache:  # one cache per distinct feature set of the models
+        from trainer.feature_cache import cache_url
+
+        caches = {cache_url(store_url, cfg.feature_config(m)): m for m, _ in jobs}
+        for m in caches.values():
+            _precompute_features(store_url, [r.recording_id for r in recs], cfg.feature_config(m))
     train_folds(store_url, jobs, cfg, storage_root=run_dir, on_done=neural_done)
 
     if "svm" in cfg.models:
@@ -366,6 +407,7 @@ def run_training(
         title=f"sozkit training run: {run_dir.name}",
         sites=sites,
         split=cfg.split,
+        inputs={m: {k: getattr(cfg, k)[m] for k in MODEL_INPUTS} for m in cfg.neural_models},
     )
     return {
         "run_dir": str(run_dir),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ingest.fileio import write_text
@@ -68,6 +68,21 @@ def section(title: str, *prose: str) -> list[str]:
     """The lines that open a Markdown section: its ``##`` heading, then ``prose`` (one
     paragraph, one string a line) when given."""
     return ["", f"## {title}", "", *((*prose, "") if prose else ())]
+
+
+def _inputs_section(inputs: Mapping[str, Mapping[str, Sequence[str]]]) -> list[str]:
+    """Each neural model's clip features and training augmentation (``TrainConfig`` per model)."""
+    lines = section(
+        "Neural model inputs",
+        "What each neural model's tokens held besides the clip's spectrum (relative to the",
+        "recording's other contacts; serving computes the same from the checkpoint) and which",
+        "site augmentations its training sequences had.",
+    )
+    rows = [
+        [f"`{m}`", ", ".join(["spectrum", *v["clip_extras"]]), ", ".join(v["augment"]) or "none"]
+        for m, v in inputs.items()
+    ]
+    return lines + _table(["model", "clip features", "training augmentation"], rows)
 
 
 def _table(header, rows) -> list[str]:
@@ -143,6 +158,7 @@ def render_summary(
     title: str = "sozkit run",
     sites: Mapping[str, Mapping] | None = None,
     split: str = "patient",
+    inputs: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> str:
     """The Markdown text of the summary (see :func:`write_summary`)."""
     if not results:
@@ -184,6 +200,8 @@ def render_summary(
         cells.insert(4, _fmt(mean.get("prevalence")))
         rows.append(cells)
     lines += _table(header, rows)
+    if inputs:
+        lines += _inputs_section(inputs)
 
     lines += section(
         "Pooled over all test patients",
@@ -295,6 +313,7 @@ def write_summary(
     title: str = "sozkit run",
     sites: Mapping[str, Mapping] | None = None,
     split: str = "patient",
+    inputs: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
 ) -> Path:
     """Write ``RUN_DIR/summary.md`` comparing every model of the run side by side.
 
@@ -313,6 +332,10 @@ def write_summary(
         ``{model: trainer.sites.site_figures(...)}``: the section by centre and run kind.
     split : str
         The run's split (what a centre's figure means).
+    inputs : mapping of str to mapping, optional
+        ``{neural model: {"clip_extras": names, "augment": names}}``
+        (:meth:`trainer.config.TrainConfig.extras_for` / ``augment_for``): a section saying what
+        each neural model was fed.
 
     Returns
     -------
@@ -320,7 +343,9 @@ def write_summary(
         ``run_dir / "summary.md"``.
     """
     run_dir = Path(run_dir)
-    text = render_summary(results, run_dir=run_dir, title=title, sites=sites, split=split)
+    text = render_summary(
+        results, run_dir=run_dir, title=title, sites=sites, split=split, inputs=inputs
+    )
     path = run_dir / "summary.md"
     write_text(path, text)
     return path

@@ -11,13 +11,20 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from functools import partial
 
 from models.site_norm import NORMS
-from serving.cli import command, json_arg, ray_session
+from serving.cli import command, default, json_arg, ray_session
 from serving.commands.options import add_progress_arg, comma_list, config_from_args, config_option
 from trainer.calibration import CALIBRATIONS
-from trainer.config import PLACEMENT_STRATEGIES, TrainConfig
+from trainer.config import (
+    MODEL_INPUTS,
+    NEURAL_MODELS,
+    PLACEMENT_STRATEGIES,
+    TrainConfig,
+    per_model_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +69,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--augment",
         dest="augment_opt",
-        default=None,
-        metavar="KINDS",
+        action="append",
+        metavar="[MODEL=]KINDS",
         help="training-time site augmentation of the neural sequences, comma-separated: "
-        "tilt, line, dropout (default none)",
+        "tilt, line, dropout; 'none' for none; KINDS for every neural model, MODEL=KINDS for "
+        "one (repeatable, later ones win; default "
+        f"{per_model_text(default(TrainConfig, 'augment'))}; with --resume, the run's own "
+        "unless given)",
     )
     p.add_argument(
         "--clip-extras",
         dest="clip_extras_opt",
-        default=None,
-        metavar="MEASURES",
+        action="append",
+        metavar="[MODEL=]MEASURES",
         help="per-clip time-domain measures appended to every token of the neural models, "
         "relative to the recording's other contacts at the same moment, comma-separated: "
-        "spikes (Janca spike rate), linelength; 'none' for none; kept in the checkpoints, "
-        "serving computes the same (default none)",
+        "spikes (Janca spike rate), linelength; 'none' for none; MEASURES for every neural "
+        "model, MODEL=MEASURES for one (repeatable, later ones win); kept in the checkpoints, "
+        "serving computes the same (default "
+        f"{per_model_text(default(TrainConfig, 'clip_extras'))}; with --resume, the run's "
+        "own, card.json, unless given)",
     )
     opt("--epochs", "epochs", "maximum epochs per fold (%(default)s)")
     opt("--patience", "patience", "early-stopping patience (%(default)s)")
@@ -123,7 +136,7 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
 @command("train", "Cross-validate SOZ models patient-wise on Ray Train", add_arguments)
 def run(args: argparse.Namespace) -> int:
     from trainer.config import ALL_MODELS
-    from trainer.run import run_training
+    from trainer.run import recorded_inputs, run_training
 
     cfg = config_from_args(
         TrainConfig,
@@ -131,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         models=ALL_MODELS if args.model == "all" else (args.model,),
         n_bands=args.n_bands or None,
         model_hparams=json_arg(args.hparams, "--hparams"),
-        **site_options(args),
+        **site_options(args, recorded_inputs(_absolute(args.out)) if args.resume else None),
     )
     t0 = time.perf_counter()
 
@@ -173,14 +186,36 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def site_options(args: argparse.Namespace) -> dict:
+def site_options(args: argparse.Namespace, recorded: Mapping[str, Mapping] | None = None) -> dict:
     """``feature_norm``, ``augment`` and ``clip_extras`` of ``--feature-norm`` /
-    ``--augment`` / ``--clip-extras`` where given."""
+    ``--augment`` / ``--clip-extras`` where given.
+
+    ``recorded``: the inputs of the run being resumed (:func:`trainer.run.recorded_inputs`):
+    an option given changes them, one not given leaves them; without ``recorded`` the options
+    change :class:`TrainConfig`'s defaults.
+    """
     out: dict = {}
     if args.feature_norm_opt is not None:
         out["feature_norm"] = None if args.feature_norm_opt == "none" else args.feature_norm_opt
-    if args.augment_opt is not None:
-        out["augment"] = comma_list(args.augment_opt)
-    if args.clip_extras_opt is not None:
-        out["clip_extras"] = comma_list(args.clip_extras_opt)
+    for name in MODEL_INPUTS:
+        given = getattr(args, f"{name}_opt")
+        base = dict(recorded[name]) if recorded else None
+        if given:
+            start = base if base is not None else default(TrainConfig, name)
+            out[name] = per_model_options(given, start)
+        elif base is not None:
+            out[name] = base
+    return out
+
+
+def per_model_options(values: list[str], base: Mapping[str, tuple[str, ...]]) -> dict:
+    """``{model: names}``: ``base`` changed by each ``--clip-extras`` / ``--augment`` value in
+    turn: ``"a,b"`` (or ``"none"``) for every neural model, ``"MODEL=a,b"`` for one."""
+    out = dict(base)
+    for value in values:
+        model, sep, names = value.partition("=")
+        if sep:
+            out[model.strip()] = comma_list(names)
+        else:
+            out = dict.fromkeys(NEURAL_MODELS, comma_list(value))
     return out

@@ -56,7 +56,8 @@ def test_soz_train_options_reach_the_config():
         ["S", "--out", "R", "--feature-norm", "robust", "--augment", "tilt,dropout"]
     )
     cfg = config_from_args(TrainConfig, args, **site_options(args))
-    assert cfg.feature_norm == "robust" and cfg.augment == ("tilt", "dropout")
+    assert cfg.feature_norm == "robust"
+    assert cfg.augment_for("sozformer") == cfg.augment_for("dcgru") == ("tilt", "dropout")
     plain = p.parse_args(["S", "--out", "R"])
     assert config_from_args(TrainConfig, plain, **site_options(plain)) == TrainConfig()
     off = p.parse_args(["S", "--out", "R", "--feature-norm", "none"])

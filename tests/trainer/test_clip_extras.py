@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,13 @@ from models.clip_extras import extra_values, relative_extras
 from models.site_norm import clip_features
 from models.spectral import spectral_features
 from serving.commands.options import comma_list
-from trainer.config import TrainConfig
+from trainer.config import (
+    DEFAULT_AUGMENT,
+    DEFAULT_CLIP_EXTRAS,
+    NEURAL_MODELS,
+    TrainConfig,
+    per_model_text,
+)
 from trainer.datasets import SequenceDataset, recording_table
 from trainer.feature_cache import FeatureCacheReader, cache_key, write_recording_features
 from trainer.fold_data import site_augment
@@ -21,34 +29,106 @@ FEATS = {"n_bands": 8, "fmin": 0.5, "fmax": None}
 EXTRAS = ["spikes", "linelength"]
 
 
-def test_config_records_the_extras_only_when_given():
-    assert "extras" not in TrainConfig().feature_config()  # the default: as runs before it
-    cfg = TrainConfig(clip_extras=["spikes"], feature_norm="median")
-    assert cfg.clip_extras == ("spikes",)
-    assert cfg.feature_config() == {
+def test_config_gives_each_model_its_inputs():
+    cfg = TrainConfig()  # the defaults: spikes for both, tilt for SOZFormer only
+    assert cfg.feature_config("sozformer")["extras"] == ["spikes"]
+    assert cfg.feature_config("dcgru")["extras"] == ["spikes"]
+    assert cfg.augment_for("sozformer") == ("tilt",) and cfg.augment_for("dcgru") == ()
+    assert cfg.clip_extras == dict(DEFAULT_CLIP_EXTRAS) and cfg.augment == dict(DEFAULT_AUGMENT)
+    assert "extras" not in TrainConfig(clip_extras=()).feature_config("dcgru")  # as before
+    glob = TrainConfig(clip_extras=["spikes"], feature_norm="median")
+    assert glob.extras_for("sozformer") == glob.extras_for("dcgru") == ("spikes",)
+    assert glob.feature_config("dcgru") == {
         "n_bands": 64, "fmin": 0.5, "fmax": None, "norm": "median", "extras": ["spikes"]
     }  # fmt: skip
-    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="clip_extras"):
-        TrainConfig(clip_extras=("kurtosis",))
-    with pytest.raises(ConfigError, match="clip_extras"):
-        TrainConfig(clip_extras=("spikes", "spikes"))
+    per = TrainConfig(clip_extras={"dcgru": ("linelength",)}, augment={"sozformer": ()})
+    assert per.extras_for("dcgru") == ("linelength",) and per.augment_for("sozformer") == ()
+    assert per.extras_for("sozformer") == ("spikes",)  # not named: its default
+    for c in (cfg, glob, per):
+        assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert cfg.to_dict()["augment"] == {"sozformer": ["tilt"], "dcgru": []}
+    bad = [
+        ({"clip_extras": ("kurtosis",)}, "clip_extras of sozformer"),
+        ({"clip_extras": ("spikes", "spikes")}, "clip_extras"),
+        ({"clip_extras": {"dcgru": ("spikes", "spikes")}}, "clip_extras of dcgru"),
+        ({"clip_extras": {"svm": ("spikes",)}}, "not neural models"),
+        ({"augment": {"sozfomer": ("tilt",)}}, "not neural models"),
+        ({"clip_extras": "spikes"}, "must be a tuple of names"),
+        ({"augment": {"dcgru": "tilt"}}, "must be a tuple of names"),
+    ]
+    for kw, match in bad:
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**kw)
+    with pytest.raises(ConfigError, match="neural model's input"):
+        cfg.feature_config("svm")
     assert comma_list("spikes, linelength") == ("spikes", "linelength")
     assert comma_list("none") == comma_list("") == ()
 
 
-def test_soz_train_flag_reaches_the_config():
+def test_an_old_config_keeps_the_inputs_it_was_trained_with():
+    """Cards before per-model inputs: a global list is every model's; [] or no key is none,
+    never today's defaults."""
+    old = TrainConfig.from_dict({"clip_extras": ["spikes"], "augment": ["tilt"]})
+    assert old.extras_for("dcgru") == ("spikes",) and old.augment_for("dcgru") == ("tilt",)
+    for none in ({"clip_extras": [], "augment": []}, {"epochs": 3}):
+        cfg = TrainConfig.from_dict(none)
+        assert all(cfg.extras_for(m) == cfg.augment_for(m) == () for m in NEURAL_MODELS)
+        assert "extras" not in cfg.feature_config("sozformer")
+
+
+def _parse(*argv):
     import argparse
 
-    from serving.commands.options import config_from_args
-    from serving.commands.train import add_arguments, site_options
+    from serving.commands.train import add_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    args = p.parse_args(["S", "--out", "R", "--clip-extras", "spikes,linelength"])
-    assert config_from_args(TrainConfig, args, **site_options(args)).clip_extras == tuple(EXTRAS)
-    off = p.parse_args(["S", "--out", "R", "--clip-extras", "none"])
-    assert config_from_args(TrainConfig, off, **site_options(off)) == TrainConfig()
+    return p, p.parse_args(["S", "--out", "R", *argv])
+
+
+def _cfg(args, recorded=None):
+    from serving.commands.options import config_from_args
+    from serving.commands.train import site_options
+
+    return config_from_args(TrainConfig, args, **site_options(args, recorded))
+
+
+def test_soz_train_flags_reach_the_config_for_every_model_or_one():
+    p, args = _parse("--clip-extras", "spikes,linelength")
+    cfg = _cfg(args)
+    assert cfg.extras_for("sozformer") == cfg.extras_for("dcgru") == tuple(EXTRAS)
+    assert cfg.augment == dict(DEFAULT_AUGMENT)  # not given: the defaults
+    _, per = _parse(
+        "--clip-extras", "none", "--clip-extras", "sozformer=spikes", "--augment", "dcgru=dropout"
+    )  # fmt: skip
+    cfg = _cfg(per)
+    assert cfg.extras_for("sozformer") == ("spikes",) and cfg.extras_for("dcgru") == ()
+    assert cfg.augment_for("sozformer") == ("tilt",) and cfg.augment_for("dcgru") == ("dropout",)
+    _, off = _parse("--clip-extras", "none", "--augment", "none")
+    assert _cfg(off) == TrainConfig(clip_extras=(), augment=())
+    assert _cfg(_parse()[1]) == TrainConfig()
+    with pytest.raises(ConfigError, match="not neural models"):
+        _cfg(_parse("--clip-extras", "svm=spikes")[1])
+    shown = " ".join(p.format_help().split())  # the defaults, from the config
+    assert f"default {per_model_text(DEFAULT_CLIP_EXTRAS)};" in shown
+    assert f"default {per_model_text(DEFAULT_AUGMENT)};" in shown
+    assert per_model_text(DEFAULT_AUGMENT) == "sozformer=tilt dcgru=none"
+
+
+def test_soz_train_resume_reads_the_inputs_from_the_card(tmp_path):
+    """``--resume`` without the options: the run's own inputs (an old card's ``[]``: none)."""
+    from trainer.card import write_card
+    from trainer.run import recorded_inputs
+
+    assert recorded_inputs(tmp_path) is None
+    write_card({"config": {"clip_extras": [], "augment": ["dropout"]}}, tmp_path / "card.json")
+    recorded = recorded_inputs(tmp_path)
+    cfg = _cfg(_parse("--resume")[1], recorded)
+    assert all(cfg.extras_for(m) == () for m in NEURAL_MODELS)
+    assert all(cfg.augment_for(m) == ("dropout",) for m in NEURAL_MODELS)
+    cfg = _cfg(_parse("--resume", "--clip-extras", "dcgru=spikes")[1], recorded)
+    assert cfg.extras_for("dcgru") == ("spikes",) and cfg.extras_for("sozformer") == ()
+    assert cfg.augment_for("sozformer") == ("dropout",)  # not given: the card's
 
 
 def test_cache_is_keyed_by_the_extras(tiny_store, tmp_path):
@@ -96,9 +176,10 @@ def test_augmentation_leaves_the_extras_and_drops_their_contacts(tiny_store):
     items = np.array([[0, 2], [1, 0], [2, 1], [3, 0]])
     fc = {**FEATS, "extras": EXTRAS}
     cfg = TrainConfig(augment=("tilt", "line", "dropout"), n_bands=8, clip_extras=EXTRAS)
+    assert cfg.feature_config("sozformer") == fc
     ds = SequenceDataset(
         tiny_store, recs, items, seq_len=4, feature_config=fc,
-        augment=site_augment(tiny_store, cfg), augment_seed=3,
+        augment=site_augment(tiny_store, cfg, "sozformer"), augment_seed=3,
     )  # fmt: skip
     saw_dropout = False
     for i, (rec, start) in enumerate(items):

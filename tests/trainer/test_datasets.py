@@ -190,15 +190,17 @@ def test_a_normalised_run_reads_the_cache_written_without_normalisation(tiny_sto
     store = ClipStore.open(url)
     recs = recording_table(store)
     rid = recs[0].recording_id
-    plain, median = TrainConfig(), TrainConfig(feature_norm="median")
-    assert "norm" in median.feature_config() and "norm" not in plain.feature_config()
-    assert write_recording_features(store, rid, plain.feature_config()) is True
-    assert cache_url(url, median.feature_config()) == cache_url(url, plain.feature_config())
-    assert write_recording_features(store, rid, median.feature_config()) is False  # reused
-    zarr.open_group(cache_url(url, plain.feature_config()), mode="a")[rid][0] = 0.0  # a mark
+    # The spectra alone (clip_extras=()): the norm's part of the cache key, nothing else.
+    plain = TrainConfig(clip_extras=()).feature_config("sozformer")
+    median = TrainConfig(clip_extras=(), feature_norm="median").feature_config("sozformer")
+    assert "norm" in median and "norm" not in plain
+    assert write_recording_features(store, rid, plain) is True
+    assert cache_url(url, median) == cache_url(url, plain)
+    assert write_recording_features(store, rid, median) is False  # reused
+    zarr.open_group(cache_url(url, plain), mode="a")[rid][0] = 0.0  # a mark
     ds = SequenceDataset(
-        url, recs, np.array([[0, 0]]), seq_len=4, feature_config=median.feature_config(),
-        feature_cache=cache_url(url, median.feature_config()),
+        url, recs, np.array([[0, 0]]), seq_len=4, feature_config=median,
+        feature_cache=cache_url(url, median),
     )  # fmt: skip
     x = ds[0]["x"]  # (C, S, F): clip 0 from the cache (0 stays 0 after the median), clip 1 not
     assert (x[:, 0] == 0).all() and (x[:, 1] != 0).any()

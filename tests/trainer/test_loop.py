@@ -13,6 +13,7 @@ from ingest.store import ClipStore
 from models.dcgru import next_clip_loss
 from models.registry import build_model
 from tests.trainer.conftest import PATIENTS, TINY_HPARAMS
+from trainer.config import DEFAULT_AUGMENT, DEFAULT_CLIP_EXTRAS
 from trainer.datasets import (
     SequenceDataset,
     evaluation_sequences,
@@ -155,7 +156,7 @@ def test_losses_and_errors():
 # fit_fold: a whole fold without Ray
 
 
-def _fold_data(url, **cfg_changes):
+def _fold_data(url, model="sozformer", **cfg_changes):
     from trainer.config import TrainConfig
     from trainer.fold_data import FoldData
     from trainer.splits import cohort_groups, patient_folds
@@ -170,9 +171,9 @@ def _fold_data(url, **cfg_changes):
         lr=3e-3,
         max_eval_seqs=3,
         model_hparams=TINY_HPARAMS,
-        **cfg_changes,
+        **{"clip_extras": (), "augment": (), **cfg_changes},  # the spectra, as these tests ask
     )
-    return FoldData.for_fold(url, fold, cfg)
+    return FoldData.for_fold(url, fold, cfg, model)
 
 
 def _comparable(history):
@@ -232,7 +233,10 @@ def test_fit_fold_resumed_equals_uninterrupted_bit_for_bit(
     url, _ = data
     changes = dict(changes)
     hp = {**TINY_HPARAMS, **changes.pop("model_hparams", {})}
-    fold_data = _fold_data(url, epochs=3, patience=10, **changes)
+    # The default inputs (spikes; tilt for SOZFormer): the augmentation's draws resume too.
+    defaults = {"clip_extras": DEFAULT_CLIP_EXTRAS, "augment": DEFAULT_AUGMENT}
+    fold_data = _fold_data(url, model_name, epochs=3, patience=10, **defaults, **changes)
+    assert fold_data.n_feats == 8 + 1  # 8 bands and the spike rate
     fold_data = dataclasses.replace(fold_data, cfg=fold_data.cfg.replace(model_hparams=hp))
     straight = fit_fold(model_name, fold_data)
 

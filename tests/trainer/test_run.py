@@ -7,12 +7,14 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
 from ingest.errors import ConfigError
+from serving.commands.train import site_options
 from tests.figures import check_png
 from tests.trainer.conftest import (
     PATIENTS,
@@ -22,9 +24,12 @@ from tests.trainer.conftest import (
     tiny_train_config,
 )
 from trainer.checkpoint import load_checkpoint
-from trainer.config import ALL_MODELS, TrainConfig
-from trainer.run import run_training
+from trainer.config import ALL_MODELS, NEURAL_MODELS, TrainConfig
+from trainer.run import recorded_inputs, run_training
 from trainer.svm_stage import FEATURE_VERSION as SVM_FEATURES
+
+#: The clip spectra of tiny_train_config (a checkpoint's feature_config without extras).
+SPECTRA = {"n_bands": 8, "fmin": 0.5, "fmax": None}
 
 
 def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, tmp_path):
@@ -37,9 +42,13 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     assert sorted(t[0] for t in ticks) == list(range(1, 9)) and {t[1] for t in ticks} == {8}
     card = json.loads((run_dir / "card.json").read_text())
     assert card["n_folds"] == 2 and card["config"]["epochs"] == 1
+    assert card["config"]["augment"] == {"sozformer": ["tilt"], "dcgru": []}  # the defaults
+    assert card["config"]["clip_extras"] == {"sozformer": ["spikes"], "dcgru": ["spikes"]}
     test_patients = sorted(p for f in card["folds"] for p in f["test"])
     assert test_patients == sorted(f"{c}/{p}" for c, p in PATIENTS)  # each patient tested once
     summary = (run_dir / "summary.md").read_text()
+    assert "| `sozformer` | spectrum, spikes | tilt |" in summary
+    assert "| `dcgru` | spectrum, spikes | none |" in summary
     for model in ALL_MODELS:
         assert model in summary
         mdir = run_dir / model
@@ -72,7 +81,9 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
             if model in ("sozformer", "dcgru"):
                 net, meta = load_checkpoint(fdir / "checkpoint.pt")
                 assert meta.threshold == pytest.approx(fm["threshold"])
-                assert meta.feature_config["n_bands"] == 8 and meta.sfreq == 256.0
+                # The default inputs: 8 bands and the spike rate, for both neural models.
+                assert meta.feature_config == {**SPECTRA, "extras": ["spikes"]}
+                assert meta.n_feats == 9 and meta.sfreq == 256.0
                 assert meta.ingest_config["clip_s"] == 4.0
                 x = torch.zeros(1, 3, meta.seq_len, meta.n_feats)
                 assert net(x, torch.ones(1, 3, dtype=torch.bool)).shape == (1, 3)
@@ -89,9 +100,8 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     # SVM and spectral features are cached beside the store, keyed by their versions.
     n_recordings = 2 * len(PATIENTS)  # one ictal and one interictal recording each
     assert len(list(Path(tiny_store).glob(f"features/{SVM_FEATURES}/*.parquet"))) == n_recordings
-    assert (
-        len(list(Path(tiny_store).glob("features/spectral-v1-nb8-*/*/zarr.json"))) == n_recordings
-    )
+    spectra = "features/spectral-v1-nb8-fmin0.5-fmaxNone-x-spikes/*/zarr.json"  # one, shared
+    assert len(list(Path(tiny_store).glob(spectra))) == n_recordings
     # A second run into the same folder without --resume is refused.
     with pytest.raises(ConfigError, match="--resume"):
         run_training(tiny_store, run_dir, tiny_train_config(models=("baseline",)))
@@ -104,10 +114,20 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     for name in ("metrics.json", "checkpoint.pt", "test_predictions.parquet"):
         (fold1 / name).unlink()
     ticks.clear()
+    # Resumed with the inputs it was trained with, from a card as sozkit wrote it before the
+    # inputs were per model (one list for every model); [] there is none, not the defaults.
+    card_path = run_dir / "card.json"
+    for extras, wrong in (([], {}), (["spikes"], {"clip_extras": ()})):
+        card["config"].update(clip_extras=extras, augment=["tilt"])
+        card_path.write_text(json.dumps(card))
+        with pytest.raises(ConfigError, match="was trained with clip_extras sozformer="):
+            run_training(tiny_store, run_dir, tiny_train_config(resume=True, **wrong))
+    resumed = site_options(_train_args("--resume"), recorded_inputs(run_dir))
+    assert resumed["clip_extras"]["sozformer"] == ("spikes",)
     out = run_training(
         tiny_store,
         run_dir,
-        tiny_train_config(models=("sozformer",), resume=True),
+        tiny_train_config(models=("sozformer",), resume=True, **resumed),
         progress=lambda *a: ticks.append(a),
     )
     # fold 0 counted as done, fold 1 redone
@@ -116,6 +136,49 @@ def test_two_fold_run_of_every_model_writes_every_output(ray_local, tiny_store, 
     assert (run_dir / "sozformer" / "fold_0" / "metrics.json").stat().st_mtime_ns == kept
     pd.testing.assert_frame_equal(pd.read_parquet(fold1 / "test_predictions.parquet"), before)
     assert (fold1 / "checkpoint.pt").is_file() and out["models"]["sozformer"]["n_folds"] == 2
+    assert load_checkpoint(fold1 / "checkpoint.pt")[1].feature_config["extras"] == ["spikes"]
+
+
+def _train_args(*argv: str):
+    import argparse
+
+    from serving.commands.train import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(["STORE", "--out", "RUN", *argv])
+
+
+def test_models_with_their_own_inputs_score_through_one_engine(ray_local, tiny_store, tmp_path):
+    """SOZFormer with the spike rate, DCGRU with the spectra alone: each checkpoint records its
+    own features, and one pass of the serving engine over a stored recording scores each model
+    with its own, to the run's test predictions."""
+    from ingest.store import ClipStore
+    from serving.engine import score_recording
+    from serving.preprocess import StoredRecordingStream, stored_recording
+    from serving.scoring import Scorer
+
+    run_dir = tmp_path / "run"
+    cfg = tiny_train_config(
+        models=NEURAL_MODELS, clip_extras={"dcgru": ()}, augment=(), ssl_epochs=0
+    )
+    run_training(tiny_store, run_dir, cfg)
+    scorers = [Scorer.from_run(run_dir, m, fold=0) for m in NEURAL_MODELS]
+    assert [s.feature_config for s in scorers] == [{**SPECTRA, "extras": ["spikes"]}, SPECTRA]
+    assert [s.n_feats for s in scorers] == [9, 8]
+    store = ClipStore.open(tiny_store)
+    preds = {m: pd.read_parquet(run_dir / m / "predictions.parquet") for m in NEURAL_MODELS}
+    fold0 = preds["sozformer"].query("fold == 0")
+    ictal = set(store.recordings().query("n_seizures > 0")["recording_id"])
+    (rid, *_) = sorted(set(fold0["recording_id"]) & ictal)
+    stream = StoredRecordingStream(store, rid, block_clips=5)
+    both = score_recording(
+        stored_recording(store, rid), [s.consumer() for s in scorers], stream=stream
+    )
+    for model, res in zip(NEURAL_MODELS, both, strict=True):
+        run = preds[model].query("fold == 0 and recording_id == @rid").set_index("channel")
+        np.testing.assert_allclose(res.p_raw, run.loc[list(res.channels), "score"], rtol=1e-5)
+    assert not np.allclose(both[0].p_raw, both[1].p_raw)
 
 
 @pytest.mark.slow

@@ -19,14 +19,17 @@ FEATS = {"n_bands": 8, "fmin": 0.5, "fmax": None}
 
 
 def test_config_records_the_norm_and_checks_both():
-    assert "norm" not in TrainConfig().feature_config()  # the default: as runs before it
+    assert "norm" not in TrainConfig().feature_config("sozformer")  # the default: as before
     cfg = TrainConfig(feature_norm="median", augment=["tilt", "dropout"])
-    assert cfg.feature_config()["norm"] == "median" and cfg.augment == ("tilt", "dropout")
+    assert cfg.feature_config("dcgru")["norm"] == "median"
+    assert cfg.augment_for("sozformer") == cfg.augment_for("dcgru") == ("tilt", "dropout")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="feature_norm"):
         TrainConfig(feature_norm="zscore")
     with pytest.raises(ConfigError, match="augment"):
         TrainConfig(augment=("gain",))
+    with pytest.raises(ConfigError, match="augment of dcgru"):
+        TrainConfig(augment={"dcgru": ("tilt", "tilt")})
 
 
 def test_feature_frequencies_are_the_band_centres():
@@ -63,7 +66,7 @@ def test_dataset_normalises_and_augments_reproducibly(tiny_store):
     expected = normalise(raw, "robust").transpose(1, 0, 2)
     torch.testing.assert_close(ds[0]["x"], torch.from_numpy(np.ascontiguousarray(expected)))
     cfg = TrainConfig(augment=AUGMENTS, n_bands=8)
-    aug = site_augment(tiny_store, cfg)
+    aug = site_augment(tiny_store, cfg, "dcgru")
     one = SequenceDataset(
         tiny_store, recs, items, seq_len=4, feature_config=fc, augment=aug, augment_seed=7
     )
