@@ -52,21 +52,25 @@ N_CHANS_REQ = 64
 REQ_SECONDS = 250
 
 
-def make_run_dir(root: Path, n_folds: int = 1) -> Path:
-    """A run directory with untrained default-size SOZFormer folds (real checkpoint code)."""
+def make_run_dir(root: Path, n_folds: int = 1, clip_extras: tuple[str, ...] = ()) -> Path:
+    """A run directory with untrained default-size SOZFormer folds (real checkpoint code).
+
+    ``clip_extras`` are the tokens' extra measures (``TrainConfig.clip_extras``); ``()``, the
+    spectra alone, is what this benchmark's figures were measured with.
+    """
     import torch
 
     from ingest.config import IngestConfig
     from models.registry import build_model
-    from models.spectral import n_spectral_features
+    from models.site_norm import n_features
     from trainer.checkpoint import save_checkpoint
     from trainer.config import TrainConfig
     from trainer.rundir import RunDir
 
-    tcfg = TrainConfig(clip_extras=())  # the spectra alone: the figures' inputs
+    tcfg = TrainConfig(clip_extras=tuple(clip_extras))
     icfg = IngestConfig()
     features = tcfg.feature_config("sozformer")
-    n_feats = n_spectral_features(icfg.clip_samples, icfg.sfreq, **features)
+    n_feats = n_features(icfg.clip_samples, icfg.sfreq, features)
     run_dir = root / ("run" if n_folds == 1 else f"run{n_folds}")
     for fold in range(n_folds):
         torch.manual_seed(fold)

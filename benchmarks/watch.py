@@ -31,12 +31,13 @@ pieces over ``--write-s`` seconds as an export would; ``soz watch`` runs with it
 - **memory**: the watcher's RSS (its own process, and with every process under it: Ray's
   and Beam's workers) after each arrival; target: flat.
 
-The model is SOZFormer at its default size, untrained, saved with the real checkpoint code
-(:func:`benchmarks.serving.make_run_dir`); recordings are 128-contact 1024-Hz EDFs written by
+The model is SOZFormer at its default size and with its default inputs (``--clip-extras``, the
+training default: the spectra and the clip's spike rate), untrained, saved with the real
+checkpoint code (:func:`benchmarks.serving.make_run_dir`); recordings are 128-contact 1024-Hz EDFs written by
 :func:`benchmarks.ingest.write_edf_streamed`. Prints and saves ``benchmarks/results/watch.json``.
 
     python -m benchmarks.watch [--arrivals 30] [--minutes 10] [--interval-s 20 | --rate-hph H]
-        [--write-s 3] [--skip-batches 1]
+        [--write-s 3] [--skip-batches 1] [--clip-extras spikes|none]
 
 The latency target is judged at an offered rate the watcher keeps up with (``--rate-hph
 100``, the throughput target's rate); under saturation latency grows with the backlog and is
@@ -66,6 +67,7 @@ from benchmarks import ingest as bench_ingest
 from benchmarks.serving import make_run_dir
 from ingest.fileio import write_json
 from ingest.ownership import descendants
+from trainer.config import DEFAULT_CLIP_EXTRAS
 
 REPO = Path(__file__).resolve().parents[1]
 LINE_FREQ = 60.0  # the line noise write_edf_streamed adds
@@ -253,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", type=int, default=2, help="distinct source files")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--clip-extras",
+        default=",".join(DEFAULT_CLIP_EXTRAS["sozformer"]) or "none",
+        help="the model's extra token measures (default: SOZFormer's training default); "
+        "none: the spectra alone, as the figures before 2026-12-04",
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "watch.json"))
     args = ap.parse_args(argv)
+    extras = () if args.clip_extras == "none" else tuple(args.clip_extras.split(","))
     if args.rate_hph is not None:
         args.interval_s = args.minutes * 60 / args.rate_hph
 
@@ -262,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     try:
-        run_dir = make_run_dir(work)
+        run_dir = make_run_dir(work, clip_extras=extras)
         bench_ingest.N_CHANS = args.contacts
         seconds = int(round(args.minutes * 60))
         sources = []
@@ -393,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             "sfreq_file": bench_ingest.SFREQ,
             "interval_s": args.interval_s,
             "write_s": args.write_s,
+            "clip_extras": list(extras),
             "watcher_defaults": {"poll_s": 5.0, "stable_s": 30.0},
             "watcher_startup_s": round(startup_s, 1),
             "baseline_soz_score": base,
