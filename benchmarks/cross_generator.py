@@ -23,9 +23,10 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    probabilities calibrated on the validation patients, its raw value and its skill against
    the prevalence (BSS, all / ictal / interictal).
 
-``--feature-norm`` (default ``none``, :mod:`models.site_norm`) and ``--augment``
-(:mod:`trainer.site_augment`) set the neural inputs; each setting trains in its own run folder
-of ``--out`` (``--run-name``), on the same cohorts and store.
+``--feature-norm`` (default ``none``, :mod:`models.site_norm`), ``--augment``
+(:mod:`trainer.site_augment`) and ``--clip-extras`` set the neural inputs (``--train-defaults``:
+each model's ``soz train`` default); each setting trains in its own run folder of ``--out``
+(``--run-name``), on the same cohorts and store.
 
 Results: ``cross_generator.json`` / ``.md`` in ``--results`` (default
 ``benchmarks/results``; with ``--quick`` under ``--out``).
@@ -294,72 +295,6 @@ def run(
     }
 
 
-def split_comparison(store_url: str, work: Path, train_cfg: TrainConfig, *, n_folds: int) -> dict:
-    """Patient-wise CV against leave-one-centre-out on the same store (both families pooled).
-
-    Returns ``{split: {model: figures}}``: pooled ROC-AUC (all / ictal / interictal), calibrated
-    Brier skill score and both call rules' macro precision / recall (``sites.json`` and the
-    model's ``metrics.json``).
-    """
-    from trainer.run import run_training
-
-    out: dict[str, dict] = {}
-    for split in ("patient", "centre"):
-        run_dir = work / f"run_{split}"
-        cfg = train_cfg.replace(
-            split=split, n_folds=n_folds, resume=(run_dir / "card.json").is_file()
-        )
-        t = time.perf_counter()
-        trained = run_training(store_url, str(run_dir), cfg)
-        sites = json.loads((run_dir / "sites.json").read_text())
-        out[split] = {"wall_s": round(time.perf_counter() - t, 1), "n_folds": len(trained["folds"])}
-        for name in cfg.models:
-            summary = json.loads((run_dir / name / "metrics.json").read_text())
-            out[split][name] = {
-                "roc_auc": sites[name]["all"]["roc_auc"],
-                "roc_auc_ictal": sites[name]["ictal"]["roc_auc"],
-                "roc_auc_interictal": sites[name]["interictal"]["roc_auc"],
-                "bss": summary["pooled"].get("bss"),
-                "roc_auc_calibrated": summary["pooled"].get("roc_auc_calibrated"),
-                "calls": summary.get("pooled_calls"),
-            }
-    return out
-
-
-def render_splits(result: dict) -> str:
-    """The patient-wise vs leave-one-centre-out table (the target: within 0.03 AUC)."""
-    lines = [
-        "# Leave-one-centre-out vs patient-wise CV (simulated data, both families pooled)",
-        "",
-        f"Command: `{result.get('command', '')}`; load average {result.get('load_avg', '')}.",
-        "",
-        "| model | split | folds | ROC-AUC | ictal | interictal | AUC cal. | BSS | Youden calls "
-        "| relative calls | p_cal >= t | p_cal >= 0.5 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    splits = result["splits"]
-    models = [m for m, f in splits["patient"].items() if isinstance(f, dict)]
-    for m in models:
-        for split in ("patient", "centre"):
-            f, calls = splits[split][m], splits[split][m].get("calls") or {}
-            lines.append(
-                f"| {m} | {split} | {splits[split]['n_folds']} | {_fmt(f['roc_auc'])} "
-                f"| {_fmt(f['roc_auc_ictal'])} | {_fmt(f['roc_auc_interictal'])} "
-                f"| {_fmt(f.get('roc_auc_calibrated'))} "
-                f"| {_fmt(f['bss'])} | {_calls(calls.get('youden'))} "
-                f"| {_calls(calls.get('relative'))} | {_calls(calls.get('calibrated'))} "
-                f"| {_calls(calls.get('calibrated_half'))} |"
-            )
-    lines += ["", "Target: leave-one-centre-out within 0.03 AUC of patient-wise CV.", ""]
-    for m in models:
-        a, b = splits["patient"][m]["roc_auc"], splits["centre"][m]["roc_auc"]
-        if a is None or b is None:
-            continue
-        lines.append(f"- {'met' if abs(a - b) <= 0.03 else 'NOT met'}: {m} patient "
-                     f"{_fmt(a)} vs centre {_fmt(b)} (difference {b - a:+.3f})")  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
 def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
 
@@ -479,12 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, default=8, help="patients per family (8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of cohorts, folds, models")
     parser.add_argument(
-        "--cohort-seed",
-        type=int,
-        default=None,
+        "--cohort-seed", type=int, default=None,
         help="seed of the simulated cohorts alone (default --seed): the same cohorts, cached in "
         "--out, trained with other --seed values",
-    )
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=4, help="max epochs (4)")
     parser.add_argument(
         "--models", default="sozformer,svm,baseline", help="comma-separated models to train"
@@ -495,30 +428,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="folder of cross_generator.json / .md")
     parser.add_argument("--quick", action="store_true", help="3 patients, 1 epoch, short runs")
     parser.add_argument(
-        "--splits",
-        type=int,
-        default=0,
-        metavar="K",
+        "--splits", type=int, default=0, metavar="K",
         help="instead: patient-wise K-fold CV vs leave-one-centre-out on the store in --out "
         "(made by a cross-generator run), to cross_generator_splits.json / .md",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--feature-norm",
-        default="none",
-        choices=("none", *NORMS),
+        "--feature-norm", default="none", choices=("none", *NORMS),
         help="per-recording normalisation of the neural inputs (models.site_norm; %(default)s)",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--augment",
-        default="",
+        "--train-defaults", action="store_true",
+        help="each neural model's inputs as soz train's defaults (trainer.config "
+        "DEFAULT_CLIP_EXTRAS / DEFAULT_AUGMENT) instead of --augment / --clip-extras",
+    )  # fmt: skip
+    parser.add_argument(
+        "--augment", default="",
         help="comma-separated training-time site augmentations: tilt,line,dropout, for every "
         "neural model (default none, as the recorded runs; soz train's default differs)",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--clip-extras",
-        default="",
+        "--clip-extras", default="",
         help="neural tokens' extras: spikes,linelength, for every neural model (default none)",
-    )
+    )  # fmt: skip
     parser.add_argument(
         "--run-name", default=None, help="run folder in --out (default from the options)"
     )
@@ -529,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     augment, extras = comma_list(args.augment), comma_list(args.clip_extras)
+    inputs = {} if args.train_defaults else {"augment": augment, "clip_extras": extras}
     norm = None if args.feature_norm == "none" else args.feature_norm
     sim_kw: dict[str, Any] = dict(
         n_subjects=3 if args.quick else args.subjects,
@@ -547,12 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         ssl_epochs=1,
         seed=args.seed,
         feature_norm=norm,
-        augment=augment,
-        clip_extras=extras,
         calibration=args.calibration,
+        **inputs,
     )
     seeded = [] if args.cohort_seed is None or args.cohort_seed == args.seed else [f"s{args.seed}"]
     tags = [*augment, *([f"x-{'+'.join(extras)}"] if extras else []), *seeded]
+    tags = ["defaults", *seeded] if args.train_defaults else tags
     run_name = args.run_name or "-".join(["run", args.feature_norm, *tags])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     work = Path(args.out or tempfile.mkdtemp(prefix="sozkit-xgen-")).resolve()
@@ -587,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.splits:
         with ray_session(log_to_driver=False):
+            from benchmarks.cross_generator_splits import render_splits, split_comparison
+
             splits = split_comparison(str(work / "store"), work, train_cfg, n_folds=args.splits)
         return save("cross_generator_splits", {"splits": splits}, render_splits)
     with ray_session(log_to_driver=False):
