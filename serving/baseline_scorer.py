@@ -25,7 +25,7 @@ import numpy as np
 from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
-from models.baseline import epileptogenicity_index, interictal_ranking
+from models.baseline import interictal_ranking
 from serving.calls import CallRules
 from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
@@ -110,6 +110,7 @@ class BaselineScorer(WholeRecordingScorer):
                 "post_s": cfg.post_s,
                 "interictal_clips": cfg.interictal_clips,
                 "method": cfg.method,
+                "preictal": cfg.preictal,
             }
         }
 
@@ -155,10 +156,7 @@ class BaselineConsumer(ScorerConsumer):
             if onset is None:
                 scores.append(interictal_ranking(signal, sfreq, method=cfg.method))
             else:
-                rel = min(max(onset, 0.0), signal.shape[1] / sfreq - 1.0 / sfreq)
-                scores.append(
-                    epileptogenicity_index(signal, sfreq, rel, **dict(cfg.ei_params or {}))
-                )
+                scores.append(cfg.seizure_score(signal, sfreq, onset))
         probs = np.clip(np.mean(scores, axis=0), 0.0, 1.0)
         s = self.scorer
         return make_result(
