@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from datetime import UTC, datetime
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         {
             "name": args.name,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["python -m benchmarks.cross_generator_baseline", *sys.argv[1:]]),
+            "command": shlex.join(
+                ["python", "-m", "benchmarks.cross_generator_baseline", *sys.argv[1:]]
+            ),
             "data": "simulated",
             "load_avg": f"{load:.1f} -> {os.getloadavg()[0]:.1f}",
             "variants": variants,
