@@ -135,10 +135,11 @@ def render(result: dict) -> str:
         for fam, f in fams.items():
             er = ", ".join(f"{f['er_median']['soz'][s]:.2f} / {f['er_median']['non_soz'][s]:.2f}"
                            for s in SPANS)  # fmt: skip
-            med = [(f[key]["soz"] or [np.nan] * 3)[1] for key in
-                   ("ph_max_rise_quartiles", "detection_from_onset_quartiles")]  # fmt: skip
-            non = [(f[key]["non_soz"] or [np.nan] * 3)[1] for key in
-                   ("ph_max_rise_quartiles", "detection_from_onset_quartiles")]  # fmt: skip
+            med, non = (
+                [(f[key][part] or [np.nan] * 3)[1]
+                 for key in ("ph_max_rise_quartiles", "detection_from_onset_quartiles")]
+                for part in ("soz", "non_soz")
+            )  # fmt: skip
             auc = f["roc_auc_ei"]
             best = max(auc, key=auc.get)
             lines.append(
