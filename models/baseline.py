@@ -223,7 +223,9 @@ def epileptogenicity_index(
         the background energy ratio (~0.3 for a 1/f^2 background), else the detection time,
         the minimum of a nearly flat cumulative sum, wanders by seconds before the real change.
     threshold : float
-        Page-Hinkley alarm threshold ``lambda`` (15, as the published reimplementations).
+        Page-Hinkley alarm threshold ``lambda`` (15, as the published reimplementations). The
+        sum gains one term per window: at the 0.25 s step it climbs four times as fast as in a
+        reimplementation with 1-s steps, so the same ``lambda`` alarms sooner here.
     tau_s : float
         ``tau`` > 0: delay (s) that halves the EI of a channel detected ``tau`` after the first
         (paper: 1 s).

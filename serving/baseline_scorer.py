@@ -4,7 +4,9 @@ The classical baseline of training (:mod:`trainer.baseline_stage`) on new record
 one scoring engine (:func:`serving.engine.score_recording`) and into the same results schema
 (:class:`serving.results.ScoreResult`): on a recording with annotated seizures the
 **Epileptogenicity Index** (:func:`models.baseline.epileptogenicity_index`, the mean over the
-seizures of the EI of ``pre_s`` before to ``post_s`` after each onset), otherwise the
+seizures of the EI of ``pre_s`` before to ``post_s`` after each onset, read with the ranking of
+the part before the onset when the run set ``preictal``: :meth:`trainer.baseline_stage.
+BaselineConfig.seizure_score`, as training scores it), otherwise the
 **interictal ranking** (:func:`models.baseline.interictal_ranking` on ``interictal_clips`` clips
 from the middle of the recording). The clips are those training saw (the run's ingest
 configuration), kept only where a window needs them. The threshold, call rule and calibration are
