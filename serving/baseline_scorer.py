@@ -4,7 +4,9 @@ The classical baseline of training (:mod:`trainer.baseline_stage`) on new record
 one scoring engine (:func:`serving.engine.score_recording`) and into the same results schema
 (:class:`serving.results.ScoreResult`): on a recording with annotated seizures the
 **Epileptogenicity Index** (:func:`models.baseline.epileptogenicity_index`, the mean over the
-seizures of the EI of ``pre_s`` before to ``post_s`` after each onset), otherwise the
+seizures of the EI of ``pre_s`` before to ``post_s`` after each onset, read with the ranking of
+the part before the onset when the run set ``preictal``: :meth:`trainer.baseline_stage.
+BaselineConfig.seizure_score`, as training scores it), otherwise the
 **interictal ranking** (:func:`models.baseline.interictal_ranking` on ``interictal_clips`` clips
 from the middle of the recording). The clips are those training saw (the run's ingest
 configuration), kept only where a window needs them. The threshold, call rule and calibration are
@@ -25,7 +27,7 @@ import numpy as np
 from ingest.config import IngestConfig
 from ingest.errors import SozkitError
 from ingest.recording import Recording
-from models.baseline import epileptogenicity_index, interictal_ranking
+from models.baseline import interictal_ranking
 from serving.calls import CallRules
 from serving.engine import ScorerConsumer, WholeRecordingScorer, make_result, scoring_warnings
 from serving.preprocess import DEFAULT_CACHE_BYTES
@@ -110,6 +112,7 @@ class BaselineScorer(WholeRecordingScorer):
                 "post_s": cfg.post_s,
                 "interictal_clips": cfg.interictal_clips,
                 "method": cfg.method,
+                "preictal": cfg.preictal,
             }
         }
 
@@ -155,10 +158,7 @@ class BaselineConsumer(ScorerConsumer):
             if onset is None:
                 scores.append(interictal_ranking(signal, sfreq, method=cfg.method))
             else:
-                rel = min(max(onset, 0.0), signal.shape[1] / sfreq - 1.0 / sfreq)
-                scores.append(
-                    epileptogenicity_index(signal, sfreq, rel, **dict(cfg.ei_params or {}))
-                )
+                scores.append(cfg.seizure_score(signal, sfreq, onset))
         probs = np.clip(np.mean(scores, axis=0), 0.0, 1.0)
         s = self.scorer
         return make_result(

@@ -5,8 +5,9 @@ the store's clips:
 
 - an **ictal** recording: for each seizure, the clips from ``pre_s`` before to ``post_s`` after the
   onset (the onset is ``start_s - seconds_from_onset`` of the seizure's clips) are joined into one
-  signal and :func:`models.baseline.epileptogenicity_index` scores it; the recording's score is
-  the mean EI over its seizures;
+  signal and :func:`models.baseline.epileptogenicity_index` scores it, averaged with the
+  interictal ranking of that signal's pre-ictal part when ``preictal`` is set
+  (:func:`models.baseline.ictal_score`); the recording's score is the mean over its seizures;
 - an **interictal** recording: :func:`models.baseline.interictal_ranking` (spike rate by default)
   on ``interictal_clips`` consecutive clips from the middle of the recording.
 
@@ -29,7 +30,7 @@ import pandas as pd
 import ray
 
 from ingest.errors import ConfigError, SozkitError
-from models.baseline import epileptogenicity_index, interictal_ranking
+from models.baseline import ictal_score, interictal_ranking
 from trainer.datasets import RecordingInfo
 from trainer.splits import Fold
 
@@ -50,6 +51,9 @@ class BaselineConfig:
         Interictal ranking method.
     ei_params : mapping
         Extra keyword arguments of :func:`models.baseline.epileptogenicity_index`.
+    preictal : bool
+        Around each seizure, average the EI with the ``method`` ranking of the signal before
+        the onset (:func:`models.baseline.ictal_score`), as clinicians read both.
     """
 
     pre_s: float = 60.0
@@ -57,6 +61,7 @@ class BaselineConfig:
     interictal_clips: int = 60
     method: str = "spike_rate"
     ei_params: Mapping[str, Any] | None = None
+    preictal: bool = False
 
     def __post_init__(self) -> None:
         if self.pre_s <= 0 or self.post_s <= 0 or self.interictal_clips < 1:
@@ -66,6 +71,15 @@ class BaselineConfig:
         if self.method not in ("spike_rate", "hf_power"):
             raise ConfigError(f"{self.method=} must be 'spike_rate' or 'hf_power'.")
 
+    def seizure_score(self, signal: np.ndarray, sfreq: float, onset_s: float) -> np.ndarray:
+        """Score of every channel of ``signal`` (the window around one seizure; ``onset_s``
+        from its start, clamped into it), shape (n_chans,), in [0, 1]."""
+        onset_s = min(max(onset_s, 0.0), signal.shape[1] / sfreq - 1.0 / sfreq)
+        return ictal_score(
+            signal, sfreq, onset_s, preictal=self.method if self.preictal else None,
+            ei_params=self.ei_params,
+        )  # fmt: skip
+
 
 def recording_scores(store: Any, recording_id: str, cfg: BaselineConfig) -> np.ndarray:
     """Baseline score of every channel of one recording.
@@ -73,7 +87,8 @@ def recording_scores(store: Any, recording_id: str, cfg: BaselineConfig) -> np.n
     Returns
     -------
     ndarray, shape (n_chans,)
-        Mean EI over the seizures (ictal recording) or the interictal ranking, in [0, 1].
+        Mean over the seizures of :meth:`BaselineConfig.seizure_score` (ictal recording) or
+        the interictal ranking, in [0, 1].
     """
     clips = store.clips([recording_id]).sort_values("clip_index")
     n_clips = len(clips)
@@ -96,8 +111,7 @@ def recording_scores(store: Any, recording_id: str, cfg: BaselineConfig) -> np.n
         x = store.read_clips(recording_id, lo, hi)
         signal = np.concatenate(list(x), axis=-1)
         start_s = float(clips["start_s"].iloc[lo])
-        rel = min(max(onset - start_s, 0.0), signal.shape[1] / store.sfreq - 1.0 / store.sfreq)
-        scores.append(epileptogenicity_index(signal, store.sfreq, rel, **dict(cfg.ei_params or {})))
+        scores.append(cfg.seizure_score(signal, store.sfreq, onset - start_s))
     return np.mean(scores, axis=0)
 
 

@@ -9,6 +9,7 @@ from scipy.signal import butter, sosfiltfilt
 from models.baseline import (
     energy_ratio,
     epileptogenicity_index,
+    ictal_score,
     interictal_ranking,
     page_hinkley,
 )
@@ -122,6 +123,56 @@ def test_page_hinkley_finds_a_step():
     # a search start after the change still reports a change, not a negative index
     late, _ = page_hinkley(er, start=250)
     assert late[0] >= 250 and abs(late[1] - 300) <= 1
+
+
+def slow_onset_seizure(seed: int) -> np.ndarray:
+    """Spikes before the onset on channels 1 and 3, which then enter a high-voltage 4 Hz
+    discharge without fast activity (what the Wendling family's seizures look like after a
+    brief, barely visible fast onset); channel 0 gets fast activity at the onset, uninvolved
+    otherwise; channels 2 and 4 are background."""
+    x, _ = simulate_spikes(SFREQ, duration_s=90.0, n_chans=5, spiky=(1, 3), seed=seed)
+    rng = np.random.default_rng(seed)
+    t = np.arange(x.shape[1]) / SFREQ
+    sos = butter(4, (30.0, 90.0), btype="bandpass", fs=SFREQ, output="sos")
+    fast = sosfiltfilt(sos, rng.standard_normal(x.shape[1]))
+    x[0] += np.clip((t - ONSET_S) / 2.0, 0.0, 1.0) * 2.0 * fast / fast.std()
+    for c in (1, 3):
+        x[c] += np.where(t > ONSET_S, 8.0 * np.sin(2 * np.pi * 4.0 * t), 0.0)
+    return x
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_ictal_score_reads_the_preictal_spikes_beside_the_ei(seed):
+    """The EI alone puts the fast-onset channel first and scores the spiking channels, whose
+    seizure is slow, like the background; read with the pre-ictal spike ranking they stand
+    out from the background and the fast-onset channel keeps its place beside them."""
+    x = slow_onset_seizure(seed)
+    ei = epileptogenicity_index(x, SFREQ, ONSET_S)
+    print(f"{seed=}: EI = {ei.round(3)}")
+    assert int(np.argmax(ei)) == 0 and max(ei[1], ei[3]) < 0.2
+    np.testing.assert_array_equal(ictal_score(x, SFREQ, ONSET_S, preictal=None), ei)
+    score = ictal_score(x, SFREQ, ONSET_S)
+    print(f"{seed=}: EI + pre-ictal spikes = {score.round(3)}")
+    assert np.all((score >= 0) & (score <= 1))
+    assert min(score[1], score[3]) > max(score[2], score[4]) + 0.2
+    assert score[0] == pytest.approx(0.5) and max(score[1], score[3]) >= 0.5
+    # The pre-ictal part ends lead_s before the onset: the discharge after it is not read.
+    pre = interictal_ranking(x[:, : int((ONSET_S - 5.0) * SFREQ)], SFREQ)
+    np.testing.assert_allclose(score, 0.5 * (ei + pre))
+    hf = ictal_score(x, SFREQ, ONSET_S, preictal="hf_power", ei_params={"lead_s": 8.0})
+    pre = interictal_ranking(x[:, : int((ONSET_S - 8.0) * SFREQ)], SFREQ, method="hf_power")
+    np.testing.assert_allclose(
+        hf, 0.5 * (epileptogenicity_index(x, SFREQ, ONSET_S, lead_s=8.0) + pre)
+    )
+
+
+def test_ictal_score_without_enough_preictal_signal_is_the_ei():
+    x = slow_onset_seizure(3)
+    first = int((ONSET_S - 12.0) * SFREQ)  # 12 s before the onset, 7 s before onset - lead_s
+    ei = epileptogenicity_index(x[:, first:], SFREQ, 12.0)
+    np.testing.assert_array_equal(ictal_score(x[:, first:], SFREQ, 12.0), ei)
+    longer = ictal_score(x[:, first:], SFREQ, 12.0, min_preictal_s=5.0)
+    assert not np.array_equal(longer, ei)
 
 
 def test_interictal_spike_rate_ranking():

@@ -11,11 +11,12 @@ import pytest
 
 from ingest.errors import SozkitError
 from ingest.recording import SeizureEvent
-from models.baseline import epileptogenicity_index, interictal_ranking
+from models.baseline import epileptogenicity_index, ictal_score, interictal_ranking
 from serving.baseline_scorer import BaselineScorer
 from serving.preprocess import RecordingStream
 from serving.results import RESULT_COLUMNS
 from serving.scoring import load_scorers
+from trainer.baseline_stage import BaselineConfig
 from trainer.calibration import Calibrator
 from trainer.rundir import RunDir
 
@@ -58,6 +59,18 @@ def test_interictal_and_ictal_runs_are_scored_like_training(serving_data, baseli
     res = scorer.score(ictal)
     ei = epileptogenicity_index(_signal(rec, cfg, 0, n), cfg.sfreq, 22.0)
     np.testing.assert_allclose(res.p_raw, ei, rtol=1e-6, atol=1e-9)
+
+    # model_hparams["baseline"]["preictal"]: the EI read with the ranking of the 17 s before
+    # onset - lead_s, as training scores it (BaselineConfig.seizure_score); this recording has
+    # no spikes, so the high-frequency power ranks its pre-ictal part.
+    both = BaselineScorer(
+        BaselineConfig(preictal=True, method="hf_power"), scorer.folds, scorer.rules,
+        ingest_config=cfg,
+    )  # fmt: skip
+    assert both.describe()["config"]["preictal"] is True
+    expected = ictal_score(_signal(rec, cfg, 0, n), cfg.sfreq, 22.0, preictal="hf_power")
+    assert not np.allclose(expected, ei)
+    np.testing.assert_allclose(both.score(ictal).p_raw, expected, rtol=1e-6, atol=1e-9)
 
 
 def test_a_run_without_baseline_folds_says_how_to_get_them(serving_data):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from ingest.errors import SozkitError
 from ingest.store import ClipStore
+from models.baseline import epileptogenicity_index, ictal_score
 from tests.trainer.conftest import PATIENTS
 from trainer.baseline_stage import (
     BaselineConfig,
@@ -44,6 +47,23 @@ def test_baseline_scores_every_channel_and_finds_the_fast_onset(ray_local, tiny_
         assert set(val["patient"]) == set(fold.val) and set(test["patient"]) == set(fold.test)
         result = evaluate_fold(val, test)
         assert 0 <= result["threshold"] <= 1 and result["test"]["tp"] + result["test"]["fn"] > 0
+
+
+def test_preictal_option_scores_seizures_with_the_preictal_ranking(tiny_store):
+    """``preictal``: each seizure's window scored by models.baseline.ictal_score, the onset
+    clamped into the window as for the EI alone."""
+    store = ClipStore.open(tiny_store)
+    rec = next(r for r in recording_table(store) if "__ictal__" in r.recording_id)
+    both = dataclasses.replace(CFG, preictal=True)
+    s_ei, s_both = (recording_scores(store, rec.recording_id, c) for c in (CFG, both))
+    assert s_both.shape == s_ei.shape and np.all((s_both >= 0) & (s_both <= 1))
+    x = np.random.default_rng(0).standard_normal((3, 40 * 256))
+    np.testing.assert_array_equal(
+        both.seizure_score(x, 256.0, 30.0), ictal_score(x, 256.0, 30.0, preictal="spike_rate")
+    )
+    np.testing.assert_array_equal(
+        CFG.seizure_score(x, 256.0, 45.0), epileptogenicity_index(x, 256.0, 40.0 - 1 / 256.0)
+    )
 
 
 def test_config_is_validated():
