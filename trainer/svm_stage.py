@@ -15,7 +15,9 @@ features change so stale caches are never read.
 
 Training: one :class:`models.svm.SOZSVM` per fold on the training patients' (recording, channel)
 rows (calibration folds grouped by patient; features normalised within each recording by the
-model itself, so serving a single recording normalises the same way); it scores the validation and test recordings, and
+model itself, so serving a single recording normalises the same way), optionally with spectrally
+tilted copies of the training rows (``augment: "tilt"``, :mod:`trainer.svm_augment`, training
+only); it scores the validation and test recordings, and
 :func:`trainer.metrics.evaluate_fold` turns those into the fold's metrics like for every model.
 """
 
