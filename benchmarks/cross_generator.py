@@ -15,7 +15,8 @@ benchmarks.cross_generator``) measures domain shift in-house, the way a new hosp
    normalisation of :class:`models.svm.SOZSVM` (``normalise="zscore"``, the default) against
    none (``normalise=None``, the SVM as it was) and ``"rank"``, and the feature sets
    (:data:`models.features.FEATURE_SETS`: ``v1`` without, ``v2`` with the energy ratio and the
-   peaks);
+   peaks), the SVM's ``C`` before its default became 0.1 (``C=1``) and its training-time
+   spectral-tilt augmentation (``augment: tilt``, :mod:`trainer.svm_augment`);
 5. **report** per model and direction: channel ROC-AUC (all recordings, ictal only, interictal
    only); the calls of both call rules chosen on the validation patients (the Youden threshold
    and the patient-relative rule, :mod:`trainer.call_rules`: calls / channels, macro precision
@@ -74,6 +75,8 @@ SVM_VARIANTS = {
     "svm (rank)": {"normalise": "rank"},
     "svm (z-score, v1 features)": {"normalise": "zscore", "features": "v1"},
     "svm (z-score, v2 features)": {"normalise": "zscore", "features": "v2"},
+    "svm (z-score, C=1: the default before)": {"normalise": "zscore", "C": 1.0},
+    "svm (z-score, tilt augmentation)": {"normalise": "zscore", "augment": "tilt"},
 }
 
 

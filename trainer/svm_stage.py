@@ -15,7 +15,9 @@ features change so stale caches are never read.
 
 Training: one :class:`models.svm.SOZSVM` per fold on the training patients' (recording, channel)
 rows (calibration folds grouped by patient; features normalised within each recording by the
-model itself, so serving a single recording normalises the same way); it scores the validation and test recordings, and
+model itself, so serving a single recording normalises the same way), optionally with spectrally
+tilted copies of the training rows (``augment: "tilt"``, :mod:`trainer.svm_augment`, training
+only); it scores the validation and test recordings, and
 :func:`trainer.metrics.evaluate_fold` turns those into the fold's metrics like for every model.
 """
 
@@ -38,6 +40,7 @@ from models.features import RecordingFeatureMean, select_features, svm_bands
 from models.svm import SOZSVM
 from trainer.datasets import RecordingInfo
 from trainer.splits import Fold
+from trainer.svm_augment import AUGMENTS, COPIES, TILT_SD, tilt_augment
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +241,14 @@ def train_svm_fold(
     hparams : mapping, optional
         Keyword arguments of :class:`models.svm.SOZSVM` (``C``, ``gamma``, ``normalise``...),
         and ``features``: the feature set (:data:`models.features.FEATURE_SETS`, default
-        :data:`DEFAULT_FEATURE_SET`), recorded in the model's ``feature_names``.
+        :data:`DEFAULT_FEATURE_SET`), recorded in the model's ``feature_names``; ``augment``:
+        ``"tilt"`` adds ``augment_copies`` (default :data:`trainer.svm_augment.COPIES`) copies
+        of every training recording with a random spectral tilt per contact of standard
+        deviation ``tilt_sd`` (default :data:`trainer.svm_augment.TILT_SD`), seeded by
+        ``seed`` (:func:`trainer.svm_augment.tilt_augment`; training only, so serving is
+        unchanged), and ``C`` divided by ``augment_copies + 1`` so that a contact and its copies
+        weigh in the SVM's loss as the contact alone did (untilted copies would then fit the
+        very same SVM); ``None`` (the default) none.
 
     Returns
     -------
@@ -247,6 +257,10 @@ def train_svm_fold(
     """
     kw = {"seed": seed, **dict(hparams or {})}
     feature_set = kw.pop("features", DEFAULT_FEATURE_SET)
+    augment = kw.pop("augment", None)
+    copies, tilt_sd = kw.pop("augment_copies", COPIES), kw.pop("tilt_sd", TILT_SD)
+    if augment is not None and augment not in AUGMENTS:
+        raise SozkitError(f"svm hparams: augment={augment!r} must be one of {AUGMENTS} or None.")
     by_role = {
         role: _rows(features, [r for r in recordings if r.patient in set(getattr(fold, role))])
         for role in ("train", "val", "test")
@@ -262,11 +276,16 @@ def train_svm_fold(
     if "n_calibration_folds" not in kw:  # calibration folds by patient: at most one per patient
         kw["n_calibration_folds"] = min(3, n_patients) if grouped else 3
     cols = select_features(_feature_cols(features), feature_set)
+    X, recs = train[cols].to_numpy(), train["recording_id"].to_numpy()
+    source = np.arange(len(train))
+    if augment == "tilt":
+        X, recs, source = tilt_augment(X, cols, recs, copies=copies, sd=tilt_sd, seed=seed)
+        kw["C"] = kw.get("C", SOZSVM().C) / (copies + 1)
     svm = SOZSVM(**kw).fit(
-        train[cols].to_numpy(),
-        train["y_true"].to_numpy(),
-        groups=train["patient"].to_numpy() if grouped else None,
-        recordings=train["recording_id"].to_numpy(),
+        X,
+        train["y_true"].to_numpy()[source],
+        groups=train["patient"].to_numpy()[source] if grouped else None,
+        recordings=recs,
         feature_names=cols,
     )
     preds = {}

@@ -200,3 +200,15 @@ def test_files_from_before_normalisation_load_with_absolute_features(tmp_path):
     assert SOZSVM.load(SOZSVM().fit(X, y, groups=groups).save(tmp_path / "n.pkl")).normalise == (
         "zscore"
     )
+
+
+def test_files_from_before_the_new_default_c_keep_their_own(tmp_path):
+    """An SVM fitted with C=1.0 (the default before 0.1) scores after loading exactly as before."""
+    X, y, groups = channels(200, shift=1.0)
+    old = SOZSVM(C=1.0).fit(X, y, groups=groups)
+    loaded = SOZSVM.load(old.save(tmp_path / "c1.pkl"))
+    assert loaded.C == 1.0 and SOZSVM().C == 0.1
+    np.testing.assert_array_equal(loaded.decision_function(X), old.decision_function(X))
+    # the default really is another model: its decision values differ on overlapping classes
+    new = SOZSVM().fit(X, y, groups=groups)
+    assert not np.allclose(new.decision_function(X), old.decision_function(X), atol=1e-3)

@@ -54,11 +54,16 @@ def test_features_are_computed_in_parallel_cached_and_reused(ray_local, tiny_sto
     assert feature_cache_dir("s3://b/store/").endswith(f"/store/features/{FEATURE_VERSION}")
 
 
-def test_one_svm_per_fold_scores_its_val_and_test_patients(ray_local, tiny_store, tmp_path):
+def _features_and_folds(tiny_store, tmp_path):
+    """The tiny store's recordings, their SVM features and two patient-wise folds."""
     recs = recording_table(ClipStore.open(tiny_store))
     feats = compute_features(tiny_store, [r.recording_id for r in recs], cache_dir=str(tmp_path))
     patients = sorted(f"{c}/{s}" for c, s in PATIENTS)
-    folds = patient_folds(patients, n_folds=2, groups=cohort_groups(patients))
+    return recs, feats, patient_folds(patients, n_folds=2, groups=cohort_groups(patients))
+
+
+def test_one_svm_per_fold_scores_its_val_and_test_patients(ray_local, tiny_store, tmp_path):
+    recs, feats, folds = _features_and_folds(tiny_store, tmp_path)
     aucs = []
     for fold in folds:
         res = train_svm_fold(feats, recs, fold, seed=0)
@@ -78,3 +83,33 @@ def test_one_svm_per_fold_scores_its_val_and_test_patients(ray_local, tiny_store
     no_soz = [dataclasses.replace(r, labels=np.zeros_like(r.labels)) for r in recs]
     with pytest.raises(SozkitError, match="only one class"):
         train_svm_fold(feats, no_soz, folds[0])
+
+
+def test_a_tilt_augmented_fold_learns_and_its_untilted_copies_fit_the_same_svm(
+    ray_local, tiny_store, tmp_path
+):
+    recs, feats, folds = _features_and_folds(tiny_store, tmp_path)
+    aucs = []
+    for fold in folds:
+        res = train_svm_fold(feats, recs, fold, seed=0, hparams={"augment": "tilt"})
+        t = res.test_predictions
+        aucs.append(roc_auc_score(t["y_true"], t["score"]))
+        plain = train_svm_fold(feats, recs, fold, seed=0)
+        assert res.model.feature_names == plain.model.feature_names  # serving sees no change
+        assert res.model.C == pytest.approx(plain.model.C / 4)  # C shared by a contact's 4 rows
+    assert np.mean(aucs) > 0.7, aucs
+    # copies with no tilt are the rows again, and with C shared they fit the same SVM
+    test = plain.test_predictions
+    rows = test[["recording_id", "channel"]].merge(feats, on=["recording_id", "channel"])
+    X, rec = rows[list(plain.model.feature_names)].to_numpy(), rows["recording_id"].to_numpy()
+    flat = train_svm_fold(feats, recs, fold, seed=0, hparams={"augment": "tilt", "tilt_sd": 0.0})
+    np.testing.assert_allclose(
+        flat.model.decision_function(X, rec),
+        plain.model.decision_function(X, rec),
+        atol=2e-3,
+    )
+    # a tilt moves the model (the copies are not the rows)
+    tilted = res.model.decision_function(X, rec)
+    assert not np.allclose(tilted, plain.model.decision_function(X, rec), atol=1e-2)
+    with pytest.raises(SozkitError, match="augment='gain'"):
+        train_svm_fold(feats, recs, folds[0], hparams={"augment": "gain"})
