@@ -36,6 +36,7 @@ Results: ``cross_generator.json`` / ``.md`` in ``--results`` (default
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ from ingest.errors import SozkitError
 from ingest.simulate import SimulationConfig, simulate_cohort
 from models.site_norm import NORMS
 from serving.commands.options import comma_list
-from trainer.calibration import CALIBRATIONS
+from trainer.calibration import CALIBRATIONS, PRIORS
 from trainer.call_rules import relative_thresholds
 from trainer.config import MODEL_INPUTS, TrainConfig, per_model_text
 from trainer.metrics import aggregate_channel_scores, call_summary, evaluate_fold, with_flat
@@ -99,7 +100,8 @@ def simulate_families(work: Path, cfg: SimulationConfig, *, n_jobs: int) -> dict
 
 
 def direction_figures(
-    val: pd.DataFrame, test: pd.DataFrame, recordings: pd.DataFrame, *, calibration: str = "auto"
+    val: pd.DataFrame, test: pd.DataFrame, recordings: pd.DataFrame, *, calibration: str = "auto",
+    calibration_prior: str = "match",
 ) -> dict[str, Any]:
     """Figures of one fold (one direction): AUC all / ictal / interictal, calls, Brier.
 
@@ -111,13 +113,17 @@ def direction_figures(
         The store's recordings manifest (``n_seizures`` says which runs are ictal).
     calibration : str
         The run's calibration (``TrainConfig.calibration``).
+    calibration_prior : str
+        The run's ``TrainConfig.calibration_prior``.
 
     Returns
     -------
     dict
-        BSS of the run's calibration (``bss``), of the one chosen among the raw maps only
-        (``bss_old``: the calibration before the relative input existed), of the relative
-        isotonic map (``bss_relative``) and raw (``bss_raw``), each all / ictal / interictal;
+        BSS of the run's calibration (``bss``), of its map alone, without matching each
+        patient to the prior (``bss_unmatched``), of the one chosen among the raw maps only
+        (``bss_old``: the calibration before the relative input and the prior existed), of the
+        relative isotonic map (``bss_relative``, unmatched) and raw (``bss_raw``), each all /
+        ictal / interictal;
         ROC-AUC of the raw scores and of each calibration's probabilities; per run kind the
         calls of both call rules and of the calibrated probabilities
         (:func:`trainer.metrics.calibrated_calls`).
@@ -126,15 +132,19 @@ def direction_figures(
     from trainer.metrics import calibrated_calls
     from trainer.sites import site_figures
 
-    result = evaluate_fold(val, test, calibration=calibration)
+    result = evaluate_fold(
+        val, test, calibration=calibration, calibration_prior=calibration_prior
+    )
     t = result["test"]
     val_t = aggregate_channel_scores(val)
     fit = partial(fit_calibrator, val_t["y_true"], val_t["score"], val_t["patient"],
                   flat=val_t["flat"].to_numpy(bool) if "flat" in val_t else None)  # fmt: skip
+    run_cal = Calibrator.from_dict(result["calibration"])
     cals = {
-        "": Calibrator.from_dict(result["calibration"]),
-        "_old": fit(candidates=CANDIDATES[:3]),
-        "_relative": fit(method="relative-isotonic"),
+        "": run_cal,
+        "_unmatched": dataclasses.replace(run_cal, prior=None),
+        "_old": fit(candidates=CANDIDATES[:3], prior="none"),
+        "_relative": fit(method="relative-isotonic", prior="none"),
     }
     seizures = dict(zip(recordings["recording_id"], recordings["n_seizures"], strict=True))
     n_sz = test["recording_id"].map(seizures)
@@ -225,6 +235,7 @@ def svm_variants(store_url: str, run_dir: Path, folds: list[Fold], cfg: TrainCon
                 with_flat(res.test_predictions, channels),
                 manifest,
                 calibration=cfg.calibration,
+                calibration_prior=cfg.calibration_prior,
             )
     return out
 
@@ -280,6 +291,7 @@ def run(
                 with_flat(pd.read_parquet(d / "test_predictions.parquet"), channels),
                 manifest,
                 calibration=cfg.calibration,
+                calibration_prior=cfg.calibration_prior,
             )
     t = time.perf_counter()
     variants = svm_variants(store_url, run_dir, folds, cfg) if "svm" in cfg.models else {}
@@ -303,8 +315,9 @@ def _fmt(x) -> str:
 
 
 def _trio(f: dict, kind: str) -> str:
-    """``run / old / relative`` BSS of one run kind (``bss_ictal``, ``bss_old_ictal`` ...)."""
-    return " / ".join(_fmt(f.get(f"bss{tag}_{kind}")) for tag in ("", "_old", "_relative"))
+    """``run / unmatched / old / relative`` BSS of one run kind (``bss_ictal`` ...)."""
+    tags = ("", "_unmatched", "_old", "_relative")
+    return " / ".join(_fmt(f.get(f"bss{tag}_{kind}")) for tag in tags)
 
 
 def _calls(c: dict | None) -> str:
@@ -338,9 +351,11 @@ def render_markdown(result: dict) -> str:
         "on one simulator family, test on every patient of the other. Channel ROC-AUC pooled",
         "over the test family's patients; ictal / interictal: scores from that kind of",
         "recording only. BSS: Brier skill score of the calibrated probabilities against the",
-        "constant prevalence (> 0 beats it): the run's calibration (--calibration; cal.: the",
-        "map chosen) / chosen among the raw maps only (the calibration before the relative",
-        "input) / the relative isotonic map / none (raw). AUC cal.: ROC-AUC of the run's and of",
+        "constant prevalence (> 0 beats it): the run's calibration (--calibration and",
+        "--calibration-prior; cal.: the map chosen) / its map without matching each patient to",
+        "the prior / chosen among the raw maps only, unmatched (the calibration before the",
+        "relative input and the prior) / the relative isotonic map, unmatched / none (raw).",
+        "AUC cal.: ROC-AUC of the run's and of",
         "the relative map's probabilities (a relative map re-orders contacts across patients).",
         "Calls: `calls · macro precision / macro recall` of the Youden threshold, the",
         "patient-relative rule, and the relative map's probability p >= Youden's threshold of",
@@ -348,8 +363,8 @@ def render_markdown(result: dict) -> str:
         "chosen on the test patients themselves for the best macro precision at macro recall",
         ">= 0.8 (not a rule: the ceiling of any k on these rankings; n/a: no k reaches 0.8).",
         "",
-        "| model | direction | ROC-AUC | ictal | interictal | AUC cal. | cal. | BSS run / old / "
-        "relative / raw | BSS ictal | BSS interictal | Youden calls | relative calls | "
+        "| model | direction | ROC-AUC | ictal | interictal | AUC cal. | cal. | BSS run / "
+        "unmatched / old / relative / raw | BSS ictal | BSS interictal | Youden calls | relative calls | "
         "p_rel >= t | p_rel >= 0.5 | relative ictal | relative interictal | oracle k |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -361,7 +376,8 @@ def render_markdown(result: dict) -> str:
                 f"| {_fmt(f.get('roc_auc_ictal'))} | {_fmt(f.get('roc_auc_interictal'))} "
                 f"| {_fmt(f.get('roc_auc_calibrated'))} / "
                 f"{_fmt(f.get('roc_auc_calibrated_relative'))} | {f.get('calibration', '')} "
-                f"| {_fmt(f.get('bss'))} / {_fmt(f.get('bss_old'))} / "
+                f"| {_fmt(f.get('bss'))} / {_fmt(f.get('bss_unmatched'))} / "
+                f"{_fmt(f.get('bss_old'))} / "
                 f"{_fmt(f.get('bss_relative'))} / {_fmt(f.get('bss_raw'))} "
                 f"| {_trio(f, 'ictal')} | {_trio(f, 'interictal')} "
                 f"| {_calls(f.get('youden_all'))} | {_calls(f.get('relative_all'))} "
@@ -406,7 +422,11 @@ def targets(result: dict) -> list[str]:
             line(ok, f"{m} {rule} calls macro precision >= 0.5 at macro recall >= 0.8 "
                      f"(precision {', '.join(map(_fmt, p))}; recall {', '.join(map(_fmt, r))})")  # fmt: skip
     for m in models:
-        for key, what in (("bss", "the run's calibration"), ("bss_relative", "relative isotonic")):
+        for key, what in (
+            ("bss", "the run's calibration"),
+            ("bss_unmatched", "its map without the prior"),
+            ("bss_relative", "relative isotonic"),
+        ):
             b = worst(m, key)
             line(b is not None and b > 0, f"{m} Brier skill score > 0, {what} (worst {_fmt(b)})")
     return out
@@ -461,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the run's calibration (trainer.calibration; %(default)s); the old (raw maps "
         "only) and the relative isotonic one are reported beside it",
     )  # fmt: skip
+    parser.add_argument(
+        "--calibration-prior", default="match", choices=PRIORS,
+        help="the run's calibration prior (%(default)s); its map without it is reported beside",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     augment, extras = comma_list(args.augment), comma_list(args.clip_extras)
     inputs = {} if args.train_defaults else {"augment": augment, "clip_extras": extras}
@@ -483,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         feature_norm=norm,
         calibration=args.calibration,
+        calibration_prior=args.calibration_prior,
         **inputs,
     )
     seeded = [] if args.cohort_seed is None or args.cohort_seed == args.seed else [f"s{args.seed}"]

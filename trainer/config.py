@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ingest.errors import ConfigError
-from trainer.calibration import CALIBRATIONS
+from trainer.calibration import CALIBRATIONS, PRIORS
 
 #: Models ``soz train --model`` knows. ``"all"`` at the CLI expands to every one of them.
 NEURAL_MODELS = ("sozformer", "dcgru")
@@ -139,6 +139,12 @@ class TrainConfig:
         ``"relative-isotonic"`` (on each contact's standing among its recording's contacts: the
         better Brier at a site whose scores all sit elsewhere, README "Calls and probabilities
         across generators"; the worse within a site).
+    calibration_prior : str
+        ``"match"`` (the default): after the map, each recording's (patient's) probabilities
+        are shifted to the validation patients' SOZ prevalence
+        (:func:`trainer.calibration.match_prior`), which kept the Brier skill score above 0
+        where the map alone fell below the constant prevalence at a new site (README "Calls
+        and probabilities across generators"); ``"none"``: the map alone, as runs before.
     feature_norm : str or None
         Per-recording normalisation of the neural models' clip features
         (:data:`models.site_norm.NORMS`: ``"median"``, ``"robust"``, ``"detrend"``); recorded
@@ -201,6 +207,7 @@ class TrainConfig:
     split: str = "patient"
     call_rule: str = "relative"
     calibration: str = "auto"
+    calibration_prior: str = "match"
     feature_norm: str | None = None
     augment: PerModel = field(default_factory=lambda: dict(DEFAULT_AUGMENT))
     clip_extras: PerModel = field(default_factory=lambda: dict(DEFAULT_CLIP_EXTRAS))
@@ -228,6 +235,10 @@ class TrainConfig:
             raise ConfigError(f"call_rule={self.call_rule!r} must be 'youden' or 'relative'.")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"calibration={self.calibration!r} must be one of {CALIBRATIONS}.")
+        if self.calibration_prior not in PRIORS:
+            raise ConfigError(
+                f"calibration_prior={self.calibration_prior!r} must be one of {PRIORS}."
+            )
         if not models:
             raise ConfigError(f"{self.models=} is empty; name at least one of {ALL_MODELS}.")
         unknown = [m for m in models if m not in ALL_MODELS]

@@ -254,6 +254,7 @@ def evaluate_fold(
     threshold: float | None = None,
     calibrator: Calibrator | None = None,
     calibration: str = "auto",
+    calibration_prior: str = "match",
     call_rule: str = "youden",
     relative_k: float | None = None,
 ) -> dict:
@@ -275,6 +276,9 @@ def evaluate_fold(
     calibration : {"auto", "identity", "platt", "isotonic", "relative-platt", "relative-isotonic"}
         The method fitted on the validation patients when no ``calibrator`` is given
         (:func:`trainer.calibration.fit_calibrator`).
+    calibration_prior : {"match", "none"}
+        Whether that calibration matches each patient to the validation prevalence
+        (``prior`` of :func:`trainer.calibration.fit_calibrator`).
     call_rule : {"youden", "relative"}
         The rule the test calls (``test``, ``macro``) use (:mod:`trainer.call_rules`); both
         rules' calls are reported under ``calls``.
@@ -326,7 +330,7 @@ def evaluate_fold(
     if calibrator is None:
         calibrator = fit_calibrator(
             val_t["y_true"], val_t["score"], val_t["patient"], method=calibration,
-            flat=_flat(val_t),
+            flat=_flat(val_t), prior=calibration_prior,
         )  # fmt: skip
     val_p, test_p = (
         calibrator(t["score"].to_numpy(float), t["patient"].to_numpy(), flat=_flat(t))

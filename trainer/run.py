@@ -68,6 +68,7 @@ def write_fold(
     call_rule: str = "youden",
     channels: pd.DataFrame | None = None,
     calibration: str = "auto",
+    calibration_prior: str = "match",
 ) -> dict:
     """Evaluate one fold and write its predictions, plots, model and, last, its ``metrics.json``.
 
@@ -91,6 +92,8 @@ def write_fold(
         stay out of the relative rule's and the relative calibration's reference.
     calibration : str
         The calibration fitted on the validation patients (``TrainConfig.calibration``).
+    calibration_prior : str
+        Whether it matches each patient to their prevalence (``TrainConfig.calibration_prior``).
 
     Returns
     -------
@@ -105,7 +108,10 @@ def write_fold(
     val, test = with_flat(val, channels), with_flat(test, channels)
     write_parquet(d / "val_predictions.parquet", val)
     write_parquet(d / "test_predictions.parquet", test)
-    result = evaluate_fold(val, test, call_rule=call_rule, calibration=calibration)
+    result = evaluate_fold(
+        val, test, call_rule=call_rule, calibration=calibration,
+        calibration_prior=calibration_prior,
+    )  # fmt: skip
     history = list((extra or {}).get("history", []))
     _plot(
         plots.plot_confusion,
@@ -383,6 +389,7 @@ def run_training(
             call_rule=cfg.call_rule,
             channels=channels,
             calibration=cfg.calibration,
+            calibration_prior=cfg.calibration_prior,
         )
         tick(_fold_label(res.model_name, fold, result))
 
@@ -482,6 +489,7 @@ def _run_svm(
             run_dir, "svm", fold, res.val_predictions, res.test_predictions,
             save_model=lambda _result, m=res.model, k=fold.index: m.save(run.svm_path(k)),
             call_rule=cfg.call_rule, channels=channels, calibration=cfg.calibration,
+            calibration_prior=cfg.calibration_prior,
         )  # fmt: skip
         tick(_fold_label("svm", fold, result))
 
@@ -503,6 +511,6 @@ def _run_baseline(
         val, test = fold_predictions(scores, fold)
         result = write_fold(
             run_dir, "baseline", fold, val, test, call_rule=cfg.call_rule, channels=channels,
-            calibration=cfg.calibration,
+            calibration=cfg.calibration, calibration_prior=cfg.calibration_prior,
         )  # fmt: skip
         tick(_fold_label("baseline", fold, result))

@@ -17,7 +17,7 @@ from functools import partial
 from models.site_norm import NORMS
 from serving.cli import command, default, json_arg, ray_session
 from serving.commands.options import add_progress_arg, comma_list, config_from_args, config_option
-from trainer.calibration import CALIBRATIONS
+from trainer.calibration import CALIBRATIONS, PRIORS
 from trainer.config import (
     MODEL_INPUTS,
     NEURAL_MODELS,
@@ -55,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="probability calibration fitted on validation patients: auto (lowest "
         "leave-one-patient-out Brier), or one map; relative-*: on each contact's standing "
         "among its recording's contacts (better at a new site, worse within one; %(default)s)",
+    )  # fmt: skip
+    opt(
+        "--calibration-prior", "calibration_prior", choices=PRIORS,
+        help="match: after the map, each recording's probabilities shifted to the validation "
+        "patients' SOZ prevalence (kept the Brier skill score above 0 at a new site); none: "
+        "the map alone (%(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--feature-norm",

@@ -120,7 +120,8 @@ def test_serving_calibrates_a_recording_as_training_does(cls, serving_data, tmp_
     make_constant(edf, blips=True, only={"RH3"})
     served = cls.from_run(run_dir).score(make_recording(edf))
     assert "RH3" not in served.channels
-    assert served.calibration == "relative-isotonic+relative-platt"
+    prior = np.mean([c.prior for c in cals])  # each fold matches a recording to its prior
+    assert served.calibration == f"relative-isotonic+relative-platt, prior {prior:.3f}"
     test = pd.DataFrame({
         "cohort": "c", "patient": "p1", "recording_id": "p1_ictal",
         "channel": [*served.channels, "RH3"],

@@ -12,6 +12,7 @@ from trainer.calibration import (
     EnsembleCalibration,
     brier_skill_score,
     fit_calibrator,
+    match_prior,
 )
 from trainer.metrics import evaluate_fold, summarise_folds
 from trainer.rundir import RunDir
@@ -123,12 +124,18 @@ def test_relative_calibration_transfers_to_a_shifted_site_and_keeps_each_ranking
     cv = cal.info["cv_brier"]
     assert cal.input == "relative" and cal.name.startswith("relative-")
     assert min(cv["relative-platt"], cv["relative-isotonic"]) < min(cv["platt"], cv["isotonic"])
-    raw_only = fit_calibrator(val["y_true"], val["score"], val["patient"], method="platt")
+    raw_only = fit_calibrator(
+        val["y_true"], val["score"], val["patient"], method="platt", prior="none"
+    )
     y, s, g = test["y_true"].to_numpy(), test["score"].to_numpy(), test["patient"].to_numpy()
     prev = y.mean()
     p = cal(s, g)
     assert brier_skill_score(brier_score_loss(y, p), prev) > 0.05
     assert brier_skill_score(brier_score_loss(y, raw_only(s)), prev) < 0  # raw map: worse
+    # ... unless each patient is matched to the validation prevalence after it
+    matched = fit_calibrator(val["y_true"], val["score"], val["patient"], method="platt")
+    assert matched.prior == pytest.approx(val["y_true"].mean())
+    assert brier_skill_score(brier_score_loss(y, matched(s, g)), prev) > 0.05
     for pat in np.unique(g):  # each patient's ranking is kept, strictly
         own = g == pat
         order = np.argsort(s[own], kind="stable")
@@ -144,11 +151,11 @@ def test_relative_calibration_transfers_to_a_shifted_site_and_keeps_each_ranking
 def test_relative_calibration_in_evaluate_fold_reports_both_aucs():
     val = _shifted_site(8, 0, "v", np.linspace(-1.0, 1.0, 8))
     test = _shifted_site(8, 1, "t", np.linspace(-2.0, 3.0, 8))
-    res = evaluate_fold(val, test, calibration="relative-platt")
+    res = evaluate_fold(val, test, calibration="relative-platt", calibration_prior="none")
     t = res["test"]
     assert res["calibration"]["input"] == "relative"
     assert t["roc_auc_calibrated"] != pytest.approx(t["roc_auc"], abs=1e-6)  # pooled: re-ordered
-    raw = evaluate_fold(val, test, calibration="platt")
+    raw = evaluate_fold(val, test, calibration="platt", calibration_prior="none")
     assert raw["test"]["roc_auc_calibrated"] == pytest.approx(raw["test"]["roc_auc"], abs=1e-12)
     assert t["roc_auc"] == raw["test"]["roc_auc"] and t["bss"] > raw["test"]["bss"]
     assert {"calibrated", "calibrated_half"} <= set(res["calls"])
@@ -170,7 +177,7 @@ def test_a_threshold_is_calibrated_against_its_recording():
     # the flat contacts are out of the reference: the others stand as without them
     np.testing.assert_allclose(p[5:], cal(s[5:]), rtol=1e-12)
     ens = EnsembleCalibration([cal, Calibrator()])
-    assert ens.method == "relative-isotonic+identity"
+    assert ens.method == f"relative-isotonic+identity, prior {cal.prior:.3f}"
     np.testing.assert_allclose(ens(s, flat=flat), (p + s) / 2)
     with pytest.raises(ValueError, match="identity: raw only"):
         Calibrator("identity", input="relative")
@@ -189,8 +196,50 @@ def test_soz_train_chooses_the_calibration():
     args = p.parse_args(["S", "--out", "R", "--calibration", "relative-isotonic"])
     assert config_from_args(TrainConfig, args).calibration == "relative-isotonic"
     assert TrainConfig().calibration == "auto"
+    args = p.parse_args(["S", "--out", "R", "--calibration-prior", "none"])
+    assert config_from_args(TrainConfig, args).calibration_prior == "none"
+    assert TrainConfig().calibration_prior == "match"
+    with pytest.raises(ConfigError, match="calibration_prior="):
+        TrainConfig(calibration_prior="flat")
     with pytest.raises(ConfigError, match="calibration="):
         TrainConfig(calibration="beta")
     val = _shifted_site(4, 0, "v", 0.0)
     with pytest.raises(ValueError, match="relative-isotonic"):
         fit_calibrator(val["y_true"], val["score"], val["patient"], method="beta")
+
+
+def test_prior_matching_sets_each_recording_mean_and_keeps_its_ranking():
+    rng = np.random.default_rng(3)
+    q = rng.beta(0.5, 3.0, size=300)
+    g = np.repeat(["a", "b", "c"], 100)
+    q[g == "b"] = 1 - (1 - q[g == "b"]) ** 4  # one recording scored far higher than the others
+    flat = np.zeros(q.size, bool)
+    flat[[0, 1, 2, 150]] = True
+    flat_q = q.copy()
+    flat_q[[0, 1, 2, 150]] = 0.999  # a flat contact's score must not move its recording's mean
+    out = match_prior(flat_q, g, 0.1, flat=flat)
+    for k in "abc":
+        own = (g == k) & ~flat
+        assert out[own].mean() == pytest.approx(0.1, abs=1e-9)
+        order = np.argsort(flat_q[own], kind="stable")
+        assert np.all(np.diff(out[own][order]) > 0)  # one shift per recording: strictly kept
+        # the flat contacts are out of the reference: the others stand as without them
+        np.testing.assert_allclose(out[own], match_prior(flat_q[own], prior=0.1), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"prior must lie in \(0, 1\)"):
+        Calibrator("identity", prior=1.0)
+
+
+def test_a_run_without_a_prior_is_applied_as_before():
+    val = _shifted_site(6, 0, "v", np.linspace(-1.0, 1.0, 6))
+    y, s, g = val["y_true"], val["score"], val["patient"]
+    cal = fit_calibrator(y, s, g, method="platt")
+    old = cal.to_dict()
+    del old["prior"]  # a calibration.json written before prior matching
+    before = Calibrator.from_dict(old)
+    assert before.prior is None and cal.prior == pytest.approx(y.mean())
+    unmatched = fit_calibrator(y, s, g, method="platt", prior="none")
+    np.testing.assert_array_equal(before(s.to_numpy(), g), unmatched(s.to_numpy(), g))
+    assert Calibrator.from_dict(cal.to_dict()) == cal
+    assert fit_calibrator(y * 0, s, g, method="platt").prior is None  # one class: no prior
+    with pytest.raises(ValueError, match="prior="):
+        fit_calibrator(y, s, g, prior="flat")
