@@ -100,7 +100,11 @@ def simulate_families(work: Path, cfg: SimulationConfig, *, n_jobs: int) -> dict
 
 
 def direction_figures(
-    val: pd.DataFrame, test: pd.DataFrame, recordings: pd.DataFrame, *, calibration: str = "auto",
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    recordings: pd.DataFrame,
+    *,
+    calibration: str = "auto",
     calibration_prior: str = "match",
 ) -> dict[str, Any]:
     """Figures of one fold (one direction): AUC all / ictal / interictal, calls, Brier.
@@ -132,9 +136,7 @@ def direction_figures(
     from trainer.metrics import calibrated_calls
     from trainer.sites import site_figures
 
-    result = evaluate_fold(
-        val, test, calibration=calibration, calibration_prior=calibration_prior
-    )
+    result = evaluate_fold(val, test, calibration=calibration, calibration_prior=calibration_prior)
     t = result["test"]
     val_t = aggregate_channel_scores(val)
     fit = partial(fit_calibrator, val_t["y_true"], val_t["score"], val_t["patient"],

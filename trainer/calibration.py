@@ -223,7 +223,9 @@ class Calibrator:
             return out
         if reference is not None:
             ref = np.asarray(reference, dtype=float)
-            shift = _prior_shift(reference_scores(self._map(ref, None, flat, ref), flat), self.prior)
+            shift = _prior_shift(
+                reference_scores(self._map(ref, None, flat, ref), flat), self.prior
+            )
             return _sigmoid(_logit(out, _SHIFT_EPS) + shift)
         return match_prior(out, groups, self.prior, flat=flat)
 
@@ -325,7 +327,13 @@ def _candidate(name: str) -> tuple[str, str]:
 
 
 def fit_calibrator(
-    y_true, y_prob, groups=None, *, method: str = "auto", flat=None, candidates=CANDIDATES,
+    y_true,
+    y_prob,
+    groups=None,
+    *,
+    method: str = "auto",
+    flat=None,
+    candidates=CANDIDATES,
     prior: str = "match",
 ) -> Calibrator:
     """Fit the calibration of a fold on its validation channels.
